@@ -1,0 +1,293 @@
+#include "config/Config.hpp"
+
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+
+namespace certconn::host {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The host's own sections. Plugin sections are added per document in concrete_schema().
+constexpr std::string_view kHostSchema = R"json({
+  "type": "table",
+  "keys": {
+    "host": {"type": "table", "keys": {
+      "listen": {"type": "string", "description": "HTTP listen address, host:port ([v6]:port for IPv6)"},
+      "plugin_dir": {"type": "string", "description": "directory scanned for plugins"},
+      "state_dir": {"type": "string", "description": "durable state: databases, keys, admin socket"},
+      "log_dir": {"type": "string", "description": "event log files"},
+      "service_account": {"type": "string", "description": "user the service runs as"},
+      "io_threads": {"type": "integer", "min": 1, "max": 16},
+      "workers": {"type": "integer", "min": 1, "max": 256, "description": "threads running plugin route handlers"},
+      "max_header_bytes": {"type": "integer", "min": 1024, "max": 1048576},
+      "max_body_bytes": {"type": "integer", "min": 1024, "max": 67108864},
+      "read_timeout_seconds": {"type": "integer", "min": 1, "max": 3600},
+      "drain_timeout_seconds": {"type": "integer", "min": 0, "max": 600},
+      "tls": {"type": "table", "keys": {
+        "certificate": {"type": "string", "required": true, "description": "PEM certificate chain"},
+        "private_key": {"type": "string", "required": true, "description": "PEM private key, mode 0600"}
+      }}
+    }},
+    "log": {"type": "table", "keys": {
+      "max_file_mb": {"type": "integer", "min": 1, "max": 10240},
+      "archives": {"type": "integer", "min": 0, "max": 1000},
+      "admin_debug": {"type": "boolean"},
+      "operational_debug": {"type": "boolean"}
+    }},
+    "features": {"type": "table"},
+    "ca": {"type": "table"},
+    "tenant": {"type": "table"}
+  }
+})json";
+
+const SchemaNode& host_schema() {
+    static const SchemaNode schema = parse_schema(kHostSchema);
+    return schema;
+}
+
+fs::path resolve(const fs::path& base_dir, std::string_view value) {
+    fs::path p(value);
+    return (p.is_absolute() ? p : base_dir / p).lexically_normal();
+}
+
+std::vector<std::string> names_of(const std::vector<PluginIdentity>& plugins, cc_plugin_kind kind) {
+    std::vector<std::string> names;
+    for (const auto& p : plugins)
+        if (p.kind == kind) names.push_back(p.name);
+    return names;
+}
+
+SchemaNode section_schema(const PluginIdentity* plugin) {
+    SchemaNode s;
+    s.type = SchemaNode::Type::Table;
+    if (plugin && plugin->schema) s = *plugin->schema;
+    return s;
+}
+
+// A [ca.<name>] / [tenant] section: "plugin" names one of `candidates`; the rest follows that
+// plugin's schema.
+SchemaNode plugin_section_schema(const toml::node* section, const std::vector<PluginIdentity>& plugins,
+                                 cc_plugin_kind kind) {
+    SchemaNode plugin_key;
+    plugin_key.type = SchemaNode::Type::String;
+    plugin_key.required = true;
+    plugin_key.description = std::string("name of the ") + kind_name(kind) + " plugin serving this section";
+    plugin_key.allowed = names_of(plugins, kind);
+    if (plugin_key.allowed.empty()) plugin_key.allowed.push_back(std::string("<no ") + kind_name(kind) + " plugin present>");
+
+    const PluginIdentity* chosen = nullptr;
+    if (section && section->is_table()) {
+        if (auto name = (*section->as_table())["plugin"].value<std::string_view>()) {
+            for (const auto& p : plugins)
+                if (p.kind == kind && p.name == *name) chosen = &p;
+        }
+    }
+    SchemaNode s = section_schema(chosen);
+    if (!chosen) s.additional = true;  // unknown plugin: only the "plugin" key can be judged
+    s.keys["plugin"] = plugin_key;
+    return s;
+}
+
+SchemaNode concrete_schema(const toml::table& root, const std::vector<PluginIdentity>& plugins) {
+    SchemaNode schema = host_schema();
+    SchemaNode& features = schema.keys["features"];
+    for (const auto& p : plugins) {
+        if (p.kind != CC_KIND_FEATURE) continue;
+        SchemaNode flag;
+        flag.type = SchemaNode::Type::Boolean;
+        features.keys[p.name] = flag;
+        schema.keys[p.name] = section_schema(&p);  // the feature's own [<name>] section
+    }
+    SchemaNode& cas = schema.keys["ca"];
+    if (const toml::table* ca_table = root["ca"].as_table()) {
+        for (const auto& [name, section] : *ca_table)
+            cas.keys[std::string(name.str())] = plugin_section_schema(&section, plugins, CC_KIND_CA);
+    }
+    schema.keys["tenant"] = plugin_section_schema(root.get("tenant"), plugins, CC_KIND_TENANT);
+    return schema;
+}
+
+json::object section_json(const toml::node& node, const SchemaNode* schema, bool redact) {
+    json::value v = to_json(node, schema, redact);
+    json::object o = v.is_object() ? v.get_object() : json::object{};
+    return o;
+}
+
+}  // namespace
+
+const char* kind_name(cc_plugin_kind kind) {
+    switch (kind) {
+        case CC_KIND_FEATURE: return "feature";
+        case CC_KIND_CA: return "ca";
+        case CC_KIND_TENANT: return "tenant";
+    }
+    return "unknown";
+}
+
+fs::path ConfigDocument::plugin_dir() const {
+    if (auto dir = root["host"]["plugin_dir"].value<std::string_view>())
+        return resolve(file.parent_path(), *dir);
+    return HostSettings{}.plugin_dir;
+}
+
+std::optional<ConfigDocument> parse_config_file(const fs::path& file, std::vector<ConfigProblem>& problems) {
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) {
+        problems.push_back({file.string(), 0, 0, "", "cannot read the configuration file (not a regular file or missing)"});
+        return std::nullopt;
+    }
+    try {
+        ConfigDocument doc{fs::absolute(file).lexically_normal(), toml::parse_file(file.string())};
+        return doc;
+    } catch (const toml::parse_error& e) {
+        problems.push_back({file.string(), static_cast<int>(e.source().begin.line),
+                            static_cast<int>(e.source().begin.column), "",
+                            "TOML syntax error: " + std::string(e.description())});
+        return std::nullopt;
+    }
+}
+
+std::optional<Config> validate_config(const ConfigDocument& doc, const std::vector<PluginIdentity>& plugins,
+                                      std::vector<ConfigProblem>& problems) {
+    const SchemaNode schema = concrete_schema(doc.root, plugins);
+    const std::string file = doc.file.string();
+    const std::size_t before = problems.size();
+
+    // Top-level keys get a message of their own: a section is either the host's or a feature's.
+    for (const auto& [key, value] : doc.root) {
+        if (schema.child(key.str())) continue;
+        std::vector<std::string> names;
+        for (const auto& [n, s] : schema.keys) names.push_back(n);
+        std::string msg = "unknown section: neither a host section nor a present feature plugin";
+        if (auto hint = closest_match(key.str(), names); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
+        problems.push_back({file, static_cast<int>(key.source().begin.line),
+                            static_cast<int>(key.source().begin.column), std::string(key.str()), msg});
+    }
+    SchemaNode known = schema;
+    known.additional = true;  // reported above
+    validate_node(doc.root, known, "", file, problems);
+
+    // Files the connector must be able to use.
+    const fs::path base = doc.file.parent_path();
+    if (const toml::table* tls = doc.root["host"]["tls"].as_table()) {
+        for (const char* key : {"certificate", "private_key"}) {
+            const toml::node* n = tls->get(key);
+            if (!n || !n->is_string()) continue;
+            const fs::path p = resolve(base, *n->value<std::string_view>());
+            std::error_code ec;
+            const auto st = fs::status(p, ec);
+            auto at = [&](std::string msg) {
+                problems.push_back({file, static_cast<int>(n->source().begin.line),
+                                    static_cast<int>(n->source().begin.column), std::string("host.tls.") + key, msg});
+            };
+            if (ec || !fs::is_regular_file(st)) at("file not found: " + p.string());
+            else if (std::string_view(key) == "private_key" &&
+                     (st.permissions() & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none)
+                at("private key " + p.string() + " is accessible by group or others; expected mode 0600");
+        }
+    }
+    if (problems.size() != before) return std::nullopt;
+
+    Config c;
+    c.file = doc.file;
+    const toml::table& root = doc.root;
+    HostSettings& h = c.host;
+    auto str = [&](const char* key, auto& out) {
+        if (auto v = root["host"][key].value<std::string>()) out = *v;
+    };
+    auto path = [&](const char* key, fs::path& out) {
+        if (auto v = root["host"][key].value<std::string_view>()) out = resolve(base, *v);
+    };
+    auto integer = [&](const toml::node_view<const toml::node> n, auto& out) {
+        if (auto v = n.value<int64_t>()) out = static_cast<std::remove_reference_t<decltype(out)>>(*v);
+    };
+    str("listen", h.listen);
+    path("plugin_dir", h.plugin_dir);
+    path("state_dir", h.state_dir);
+    path("log_dir", h.log_dir);
+    str("service_account", h.service_account);
+    integer(root["host"]["io_threads"], h.io_threads);
+    integer(root["host"]["workers"], h.workers);
+    integer(root["host"]["max_header_bytes"], h.max_header_bytes);
+    integer(root["host"]["max_body_bytes"], h.max_body_bytes);
+    if (auto v = root["host"]["read_timeout_seconds"].value<int64_t>()) h.read_timeout = std::chrono::seconds(*v);
+    if (auto v = root["host"]["drain_timeout_seconds"].value<int64_t>()) h.drain_timeout = std::chrono::seconds(*v);
+    if (root["host"]["tls"].is_table()) {
+        h.tls = TlsSettings{resolve(base, *root["host"]["tls"]["certificate"].value<std::string_view>()),
+                            resolve(base, *root["host"]["tls"]["private_key"].value<std::string_view>())};
+    }
+    integer(root["log"]["max_file_mb"], c.log.max_file_mb);
+    integer(root["log"]["archives"], c.log.archives);
+    if (auto v = root["log"]["admin_debug"].value<bool>()) c.log.admin_debug = *v;
+    if (auto v = root["log"]["operational_debug"].value<bool>()) c.log.operational_debug = *v;
+
+    if (const toml::table* f = root["features"].as_table())
+        for (const auto& [name, value] : *f) c.features[std::string(name.str())] = *value.value<bool>();
+
+    json::object effective_sections;
+    auto plugin_section = [&](const toml::node& node, const SchemaNode* s) {
+        PluginSection section;
+        section.settings = section_json(node, s, false);
+        section.plugin = json::value_to<std::string>(section.settings["plugin"]);
+        section.settings.erase("plugin");
+        return section;
+    };
+    if (const toml::table* cas = root["ca"].as_table()) {
+        for (const auto& [name, node] : *cas)
+            c.cas.emplace(std::string(name.str()), plugin_section(node, schema.keys.at("ca").child(name.str())));
+    }
+    if (const toml::node* t = root.get("tenant")) c.tenant = plugin_section(*t, schema.child("tenant"));
+    for (const auto& p : plugins) {
+        if (p.kind != CC_KIND_FEATURE) continue;
+        if (const toml::node* n = root.get(p.name)) c.feature_sections[p.name] = section_json(*n, schema.child(p.name), false);
+    }
+
+    // The effective configuration: defaults filled in, secrets redacted.
+    json::object host{{"listen", h.listen},
+                      {"plugin_dir", h.plugin_dir.string()},
+                      {"state_dir", h.state_dir.string()},
+                      {"log_dir", h.log_dir.string()},
+                      {"service_account", h.service_account},
+                      {"io_threads", h.io_threads},
+                      {"workers", h.workers},
+                      {"max_header_bytes", h.max_header_bytes},
+                      {"max_body_bytes", h.max_body_bytes},
+                      {"read_timeout_seconds", h.read_timeout.count()},
+                      {"drain_timeout_seconds", h.drain_timeout.count()}};
+    if (h.tls) host["tls"] = json::object{{"certificate", h.tls->certificate.string()}, {"private_key", h.tls->private_key.string()}};
+    json::object features;
+    for (const auto& p : plugins)
+        if (p.kind == CC_KIND_FEATURE) features[p.name] = c.feature_enabled(p.name);
+    c.effective = {{"host", host},
+                   {"log", json::object{{"max_file_mb", c.log.max_file_mb},
+                                        {"archives", c.log.archives},
+                                        {"admin_debug", c.log.admin_debug},
+                                        {"operational_debug", c.log.operational_debug}}},
+                   {"features", features}};
+    for (const auto& [key, node] : root) {
+        const std::string k(key.str());
+        if (k == "host" || k == "log" || k == "features") continue;
+        c.effective[k] = to_json(node, schema.child(k), true);
+    }
+    return c;
+}
+
+std::map<std::string, std::string> flatten(const json::object& effective) {
+    std::map<std::string, std::string> out;
+    auto walk = [&](auto&& self, const json::value& v, const std::string& prefix) -> void {
+        if (v.is_object() && !v.get_object().empty()) {
+            for (const auto& [k, sub] : v.get_object())
+                self(self, sub, prefix.empty() ? std::string(k) : prefix + "." + std::string(k));
+        } else {
+            out[prefix] = json::serialize(v);
+        }
+    };
+    walk(walk, effective, "");
+    return out;
+}
+
+}  // namespace certconn::host

@@ -1,0 +1,93 @@
+// The connector's configuration: parsed from TOML, validated against the host's schema and
+// the schemas the present plugins publish, then turned into typed settings.
+#pragma once
+
+#include "config/ConfigSchema.hpp"
+#include "plugins/PluginIdentity.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace certconn::host {
+
+struct TlsSettings {
+    std::filesystem::path certificate;  // PEM chain
+    std::filesystem::path private_key;  // PEM, must not be readable by group or others
+};
+
+struct HostSettings {
+    std::string listen = "127.0.0.1:8080";
+    std::filesystem::path plugin_dir = "/usr/lib/certconnector/plugins";
+    std::filesystem::path state_dir = "/var/lib/certconnector";
+    std::filesystem::path log_dir = "/var/log/certconnector";
+    std::string service_account;
+    int io_threads = 1;
+    int workers = 8;
+    std::size_t max_header_bytes = 16 * 1024;
+    std::size_t max_body_bytes = 2 * 1024 * 1024;
+    std::chrono::seconds read_timeout{30};
+    std::chrono::seconds drain_timeout{15};
+    std::optional<TlsSettings> tls;
+
+    std::filesystem::path admin_socket() const { return state_dir / "admin.sock"; }
+};
+
+struct LogSettings {
+    std::uint64_t max_file_mb = 50;
+    std::size_t archives = 5;
+    bool admin_debug = false;
+    bool operational_debug = false;
+};
+
+/// A [ca.<name>] or [tenant] section: which plugin serves it and its settings.
+struct PluginSection {
+    std::string plugin;
+    boost::json::object settings;  // without the "plugin" key; secrets included
+};
+
+struct Config {
+    std::filesystem::path file;
+    HostSettings host;
+    LogSettings log;
+    std::map<std::string, bool> features;  // as written in [features]
+    std::map<std::string, PluginSection> cas;
+    std::optional<PluginSection> tenant;
+    std::map<std::string, boost::json::object> feature_sections;
+    boost::json::object effective;  // everything above, defaults filled in, secrets redacted
+
+    bool feature_enabled(const std::string& name) const {
+        auto it = features.find(name);
+        return it == features.end() || it->second;
+    }
+};
+
+/// A parsed but not yet validated configuration file.
+struct ConfigDocument {
+    std::filesystem::path file;
+    toml::table root;
+    /// The plugin directory named in [host] (resolved), or the default; needed before
+    /// validation because plugins' schemas are part of it.
+    std::filesystem::path plugin_dir() const;
+};
+
+/// Parses `file`; a syntax error becomes a problem and returns nullopt.
+std::optional<ConfigDocument> parse_config_file(const std::filesystem::path& file,
+                                                std::vector<ConfigProblem>& problems);
+
+/// Validates the whole document against the host's schema and the plugins' schemas; returns
+/// the typed configuration when there is no problem.
+std::optional<Config> validate_config(const ConfigDocument& document,
+                                      const std::vector<PluginIdentity>& plugins,
+                                      std::vector<ConfigProblem>& problems);
+
+/// Flattens the effective configuration to "dotted.key" -> JSON text, for change reports.
+std::map<std::string, std::string> flatten(const boost::json::object& effective);
+
+}  // namespace certconn::host

@@ -1,0 +1,200 @@
+#include "plugins/PluginLoader.hpp"
+
+#include <certconn/events.h>
+
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <cctype>
+#include <regex>
+
+namespace certconn::host {
+
+namespace fs = std::filesystem;
+
+LoaderPolicy LoaderPolicy::for_service_account(const std::string& service_account) {
+    LoaderPolicy p;
+    p.trusted_owners = {0, geteuid()};
+    if (!service_account.empty()) {
+        if (const passwd* pw = getpwnam(service_account.c_str())) p.trusted_owners.insert(pw->pw_uid);
+    }
+    return p;
+}
+
+std::vector<PluginIdentity> PluginScan::identities() const {
+    std::vector<PluginIdentity> out;
+    for (const auto& lib : libraries) out.push_back(lib->identity);
+    return out;
+}
+
+std::string ownership_problem(const fs::path& path, const LoaderPolicy& policy) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return "cannot stat: " + std::string(std::strerror(errno));
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    if (st.st_mode & S_IWOTH) return std::string("writable by everyone (mode ") + mode + "); expected no group/other write permission";
+    if (st.st_mode & S_IWGRP) return std::string("writable by its group (mode ") + mode + "); expected no group/other write permission";
+    if (!policy.trusted_owners.count(st.st_uid)) {
+        std::string owners;
+        for (uid_t uid : policy.trusted_owners) owners += (owners.empty() ? "" : ", ") + std::to_string(uid);
+        return "owned by uid " + std::to_string(st.st_uid) + "; expected root, the running user or the service account (uid " + owners + ")";
+    }
+    return {};
+}
+
+namespace {
+
+bool valid_name(const char* s) {
+    static const std::regex re("[a-z][a-z0-9-]{0,62}");
+    return s != nullptr && std::regex_match(s, re);
+}
+
+bool valid_semver(const char* s) {
+    static const std::regex re(R"((0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?)");
+    return s != nullptr && std::regex_match(s, re);
+}
+
+bool valid_date(const char* s) {
+    static const std::regex re(R"(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))");
+    return s != nullptr && std::regex_match(s, re);
+}
+
+std::string dl_message(const std::exception& e) {
+    std::string text = e.what();
+    const std::string marker = "dlerror system message: ";
+    if (auto at = text.find(marker); at != std::string::npos) {
+        text = text.substr(at + marker.size());
+        if (!text.empty() && text.back() == ')') text.pop_back();
+    }
+    return text;
+}
+
+// The offsetof-end of cc_plugin_info in ABI 1.0: the smallest info a 1.x plugin may return.
+constexpr std::size_t kMinInfoSize = offsetof(cc_plugin_info, config_schema) + sizeof(const char*);
+
+}  // namespace
+
+std::shared_ptr<PluginLibrary> open_plugin(const fs::path& file, const LoaderPolicy& policy, PluginFileReport& report) {
+    report = PluginFileReport{};
+    report.file = file;
+    const std::string label = "plugin '" + file.stem().string() + "' (" + file.string() + "): ";
+    auto refuse = [&](std::uint32_t id, const std::string& why) -> std::shared_ptr<PluginLibrary> {
+        report.accepted = false;
+        report.event_id = id;
+        report.reason = label + why;
+        return nullptr;
+    };
+
+    if (std::string why = ownership_problem(file, policy); !why.empty()) return refuse(CC_EV_PluginFileUnsafe, why + "; refused");
+
+    auto lib = std::make_shared<PluginLibrary>();
+    lib->file = file;
+    try {
+        lib->library.load(file, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    } catch (const std::exception& e) {
+        return refuse(CC_EV_PluginLoadFailed, "cannot be loaded: " + dl_message(e));
+    }
+    for (const char* name : {CERTCONN_QUERY_EXPORT, CERTCONN_INIT_EXPORT}) {
+        if (!lib->library.has(name))
+            return refuse(CC_EV_PluginExportMissing, std::string("missing export '") + name +
+                                                         "'; expected both " CERTCONN_QUERY_EXPORT " and " CERTCONN_INIT_EXPORT
+                                                         " (use CERTCONN_PLUGIN from certconn/sdk.hpp)");
+    }
+    const auto query = lib->library.get_alias<const cc_plugin_info*()>(CERTCONN_QUERY_EXPORT);
+    const cc_plugin_info* info = query();
+    if (info == nullptr) return refuse(CC_EV_PluginInfoInvalid, "query export returned no plugin info");
+
+    // The ABI version is read first: everything after it may be laid out differently.
+    if (info->struct_size < offsetof(cc_plugin_info, kind))
+        return refuse(CC_EV_PluginInfoInvalid, "plugin info struct_size " + std::to_string(info->struct_size) + " is too small");
+    const std::string host_range = std::to_string(CERTCONN_ABI_MAJOR) + ".0-" + std::to_string(CERTCONN_ABI_MAJOR) + "." +
+                                   std::to_string(CERTCONN_ABI_MINOR);
+    if (info->abi_major != CERTCONN_ABI_MAJOR || info->abi_minor > CERTCONN_ABI_MINOR) {
+        return refuse(CC_EV_PluginAbiMismatch, "built for SDK " + std::to_string(info->abi_major) + "." +
+                                                   std::to_string(info->abi_minor) + ", this host speaks " + host_range);
+    }
+    if (info->struct_size < kMinInfoSize)
+        return refuse(CC_EV_PluginInfoInvalid, "plugin info struct_size " + std::to_string(info->struct_size) +
+                                                   " is smaller than SDK " + std::to_string(info->abi_major) + "." +
+                                                   std::to_string(info->abi_minor) + " defines (" + std::to_string(kMinInfoSize) + ")");
+    if (info->kind < CC_KIND_FEATURE || info->kind > CC_KIND_TENANT)
+        return refuse(CC_EV_PluginInfoInvalid, "unknown kind " + std::to_string(info->kind) + "; expected 1 (feature), 2 (ca) or 3 (tenant)");
+    if (!valid_name(info->name))
+        return refuse(CC_EV_PluginInfoInvalid, std::string("invalid name '") + (info->name ? info->name : "(null)") +
+                                                   "'; expected [a-z][a-z0-9-]{0,62}");
+    if (!valid_semver(info->version))
+        return refuse(CC_EV_PluginInfoInvalid, std::string("invalid version '") + (info->version ? info->version : "(null)") +
+                                                   "'; expected a semantic version like 1.2.3");
+    if (!valid_date(info->release_date))
+        return refuse(CC_EV_PluginInfoInvalid, std::string("invalid release date '") +
+                                                   (info->release_date ? info->release_date : "(null)") + "'; expected YYYY-MM-DD");
+
+    PluginIdentity& id = lib->identity;
+    id.kind = static_cast<cc_plugin_kind>(info->kind);
+    id.name = info->name;
+    id.version = info->version;
+    id.release_date = info->release_date;
+    id.description = info->description ? info->description : "";
+    id.abi_major = info->abi_major;
+    id.abi_minor = info->abi_minor;
+    report.identity = id;
+    if (info->config_schema != nullptr) {
+        try {
+            id.schema = std::make_shared<const SchemaNode>(parse_schema(std::string_view(info->config_schema)));
+        } catch (const std::exception& e) {
+            return refuse(CC_EV_PluginInfoInvalid, std::string("invalid config_schema: ") + e.what());
+        }
+    }
+    report.identity = id;
+    lib->init = lib->library.get_alias<int(const cc_host_services*, cc_plugin_api*, cc_error*)>(CERTCONN_INIT_EXPORT);
+    report.accepted = true;
+    return lib;
+}
+
+PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy) {
+    PluginScan scan;
+    scan.directory = directory;
+    std::error_code ec;
+    if (!fs::is_directory(directory, ec)) {
+        scan.directory_problem = "plugin directory " + directory.string() + " does not exist or is not a directory";
+        return scan;
+    }
+    if (std::string why = ownership_problem(directory, policy); !why.empty()) {
+        scan.directory_problem = "plugin directory " + directory.string() + " is " + why + "; no plugin loaded from it";
+        return scan;
+    }
+    std::vector<fs::path> files;
+    for (const auto& entry : fs::directory_iterator(directory, ec))
+        if (entry.path().extension() == ".so") files.push_back(entry.path());
+    std::sort(files.begin(), files.end());
+
+    for (const auto& file : files) {
+        PluginFileReport report;
+        auto lib = open_plugin(file, policy, report);
+        if (lib) {
+            for (const auto& other : scan.libraries) {
+                if (other->identity.kind == lib->identity.kind && other->identity.name == lib->identity.name) {
+                    report.accepted = false;
+                    report.event_id = CC_EV_PluginDuplicate;
+                    report.reason = "plugin '" + file.stem().string() + "' (" + file.string() + "): a " +
+                                    kind_name(lib->identity.kind) + " plugin named '" + lib->identity.name +
+                                    "' is already loaded from " + other->file.string() + "; refused";
+                    lib.reset();
+                    break;
+                }
+            }
+        }
+        if (lib) scan.libraries.push_back(std::move(lib));
+        scan.files.push_back(std::move(report));
+    }
+    return scan;
+}
+
+}  // namespace certconn::host

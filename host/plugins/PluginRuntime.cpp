@@ -1,0 +1,351 @@
+#include "plugins/PluginRuntime.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+namespace certconn::host {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+cc_error new_error() {
+    cc_error e{};
+    e.struct_size = sizeof(cc_error);
+    return e;
+}
+
+void set_error(cc_error* error, int code, const std::string& message) {
+    if (error == nullptr || error->struct_size < sizeof(cc_error)) return;
+    error->code = code;
+    const std::size_t n = std::min(message.size(), sizeof(error->message) - 1);
+    std::memcpy(error->message, message.data(), n);
+    error->message[n] = '\0';
+}
+
+cc_sink StringSink::sink() {
+    return cc_sink{this, [](void* ctx, const char* data, size_t len) -> int {
+                       auto* self = static_cast<StringSink*>(ctx);
+                       if (self->data.size() + len > self->limit) return 1;
+                       self->data.append(data, len);
+                       return 0;
+                   }};
+}
+
+namespace {
+
+// --- the host-services table: C thunks over PluginRuntime --------------------------------
+
+PluginContext& ctx_of(void* host_ctx) { return *static_cast<PluginContext*>(host_ctx); }
+
+void svc_log_event(void* host_ctx, uint32_t id, int level, const char* request_id, const char* message,
+                   const char* fields_json) {
+    try {
+        PluginContext& ctx = ctx_of(host_ctx);
+        json::object fields;
+        if (fields_json != nullptr) {
+            std::error_code ec;
+            json::value v = json::parse(fields_json, ec);
+            if (!ec && v.is_object()) fields = std::move(v.get_object());
+            else fields["raw"] = fields_json;
+        }
+        const auto lvl = static_cast<cc_log_level>(std::clamp(level, 0, 3));
+        ctx.runtime->log().emit(id, lvl, message ? message : "", request_id ? request_id : "", fields,
+                                ctx.identity.name);
+    } catch (...) {
+    }
+}
+
+int svc_config_json(void* host_ctx, cc_sink* out, cc_error* error) {
+    const std::string& text = ctx_of(host_ctx).config_json;
+    if (out == nullptr || out->write(out->ctx, text.data(), text.size()) != 0) {
+        set_error(error, CC_ERR_INVALID_ARGUMENT, "sink refused the configuration");
+        return CC_ERR_INVALID_ARGUMENT;
+    }
+    return CC_OK;
+}
+
+const char* svc_state_dir(void* host_ctx) { return ctx_of(host_ctx).state_dir.c_str(); }
+
+int svc_ca_issue(void* host_ctx, const char* ca, const char* req, cc_sink* out, cc_error* error) {
+    return ctx_of(host_ctx).runtime->ca_call(true, ca, req, out, error);
+}
+int svc_ca_revoke(void* host_ctx, const char* ca, const char* req, cc_sink* out, cc_error* error) {
+    return ctx_of(host_ctx).runtime->ca_call(false, ca, req, out, error);
+}
+int svc_tenant_call(void* host_ctx, const char* op, const char* req, cc_sink* out, cc_error* error) {
+    return ctx_of(host_ctx).runtime->tenant_call(op, req, out, error);
+}
+int svc_register_route(void* host_ctx, const char* method, const char* path, cc_http_handler handler,
+                       void* handler_ctx, cc_error* error) {
+    PluginContext& ctx = ctx_of(host_ctx);
+    return ctx.runtime->register_route(ctx, method, path, handler, handler_ctx, error);
+}
+
+std::string describe(const PluginIdentity& id) {
+    return std::string(kind_name(id.kind)) + " plugin '" + id.name + "' " + id.version;
+}
+
+json::object identity_fields(const PluginIdentity& id, const fs::path& file) {
+    return {{"kind", kind_name(id.kind)}, {"plugin", id.name}, {"version", id.version}, {"file", file.string()}};
+}
+
+}  // namespace
+
+Generation::~Generation() {
+    if (api.ca != nullptr && api.ca->close != nullptr)
+        for (auto& [name, handle] : ca_handles) api.ca->close(api.instance, handle);
+    if (api.destroy != nullptr) api.destroy(api.instance);
+    if (context && context->runtime)
+        context->runtime->log().emit(CC_EV_PluginUnloaded, CC_LEVEL_INFO, describe(identity()) + " released",
+                                     {}, identity_fields(identity(), library->file));
+}
+
+PluginRuntime::PluginRuntime(EventLog& log, std::shared_ptr<const Config> config)
+    : log_(log), config_(std::move(config)) {}
+
+PluginRuntime::~PluginRuntime() {
+    std::lock_guard lock(mutex_);
+    published_.clear();
+    snapshot_ = std::make_shared<Snapshot>();
+}
+
+std::shared_ptr<const Config> PluginRuntime::config() const {
+    std::lock_guard lock(mutex_);
+    return config_;
+}
+
+void PluginRuntime::set_config(std::shared_ptr<const Config> config) {
+    std::lock_guard lock(mutex_);
+    config_ = std::move(config);
+}
+
+std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library,
+                                                             std::string& error) {
+    const PluginIdentity& id = library->identity;
+    const auto cfg = config();
+    auto gen = std::make_shared<Generation>();
+    gen->library = library;
+    gen->loaded_at = std::chrono::system_clock::now();
+    gen->context = std::make_unique<PluginContext>();
+    PluginContext& ctx = *gen->context;
+    ctx.runtime = this;
+    ctx.identity = id;
+    if (id.kind == CC_KIND_FEATURE) {
+        auto it = cfg->feature_sections.find(id.name);
+        ctx.config_json = json::serialize(it != cfg->feature_sections.end() ? it->second : json::object{});
+    } else if (id.kind == CC_KIND_TENANT && cfg->tenant && cfg->tenant->plugin == id.name) {
+        ctx.config_json = json::serialize(cfg->tenant->settings);
+    } else {
+        ctx.config_json = "{}";
+    }
+    const fs::path state = cfg->host.state_dir / "plugins" / (std::string(kind_name(id.kind)) + "-" + id.name);
+    std::error_code ec;
+    fs::create_directories(state, ec);
+    ::chmod(state.c_str(), 0700);
+    ctx.state_dir = state.string();
+    ctx.services = cc_host_services{sizeof(cc_host_services), CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR, &ctx,
+                                    &svc_log_event, &svc_config_json, &svc_state_dir, &svc_ca_issue,
+                                    &svc_ca_revoke, &svc_tenant_call, &svc_register_route};
+
+    const std::string label = "plugin '" + library->file.stem().string() + "' (" + library->file.string() + "): ";
+    auto fail = [&](const std::string& why) -> std::shared_ptr<const Generation> {
+        error = label + why;
+        log_.emit(CC_EV_PluginInitFailed, CC_LEVEL_ERROR, error, {}, identity_fields(id, library->file));
+        return nullptr;
+    };
+
+    gen->api.struct_size = sizeof(cc_plugin_api);
+    cc_error err = new_error();
+    const int status = library->init(&ctx.services, &gen->api, &err);
+    ctx.accepting_routes = false;
+    if (status != CC_OK) {
+        gen->api.destroy = nullptr;  // a failed init owns nothing the host must release
+        return fail("init failed (status " + std::to_string(status) + "): " + (err.message[0] ? err.message : "no message"));
+    }
+    if (gen->api.destroy == nullptr) return fail("init succeeded but provided no destroy function");
+    const bool table_ok = (id.kind == CC_KIND_FEATURE && gen->api.feature && gen->api.feature->run_job) ||
+                          (id.kind == CC_KIND_CA && gen->api.ca && gen->api.ca->open && gen->api.ca->close &&
+                           gen->api.ca->issue && gen->api.ca->revoke) ||
+                          (id.kind == CC_KIND_TENANT && gen->api.tenant && gen->api.tenant->claim_jobs &&
+                           gen->api.tenant->complete_job && gen->api.tenant->call);
+    if (!table_ok) return fail(std::string("init did not provide a complete cc_") + kind_name(id.kind) + "_api table");
+
+    if (id.kind == CC_KIND_CA) {
+        for (const auto& [ca_name, section] : cfg->cas) {
+            if (section.plugin != id.name) continue;
+            cc_error open_err = new_error();
+            void* handle = nullptr;
+            const std::string settings = json::serialize(section.settings);
+            const int rc = gen->api.ca->open(gen->api.instance, ca_name.c_str(), settings.c_str(), &handle, &open_err);
+            if (rc == CC_OK) {
+                gen->ca_handles[ca_name] = handle;
+            } else {
+                const std::string why = open_err.message[0] ? open_err.message : "no message";
+                gen->ca_failures[ca_name] = why;
+                json::object fields = identity_fields(id, library->file);
+                fields["ca"] = ca_name;
+                log_.emit(CC_EV_CaOpenFailed, CC_LEVEL_ERROR, "CA '" + ca_name + "' (" + describe(id) + ") could not be opened: " + why,
+                          {}, fields);
+            }
+        }
+    }
+    log_.emit(CC_EV_PluginLoaded, CC_LEVEL_INFO, describe(id) + " loaded from " + library->file.string(), {},
+              identity_fields(id, library->file));
+    return gen;
+}
+
+void PluginRuntime::rebuild_snapshot_locked() {
+    auto snap = std::make_shared<Snapshot>();
+    for (const auto& [key, gen] : published_) snap->push_back(gen);
+    snapshot_ = std::move(snap);
+}
+
+void PluginRuntime::publish(std::shared_ptr<const Generation> generation) {
+    std::shared_ptr<const Generation> previous;  // released outside the lock
+    {
+        std::lock_guard lock(mutex_);
+        auto& slot = published_[{generation->identity().kind, generation->identity().name}];
+        previous = std::move(slot);
+        slot = std::move(generation);
+        rebuild_snapshot_locked();
+    }
+}
+
+void PluginRuntime::retire(cc_plugin_kind kind, const std::string& name) {
+    std::shared_ptr<const Generation> previous;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = published_.find({kind, name});
+        if (it == published_.end()) return;
+        previous = std::move(it->second);
+        published_.erase(it);
+        rebuild_snapshot_locked();
+    }
+}
+
+std::shared_ptr<const Generation> PluginRuntime::find(cc_plugin_kind kind, const std::string& name) const {
+    std::lock_guard lock(mutex_);
+    auto it = published_.find({kind, name});
+    return it == published_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<const Generation>> PluginRuntime::generations() const {
+    std::lock_guard lock(mutex_);
+    return *snapshot_;
+}
+
+std::optional<PluginRuntime::RouteMatch> PluginRuntime::match_route(std::string_view method, std::string_view path) const {
+    std::shared_ptr<const Snapshot> snap;
+    {
+        std::lock_guard lock(mutex_);
+        snap = snapshot_;
+    }
+    std::optional<RouteMatch> best;
+    for (const auto& gen : *snap) {
+        for (const auto& route : gen->context->routes) {
+            if (route.matches(method, path) && (!best || route.path.size() > best->route->path.size()))
+                best = RouteMatch{gen, &route};
+        }
+    }
+    return best;
+}
+
+bool PluginRuntime::reserved_path(std::string_view path) {
+    return path == "/healthz" || path == "/status" || path.substr(0, 7) == "/admin/";
+}
+
+int PluginRuntime::register_route(PluginContext& ctx, const char* method, const char* path, cc_http_handler handler,
+                                  void* handler_ctx, cc_error* error) {
+    auto refuse = [&](int code, const std::string& why) {
+        set_error(error, code, why);
+        return code;
+    };
+    if (!ctx.accepting_routes) return refuse(CC_ERR_INVALID_ARGUMENT, "routes can only be registered during init");
+    if (method == nullptr || path == nullptr || handler == nullptr || path[0] != '/')
+        return refuse(CC_ERR_INVALID_ARGUMENT, "a route needs a method, a path starting with '/' and a handler");
+    HttpRoute route{method, path, handler, handler_ctx};
+    if (reserved_path(route.path)) return refuse(CC_ERR_CONFLICT, "path " + route.path + " is reserved for the host");
+    for (const auto& gen : generations()) {
+        const PluginIdentity& owner = gen->identity();
+        if (owner.kind == ctx.identity.kind && owner.name == ctx.identity.name) continue;  // being replaced
+        for (const auto& r : gen->context->routes)
+            if (r.method == route.method && r.path == route.path)
+                return refuse(CC_ERR_CONFLICT, "route " + route.method + " " + route.path + " is already served by " +
+                                                   describe(owner));
+    }
+    for (const auto& r : ctx.routes)
+        if (r.method == route.method && r.path == route.path)
+            return refuse(CC_ERR_CONFLICT, "route " + route.method + " " + route.path + " registered twice");
+    ctx.routes.push_back(route);
+    log_.emit(CC_EV_HttpRouteRegistered, CC_LEVEL_DEBUG, route.method + " " + route.path + " -> " + describe(ctx.identity));
+    return CC_OK;
+}
+
+int PluginRuntime::ca_call(bool issue, const char* ca_name, const char* request, cc_sink* out, cc_error* error) {
+    if (ca_name == nullptr || request == nullptr) {
+        set_error(error, CC_ERR_INVALID_ARGUMENT, "CA name and request are required");
+        return CC_ERR_INVALID_ARGUMENT;
+    }
+    const auto cfg = config();
+    auto section = cfg->cas.find(ca_name);
+    if (section == cfg->cas.end()) {
+        std::string known;
+        for (const auto& [n, s] : cfg->cas) known += (known.empty() ? "" : ", ") + n;
+        set_error(error, CC_ERR_NOT_FOUND, std::string("no CA named '") + ca_name + "' is configured (configured: " +
+                                               (known.empty() ? "none" : known) + ")");
+        return CC_ERR_NOT_FOUND;
+    }
+    auto gen = find(CC_KIND_CA, section->second.plugin);
+    if (!gen) {
+        set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "': its plugin '" + section->second.plugin + "' is not loaded");
+        return CC_ERR_UNAVAILABLE;
+    }
+    auto handle = gen->ca_handles.find(ca_name);
+    if (handle == gen->ca_handles.end()) {
+        auto why = gen->ca_failures.find(ca_name);
+        set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "' is not open" +
+                                                 (why != gen->ca_failures.end() ? ": " + why->second : std::string()));
+        return CC_ERR_UNAVAILABLE;
+    }
+    auto fn = issue ? gen->api.ca->issue : gen->api.ca->revoke;
+    return fn(gen->api.instance, handle->second, request, out, error);
+}
+
+int PluginRuntime::tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error) {
+    const auto cfg = config();
+    if (!cfg->tenant) {
+        set_error(error, CC_ERR_NOT_FOUND, "no tenant is configured ([tenant] section)");
+        return CC_ERR_NOT_FOUND;
+    }
+    auto gen = find(CC_KIND_TENANT, cfg->tenant->plugin);
+    if (!gen) {
+        set_error(error, CC_ERR_UNAVAILABLE, "tenant plugin '" + cfg->tenant->plugin + "' is not loaded");
+        return CC_ERR_UNAVAILABLE;
+    }
+    if (operation == nullptr || request == nullptr) {
+        set_error(error, CC_ERR_INVALID_ARGUMENT, "operation and request are required");
+        return CC_ERR_INVALID_ARGUMENT;
+    }
+    return gen->api.tenant->call(gen->api.instance, operation, request, out, error);
+}
+
+std::string PluginRuntime::health(const Generation& gen) const {
+    if (gen.api.health == nullptr) return R"({"healthy":true})";
+    StringSink sink(64 * 1024);
+    cc_sink s = sink.sink();
+    cc_error err = new_error();
+    if (gen.api.health(gen.api.instance, &s, &err) != CC_OK)
+        return json::serialize(json::object{{"healthy", false}, {"detail", err.message}});
+    std::error_code ec;
+    json::value v = json::parse(sink.data, ec);
+    if (ec || !v.is_object()) return json::serialize(json::object{{"healthy", false}, {"detail", "health returned invalid JSON"}});
+    return sink.data;
+}
+
+}  // namespace certconn::host

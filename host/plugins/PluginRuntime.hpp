@@ -1,0 +1,132 @@
+// Initialised plugins and everything the host does on their behalf: the host-services table
+// handed to each plugin, routing of CA and tenant calls by name, HTTP routes, hot swap.
+//
+// A plugin version in service is a Generation: library handle + instance + the host-side
+// context it was given. Callers hold a shared_ptr<const Generation> for the duration of a
+// call, so publishing a newer generation never disturbs calls in flight; the old one is
+// destroyed, and its library unloaded, when the last call finishes.
+#pragma once
+
+#include "config/Config.hpp"
+#include "eventlog/EventLog.hpp"
+#include "plugins/PluginLoader.hpp"
+
+#include <certconn/abi.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace certconn::host {
+
+class PluginRuntime;
+
+struct HttpRoute {
+    std::string method;
+    std::string path;  // exact, or a prefix when it ends in '/'
+    cc_http_handler handler = nullptr;
+    void* handler_ctx = nullptr;
+
+    bool matches(std::string_view m, std::string_view p) const {
+        if (m != method) return false;
+        return path.back() == '/' ? p.substr(0, path.size()) == path : p == path;
+    }
+};
+
+/// The host side of one plugin instance: what `host_ctx` points to.
+struct PluginContext {
+    PluginRuntime* runtime = nullptr;
+    PluginIdentity identity;
+    std::string config_json;
+    std::string state_dir;
+    std::vector<HttpRoute> routes;
+    bool accepting_routes = true;
+    cc_host_services services{};
+};
+
+class Generation {
+public:
+    Generation() = default;
+    Generation(const Generation&) = delete;
+    Generation& operator=(const Generation&) = delete;
+    ~Generation();
+
+    const PluginIdentity& identity() const { return library->identity; }
+
+    std::shared_ptr<PluginLibrary> library;  // declared first: unloaded after everything below
+    std::unique_ptr<PluginContext> context;
+    cc_plugin_api api{};
+    std::map<std::string, void*> ca_handles;        // CA plugins: opened [ca.<name>] sections
+    std::map<std::string, std::string> ca_failures;  // CA plugins: sections that failed to open
+    std::chrono::system_clock::time_point loaded_at;
+};
+
+class PluginRuntime {
+public:
+    PluginRuntime(EventLog& log, std::shared_ptr<const Config> config);
+    ~PluginRuntime();
+
+    /// Runs init (and, for CA plugins, opens the CAs configured for it). On failure returns
+    /// null, logs the event and fills `error`.
+    std::shared_ptr<const Generation> instantiate(const std::shared_ptr<PluginLibrary>& library, std::string& error);
+
+    /// Makes `generation` the one serving its (kind, name); the previous one retires.
+    void publish(std::shared_ptr<const Generation> generation);
+    /// Stops serving (kind, name); calls in flight finish on the retired generation.
+    void retire(cc_plugin_kind kind, const std::string& name);
+
+    std::shared_ptr<const Generation> find(cc_plugin_kind kind, const std::string& name) const;
+    std::vector<std::shared_ptr<const Generation>> generations() const;
+
+    struct RouteMatch {
+        std::shared_ptr<const Generation> owner;  // keeps the handler's library loaded
+        const HttpRoute* route = nullptr;
+    };
+    /// The longest registered route matching the request, if any.
+    std::optional<RouteMatch> match_route(std::string_view method, std::string_view path) const;
+
+    /// Health of a generation as JSON {"healthy":bool,"detail":...}.
+    std::string health(const Generation& generation) const;
+
+    std::shared_ptr<const Config> config() const;
+    void set_config(std::shared_ptr<const Config> config);
+    EventLog& log() { return log_; }
+
+    // Entry points of the host-services table (see abi.h).
+    int ca_call(bool issue, const char* ca_name, const char* request, cc_sink* out, cc_error* error);
+    int tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error);
+    int register_route(PluginContext& ctx, const char* method, const char* path, cc_http_handler handler,
+                       void* handler_ctx, cc_error* error);
+
+    /// Paths the host serves itself; plugins cannot register them.
+    static bool reserved_path(std::string_view path);
+
+private:
+    using Key = std::pair<cc_plugin_kind, std::string>;
+    using Snapshot = std::vector<std::shared_ptr<const Generation>>;
+
+    void rebuild_snapshot_locked();
+
+    EventLog& log_;
+    mutable std::mutex mutex_;
+    std::shared_ptr<const Config> config_;
+    std::map<Key, std::shared_ptr<const Generation>> published_;
+    std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
+};
+
+/// A cc_sink appending to a string, refusing to grow past `limit` bytes.
+struct StringSink {
+    explicit StringSink(std::size_t limit = 64 * 1024 * 1024) : limit(limit) {}
+    std::string data;
+    std::size_t limit;
+    cc_sink sink();
+};
+
+cc_error new_error();
+void set_error(cc_error* error, int code, const std::string& message);
+
+}  // namespace certconn::host

@@ -1,0 +1,246 @@
+/*
+ * certconnector plugin ABI — plain C, versioned.
+ *
+ * Rules (see docs/plugin-sdk.md for the full contract):
+ *  - Only C types cross this boundary. No C++ object, exception or allocation crosses it.
+ *  - Memory is freed by whoever allocated it. Variable-size output goes through a
+ *    cc_sink provided by the caller; the callee only writes bytes into it.
+ *  - Every struct starts with `struct_size`. Structs only ever grow by appending fields; a
+ *    reader checks struct_size before touching a field that a newer minor version added.
+ *  - A host speaking ABI M.N loads plugins built for M.0 .. M.N.
+ */
+#ifndef CERTCONN_ABI_H
+#define CERTCONN_ABI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CERTCONN_ABI_MAJOR 1
+#define CERTCONN_ABI_MINOR 0
+
+/* Names of the two exports every plugin provides (as Boost.DLL aliases: exported data
+ * pointers to the functions; see CERTCONN_C_EXPORT_PLUGIN below). */
+#define CERTCONN_QUERY_EXPORT "certconn_plugin_query"
+#define CERTCONN_INIT_EXPORT "certconn_plugin_init"
+
+/* ---------------------------------------------------------------------------------------- */
+/* Status codes and errors                                                                  */
+
+typedef enum cc_status {
+    CC_OK = 0,
+    CC_ERR_INVALID_ARGUMENT = 1, /* the request is malformed; retrying will not help       */
+    CC_ERR_NOT_FOUND = 2,        /* the named object (CA, certificate, job) does not exist */
+    CC_ERR_CONFLICT = 3,         /* the operation conflicts with the current state         */
+    CC_ERR_NOT_SUPPORTED = 4,    /* the plugin or the backend cannot do this               */
+    CC_ERR_DENIED = 5,           /* policy or authorisation refused the request            */
+    CC_ERR_UNAVAILABLE = 6,      /* transient: backend down or refused, retry later        */
+    CC_ERR_TIMEOUT = 7,          /* transient: backend did not answer in time              */
+    CC_ERR_BUSY = 8,             /* transient: backend throttled the request               */
+    CC_ERR_INTERNAL = 9,         /* a bug or an unexpected state in the plugin or host     */
+    CC_ERR_PENDING = 10          /* accepted, the answer comes later (e.g. CA approval)    */
+} cc_status;
+
+/* A transient status: the same request may succeed later. */
+#define CC_STATUS_IS_RETRYABLE(s) ((s) == CC_ERR_UNAVAILABLE || (s) == CC_ERR_TIMEOUT || (s) == CC_ERR_BUSY)
+
+#define CC_ERROR_MESSAGE_MAX 1024
+
+/* Filled by the callee when a call does not return CC_OK. Fixed size: no allocation crosses
+ * the boundary. `message` is NUL-terminated UTF-8, safe to log (no secrets). */
+typedef struct cc_error {
+    uint32_t struct_size;
+    int32_t code; /* a cc_status */
+    char message[CC_ERROR_MESSAGE_MAX];
+} cc_error;
+
+/* Caller-owned output buffer. The callee calls write() any number of times; the bytes are
+ * appended. write() returns 0 on success, non-zero when the caller refuses more data (for
+ * example because a size limit was reached). */
+typedef struct cc_sink {
+    void *ctx;
+    int (*write)(void *ctx, const char *data, size_t len);
+} cc_sink;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Plugin identity: returned by the side-effect-free query export                           */
+
+typedef enum cc_plugin_kind {
+    CC_KIND_FEATURE = 1, /* does a kind of certificate work (pkcs, import, revoke, scep)  */
+    CC_KIND_CA = 2,      /* wraps one CA product; can back several configured CAs         */
+    CC_KIND_TENANT = 3   /* speaks to the device-management service                        */
+} cc_plugin_kind;
+
+typedef struct cc_plugin_info {
+    uint32_t struct_size;      /* sizeof(cc_plugin_info) as the plugin was built           */
+    uint16_t abi_major;        /* CERTCONN_ABI_MAJOR the plugin was built against          */
+    uint16_t abi_minor;        /* CERTCONN_ABI_MINOR the plugin was built against          */
+    uint32_t kind;             /* a cc_plugin_kind                                         */
+    const char *name;          /* [a-z][a-z0-9-]{0,62}; unique per kind                    */
+    const char *version;       /* semantic version, e.g. "1.4.2"                           */
+    const char *release_date;  /* "YYYY-MM-DD": drives the support policy                  */
+    const char *description;   /* one line for `certconnector plugins`                     */
+    /* JSON schema of the plugin's configuration section (see docs/plugin-sdk.md), or NULL
+     * when the plugin takes no configuration. Validated by the host before init, so a typo
+     * in the plugin's section is reported by `config check` with file:line:column. */
+    const char *config_schema;
+} cc_plugin_info;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Event log                                                                                */
+
+typedef enum cc_log_level {
+    CC_LEVEL_DEBUG = 0,
+    CC_LEVEL_INFO = 1,
+    CC_LEVEL_WARNING = 2,
+    CC_LEVEL_ERROR = 3
+} cc_log_level;
+
+/* ---------------------------------------------------------------------------------------- */
+/* HTTP routes a plugin serves through the host HTTP server                                 */
+
+typedef struct cc_http_header {
+    const char *name;
+    const char *value;
+} cc_http_header;
+
+typedef struct cc_http_request {
+    uint32_t struct_size;
+    const char *method;       /* "GET", "POST", ...                                        */
+    const char *path;         /* decoded path, without the query string                    */
+    const char *query;        /* raw query string without '?', "" when absent              */
+    const char *body;         /* not NUL-terminated; body_len bytes                        */
+    size_t body_len;
+    const cc_http_header *headers;
+    size_t header_count;
+    const char *remote_address; /* "ip:port" of the peer, "local" for the admin socket     */
+} cc_http_request;
+
+/* The host-side response under construction. Valid only during the handler call. */
+typedef struct cc_http_response {
+    uint32_t struct_size;
+    void *ctx;
+    void (*set_status)(void *ctx, int status);
+    void (*add_header)(void *ctx, const char *name, const char *value);
+    cc_sink body; /* append bytes of the body */
+} cc_http_response;
+
+/* A route handler. Returns CC_OK after filling `response`; any other status makes the host
+ * answer 500 (or 503 for a retryable status) and log the error. Called on a worker thread;
+ * several calls may run at once. */
+typedef int (*cc_http_handler)(void *handler_ctx, const cc_http_request *request,
+                               const cc_http_response *response, cc_error *error);
+
+/* ---------------------------------------------------------------------------------------- */
+/* Services the host offers a plugin. The table and `host_ctx` stay valid until the plugin
+ * instance is destroyed. All functions are thread-safe.                                    */
+
+typedef struct cc_host_services {
+    uint32_t struct_size;
+    uint16_t abi_major;
+    uint16_t abi_minor;
+    void *host_ctx; /* pass back as the first argument of every call below */
+
+    /* Writes one event to the event log. `event_id` is one of events.h; the host derives the
+     * channel (Admin/Operational) and task category from it. request_id and fields_json
+     * (a JSON object) may be NULL. */
+    void (*log_event)(void *host_ctx, uint32_t event_id, int level, const char *request_id,
+                      const char *message, const char *fields_json);
+
+    /* Writes the plugin's configuration section as a JSON object ("{}" when absent). For a
+     * CA plugin this is empty: its sections come to cc_ca_api.open one by one. */
+    int (*config_json)(void *host_ctx, cc_sink *out, cc_error *error);
+
+    /* Directory (absolute path, NUL-terminated) the plugin may keep state in; created 0700. */
+    const char *(*state_dir)(void *host_ctx);
+
+    /* Routes a request to the configured CA named `ca_name` ([ca.<name>]); the host picks the
+     * CA plugin behind that name. Request and response are JSON (docs/plugin-sdk.md). */
+    int (*ca_issue)(void *host_ctx, const char *ca_name, const char *request_json,
+                    cc_sink *response_json, cc_error *error);
+    int (*ca_revoke)(void *host_ctx, const char *ca_name, const char *request_json,
+                     cc_sink *response_json, cc_error *error);
+
+    /* Calls the active tenant plugin: `operation` names the call (e.g. "scep.validate"). */
+    int (*tenant_call)(void *host_ctx, const char *operation, const char *request_json,
+                       cc_sink *response_json, cc_error *error);
+
+    /* Serves `method` requests whose path equals `path`, or starts with it when `path` ends
+     * in '/'. Only during init. The route lives as long as this plugin instance. */
+    int (*http_register_route)(void *host_ctx, const char *method, const char *path,
+                               cc_http_handler handler, void *handler_ctx, cc_error *error);
+} cc_host_services;
+
+/* ---------------------------------------------------------------------------------------- */
+/* What a plugin gives the host: one table per kind                                         */
+
+/* feature plugins: the host scheduler hands them jobs claimed from the tenant. */
+typedef struct cc_feature_api {
+    uint32_t struct_size;
+    /* Processes one job (JSON document of docs/tenant-protocol.md), writes its result JSON.
+     * A retryable status means the host should run the job again later. */
+    int (*run_job)(void *instance, const char *job_json, cc_sink *result_json, cc_error *error);
+} cc_feature_api;
+
+/* CA plugins: one instance serves every [ca.<name>] whose plugin = this plugin. */
+typedef struct cc_ca_api {
+    uint32_t struct_size;
+    /* Opens the CA named `ca_name` with its configuration section (JSON object). */
+    int (*open)(void *instance, const char *ca_name, const char *config_json, void **ca_handle,
+                cc_error *error);
+    void (*close)(void *instance, void *ca_handle);
+    int (*issue)(void *instance, void *ca_handle, const char *request_json,
+                 cc_sink *response_json, cc_error *error);
+    int (*revoke)(void *instance, void *ca_handle, const char *request_json,
+                  cc_sink *response_json, cc_error *error);
+} cc_ca_api;
+
+/* tenant plugins: the source of jobs and the place results go. */
+typedef struct cc_tenant_api {
+    uint32_t struct_size;
+    /* Claims up to `max_jobs` jobs for the given features (JSON array of names) with a lease;
+     * writes a JSON array of job documents. */
+    int (*claim_jobs)(void *instance, const char *features_json, uint32_t max_jobs,
+                      uint32_t lease_seconds, cc_sink *jobs_json, cc_error *error);
+    /* Reports the single result of a job. Idempotent per job id. */
+    int (*complete_job)(void *instance, const char *job_id, const char *result_json,
+                        cc_error *error);
+    /* Any other call: challenge validation, notifications, heartbeat ... */
+    int (*call)(void *instance, const char *operation, const char *request_json,
+                cc_sink *response_json, cc_error *error);
+} cc_tenant_api;
+
+/* Filled by init. The host sets struct_size (its own sizeof) before the call; the plugin
+ * writes no field beyond it. Exactly the table matching the plugin's kind is non-NULL. */
+typedef struct cc_plugin_api {
+    uint32_t struct_size;
+    void *instance;                  /* opaque, passed back on every call                  */
+    void (*destroy)(void *instance); /* last call; the library is unloaded after it        */
+    /* Health for status: writes a JSON object {"healthy":bool,"detail":"..."}. May be NULL. */
+    int (*health)(void *instance, cc_sink *health_json, cc_error *error);
+    const cc_feature_api *feature;
+    const cc_ca_api *ca;
+    const cc_tenant_api *tenant;
+} cc_plugin_api;
+
+/* The two exports. The query function must not allocate, start threads or touch files. */
+typedef const cc_plugin_info *(*cc_plugin_query_fn)(void);
+typedef int (*cc_plugin_init_fn)(const cc_host_services *host, cc_plugin_api *api,
+                                 cc_error *error);
+
+/* Export a plugin written in C (C++ authors use CERTCONN_PLUGIN from sdk.hpp). Defines the
+ * two exported Boost.DLL-compatible aliases: data symbols holding the function addresses. */
+#define CERTCONN_C_EXPORT_PLUGIN(query_fn, init_fn)                                             \
+    __attribute__((visibility("default"), section("boostdll"), used))                           \
+    const void *certconn_plugin_query = (const void *)&(query_fn);                              \
+    __attribute__((visibility("default"), section("boostdll"), used))                           \
+    const void *certconn_plugin_init = (const void *)&(init_fn);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* CERTCONN_ABI_H */

@@ -1,0 +1,369 @@
+// certconnector plugin SDK — header-only C++ adapter over abi.h.
+//
+// A plugin author derives one class from FeaturePlugin, CaPlugin or TenantPlugin, gives it a
+// constructor taking `certconn::sdk::Host&`, and exports it with one macro:
+//
+//     class EchoFeature final : public certconn::sdk::FeaturePlugin {
+//     public:
+//         explicit EchoFeature(certconn::sdk::Host& host) : host_(host) {}
+//         std::string run_job(const std::string& job) override { return job; }
+//     private:
+//         certconn::sdk::Host& host_;
+//     };
+//     CERTCONN_PLUGIN(EchoFeature, "echo", "1.0.0", "2026-11-24", "Echoes jobs", nullptr)
+//
+// Every call the host makes into the plugin goes through a noexcept thunk here that turns an
+// exception into a cc_error: throw certconn::sdk::Error(CC_ERR_UNAVAILABLE, "...") to choose
+// the status; any other exception becomes CC_ERR_INTERNAL with its what() text.
+#pragma once
+
+#include <certconn/abi.h>
+#include <certconn/events.h>
+
+#include <boost/dll/alias.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <list>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace certconn::sdk {
+
+/// An error with a cc_status; thrown by plugin code and by Host calls that fail.
+class Error : public std::runtime_error {
+public:
+    Error(cc_status code, const std::string& message) : std::runtime_error(message), code_(code) {}
+    cc_status code() const noexcept { return code_; }
+    bool retryable() const noexcept { return CC_STATUS_IS_RETRYABLE(code_); }
+
+private:
+    cc_status code_;
+};
+
+namespace detail {
+
+inline int append_to_string(void* ctx, const char* data, size_t len) {
+    static_cast<std::string*>(ctx)->append(data, len);
+    return 0;
+}
+
+inline cc_sink sink_for(std::string& out) { return cc_sink{&out, &append_to_string}; }
+
+inline void write_sink(cc_sink* sink, std::string_view data) {
+    if (sink == nullptr || sink->write == nullptr) return;
+    if (sink->write(sink->ctx, data.data(), data.size()) != 0)
+        throw Error(CC_ERR_INVALID_ARGUMENT, "output larger than the host accepts");
+}
+
+inline void set_error(cc_error* error, int code, std::string_view message) noexcept {
+    if (error == nullptr || error->struct_size < sizeof(cc_error)) return;
+    error->code = code;
+    const size_t n = std::min(message.size(), sizeof(error->message) - 1);
+    std::memcpy(error->message, message.data(), n);
+    error->message[n] = '\0';
+}
+
+// Runs `fn`, converting every exception into a status and a filled cc_error.
+template <class Fn>
+int guarded(cc_error* error, Fn&& fn) noexcept {
+    try {
+        fn();
+        return CC_OK;
+    } catch (const Error& e) {
+        set_error(error, e.code(), e.what());
+        return e.code();
+    } catch (const std::exception& e) {
+        set_error(error, CC_ERR_INTERNAL, e.what());
+        return CC_ERR_INTERNAL;
+    } catch (...) {
+        set_error(error, CC_ERR_INTERNAL, "unknown exception");
+        return CC_ERR_INTERNAL;
+    }
+}
+
+inline cc_error make_error() noexcept {
+    cc_error e{};
+    e.struct_size = sizeof(cc_error);
+    return e;
+}
+
+inline void throw_if_failed(int status, const cc_error& error, std::string_view what) {
+    if (status == CC_OK) return;
+    std::string message(what);
+    message += ": ";
+    message += error.message[0] != '\0' ? error.message : "failed without a message";
+    throw Error(static_cast<cc_status>(status), message);
+}
+
+}  // namespace detail
+
+/// One HTTP request as a route handler sees it. Views are valid during the handler call.
+struct HttpRequest {
+    std::string_view method;
+    std::string_view path;
+    std::string_view query;
+    std::string_view body;
+    std::vector<std::pair<std::string_view, std::string_view>> headers;
+    std::string_view remote_address;
+
+    /// The first header named `name` (case-insensitive), or an empty view.
+    std::string_view header(std::string_view name) const {
+        for (const auto& [key, value] : headers) {
+            if (key.size() == name.size() &&
+                std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
+                    return (a | 0x20) == (b | 0x20);
+                }))
+                return value;
+        }
+        return {};
+    }
+};
+
+struct HttpResponse {
+    int status = 200;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+};
+
+using RouteHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+/// The host's services as the plugin sees them. Thread-safe; lives as long as the plugin.
+class Host {
+public:
+    explicit Host(const cc_host_services* services) : s_(services) {}
+    Host(const Host&) = delete;
+    Host& operator=(const Host&) = delete;
+
+    /// Logs event `id` (events.h). `fields_json` is a JSON object or empty.
+    void log(uint32_t id, cc_log_level level, std::string_view message,
+             std::string_view request_id = {}, std::string_view fields_json = {}) const noexcept {
+        try {
+            const std::string msg(message), req(request_id), fields(fields_json);
+            s_->log_event(s_->host_ctx, id, level, req.empty() ? nullptr : req.c_str(), msg.c_str(),
+                          fields.empty() ? nullptr : fields.c_str());
+        } catch (...) {
+            // Logging never throws into plugin code.
+        }
+    }
+
+    /// This plugin's configuration section, as a JSON object.
+    std::string config_json() const {
+        std::string out;
+        cc_sink sink = detail::sink_for(out);
+        cc_error error = detail::make_error();
+        detail::throw_if_failed(s_->config_json(s_->host_ctx, &sink, &error), error, "config");
+        return out;
+    }
+
+    std::filesystem::path state_dir() const { return s_->state_dir(s_->host_ctx); }
+
+    /// Issues through the configured CA `ca_name`; returns the CA's JSON answer.
+    std::string ca_issue(const std::string& ca_name, const std::string& request_json) const {
+        return call_out(s_->ca_issue, ca_name, request_json, "CA '" + ca_name + "' issue");
+    }
+    std::string ca_revoke(const std::string& ca_name, const std::string& request_json) const {
+        return call_out(s_->ca_revoke, ca_name, request_json, "CA '" + ca_name + "' revoke");
+    }
+    std::string tenant_call(const std::string& operation, const std::string& request_json) const {
+        return call_out(s_->tenant_call, operation, request_json, "tenant call '" + operation + "'");
+    }
+
+    /// Serves `method` on `path` (prefix when it ends in '/'). Only from the constructor.
+    void route(const std::string& method, const std::string& path, RouteHandler handler) {
+        routes_.push_back(std::move(handler));
+        cc_error error = detail::make_error();
+        const int status = s_->http_register_route(s_->host_ctx, method.c_str(), path.c_str(),
+                                                   &Host::dispatch, &routes_.back(), &error);
+        detail::throw_if_failed(status, error, "route " + method + " " + path);
+    }
+
+private:
+    using OutCall = int (*)(void*, const char*, const char*, cc_sink*, cc_error*);
+
+    std::string call_out(OutCall fn, const std::string& target, const std::string& request,
+                         const std::string& what) const {
+        std::string out;
+        cc_sink sink = detail::sink_for(out);
+        cc_error error = detail::make_error();
+        detail::throw_if_failed(fn(s_->host_ctx, target.c_str(), request.c_str(), &sink, &error),
+                                error, what);
+        return out;
+    }
+
+    static int dispatch(void* ctx, const cc_http_request* req, const cc_http_response* resp,
+                        cc_error* error) noexcept {
+        return detail::guarded(error, [&] {
+            HttpRequest request;
+            request.method = req->method;
+            request.path = req->path;
+            request.query = req->query;
+            request.body = std::string_view(req->body, req->body_len);
+            request.remote_address = req->remote_address;
+            request.headers.reserve(req->header_count);
+            for (size_t i = 0; i < req->header_count; ++i)
+                request.headers.emplace_back(req->headers[i].name, req->headers[i].value);
+            const HttpResponse response = (*static_cast<RouteHandler*>(ctx))(request);
+            resp->set_status(resp->ctx, response.status);
+            for (const auto& [name, value] : response.headers)
+                resp->add_header(resp->ctx, name.c_str(), value.c_str());
+            cc_sink body = resp->body;
+            detail::write_sink(&body, response.body);
+        });
+    }
+
+    const cc_host_services* s_;
+    std::list<RouteHandler> routes_;  // stable addresses: handler_ctx points into it
+};
+
+/// Base of every plugin class.
+class Plugin {
+public:
+    virtual ~Plugin() = default;
+    /// JSON object {"healthy": bool, "detail": "..."} shown by `certconnector status`.
+    virtual std::string health() { return R"({"healthy":true})"; }
+};
+
+class FeaturePlugin : public Plugin {
+public:
+    /// Processes one job and returns its result JSON. Throw Error with a retryable status to
+    /// have the host run the job again later.
+    virtual std::string run_job(const std::string& job_json) = 0;
+};
+
+class CaPlugin : public Plugin {
+public:
+    /// One configured CA ([ca.<name>]) served by this plugin.
+    class Ca {
+    public:
+        virtual ~Ca() = default;
+        virtual std::string issue(const std::string& request_json) = 0;
+        virtual std::string revoke(const std::string& request_json) = 0;
+    };
+    virtual std::unique_ptr<Ca> open(const std::string& ca_name, const std::string& config_json) = 0;
+};
+
+class TenantPlugin : public Plugin {
+public:
+    virtual std::string claim_jobs(const std::string& features_json, uint32_t max_jobs,
+                                   uint32_t lease_seconds) = 0;
+    virtual void complete_job(const std::string& job_id, const std::string& result_json) = 0;
+    virtual std::string call(const std::string& operation, const std::string& request_json) = 0;
+};
+
+namespace detail {
+
+template <class P>
+constexpr cc_plugin_kind kind_of() {
+    if constexpr (std::is_base_of_v<FeaturePlugin, P>) return CC_KIND_FEATURE;
+    else if constexpr (std::is_base_of_v<CaPlugin, P>) return CC_KIND_CA;
+    else {
+        static_assert(std::is_base_of_v<TenantPlugin, P>,
+                      "a plugin class derives from FeaturePlugin, CaPlugin or TenantPlugin");
+        return CC_KIND_TENANT;
+    }
+}
+
+// What the opaque `instance` pointer holds. Host is declared first: the plugin object (which
+// may hold a Host&) is destroyed before it.
+template <class P>
+struct Instance {
+    explicit Instance(const cc_host_services* services) : host(services), plugin(host) {}
+    Host host;
+    P plugin;
+};
+
+template <class P>
+P& plugin_of(void* instance) { return static_cast<Instance<P>*>(instance)->plugin; }
+
+template <class P>
+struct Thunks {
+    static void destroy(void* instance) noexcept { delete static_cast<Instance<P>*>(instance); }
+
+    static int health(void* instance, cc_sink* out, cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).health()); });
+    }
+    static int run_job(void* instance, const char* job, cc_sink* out, cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).run_job(job)); });
+    }
+    static int ca_open(void* instance, const char* name, const char* config, void** handle,
+                       cc_error* error) noexcept {
+        return guarded(error, [&] {
+            *handle = plugin_of<P>(instance).open(name, config).release();
+        });
+    }
+    static void ca_close(void*, void* handle) noexcept { delete static_cast<CaPlugin::Ca*>(handle); }
+    static int ca_issue(void*, void* handle, const char* req, cc_sink* out, cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, static_cast<CaPlugin::Ca*>(handle)->issue(req)); });
+    }
+    static int ca_revoke(void*, void* handle, const char* req, cc_sink* out, cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, static_cast<CaPlugin::Ca*>(handle)->revoke(req)); });
+    }
+    static int claim_jobs(void* instance, const char* features, uint32_t max_jobs, uint32_t lease,
+                          cc_sink* out, cc_error* error) noexcept {
+        return guarded(error, [&] {
+            write_sink(out, plugin_of<P>(instance).claim_jobs(features, max_jobs, lease));
+        });
+    }
+    static int complete_job(void* instance, const char* job_id, const char* result,
+                            cc_error* error) noexcept {
+        return guarded(error, [&] { plugin_of<P>(instance).complete_job(job_id, result); });
+    }
+    static int call(void* instance, const char* op, const char* req, cc_sink* out,
+                    cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).call(op, req)); });
+    }
+};
+
+template <class P>
+int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noexcept {
+    if (host == nullptr || api == nullptr || api->struct_size < sizeof(cc_plugin_api)) {
+        set_error(error, CC_ERR_INVALID_ARGUMENT, "host passed an incompatible cc_plugin_api");
+        return CC_ERR_INVALID_ARGUMENT;
+    }
+    using T = Thunks<P>;
+    static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job};
+    static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open, &T::ca_close, &T::ca_issue, &T::ca_revoke};
+    static const cc_tenant_api tenant{sizeof(cc_tenant_api), &T::claim_jobs, &T::complete_job, &T::call};
+    return guarded(error, [&] {
+        auto instance = std::make_unique<Instance<P>>(host);
+        api->destroy = &T::destroy;
+        api->health = &T::health;
+        api->feature = nullptr;
+        api->ca = nullptr;
+        api->tenant = nullptr;
+        if constexpr (kind_of<P>() == CC_KIND_FEATURE) api->feature = &feature;
+        else if constexpr (kind_of<P>() == CC_KIND_CA) api->ca = &ca;
+        else api->tenant = &tenant;
+        api->instance = instance.release();
+    });
+}
+
+}  // namespace detail
+}  // namespace certconn::sdk
+
+/// Exports `Class` as this library's plugin. Use once, at namespace scope, in one source file.
+/// SCHEMA is the JSON schema of the plugin's configuration section, or nullptr.
+#define CERTCONN_PLUGIN(Class, NAME, VERSION, RELEASE_DATE, DESCRIPTION, SCHEMA)               \
+    namespace certconn_plugin_exports {                                                       \
+    const cc_plugin_info* query() noexcept {                                                  \
+        static const cc_plugin_info info = {                                                  \
+            sizeof(cc_plugin_info), CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR,                   \
+            static_cast<uint32_t>(::certconn::sdk::detail::kind_of<Class>()), NAME, VERSION,  \
+            RELEASE_DATE, DESCRIPTION, SCHEMA};                                               \
+        return &info;                                                                         \
+    }                                                                                         \
+    int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noexcept {    \
+        return ::certconn::sdk::detail::init<Class>(host, api, error);                        \
+    }                                                                                         \
+    }                                                                                         \
+    BOOST_DLL_ALIAS(certconn_plugin_exports::query, certconn_plugin_query)                    \
+    BOOST_DLL_ALIAS(certconn_plugin_exports::init, certconn_plugin_init)
