@@ -3,6 +3,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace certconn::host {
 
@@ -171,6 +172,15 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     known.additional = true;  // reported above
     validate_node(doc.root, known, "", file, problems);
 
+    if (const toml::node* listen = doc.root["host"]["listen"].node(); listen && listen->is_string()) {
+        try {
+            split_listen_address(std::string(*listen->value<std::string_view>()));
+        } catch (const std::invalid_argument& e) {
+            problems.push_back({file, static_cast<int>(listen->source().begin.line),
+                                static_cast<int>(listen->source().begin.column), "host.listen", e.what()});
+        }
+    }
+
     // Files the connector must be able to use.
     const fs::path base = doc.file.parent_path();
     if (const toml::table* tls = doc.root["host"]["tls"].as_table()) {
@@ -232,7 +242,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     auto plugin_section = [&](const toml::node& node, const SchemaNode* s) {
         PluginSection section;
         section.settings = section_json(node, s, false);
-        section.plugin = json::value_to<std::string>(section.settings["plugin"]);
+        section.plugin = std::string(section.settings["plugin"].as_string());
         section.settings.erase("plugin");
         return section;
     };
@@ -274,6 +284,27 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
         c.effective[k] = to_json(node, schema.child(k), true);
     }
     return c;
+}
+
+std::pair<std::string, std::uint16_t> split_listen_address(const std::string& address) {
+    std::string host;
+    std::string port;
+    if (!address.empty() && address.front() == '[') {
+        const auto close = address.find(']');
+        if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':')
+            throw std::invalid_argument("'" + address + "': expected [ipv6-address]:port");
+        host = address.substr(1, close - 1);
+        port = address.substr(close + 2);
+    } else {
+        const auto colon = address.rfind(':');
+        if (colon == std::string::npos) throw std::invalid_argument("'" + address + "': expected host:port");
+        host = address.substr(0, colon);
+        port = address.substr(colon + 1);
+    }
+    if (host.empty()) throw std::invalid_argument("'" + address + "': missing host (use 0.0.0.0 for all IPv4 addresses)");
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535)
+        throw std::invalid_argument("'" + address + "': port must be a number 0-65535");
+    return {host, static_cast<std::uint16_t>(std::stoul(port))};
 }
 
 std::map<std::string, std::string> flatten(const json::object& effective) {

@@ -87,6 +87,9 @@ std::optional<Config> validate_config(const ConfigDocument& document,
                                       const std::vector<PluginIdentity>& plugins,
                                       std::vector<ConfigProblem>& problems);
 
+/// "host:port" or "[v6]:port"; throws std::invalid_argument naming what is wrong.
+std::pair<std::string, std::uint16_t> split_listen_address(const std::string& address);
+
 /// Flattens the effective configuration to "dotted.key" -> JSON text, for change reports.
 std::map<std::string, std::string> flatten(const boost::json::object& effective);
 

@@ -1,0 +1,30 @@
+// A small command-line parser: `certconnector <command> [subcommand] [--option value] [--flag]`.
+// Each command declares its options; anything else is an error naming the option.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace certconn::host {
+
+struct OptionSpec {
+    std::string name;   // without "--"
+    bool takes_value;
+    std::string help;
+};
+
+struct ParsedOptions {
+    std::map<std::string, std::string> values;
+    std::vector<std::string> flags;
+    bool has(const std::string& flag) const;
+    std::optional<std::string> value(const std::string& name) const;
+};
+
+/// Parses args (after the command words); throws std::invalid_argument with a clear message.
+ParsedOptions parse_options(const std::vector<std::string>& args, const std::vector<OptionSpec>& specs,
+                            const std::string& command);
+
+}  // namespace certconn::host

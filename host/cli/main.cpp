@@ -1,0 +1,303 @@
+// certconnector: the daemon and its command-line interface.
+#include "cli/CommandLine.hpp"
+#include "daemon/Connector.hpp"
+#include "http/AdminClient.hpp"
+#include "status/SupportPolicy.hpp"
+
+#include <certconn/abi.h>
+#include <certconn/events.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+using namespace certconn::host;
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitProblems = 2;
+
+fs::path default_config() {
+    if (const char* env = std::getenv("CERTCONNECTOR_CONFIG")) return env;
+    return "/etc/certconnector/certconnector.toml";
+}
+
+const OptionSpec kConfigOption{"config", true, "configuration file (default: $CERTCONNECTOR_CONFIG or /etc/certconnector/certconnector.toml)"};
+const OptionSpec kJsonOption{"json", false, "machine-readable output"};
+
+struct Command {
+    std::string name;
+    std::string summary;
+    std::vector<OptionSpec> options;
+    std::function<int(const ParsedOptions&)> run;
+};
+
+fs::path config_path(const ParsedOptions& o) { return o.value("config").value_or(default_config().string()); }
+
+void print_problems(const LoadedConfiguration& loaded) {
+    for (const auto& p : loaded.problems) std::cerr << p.to_string() << "\n";
+    for (const auto& p : loaded.plugin_problems) std::cerr << p << "\n";
+}
+
+int cmd_run(const ParsedOptions& o) {
+    LoadedConfiguration loaded = load_configuration(config_path(o));
+    if (!loaded.config) {
+        print_problems(loaded);
+        std::cerr << "certconnector: not started: " << loaded.problems.size() << " configuration problem(s)\n";
+        return kExitProblems;
+    }
+    Connector connector(std::move(loaded), true);
+    return connector.run();
+}
+
+int cmd_config_check(const ParsedOptions& o) {
+    const fs::path file = config_path(o);
+    LoadedConfiguration loaded = load_configuration(file);
+    print_problems(loaded);
+    const std::size_t count = loaded.problems.size() + loaded.plugin_problems.size();
+    for (const auto& f : loaded.scan.files) {
+        if (!f.accepted || !f.identity) continue;
+        const SupportStatus s = support_status(f.identity->release_date);
+        if (s.state == SupportState::Outdated || s.state == SupportState::Unsupported)
+            std::cerr << "warning: plugin '" << f.identity->name << "' (" << f.file.string() << "): " << s.message << "\n";
+    }
+    if (count > 0) {
+        std::cerr << file.string() << ": " << count << " problem(s)\n";
+        return kExitProblems;
+    }
+    std::cout << file.string() << ": OK (" << loaded.scan.libraries.size() << " plugin(s) in "
+              << loaded.scan.directory.string() << ")\n";
+    return kExitOk;
+}
+
+int cmd_plugins(const ParsedOptions& o) {
+    PluginScan scan;
+    if (auto dir = o.value("dir")) {
+        scan = scan_plugins(*dir, LoaderPolicy::for_service_account(""));
+    } else {
+        std::vector<ConfigProblem> problems;
+        auto doc = parse_config_file(config_path(o), problems);
+        if (!doc) {
+            for (const auto& p : problems) std::cerr << p.to_string() << "\n";
+            return kExitProblems;
+        }
+        std::string account;
+        if (auto v = doc->root["host"]["service_account"].value<std::string>()) account = *v;
+        scan = scan_plugins(doc->plugin_dir(), LoaderPolicy::for_service_account(account));
+    }
+    json::array files;
+    for (const auto& f : scan.files) files.push_back(describe_plugin_file(f));
+    if (o.has("json")) {
+        json::object out{{"directory", scan.directory.string()}, {"plugins", files}};
+        if (scan.directory_problem) out["directory_problem"] = *scan.directory_problem;
+        std::cout << json::serialize(out) << "\n";
+    } else {
+        std::cout << "plugin directory " << scan.directory.string() << "\n";
+        if (scan.directory_problem) std::cout << "  " << *scan.directory_problem << "\n";
+        if (scan.files.empty() && !scan.directory_problem) std::cout << "  (no *.so files)\n";
+        for (const auto& f : scan.files) {
+            std::cout << "  " << f.file.filename().string() << ": ";
+            if (f.accepted) {
+                const auto& id = *f.identity;
+                const SupportStatus s = support_status(id.release_date);
+                std::cout << "loadable  " << kind_name(id.kind) << " '" << id.name << "' " << id.version << "  SDK "
+                          << id.abi_major << "." << id.abi_minor << "  released " << id.release_date << " ("
+                          << support_state_name(s.state) << ")";
+                if (!id.description.empty()) std::cout << "  — " << id.description;
+                std::cout << "\n";
+            } else {
+                std::cout << "REFUSED   " << f.reason << "\n";
+            }
+        }
+    }
+    return scan.directory_problem ? kExitProblems : kExitOk;
+}
+
+int cmd_status(const ParsedOptions& o) {
+    fs::path socket;
+    if (auto s = o.value("socket")) {
+        socket = *s;
+    } else {
+        std::vector<ConfigProblem> problems;
+        auto doc = parse_config_file(config_path(o), problems);
+        if (!doc) {
+            for (const auto& p : problems) std::cerr << p.to_string() << "\n";
+            return kExitProblems;
+        }
+        HostSettings defaults;
+        fs::path state = defaults.state_dir;
+        if (auto v = doc->root["host"]["state_dir"].value<std::string_view>()) {
+            fs::path p(*v);
+            state = (p.is_absolute() ? p : doc->file.parent_path() / p).lexically_normal();
+        }
+        socket = state / "admin.sock";
+    }
+    AdminReply reply;
+    try {
+        reply = admin_request(socket, "GET", "/status");
+    } catch (const std::exception& e) {
+        std::cerr << "certconnector status: " << e.what() << "\n";
+        return kExitFailure;
+    }
+    if (reply.status != 200) {
+        std::cerr << "certconnector status: the connector answered HTTP " << reply.status << "\n";
+        return kExitFailure;
+    }
+    if (o.has("json")) {
+        std::cout << reply.body << "\n";
+        return kExitOk;
+    }
+    const json::object s = json::parse(reply.body).as_object();
+    auto str = [](const json::value& v) { return v.is_string() ? std::string(v.get_string()) : json::serialize(v); };
+    std::cout << "certconnector " << str(s.at("version")) << " (released " << str(s.at("release_date")) << ", "
+              << str(s.at("support").at("state")) << ": " << str(s.at("support").at("message")) << ")\n"
+              << "  state: " << str(s.at("state")) << ", pid " << str(s.at("pid")) << ", up " << str(s.at("uptime_seconds"))
+              << " s, listening on " << str(s.at("listen")) << "\n";
+    std::cout << "  tenant: ";
+    if (s.at("tenant").is_null()) std::cout << "not configured\n";
+    else
+        std::cout << str(s.at("tenant").at("plugin")) << " ("
+                  << (s.at("tenant").at("connected").as_bool() ? "connected" : "NOT connected") << ")\n";
+    std::cout << "  features:";
+    if (s.at("features").as_array().empty()) std::cout << " none";
+    for (const auto& f : s.at("features").as_array())
+        std::cout << " " << str(f.at("name")) << (f.at("enabled").as_bool() ? "" : " (disabled)");
+    std::cout << "\n  CAs:";
+    if (s.at("cas").as_array().empty()) std::cout << " none";
+    for (const auto& c : s.at("cas").as_array())
+        std::cout << " " << str(c.at("name")) << " [" << str(c.at("plugin")) << "]" << (c.at("open").as_bool() ? "" : " (NOT open)");
+    std::cout << "\n  plugins:\n";
+    for (const auto& p : s.at("plugins").as_array()) {
+        const auto& po = p.as_object();
+        std::cout << "    " << fs::path(str(po.at("file"))).filename().string() << ": " << str(po.at("status"));
+        if (po.contains("name"))
+            std::cout << "  " << str(po.at("kind")) << " '" << str(po.at("name")) << "' " << str(po.at("version")) << " ("
+                      << str(po.at("support").at("state")) << ")";
+        if (po.contains("reason")) std::cout << "  " << str(po.at("reason"));
+        std::cout << "\n";
+    }
+    return kExitOk;
+}
+
+int cmd_version(const ParsedOptions& o) {
+    const SupportStatus s = support_status(CERTCONN_RELEASE_DATE);
+    if (o.has("json")) {
+        std::cout << json::serialize(json::object{
+                         {"version", CERTCONN_VERSION},
+                         {"release_date", CERTCONN_RELEASE_DATE},
+                         {"sdk", std::to_string(CERTCONN_ABI_MAJOR) + "." + std::to_string(CERTCONN_ABI_MINOR)},
+                         {"support", json::object{{"state", support_state_name(s.state)}, {"message", s.message}}}})
+                  << "\n";
+    } else {
+        std::cout << "certconnector " CERTCONN_VERSION " (released " CERTCONN_RELEASE_DATE "; plugin SDK "
+                  << CERTCONN_ABI_MAJOR << "." << CERTCONN_ABI_MINOR << "; " << support_state_name(s.state) << ": "
+                  << s.message << ")\n";
+    }
+    return kExitOk;
+}
+
+int cmd_events(const ParsedOptions& o) {
+    auto channel = [](cc_channel c) { return c == CC_CHANNEL_ADMIN ? "Admin" : "Operational"; };
+    if (o.has("json")) {
+        json::array out;
+        for (std::size_t i = 0; i < cc_event_def_count; ++i) {
+            const auto& e = cc_event_defs[i];
+            out.push_back(json::object{{"id", e.id}, {"name", e.name}, {"channel", channel(e.channel)},
+                                       {"category", e.category}, {"meaning", e.meaning}});
+        }
+        std::cout << json::serialize(out) << "\n";
+        return kExitOk;
+    }
+    std::cout << "# Event ids\n\n"
+                 "Generated by `certconnector events --markdown` from `sdk/include/certconn/events.h`; do not edit.\n"
+                 "Ranges: 0001-0999 general, 1000 PKCS, 2000 PKCS import, 3000 revoke, 4000 SCEP, 5000 health.\n\n"
+                 "| id | name | channel | category | meaning |\n|----|------|---------|----------|---------|\n";
+    for (std::size_t i = 0; i < cc_event_def_count; ++i) {
+        const auto& e = cc_event_defs[i];
+        std::cout << "| " << e.id << " | " << e.name << " | " << channel(e.channel) << " | " << e.category << " | "
+                  << e.meaning << " |\n";
+    }
+    return kExitOk;
+}
+
+const std::vector<Command>& commands() {
+    static const std::vector<Command> all = {
+        {"run", "run the connector in the foreground (SIGTERM/SIGINT stop, SIGHUP reloads)", {kConfigOption}, cmd_run},
+        {"plugins", "list plugin files: loadable or refused and why, kind, version, SDK, release date",
+         {kConfigOption, {"dir", true, "scan this directory instead of the configured one"}, kJsonOption}, cmd_plugins},
+        {"status", "ask the running instance: version, uptime, features, CAs, tenant, plugins' support state",
+         {kConfigOption, {"socket", true, "admin socket path (default: <state_dir>/admin.sock)"}, kJsonOption}, cmd_status},
+        {"config check", "validate the configuration and the plugins it names without starting anything; exit 2 on problems",
+         {kConfigOption}, cmd_config_check},
+        {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
+        {"events", "list every event id (Markdown table, or JSON)", {kJsonOption, {"markdown", false, "Markdown table (default)"}},
+         cmd_events},
+    };
+    return all;
+}
+
+void print_usage(std::ostream& out) {
+    out << "usage: certconnector <command> [options]\n\ncommands:\n";
+    for (const auto& c : commands()) {
+        std::string name = c.name;
+        name.resize(14, ' ');
+        out << "  " << name << c.summary << "\n";
+    }
+    out << "\n`certconnector <command> --help` shows a command's options.\n";
+}
+
+void print_command_help(const Command& c) {
+    std::cout << "usage: certconnector " << c.name << " [options]\n\n" << c.summary << "\n\noptions:\n";
+    for (const auto& o : c.options) {
+        std::string name = "--" + o.name + (o.takes_value ? " VALUE" : "");
+        name.resize(18, ' ');
+        std::cout << "  " << name << o.help << "\n";
+    }
+    std::cout << "  --help            this text\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+        print_usage(args.empty() ? std::cerr : std::cout);
+        return args.empty() ? kExitProblems : kExitOk;
+    }
+    if (args[0] == "--version") args[0] = "version";
+    const Command* command = nullptr;
+    std::size_t words = 0;
+    for (const auto& c : commands()) {
+        const bool two_words = c.name.find(' ') != std::string::npos;
+        if (two_words ? (args.size() >= 2 && args[0] + " " + args[1] == c.name) : args[0] == c.name) {
+            command = &c;
+            words = two_words ? 2 : 1;
+        }
+    }
+    if (command == nullptr) {
+        std::cerr << "certconnector: unknown command '" << args[0] << "'\n\n";
+        print_usage(std::cerr);
+        return kExitProblems;
+    }
+    std::vector<std::string> rest(args.begin() + static_cast<long>(words), args.end());
+    if (std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
+        print_command_help(*command);
+        return kExitOk;
+    }
+    try {
+        return command->run(parse_options(rest, command->options, command->name));
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "certconnector: " << e.what() << "\n";
+        return kExitProblems;
+    } catch (const std::exception& e) {
+        std::cerr << "certconnector: " << e.what() << "\n";
+        return kExitFailure;
+    }
+}

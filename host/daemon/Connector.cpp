@@ -1,0 +1,440 @@
+#include "daemon/Connector.hpp"
+
+#include "status/SupportPolicy.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <iostream>
+
+namespace certconn::host {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+LoadedConfiguration load_configuration(const fs::path& file) {
+    LoadedConfiguration out;
+    out.file = file;
+    auto doc = parse_config_file(file, out.problems);
+    if (!doc) return out;
+    std::string service_account;
+    if (auto v = doc->root["host"]["service_account"].value<std::string>()) service_account = *v;
+    out.scan = scan_plugins(doc->plugin_dir(), LoaderPolicy::for_service_account(service_account));
+    if (out.scan.directory_problem) out.plugin_problems.push_back(*out.scan.directory_problem);
+    for (const auto& f : out.scan.files)
+        if (!f.accepted) out.plugin_problems.push_back(f.reason);
+    out.config = validate_config(*doc, out.scan.identities(), out.problems);
+    return out;
+}
+
+json::object describe_plugin_file(const PluginFileReport& report) {
+    json::object o{{"file", report.file.string()}, {"status", report.accepted ? "loadable" : "refused"}};
+    if (report.identity) {
+        const PluginIdentity& id = *report.identity;
+        const SupportStatus support = support_status(id.release_date);
+        o["kind"] = kind_name(id.kind);
+        o["name"] = id.name;
+        o["version"] = id.version;
+        o["sdk"] = std::to_string(id.abi_major) + "." + std::to_string(id.abi_minor);
+        o["release_date"] = id.release_date;
+        o["description"] = id.description;
+        o["support"] = json::object{{"state", support_state_name(support.state)}, {"message", support.message}};
+    }
+    if (!report.accepted) {
+        o["reason"] = report.reason;
+        o["event_id"] = report.event_id;
+    }
+    return o;
+}
+
+namespace {
+
+std::string section_fingerprint(const Config& c, const PluginIdentity& id) {
+    json::object o;
+    if (id.kind == CC_KIND_FEATURE) {
+        auto it = c.feature_sections.find(id.name);
+        if (it != c.feature_sections.end()) o["section"] = it->second;
+        o["enabled"] = c.feature_enabled(id.name);
+    } else if (id.kind == CC_KIND_TENANT) {
+        if (c.tenant && c.tenant->plugin == id.name) o["section"] = c.tenant->settings;
+    } else {
+        for (const auto& [name, section] : c.cas)
+            if (section.plugin == id.name) o[name] = section.settings;
+    }
+    o["state_dir"] = c.host.state_dir.string();
+    return json::serialize(o);
+}
+
+bool wanted(const Config& c, const PluginIdentity& id) {
+    switch (id.kind) {
+        case CC_KIND_FEATURE: return c.feature_enabled(id.name);
+        case CC_KIND_TENANT: return c.tenant && c.tenant->plugin == id.name;
+        case CC_KIND_CA:
+            for (const auto& [name, section] : c.cas)
+                if (section.plugin == id.name) return true;
+            return false;
+    }
+    return false;
+}
+
+// --- cc_http_response implemented over a Beast response --------------------------------
+struct ResponseBuilder {
+    int status = 200;
+    std::vector<std::pair<std::string, std::string>> headers;
+    StringSink body{64 * 1024 * 1024};
+};
+
+}  // namespace
+
+Connector::Connector(LoadedConfiguration loaded, bool foreground)
+    : config_file_(loaded.file), foreground_(foreground), scan_(std::move(loaded.scan)) {
+    config_ = std::make_shared<const Config>(std::move(*loaded.config));
+}
+
+Connector::~Connector() {
+    http_.reset();
+    runtime_.reset();
+    if (log_) log_->flush();
+}
+
+void Connector::report_scan(const PluginScan& scan) {
+    if (scan.directory_problem)
+        log_->emit(CC_EV_PluginDirectoryUnsafe, CC_LEVEL_ERROR, *scan.directory_problem, {},
+                   {{"directory", scan.directory.string()}});
+    for (const auto& f : scan.files)
+        if (!f.accepted) log_->emit(f.event_id, CC_LEVEL_ERROR, f.reason, {}, {{"file", f.file.string()}});
+}
+
+void Connector::apply_plugins(const Config& config, const PluginScan& scan, const Config* previous) {
+    for (const auto& lib : scan.libraries) {
+        const PluginIdentity& id = lib->identity;
+        const auto current = runtime_->find(id.kind, id.name);
+        if (!wanted(config, id)) {
+            if (current) runtime_->retire(id.kind, id.name);
+            if (id.kind == CC_KIND_FEATURE && (current || !previous))
+                log_->emit(CC_EV_PluginDisabled, CC_LEVEL_INFO,
+                           "feature plugin '" + id.name + "' is present but disabled in [features]", {},
+                           {{"plugin", id.name}});
+            continue;
+        }
+        const bool changed = !current || current->library->file != lib->file || current->identity().version != id.version ||
+                             !previous || section_fingerprint(config, id) != section_fingerprint(*previous, id);
+        if (!changed) continue;
+        std::string error;
+        auto gen = runtime_->instantiate(lib, error);
+        if (!gen) continue;  // the event is written; the previous generation (if any) keeps serving
+        runtime_->publish(gen);
+        const SupportStatus support = support_status(id.release_date);
+        if (support.state == SupportState::Outdated)
+            log_->emit(CC_EV_PluginSupportWarning, CC_LEVEL_WARNING, std::string(kind_name(id.kind)) + " plugin '" + id.name +
+                                                                         "' " + id.version + ": " + support.message);
+        else if (support.state == SupportState::Unsupported)
+            log_->emit(CC_EV_PluginUnsupported, CC_LEVEL_ERROR, std::string(kind_name(id.kind)) + " plugin '" + id.name +
+                                                                    "' " + id.version + ": " + support.message);
+    }
+    // Plugins whose file disappeared from the directory stop serving.
+    for (const auto& gen : runtime_->generations()) {
+        bool present = false;
+        for (const auto& lib : scan.libraries)
+            present |= lib->identity.kind == gen->identity().kind && lib->identity.name == gen->identity().name;
+        if (!present) runtime_->retire(gen->identity().kind, gen->identity().name);
+    }
+}
+
+void Connector::drop_privileges() {
+    const std::string& account = config_->host.service_account;
+    if (account.empty()) return;
+    const passwd* pw = getpwnam(account.c_str());
+    if (geteuid() != 0) {
+        const passwd* me = getpwuid(geteuid());
+        if (!pw || pw->pw_uid != geteuid())
+            log_->emit(CC_EV_ServiceAccountMismatch, CC_LEVEL_WARNING,
+                       "running as '" + std::string(me ? me->pw_name : "?") + "', not as the configured service account '" +
+                           account + "'");
+        return;
+    }
+    if (pw == nullptr) throw std::runtime_error("host.service_account: no user named '" + account + "'");
+    const uid_t uid = pw->pw_uid;
+    const gid_t gid = pw->pw_gid;
+    for (const fs::path& p : {config_->host.state_dir, config_->host.log_dir, config_->host.admin_socket()})
+        if (::chown(p.c_str(), uid, gid) != 0 && errno != ENOENT)
+            throw std::runtime_error("cannot hand " + p.string() + " to '" + account + "': " + std::strerror(errno));
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(config_->host.log_dir, ec))
+        if (::chown(entry.path().c_str(), uid, gid) != 0) { /* reported when the log cannot be written */ }
+    if (initgroups(pw->pw_name, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+        throw std::runtime_error("cannot switch to the service account '" + account + "': " + std::strerror(errno));
+}
+
+int Connector::run() {
+    const Config& cfg = *config_;
+    std::error_code ec;
+    fs::create_directories(cfg.host.state_dir, ec);
+    if (ec) {
+        std::cerr << "cannot create state_dir " << cfg.host.state_dir << ": " << ec.message() << "\n";
+        return 1;
+    }
+    ::chmod(cfg.host.state_dir.c_str(), 0700);
+    fs::create_directories(cfg.host.log_dir, ec);
+    if (ec) {
+        std::cerr << "cannot create log_dir " << cfg.host.log_dir << ": " << ec.message() << "\n";
+        return 1;
+    }
+    ::chmod(cfg.host.log_dir.c_str(), 0750);
+
+    // Signals are taken by sigwait() below; block them before any thread starts.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    log_ = std::make_unique<EventLog>(EventLogOptions{cfg.host.log_dir, cfg.log.max_file_mb * 1024 * 1024,
+                                                      cfg.log.archives, cfg.log.admin_debug, cfg.log.operational_debug,
+                                                      foreground_});
+    log_->emit(CC_EV_ConfigurationLoaded, CC_LEVEL_INFO, "configuration " + config_file_.string(), {},
+               {{"configuration", cfg.effective}});
+    started_at_ = std::chrono::system_clock::now();
+    runtime_ = std::make_unique<PluginRuntime>(*log_, config_);
+
+    const HttpLimits limits{cfg.host.max_header_bytes, cfg.host.max_body_bytes, cfg.host.read_timeout, cfg.host.drain_timeout};
+    http_ = std::make_unique<HttpServer>(limits, cfg.host.io_threads, cfg.host.workers,
+                                         [this](const HttpRequestMessage& r, const RequestOrigin& o) { return dispatch(r, o); },
+                                         *log_);
+    try {
+        http_->listen_tcp(cfg.host.listen, cfg.host.tls);
+        http_->listen_unix(cfg.host.admin_socket());
+        drop_privileges();
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_HttpServerError, CC_LEVEL_ERROR, e.what());
+        return 1;
+    }
+    report_scan(scan_);
+    apply_plugins(cfg, scan_, nullptr);
+    http_->start();
+
+    const SupportStatus support = support_status(CERTCONN_RELEASE_DATE);
+    log_->emit(CC_EV_ServiceStarted, support.state == SupportState::Supported ? CC_LEVEL_INFO : CC_LEVEL_WARNING,
+               "certconnector " CERTCONN_VERSION " started (pid " + std::to_string(getpid()) + "; " + support.message + ")",
+               {}, {{"version", CERTCONN_VERSION}, {"listen", cfg.host.listen}, {"port", http_->tcp_port()},
+                    {"admin_socket", cfg.host.admin_socket().string()}});
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&signals, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            reload();
+            continue;
+        }
+        log_->emit(CC_EV_ServiceStopping, CC_LEVEL_INFO,
+                   std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + "; draining requests in flight");
+        break;
+    }
+    stopping_ = true;
+    http_->stop();
+    http_.reset();
+    runtime_.reset();
+    log_->emit(CC_EV_ServiceStopped, CC_LEVEL_INFO, "certconnector stopped");
+    log_->flush();
+    return 0;
+}
+
+void Connector::reload() {
+    LoadedConfiguration loaded = load_configuration(config_file_);
+    if (!loaded.config) {
+        json::array problems;
+        for (const auto& p : loaded.problems) problems.push_back(json::string(p.to_string()));
+        log_->emit(CC_EV_ConfigurationReloadFailed, CC_LEVEL_ERROR,
+                   std::to_string(loaded.problems.size()) + " problem(s) in " + config_file_.string() +
+                       "; keeping the running configuration: " + loaded.problems.front().to_string(),
+                   {}, {{"problems", problems}});
+        return;
+    }
+    auto next = std::make_shared<const Config>(std::move(*loaded.config));
+    const auto previous = config_;
+    const auto before = flatten(previous->effective);
+    const auto after = flatten(next->effective);
+    std::vector<std::string> keys;
+    for (const auto& [k, v] : before) keys.push_back(k);
+    for (const auto& [k, v] : after)
+        if (!before.count(k)) keys.push_back(k);
+    for (const auto& key : keys) {
+        auto b = before.find(key);
+        auto a = after.find(key);
+        const std::string old_value = b == before.end() ? "(unset)" : b->second;
+        const std::string new_value = a == after.end() ? "(unset)" : a->second;
+        if (old_value == new_value) continue;
+        log_->emit(CC_EV_ConfigurationChanged, CC_LEVEL_INFO, key + ": " + old_value + " -> " + new_value, {},
+                   {{"key", key}, {"old", old_value}, {"new", new_value}});
+        if (key.rfind("host.", 0) == 0)
+            log_->emit(CC_EV_ConfigurationNeedsRestart, CC_LEVEL_WARNING, key + " takes effect after a restart");
+    }
+    // Settings the host cannot change while running keep their running value.
+    Config applied = *next;
+    applied.host = previous->host;
+    log_->set_debug(CC_CHANNEL_ADMIN, applied.log.admin_debug);
+    log_->set_debug(CC_CHANNEL_OPERATIONAL, applied.log.operational_debug);
+    auto applied_ptr = std::make_shared<const Config>(std::move(applied));
+    runtime_->set_config(applied_ptr);
+    report_scan(loaded.scan);
+    apply_plugins(*applied_ptr, loaded.scan, previous.get());
+    std::lock_guard lock(state_mutex_);
+    config_ = applied_ptr;
+    scan_ = std::move(loaded.scan);
+}
+
+json::object Connector::status() const {
+    std::shared_ptr<const Config> cfg;
+    std::vector<PluginFileReport> files;
+    std::optional<std::string> dir_problem;
+    {
+        std::lock_guard lock(state_mutex_);
+        cfg = config_;
+        files = scan_.files;
+        dir_problem = scan_.directory_problem;
+    }
+    const auto now = std::chrono::system_clock::now();
+    const SupportStatus support = support_status(CERTCONN_RELEASE_DATE);
+    json::object s{{"version", CERTCONN_VERSION},
+                   {"release_date", CERTCONN_RELEASE_DATE},
+                   {"sdk", std::to_string(CERTCONN_ABI_MAJOR) + "." + std::to_string(CERTCONN_ABI_MINOR)},
+                   {"support", json::object{{"state", support_state_name(support.state)}, {"message", support.message}}},
+                   {"pid", getpid()},
+                   {"uptime_seconds", std::chrono::duration_cast<std::chrono::seconds>(now - started_at_).count()},
+                   {"state", stopping_ ? "stopping" : "running"},
+                   {"config_file", config_file_.string()},
+                   {"listen", cfg->host.listen},
+                   {"port", http_ ? http_->tcp_port() : 0}};
+
+    json::array plugins;
+    for (const auto& f : files) {
+        json::object o = describe_plugin_file(f);
+        if (f.accepted && f.identity) {
+            auto gen = runtime_->find(f.identity->kind, f.identity->name);
+            const bool serving = gen && gen->library->file == f.file;
+            o["status"] = serving ? "loaded" : (f.identity->kind == CC_KIND_FEATURE && !cfg->feature_enabled(f.identity->name))
+                                                   ? "disabled"
+                                                   : "not in use";
+        }
+        plugins.push_back(std::move(o));
+    }
+    s["plugins"] = std::move(plugins);
+    if (dir_problem) s["plugin_directory_problem"] = *dir_problem;
+
+    json::array features;
+    for (const auto& f : files) {
+        if (!f.accepted || !f.identity || f.identity->kind != CC_KIND_FEATURE) continue;
+        json::object o{{"name", f.identity->name}, {"enabled", cfg->feature_enabled(f.identity->name)}};
+        if (auto gen = runtime_->find(CC_KIND_FEATURE, f.identity->name)) {
+            o["version"] = gen->identity().version;
+            o["health"] = json::parse(runtime_->health(*gen));
+        }
+        features.push_back(std::move(o));
+    }
+    s["features"] = std::move(features);
+
+    json::array cas;
+    for (const auto& [name, section] : cfg->cas) {
+        json::object o{{"name", name}, {"plugin", section.plugin}};
+        auto gen = runtime_->find(CC_KIND_CA, section.plugin);
+        if (!gen) {
+            o["open"] = false;
+            o["error"] = "plugin '" + section.plugin + "' is not loaded";
+        } else if (gen->ca_handles.count(name)) {
+            o["open"] = true;
+            o["health"] = json::parse(runtime_->health(*gen));
+        } else {
+            o["open"] = false;
+            auto why = gen->ca_failures.find(name);
+            o["error"] = why != gen->ca_failures.end() ? why->second : "not opened";
+        }
+        cas.push_back(std::move(o));
+    }
+    s["cas"] = std::move(cas);
+
+    if (cfg->tenant) {
+        json::object t{{"plugin", cfg->tenant->plugin}};
+        if (auto gen = runtime_->find(CC_KIND_TENANT, cfg->tenant->plugin)) {
+            json::value health = json::parse(runtime_->health(*gen));
+            t["connected"] = health.as_object().contains("healthy") && health.as_object().at("healthy").is_bool() &&
+                             health.as_object().at("healthy").get_bool();
+            t["health"] = health;
+        } else {
+            t["connected"] = false;
+            t["health"] = json::object{{"healthy", false}, {"detail", "tenant plugin not loaded"}};
+        }
+        s["tenant"] = std::move(t);
+    } else {
+        s["tenant"] = nullptr;
+    }
+    return s;
+}
+
+HttpResponseMessage Connector::dispatch(const HttpRequestMessage& request, const RequestOrigin& origin) {
+    auto parsed = boost::urls::parse_origin_form(request.target());
+    if (!parsed) return make_response(400, "text/plain; charset=utf-8", "malformed request target\n");
+    const std::string path = parsed->path();
+    const std::string method(request.method_string());
+    if (path == "/healthz" && (method == "GET" || method == "HEAD")) {
+        if (stopping_) return make_response(503, "application/json", R"({"status":"stopping"})");
+        return make_response(200, "application/json", R"({"status":"ok"})");
+    }
+    if (path == "/status" && method == "GET") return make_response(200, "application/json", json::serialize(status()));
+    if (auto match = runtime_->match_route(method, path)) return call_plugin_route(*match, request, origin);
+    return make_response(404, "text/plain; charset=utf-8", "no route for " + method + " " + path + "\n");
+}
+
+HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch& match, const HttpRequestMessage& request,
+                                                 const RequestOrigin& origin) {
+    auto parsed = boost::urls::parse_origin_form(request.target());
+    const std::string method(request.method_string());
+    const std::string path = parsed->path();
+    const std::string query(parsed->encoded_query());
+    std::vector<std::string> header_storage;
+    for (const auto& field : request) {
+        header_storage.emplace_back(field.name_string());
+        header_storage.emplace_back(field.value());
+    }
+    std::vector<cc_http_header> headers;
+    for (std::size_t i = 0; i + 1 < header_storage.size(); i += 2)
+        headers.push_back({header_storage[i].c_str(), header_storage[i + 1].c_str()});
+    const cc_http_request req{sizeof(cc_http_request), method.c_str(), path.c_str(), query.c_str(),
+                              request.body().data(), request.body().size(), headers.data(), headers.size(),
+                              origin.remote_address.c_str()};
+    ResponseBuilder builder;
+    const cc_http_response resp{
+        sizeof(cc_http_response), &builder,
+        [](void* ctx, int status) { static_cast<ResponseBuilder*>(ctx)->status = status; },
+        [](void* ctx, const char* name, const char* value) {
+            if (name && value) static_cast<ResponseBuilder*>(ctx)->headers.emplace_back(name, value);
+        },
+        builder.body.sink()};
+    cc_error err = new_error();
+    const int rc = match.route->handler(match.route->handler_ctx, &req, &resp, &err);
+    if (rc != CC_OK) {
+        log_->emit(CC_EV_HttpHandlerFailed, CC_LEVEL_ERROR,
+                   method + " " + path + " (" + kind_name(match.owner->identity().kind) + " plugin '" +
+                       match.owner->identity().name + "'): " + (err.message[0] ? err.message : "no message"),
+                   {}, {{"status", rc}});
+        return make_response(CC_STATUS_IS_RETRYABLE(rc) ? 503 : 500, "text/plain; charset=utf-8",
+                             CC_STATUS_IS_RETRYABLE(rc) ? "service temporarily unavailable\n" : "internal error\n");
+    }
+    if (builder.status < 100 || builder.status > 599) builder.status = 500;
+    HttpResponseMessage res{static_cast<boost::beast::http::status>(builder.status), 11};
+    res.set(boost::beast::http::field::server, "certconnector/" CERTCONN_VERSION);
+    for (const auto& [name, value] : builder.headers) res.insert(name, value);
+    res.body() = std::move(builder.body.data);
+    res.prepare_payload();
+    return res;
+}
+
+}  // namespace certconn::host

@@ -1,0 +1,70 @@
+// The running connector: wires configuration, event log, plugins and the HTTP server
+// together, serves /healthz and /status, reloads on SIGHUP and drains on SIGTERM/SIGINT.
+#pragma once
+
+#include "config/Config.hpp"
+#include "eventlog/EventLog.hpp"
+#include "http/HttpServer.hpp"
+#include "plugins/PluginLoader.hpp"
+#include "plugins/PluginRuntime.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <mutex>
+#include <vector>
+
+namespace certconn::host {
+
+/// A configuration file read together with the plugins it refers to; nothing initialised.
+struct LoadedConfiguration {
+    std::filesystem::path file;
+    PluginScan scan;
+    std::optional<Config> config;             // set when there is no config problem
+    std::vector<ConfigProblem> problems;      // configuration problems (fatal)
+    std::vector<std::string> plugin_problems;  // refused plugin files (the others still load)
+};
+
+LoadedConfiguration load_configuration(const std::filesystem::path& file);
+
+/// A plugin file as `certconnector plugins` and `/status` describe it.
+boost::json::object describe_plugin_file(const PluginFileReport& report);
+
+class Connector {
+public:
+    Connector(LoadedConfiguration loaded, bool foreground);
+    ~Connector();
+
+    /// Serves until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code.
+    int run();
+
+    /// Re-reads the configuration file and plugin directory and applies what changed.
+    void reload();
+
+    boost::json::object status() const;
+
+private:
+    HttpResponseMessage dispatch(const HttpRequestMessage& request, const RequestOrigin& origin);
+    HttpResponseMessage call_plugin_route(const PluginRuntime::RouteMatch& match, const HttpRequestMessage& request,
+                                          const RequestOrigin& origin);
+    void report_scan(const PluginScan& scan);
+    /// Brings the published plugins in line with `config` and `scan`.
+    void apply_plugins(const Config& config, const PluginScan& scan, const Config* previous);
+    void drop_privileges();
+
+    mutable std::mutex state_mutex_;  // guards config_ and scan_ (read by /status)
+    std::filesystem::path config_file_;
+    bool foreground_;
+    std::shared_ptr<const Config> config_;
+    PluginScan scan_;
+    std::unique_ptr<EventLog> log_;
+    std::unique_ptr<PluginRuntime> runtime_;
+    std::unique_ptr<HttpServer> http_;
+    std::chrono::system_clock::time_point started_at_;
+    std::atomic<bool> stopping_{false};
+};
+
+}  // namespace certconn::host

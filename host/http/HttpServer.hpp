@@ -1,0 +1,76 @@
+// The host HTTP server: a TCP listener (optionally TLS 1.2+) for devices and tenants, and a
+// local admin socket for the CLI. Requests are bounded in header size, body size and read
+// time; handlers run on a worker pool so a slow plugin never stalls the I/O threads; stop()
+// drains requests in flight before closing.
+#pragma once
+
+#include "config/Config.hpp"
+#include "eventlog/EventLog.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace certconn::host {
+
+using HttpRequestMessage = boost::beast::http::request<boost::beast::http::string_body>;
+using HttpResponseMessage = boost::beast::http::response<boost::beast::http::string_body>;
+
+struct HttpLimits {
+    std::size_t max_header_bytes = 16 * 1024;
+    std::size_t max_body_bytes = 2 * 1024 * 1024;
+    std::chrono::seconds read_timeout{30};
+    std::chrono::seconds drain_timeout{15};
+};
+
+struct RequestOrigin {
+    std::string remote_address;  // "ip:port", or "local" for the admin socket
+    bool admin = false;          // arrived through the admin socket
+};
+
+/// Turns a request into a response. Runs on a worker thread; may block.
+using HttpDispatcher = std::function<HttpResponseMessage(const HttpRequestMessage&, const RequestOrigin&)>;
+
+/// A plain response with the given status, content type and body.
+HttpResponseMessage make_response(unsigned status, std::string content_type, std::string body);
+
+class HttpServer {
+public:
+    HttpServer(HttpLimits limits, int io_threads, int workers, HttpDispatcher dispatcher, EventLog& log);
+    ~HttpServer();
+    HttpServer(const HttpServer&) = delete;
+    HttpServer& operator=(const HttpServer&) = delete;
+
+    /// Binds the TCP listener; throws std::runtime_error with the address and the reason.
+    void listen_tcp(const std::string& address, const std::optional<TlsSettings>& tls);
+    /// Binds the admin socket (mode 0600), replacing a stale socket file.
+    void listen_unix(const std::filesystem::path& socket_path);
+    /// Starts the I/O threads.
+    void start();
+    /// Stops accepting, lets requests in flight finish (up to drain_timeout), closes the rest.
+    void stop();
+
+    std::uint16_t tcp_port() const { return tcp_port_; }
+    std::size_t active_connections() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+    std::uint16_t tcp_port_ = 0;
+};
+
+}  // namespace certconn::host
