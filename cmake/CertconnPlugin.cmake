@@ -8,7 +8,7 @@ function(certconn_add_plugin target)
   endif()
   add_library(${target} MODULE ${P_SOURCES})
   target_link_libraries(${target} PRIVATE certconn::sdk ${P_LIBS})
-  target_compile_options(${target} PRIVATE -fvisibility=hidden -fvisibility-inlines-hidden -fno-gnu-unique)
+  target_compile_options(${target} PRIVATE -fvisibility=hidden $<$<COMPILE_LANGUAGE:CXX>:-fvisibility-inlines-hidden> -fno-gnu-unique)
   target_link_options(${target} PRIVATE -Wl,--no-undefined -Wl,-z,now)
   set_target_properties(${target} PROPERTIES
     PREFIX ""

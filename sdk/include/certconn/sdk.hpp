@@ -330,9 +330,6 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
         return CC_ERR_INVALID_ARGUMENT;
     }
     using T = Thunks<P>;
-    static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job};
-    static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open, &T::ca_close, &T::ca_issue, &T::ca_revoke};
-    static const cc_tenant_api tenant{sizeof(cc_tenant_api), &T::claim_jobs, &T::complete_job, &T::call};
     return guarded(error, [&] {
         auto instance = std::make_unique<Instance<P>>(host);
         api->destroy = &T::destroy;
@@ -340,9 +337,17 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
         api->feature = nullptr;
         api->ca = nullptr;
         api->tenant = nullptr;
-        if constexpr (kind_of<P>() == CC_KIND_FEATURE) api->feature = &feature;
-        else if constexpr (kind_of<P>() == CC_KIND_CA) api->ca = &ca;
-        else api->tenant = &tenant;
+        // Only the table of the plugin's own kind is instantiated.
+        if constexpr (kind_of<P>() == CC_KIND_FEATURE) {
+            static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job};
+            api->feature = &feature;
+        } else if constexpr (kind_of<P>() == CC_KIND_CA) {
+            static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open, &T::ca_close, &T::ca_issue, &T::ca_revoke};
+            api->ca = &ca;
+        } else {
+            static const cc_tenant_api tenant{sizeof(cc_tenant_api), &T::claim_jobs, &T::complete_job, &T::call};
+            api->tenant = &tenant;
+        }
         api->instance = instance.release();
     });
 }

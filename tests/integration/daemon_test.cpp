@@ -1,0 +1,216 @@
+// The real daemon as a process, with real plugins from the build tree.
+#include "support/Daemon.hpp"
+
+#include <boost/json.hpp>
+#include <catch2/catch.hpp>
+
+using namespace certconn::test;
+namespace json = boost::json;
+
+namespace {
+
+struct Installation {
+    TempDir dir;
+    std::filesystem::path config = dir / "certconnector.toml";
+    std::filesystem::path plugins = dir / "plugins";
+    std::filesystem::path log = dir / "log";
+
+    Installation() {
+        std::filesystem::create_directory(plugins);
+        ::chmod(plugins.c_str(), 0755);
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"}) install_fixture(plugins, "good", good);
+        install_fixture(plugins, "broken", "broken-abi-major");
+        write_config("hello", "");
+    }
+
+    void write_config(const std::string& greeting, const std::string& extra) const {
+        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\n"
+                           "log_dir = \"log\"\nmax_body_bytes = 4096\ndrain_timeout_seconds = 10\n"
+                           "[ca.test]\nplugin = \"fixture\"\nlabel = \"issuing\"\npassword = \"hunter2\"\n"
+                           "[tenant]\nplugin = \"fixture\"\n"
+                           "[echo]\nca = \"test\"\ngreeting = \"" + greeting + "\"\n" + extra);
+    }
+
+    std::string operational() const { return read_file(log / "operational.jsonl"); }
+
+    /// Waits until the daemon answers on its admin socket; returns its /status.
+    json::object wait_ready(Daemon& daemon) const {
+        json::object status;
+        const bool ready = eventually([&] {
+            if (!daemon.running()) return true;
+            auto r = run_cli({"status", "--config", config.string(), "--json"});
+            if (r.exit_code != 0) return false;
+            status = json::parse(r.output).as_object();
+            return true;
+        });
+        INFO(daemon.output());
+        REQUIRE(ready);
+        REQUIRE(daemon.running());
+        return status;
+    }
+};
+
+const json::object* find_by(const json::array& items, const char* key, const std::string& value) {
+    for (const auto& item : items)
+        if (item.as_object().contains(key) && item.as_object().at(key).as_string() == value) return &item.as_object();
+    return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("the daemon serves /healthz, /status and plugin routes, and stops cleanly on SIGTERM") {
+    Installation inst;
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const json::object status = inst.wait_ready(daemon);
+    const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
+    REQUIRE(port != 0);
+
+    CHECK(status.at("state").as_string() == "running");
+    CHECK(status.at("tenant").at("connected").as_bool());
+    const json::object* echo = find_by(status.at("features").as_array(), "name", "echo");
+    REQUIRE(echo);
+    CHECK(echo->at("enabled").as_bool());
+    CHECK(echo->at("version").as_string() == "1.2.0");
+    const json::object* ca = find_by(status.at("cas").as_array(), "name", "test");
+    REQUIRE(ca);
+    CHECK(ca->at("open").as_bool());
+    const json::object* broken = find_by(status.at("plugins").as_array(), "file", (inst.plugins / "broken-abi-major.so").string());
+    REQUIRE(broken);
+    CHECK(broken->at("status").as_string() == "refused");
+    CHECK_THAT(std::string(broken->at("reason").as_string()), Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.0"));
+    const json::object* ca_plugin = find_by(status.at("plugins").as_array(), "file", (inst.plugins / "fixture-ca.so").string());
+    REQUIRE(ca_plugin);
+    CHECK(ca_plugin->at("status").as_string() == "loaded");
+    CHECK(ca_plugin->at("support").at("state").as_string() != "unknown");
+
+    auto health = http_request(port, "GET", "/healthz");
+    CHECK(health.status == 200);
+    CHECK(health.body == R"({"status":"ok"})");
+
+    auto over_tcp = http_request(port, "GET", "/status");
+    CHECK(over_tcp.status == 200);
+    CHECK(over_tcp.content_type == "application/json");
+
+    auto routed = http_request(port, "GET", "/fixture/echo?x=1");
+    CHECK(routed.status == 200);
+    const auto echoed = json::parse(routed.body).as_object();
+    CHECK(echoed.at("greeting").as_string() == "hello");
+    CHECK(echoed.at("query").as_string() == "x=1");
+    CHECK(echoed.at("user_agent").as_string() == "certconn-test");
+
+    // route -> feature plugin -> host CA routing -> CA plugin, and back
+    auto issued = http_request(port, "POST", "/fixture/issue", R"({"csr":"abc"})");
+    REQUIRE(issued.status == 200);
+    const auto answer = json::parse(issued.body).as_object();
+    CHECK(answer.at("ca").as_string() == "test");
+    CHECK(answer.at("label").as_string() == "issuing");
+    CHECK(answer.at("request").at("csr").as_string() == "abc");
+
+    CHECK(http_request(port, "GET", "/no/such/route").status == 404);
+    CHECK(http_request(port, "POST", "/fixture/issue", std::string(5000, 'x')).status == 413);
+
+    auto text = run_cli({"status", "--config", inst.config.string()});
+    CHECK(text.exit_code == 0);
+    CHECK_THAT(text.output, Catch::Contains("tenant: fixture (connected)") && Catch::Contains("features: echo") &&
+                                Catch::Contains("CAs: test [fixture]") && Catch::Contains("broken-abi-major.so: refused"));
+
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+    const std::string log = inst.operational();
+    CHECK_THAT(log, Catch::Contains("\"name\":\"ServiceStopping\"") && Catch::Contains("\"name\":\"ServiceStopped\""));
+    CHECK_THAT(log, Catch::Contains("\"name\":\"PluginAbiMismatch\""));
+    CHECK(log.find("hunter2") == std::string::npos);  // the CA's secret is redacted in the logged configuration
+    CHECK_THAT(log, Catch::Contains("\"name\":\"ConfigurationLoaded\""));
+    CHECK_FALSE(std::filesystem::exists(inst.dir / "state" / "admin.sock"));
+}
+
+TEST_CASE("plugins and config check name a broken plugin with its reason while the good ones load") {
+    Installation inst;
+    auto plugins = run_cli({"plugins", "--config", inst.config.string()});
+    CHECK(plugins.exit_code == 0);
+    CHECK_THAT(plugins.output, Catch::Contains("broken-abi-major.so: REFUSED   plugin 'broken-abi-major'") &&
+                                   Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.0"));
+    CHECK_THAT(plugins.output, Catch::Contains("fixture-ca.so: loadable  ca 'fixture' 0.3.0  SDK 1.0  released 2026-11-01"));
+
+    auto as_json = run_cli({"plugins", "--dir", inst.plugins.string(), "--json"});
+    REQUIRE(as_json.exit_code == 0);
+    CHECK(json::parse(as_json.output).at("plugins").as_array().size() == 4);
+
+    auto check = run_cli({"config", "check", "--config", inst.config.string()});
+    CHECK(check.exit_code == 2);
+    CHECK_THAT(check.output, Catch::Contains("plugin 'broken-abi-major'") && Catch::Contains("1 problem(s)"));
+
+    std::filesystem::remove(inst.plugins / "broken-abi-major.so");
+    auto clean = run_cli({"config", "check", "--config", inst.config.string()});
+    CHECK(clean.exit_code == 0);
+    CHECK_THAT(clean.output, Catch::Contains(": OK (3 plugin(s)"));
+}
+
+TEST_CASE("a typo'd key fails config check naming key and line, and run refuses to start") {
+    Installation inst;
+    inst.write_config("hello", "[tenant.extra]\n");  // tenant tables are not nested
+    write_file(inst.config, read_file(inst.config) + "[ca.second]\nplugin = \"fixture\"\nlable = \"x\"\n");
+    auto check = run_cli({"config", "check", "--config", inst.config.string()});
+    CHECK(check.exit_code == 2);
+    CHECK_THAT(check.output, Catch::Contains("certconnector.toml:20:1: ca.second.lable: unknown key 'lable' (did you mean 'label'?)"));
+    CHECK_THAT(check.output, Catch::Contains("certconnector.toml:18:1: ca.second.label: missing required key 'label'"));
+    auto run = run_cli({"run", "--config", inst.config.string()});
+    CHECK(run.exit_code == 2);
+    CHECK_THAT(run.output, Catch::Contains("not started"));
+}
+
+TEST_CASE("SIGHUP reloads: changes are logged, changed plugins are swapped, a bad edit keeps the running configuration") {
+    Installation inst;
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = static_cast<std::uint16_t>(inst.wait_ready(daemon).at("port").as_int64());
+    CHECK(json::parse(http_request(port, "GET", "/fixture/echo").body).at("greeting").as_string() == "hello");
+
+    inst.write_config("bonjour", "[log]\noperational_debug = true\n");
+    daemon.signal(SIGHUP);
+    REQUIRE(eventually([&] { return inst.operational().find("echo.greeting: \\\"hello\\\" -> \\\"bonjour\\\"") != std::string::npos; }));
+    REQUIRE(eventually([&] { return json::parse(http_request(port, "GET", "/fixture/echo").body).at("greeting").as_string() == "bonjour"; }));
+    CHECK_THAT(inst.operational(), Catch::Contains("\"name\":\"PluginUnloaded\""));  // the old generation was released
+
+    write_file(inst.config, read_file(inst.config) + "[host.tls]\ncertfile = \"x\"\n");
+    daemon.signal(SIGHUP);
+    REQUIRE(eventually([&] { return inst.operational().find("ConfigurationReloadFailed") != std::string::npos; }));
+    CHECK_THAT(inst.operational(), Catch::Contains("host.tls.certfile: unknown key 'certfile'"));
+    CHECK(json::parse(http_request(port, "GET", "/fixture/echo").body).at("greeting").as_string() == "bonjour");
+
+    inst.write_config("bonjour", "[features]\necho = false\n");
+    daemon.signal(SIGHUP);
+    REQUIRE(eventually([&] { return http_request(port, "GET", "/fixture/echo").status == 404; }));
+    CHECK_THAT(inst.operational(), Catch::Contains("\"name\":\"PluginDisabled\""));
+
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
+TEST_CASE("graceful stop: a request in flight when SIGTERM arrives is answered") {
+    Installation inst;
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = static_cast<std::uint16_t>(inst.wait_ready(daemon).at("port").as_int64());
+    HttpResult slow;
+    std::thread client([&] { slow = http_request(port, "GET", "/fixture/slow"); });
+    REQUIRE(eventually([&] { return inst.operational().find("slow request started") != std::string::npos; }));
+    daemon.signal(SIGTERM);
+    client.join();
+    CHECK(slow.status == 200);
+    CHECK(slow.body == "slow done");
+    CHECK(daemon.wait_exit() == 0);
+}
+
+TEST_CASE("the daemon refuses to start when its port is taken, with an event naming the address") {
+    Installation inst;
+    Daemon first(inst.config, inst.dir / "first.out");
+    const auto port = static_cast<std::uint16_t>(inst.wait_ready(first).at("port").as_int64());
+    TempDir other;
+    std::filesystem::create_directory(other / "plugins");
+    write_file(other / "c.toml", "[host]\nlisten = \"127.0.0.1:" + std::to_string(port) +
+                                     "\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n");
+    auto second = run_cli({"run", "--config", (other / "c.toml").string()});
+    CHECK(second.exit_code == 1);
+    CHECK_THAT(second.output, Catch::Contains("HttpServerError") && Catch::Contains("cannot listen on 127.0.0.1:" + std::to_string(port)));
+    first.signal(SIGTERM);
+    CHECK(first.wait_exit() == 0);
+}

@@ -1,0 +1,142 @@
+// Integration-test helpers: the real certconnector binary as a child process, its CLI, and
+// a small HTTP client.
+#pragma once
+
+#include "support/TestFiles.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <signal.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace certconn::test {
+
+struct CliResult {
+    int exit_code = -1;
+    std::string output;  // stdout and stderr
+};
+
+inline std::string shell_quote(const std::string& s) {
+    std::string out = "'";
+    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
+/// Runs `certconnector <args>` to completion.
+inline CliResult run_cli(const std::vector<std::string>& args) {
+    std::string cmd = shell_quote(CERTCONNECTOR_BIN);
+    for (const auto& a : args) cmd += " " + shell_quote(a);
+    cmd += " 2>&1";
+    CliResult r;
+    FILE* pipe = ::popen(cmd.c_str(), "r");
+    if (!pipe) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+    const int status = ::pclose(pipe);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+
+/// Polls `condition` every 50 ms for up to `limit`; a bound on waiting, not a timing assertion.
+inline bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return condition();
+}
+
+/// `certconnector run --config F` as a child process; SIGKILLed if a test forgets to stop it.
+class Daemon {
+public:
+    explicit Daemon(const std::filesystem::path& config, const std::filesystem::path& output) : output_(output) {
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        posix_spawn_file_actions_adddup2(&actions, 1, 2);
+        std::vector<std::string> args = {CERTCONNECTOR_BIN, "run", "--config", config.string()};
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        if (posix_spawn(&pid_, CERTCONNECTOR_BIN, &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
+        posix_spawn_file_actions_destroy(&actions);
+    }
+    ~Daemon() {
+        if (pid_ > 0 && !exit_code_) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+    }
+    pid_t pid() const { return pid_; }
+    void signal(int sig) const { ::kill(pid_, sig); }
+    std::string output() const { return read_file(output_); }
+
+    /// Waits for the process to exit (bounded); returns its exit code.
+    std::optional<int> wait_exit(std::chrono::seconds limit = std::chrono::seconds(30)) {
+        eventually(
+            [&] {
+                int status = 0;
+                if (::waitpid(pid_, &status, WNOHANG) == pid_) exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                return exit_code_.has_value();
+            },
+            limit);
+        return exit_code_;
+    }
+    bool running() {
+        int status = 0;
+        if (!exit_code_ && ::waitpid(pid_, &status, WNOHANG) == pid_) exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        return !exit_code_;
+    }
+
+private:
+    std::filesystem::path output_;
+    pid_t pid_ = -1;
+    std::optional<int> exit_code_;
+};
+
+struct HttpResult {
+    unsigned status = 0;
+    std::string body;
+    std::string content_type;
+};
+
+inline HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
+                               const std::string& body = {}) {
+    namespace beast = boost::beast;
+    namespace http = beast::http;
+    boost::asio::io_context io;
+    beast::tcp_stream stream(io);
+    stream.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port));
+    stream.expires_after(std::chrono::seconds(30));
+    http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::user_agent, "certconn-test");
+    req.body() = body;
+    req.prepare_payload();
+    http::write(stream, req);
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024 * 1024);
+    http::read(stream, buffer, parser);
+    auto res = parser.release();
+    return {static_cast<unsigned>(res.result_int()), res.body(), std::string(res[http::field::content_type])};
+}
+
+}  // namespace certconn::test

@@ -1,0 +1,181 @@
+#include "config/Config.hpp"
+#include "support/TestFiles.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <catch2/catch.hpp>
+
+using namespace certconn::host;
+using certconn::test::TempDir;
+using certconn::test::write_file;
+
+namespace {
+
+struct Checked {
+    std::optional<Config> config;
+    std::vector<ConfigProblem> problems;
+    std::string text() const {
+        std::string out;
+        for (const auto& p : problems) out += p.to_string() + "\n";
+        return out;
+    }
+};
+
+PluginIdentity plugin(cc_plugin_kind kind, const std::string& name, const char* schema = nullptr) {
+    PluginIdentity id;
+    id.kind = kind;
+    id.name = name;
+    id.version = "1.0.0";
+    id.release_date = "2026-11-01";
+    if (schema) id.schema = std::make_shared<const SchemaNode>(parse_schema(std::string_view(schema)));
+    return id;
+}
+
+const std::vector<PluginIdentity> kPlugins = {
+    plugin(CC_KIND_FEATURE, "pkcs", R"({"type":"table","keys":{"workers":{"type":"integer","min":1}}})"),
+    plugin(CC_KIND_CA, "local",
+           R"({"type":"table","keys":{"algorithm":{"type":"string","enum":["rsa3072","p256"]},"key_pin":{"type":"string","secret":true}}})"),
+    plugin(CC_KIND_TENANT, "local", nullptr),
+};
+
+Checked check(const TempDir& dir, const std::string& toml, const std::vector<PluginIdentity>& plugins = kPlugins) {
+    const auto file = dir / "connector.toml";
+    write_file(file, toml);
+    Checked out;
+    auto doc = parse_config_file(file, out.problems);
+    if (doc) out.config = validate_config(*doc, plugins, out.problems);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("a valid configuration gives typed settings with relative paths resolved") {
+    TempDir dir;
+    auto c = check(dir, R"(
+[host]
+listen = "127.0.0.1:9443"
+state_dir = "state"
+[features]
+pkcs = false
+[ca.corp]
+plugin = "local"
+algorithm = "p256"
+key_pin = "1234"
+[tenant]
+plugin = "local"
+[pkcs]
+workers = 4
+)");
+    INFO(c.text());
+    REQUIRE(c.config);
+    CHECK(c.config->host.listen == "127.0.0.1:9443");
+    CHECK(c.config->host.state_dir == dir.path() / "state");
+    CHECK_FALSE(c.config->feature_enabled("pkcs"));
+    CHECK(c.config->feature_enabled("scep"));  // not mentioned: enabled when present
+    REQUIRE(c.config->cas.count("corp"));
+    CHECK(c.config->cas.at("corp").plugin == "local");
+    CHECK_FALSE(c.config->cas.at("corp").settings.contains("plugin"));
+    CHECK(c.config->cas.at("corp").settings.at("key_pin").as_string() == "1234");  // plugins get secrets
+    CHECK(c.config->tenant->plugin == "local");
+    CHECK(c.config->feature_sections.at("pkcs").at("workers").as_int64() == 4);
+}
+
+TEST_CASE("the effective configuration redacts secrets and fills defaults") {
+    TempDir dir;
+    auto c = check(dir, "[ca.corp]\nplugin = \"local\"\nkey_pin = \"s3cret-pin\"\n");
+    REQUIRE(c.config);
+    const std::string effective = boost::json::serialize(c.config->effective);
+    CHECK(effective.find("s3cret-pin") == std::string::npos);
+    CHECK(effective.find("********") != std::string::npos);
+    CHECK(c.config->effective.at("host").at("workers").as_int64() == 8);
+    const auto flat = flatten(c.config->effective);
+    CHECK(flat.at("ca.corp.key_pin") == "\"********\"");
+}
+
+TEST_CASE("a typo'd key is an error naming file, line, column and key, with a suggestion") {
+    TempDir dir;
+    auto c = check(dir, "[host]\nlisten = \"127.0.0.1:8080\"\nplugin_dri = \"/x\"\n");
+    CHECK_FALSE(c.config);
+    REQUIRE(c.problems.size() == 1);
+    CHECK(c.problems[0].line == 3);
+    CHECK(c.problems[0].column == 1);
+    CHECK(c.problems[0].key == "host.plugin_dri");
+    CHECK_THAT(c.problems[0].to_string(), Catch::Contains("connector.toml:3:1: host.plugin_dri: unknown key 'plugin_dri'") &&
+                                              Catch::Contains("did you mean 'plugin_dir'?"));
+}
+
+TEST_CASE("a wrong type is an error naming the key, what was expected and what was found") {
+    TempDir dir;
+    auto c = check(dir, "[host]\nworkers = \"eight\"\n");
+    REQUIRE(c.problems.size() == 1);
+    CHECK(c.problems[0].to_string().find(":2:11: host.workers: expected an integer, found a string") != std::string::npos);
+}
+
+TEST_CASE("a missing required value is an error naming the key and its section's line") {
+    TempDir dir;
+    auto c = check(dir, "\n[ca.corp]\nalgorithm = \"p256\"\n");
+    REQUIRE_FALSE(c.problems.empty());
+    CHECK_THAT(c.text(), Catch::Contains("connector.toml:2:1: ca.corp.plugin: missing required key 'plugin'"));
+}
+
+TEST_CASE("plugin sections are validated against the plugin's schema") {
+    TempDir dir;
+    auto c = check(dir, "[ca.corp]\nplugin = \"local\"\nalgoritm = \"p256\"\n[pkcs]\nworkers = 0\n");
+    INFO(c.text());
+    CHECK_THAT(c.text(), Catch::Contains(":3:1: ca.corp.algoritm: unknown key 'algoritm' (did you mean 'algorithm'?)"));
+    CHECK_THAT(c.text(), Catch::Contains(":5:11: pkcs.workers: value out of range (expected 1 .. inf)"));
+}
+
+TEST_CASE("an enum value outside the schema is refused with the allowed values") {
+    TempDir dir;
+    auto c = check(dir, "[ca.corp]\nplugin = \"local\"\nalgorithm = \"rsa1024\"\n");
+    CHECK_THAT(c.text(), Catch::Contains("ca.corp.algorithm: 'rsa1024' is not one of: rsa3072, p256"));
+}
+
+TEST_CASE("naming a plugin that is not present is an error listing the present ones") {
+    TempDir dir;
+    auto c = check(dir, "[ca.corp]\nplugin = \"adcs\"\nanything = 1\n[tenant]\nplugin = \"lokal\"\n");
+    CHECK_THAT(c.text(), Catch::Contains("ca.corp.plugin: 'adcs' is not one of: local"));
+    CHECK_THAT(c.text(), Catch::Contains("tenant.plugin: 'lokal' is not one of: local (did you mean 'local'?)"));
+    CHECK(c.text().find("anything") == std::string::npos);  // unknown plugin: its keys cannot be judged
+}
+
+TEST_CASE("an unknown section or feature flag is an error, never silently ignored") {
+    TempDir dir;
+    auto c = check(dir, "[pkc]\nworkers = 2\n[features]\nscep = true\n");
+    CHECK_THAT(c.text(), Catch::Contains(":1:2: pkc: unknown section") && Catch::Contains("did you mean 'pkcs'?"));
+    CHECK_THAT(c.text(), Catch::Contains(":4:1: features.scep: unknown key 'scep'"));
+}
+
+TEST_CASE("TOML syntax errors carry the position") {
+    TempDir dir;
+    auto c = check(dir, "[host]\nlisten = \"127.0.0.1:8080\n");
+    REQUIRE(c.problems.size() == 1);
+    CHECK(c.problems[0].line == 2);
+    CHECK_THAT(c.problems[0].message, Catch::Contains("TOML syntax error"));
+}
+
+TEST_CASE("listen addresses are checked") {
+    TempDir dir;
+    CHECK_THAT(check(dir, "[host]\nlisten = \"8080\"\n").text(), Catch::Contains("host.listen: '8080': expected host:port"));
+    CHECK_THAT(check(dir, "[host]\nlisten = \"127.0.0.1:99999\"\n").text(), Catch::Contains("port must be a number 0-65535"));
+    CHECK(check(dir, "[host]\nlisten = \"[::1]:8443\"\n").config);
+    CHECK(split_listen_address("[::1]:8443") == std::pair<std::string, std::uint16_t>{"::1", 8443});
+}
+
+TEST_CASE("a TLS private key readable by others is refused") {
+    TempDir dir;
+    write_file(dir / "cert.pem", "x");
+    write_file(dir / "key.pem", "x");
+    ::chmod((dir / "key.pem").c_str(), 0644);
+    auto c = check(dir, "[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n");
+    CHECK_THAT(c.text(), Catch::Contains("host.tls.private_key: private key") && Catch::Contains("expected mode 0600"));
+    ::chmod((dir / "key.pem").c_str(), 0600);
+    CHECK(check(dir, "[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n").config);
+}
+
+TEST_CASE("schemas themselves are validated") {
+    CHECK_THROWS_WITH(parse_schema(std::string_view(R"({"type":"tabel"})")), Catch::Contains("unknown type 'tabel'"));
+    CHECK_THROWS_WITH(parse_schema(std::string_view(R"({"type":"table","keys":{"a":{"typ":"string"}}})")),
+                      Catch::Contains("schema.keys.a: unknown schema field 'typ'"));
+    CHECK_THROWS_WITH(parse_schema(std::string_view("not json")), Catch::Contains("not valid JSON"));
+}

@@ -1,0 +1,129 @@
+// The loader against real plugin files: good fixtures and deliberately broken ones.
+#include "plugins/PluginLoader.hpp"
+#include "support/TestFiles.hpp"
+
+#include <certconn/events.h>
+
+#include <catch2/catch.hpp>
+
+using namespace certconn::host;
+using namespace certconn::test;
+
+namespace {
+
+const PluginFileReport& report_for(const PluginScan& scan, const std::string& file) {
+    for (const auto& r : scan.files)
+        if (r.file.filename() == file) return r;
+    FAIL("no report for " << file);
+    throw std::logic_error("unreachable");
+}
+
+LoaderPolicy policy() { return LoaderPolicy::for_service_account(""); }
+
+}  // namespace
+
+TEST_CASE("a broken plugin among good ones is refused with its own reason; the good ones load") {
+    TempDir dir;
+    for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant", "fixture-c-echo"})
+        install_fixture(dir.path(), "good", good);
+    for (const char* bad : {"broken-abi-major", "broken-abi-minor", "broken-no-init", "broken-bad-name", "broken-bad-schema"})
+        install_fixture(dir.path(), "broken", bad);
+    install_fixture(dir.path(), "broken", "broken-duplicate", "zz-duplicate.so");
+    write_file(dir / "garbage.so", "this is not an ELF file");
+    ::chmod((dir / "garbage.so").c_str(), 0644);
+    install_fixture(dir.path(), "good", "fixture-c-echo", "world-writable.so");
+    ::chmod((dir / "world-writable.so").c_str(), 0666);
+    install_fixture(dir.path(), "good", "fixture-c-echo", "group-writable.so");
+    ::chmod((dir / "group-writable.so").c_str(), 0664);
+
+    const PluginScan scan = scan_plugins(dir.path(), policy());
+    REQUIRE_FALSE(scan.directory_problem);
+    CHECK(scan.files.size() == 13);
+
+    std::vector<std::string> loaded;
+    for (const auto& lib : scan.libraries) loaded.push_back(std::string(kind_name(lib->identity.kind)) + ":" + lib->identity.name);
+    std::sort(loaded.begin(), loaded.end());
+    CHECK(loaded == std::vector<std::string>{"ca:fixture", "feature:c-echo", "feature:echo", "tenant:fixture"});
+
+    const auto& major = report_for(scan, "broken-abi-major.so");
+    CHECK(major.event_id == CC_EV_PluginAbiMismatch);
+    CHECK(major.reason == "plugin 'broken-abi-major' (" + (dir / "broken-abi-major.so").string() +
+                              "): built for SDK 2.1, this host speaks 1.0-1.0");
+
+    const auto& minor = report_for(scan, "broken-abi-minor.so");
+    CHECK(minor.event_id == CC_EV_PluginAbiMismatch);
+    CHECK_THAT(minor.reason, Catch::EndsWith("built for SDK 1.1, this host speaks 1.0-1.0"));
+
+    const auto& no_init = report_for(scan, "broken-no-init.so");
+    CHECK(no_init.event_id == CC_EV_PluginExportMissing);
+    CHECK_THAT(no_init.reason, Catch::Contains("missing export 'certconn_plugin_init'"));
+
+    const auto& name = report_for(scan, "broken-bad-name.so");
+    CHECK(name.event_id == CC_EV_PluginInfoInvalid);
+    CHECK_THAT(name.reason, Catch::Contains("invalid name 'Bad Name'; expected [a-z][a-z0-9-]{0,62}"));
+
+    const auto& schema = report_for(scan, "broken-bad-schema.so");
+    CHECK(schema.event_id == CC_EV_PluginInfoInvalid);
+    CHECK_THAT(schema.reason, Catch::Contains("invalid config_schema: schema.type: unknown type 'tabel'"));
+
+    const auto& dup = report_for(scan, "zz-duplicate.so");
+    CHECK(dup.event_id == CC_EV_PluginDuplicate);
+    CHECK_THAT(dup.reason, Catch::Contains("a feature plugin named 'echo' is already loaded from " +
+                                           (dir / "fixture-echo.so").string() + "; refused"));
+
+    const auto& garbage = report_for(scan, "garbage.so");
+    CHECK(garbage.event_id == CC_EV_PluginLoadFailed);
+    CHECK_THAT(garbage.reason, Catch::Contains("cannot be loaded: ") && Catch::Contains("garbage.so"));
+
+    const auto& ww = report_for(scan, "world-writable.so");
+    CHECK(ww.event_id == CC_EV_PluginFileUnsafe);
+    CHECK_THAT(ww.reason, Catch::Contains("writable by everyone (mode 0666)"));
+    const auto& gw = report_for(scan, "group-writable.so");
+    CHECK(gw.event_id == CC_EV_PluginFileUnsafe);
+    CHECK_THAT(gw.reason, Catch::Contains("writable by its group (mode 0664)"));
+}
+
+TEST_CASE("the identity comes from the query export without running init") {
+    TempDir dir;
+    install_fixture(dir.path(), "good", "fixture-ca");
+    install_fixture(dir.path(), "broken", "broken-init-throws");
+    const PluginScan scan = scan_plugins(dir.path(), policy());
+    REQUIRE(scan.libraries.size() == 2);  // a throwing init is only found when it runs
+    const auto& ca = *scan.libraries[1];
+    CHECK(ca.identity.kind == CC_KIND_CA);
+    CHECK(ca.identity.name == "fixture");
+    CHECK(ca.identity.version == "0.3.0");
+    CHECK(ca.identity.release_date == "2026-11-01");
+    CHECK(ca.identity.abi_major == CERTCONN_ABI_MAJOR);
+    REQUIRE(ca.identity.schema);
+    CHECK(ca.identity.schema->keys.at("label").required);
+}
+
+TEST_CASE("a plugin directory writable by others is refused as a whole") {
+    TempDir dir;
+    install_fixture(dir.path(), "good", "fixture-echo");
+    ::chmod(dir.path().c_str(), 0777);
+    const PluginScan scan = scan_plugins(dir.path(), policy());
+    REQUIRE(scan.directory_problem);
+    CHECK_THAT(*scan.directory_problem, Catch::Contains("is writable by everyone (mode 0777)") &&
+                                            Catch::Contains("no plugin loaded from it"));
+    CHECK(scan.libraries.empty());
+    ::chmod(dir.path().c_str(), 0755);
+}
+
+TEST_CASE("a missing plugin directory is reported") {
+    const PluginScan scan = scan_plugins("/nonexistent/certconnector/plugins", policy());
+    REQUIRE(scan.directory_problem);
+    CHECK_THAT(*scan.directory_problem, Catch::Contains("does not exist"));
+}
+
+TEST_CASE("files owned by an untrusted user are refused") {
+    TempDir dir;
+    const auto file = install_fixture(dir.path(), "good", "fixture-echo");
+    LoaderPolicy strict;
+    strict.trusted_owners = {12345};  // nobody we are
+    PluginFileReport report;
+    CHECK_FALSE(open_plugin(file, strict, report));
+    CHECK(report.event_id == CC_EV_PluginFileUnsafe);
+    CHECK_THAT(report.reason, Catch::Contains("owned by uid") && Catch::Contains("expected root, the running user or the service account"));
+}

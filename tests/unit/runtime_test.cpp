@@ -1,0 +1,173 @@
+// Initialised plugins: routing by CA name, tenant calls, failing init, hot swap.
+#include "plugins/PluginRuntime.hpp"
+#include "support/TestFiles.hpp"
+
+#include <boost/json/parse.hpp>
+#include <catch2/catch.hpp>
+
+using namespace certconn::host;
+using namespace certconn::test;
+
+namespace {
+
+struct Fixture {
+    TempDir dir;
+    std::filesystem::path plugins = dir / "plugins";
+    PluginScan scan;
+    std::shared_ptr<const Config> config;
+    std::unique_ptr<EventLog> log;
+    std::unique_ptr<PluginRuntime> runtime;
+
+    explicit Fixture(const std::string& extra_toml = "") {
+        std::filesystem::create_directory(plugins);
+        ::chmod(plugins.c_str(), 0755);
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"}) install_fixture(plugins, "good", good);
+        install_fixture(plugins, "broken", "broken-init-throws");
+        install_fixture(plugins, "broken", "broken-init-fails");
+        write_file(dir / "c.toml", "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+                                   "[ca.test]\nplugin = \"fixture\"\nlabel = \"first\"\n"
+                                   "[ca.second]\nplugin = \"fixture\"\nlabel = \"other\"\n"
+                                   "[ca.down]\nplugin = \"fixture\"\nlabel = \"x\"\nfail_open = true\n"
+                                   "[tenant]\nplugin = \"fixture\"\n" + extra_toml);
+        std::vector<ConfigProblem> problems;
+        auto doc = parse_config_file(dir / "c.toml", problems);
+        scan = scan_plugins(plugins, LoaderPolicy::for_service_account(""));
+        auto c = validate_config(*doc, scan.identities(), problems);
+        for (const auto& p : problems) UNSCOPED_INFO(p.to_string());
+        REQUIRE(c);
+        config = std::make_shared<const Config>(*c);
+        log = std::make_unique<EventLog>(EventLogOptions{dir / "log", 1 << 20, 2, true, true, false});
+        runtime = std::make_unique<PluginRuntime>(*log, config);
+    }
+
+    std::shared_ptr<PluginLibrary> library(cc_plugin_kind kind, const std::string& name) {
+        for (const auto& lib : scan.libraries)
+            if (lib->identity.kind == kind && lib->identity.name == name) return lib;
+        FAIL("no library " << name);
+        return nullptr;
+    }
+
+    std::shared_ptr<const Generation> start(cc_plugin_kind kind, const std::string& name) {
+        std::string error;
+        auto gen = runtime->instantiate(library(kind, name), error);
+        INFO(error);
+        REQUIRE(gen);
+        runtime->publish(gen);
+        return gen;
+    }
+
+    std::string operational() {
+        log->flush();
+        return read_file(dir / "log" / "operational.jsonl");
+    }
+};
+
+std::pair<int, std::string> call(int (*fn)(PluginRuntime&, cc_sink*, cc_error*), PluginRuntime& rt) {
+    StringSink sink;
+    cc_sink s = sink.sink();
+    cc_error err = new_error();
+    const int rc = fn(rt, &s, &err);
+    return {rc, rc == CC_OK ? sink.data : std::string(err.message)};
+}
+
+}  // namespace
+
+TEST_CASE("CA requests are routed by configured name to the plugin behind it") {
+    Fixture f;
+    f.start(CC_KIND_CA, "fixture");
+    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(true, "second", R"({"csr":"x"})", s, e); },
+                          *f.runtime);
+    REQUIRE(rc == CC_OK);
+    const auto answer = boost::json::parse(out).as_object();
+    CHECK(answer.at("ca").as_string() == "second");
+    CHECK(answer.at("label").as_string() == "other");
+    CHECK(answer.at("request").at("csr").as_string() == "x");
+
+    auto [rc2, msg2] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(true, "nope", "{}", s, e); }, *f.runtime);
+    CHECK(rc2 == CC_ERR_NOT_FOUND);
+    CHECK(msg2 == "no CA named 'nope' is configured (configured: down, second, test)");
+
+    auto [rc3, msg3] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(true, "down", "{}", s, e); }, *f.runtime);
+    CHECK(rc3 == CC_ERR_UNAVAILABLE);
+    CHECK(msg3 == "CA 'down' is not open: fixture CA 'down' configured to fail");
+    CHECK_THAT(f.operational(), Catch::Contains("\"name\":\"CaOpenFailed\""));
+
+    auto [rc4, msg4] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(false, "test", "{}", s, e); }, *f.runtime);
+    CHECK(rc4 == CC_ERR_NOT_FOUND);
+    CHECK(msg4 == "fixture CA knows no certificates");
+}
+
+TEST_CASE("tenant calls reach the configured tenant plugin") {
+    Fixture f;
+    auto [rc0, msg0] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("scep.validate", "{}", s, e); }, *f.runtime);
+    CHECK(rc0 == CC_ERR_UNAVAILABLE);
+    CHECK(msg0 == "tenant plugin 'fixture' is not loaded");
+    f.start(CC_KIND_TENANT, "fixture");
+    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("scep.validate", "{}", s, e); }, *f.runtime);
+    CHECK(rc == CC_OK);
+    CHECK(out == R"({"operation":"scep.validate"})");
+}
+
+TEST_CASE("an init that throws or fails is an event with the plugin's own message") {
+    Fixture f;
+    std::string error;
+    CHECK_FALSE(f.runtime->instantiate(f.library(CC_KIND_FEATURE, "throws"), error));
+    CHECK_THAT(error, Catch::Contains("broken-init-throws.so): init failed (status 9): fixture: database is locked"));
+    CHECK_FALSE(f.runtime->instantiate(f.library(CC_KIND_FEATURE, "init-fails"), error));
+    CHECK_THAT(error, Catch::Contains("init failed (status 6): fixture backend refused the connection"));
+    CHECK_THAT(f.operational(), Catch::Contains("\"name\":\"PluginInitFailed\""));
+}
+
+TEST_CASE("feature jobs cross the ABI; exceptions come back as statuses") {
+    Fixture f;
+    auto gen = f.start(CC_KIND_FEATURE, "echo");
+    StringSink sink;
+    cc_sink s = sink.sink();
+    cc_error err = new_error();
+    CHECK(gen->api.feature->run_job(gen->api.instance, R"({"id":"1"})", &s, &err) == CC_OK);
+    CHECK(sink.data == R"({"id":"1"})");
+    const int rc = gen->api.feature->run_job(gen->api.instance, R"({"kind":"transient"})", &s, &err);
+    CHECK(rc == CC_ERR_UNAVAILABLE);
+    CHECK(CC_STATUS_IS_RETRYABLE(rc));
+    CHECK(std::string(err.message) == "fixture: transient failure");
+    CHECK(f.runtime->health(*gen) == R"({"healthy":true,"detail":"echo ready"})");
+    auto route = f.runtime->match_route("GET", "/fixture/echo");
+    REQUIRE(route);
+    CHECK(route->owner == gen);
+    CHECK_FALSE(f.runtime->match_route("POST", "/fixture/echo"));
+}
+
+TEST_CASE("hot swap: calls in flight finish on the old generation, which is released after them") {
+    Fixture f;
+    auto old_gen = f.start(CC_KIND_FEATURE, "echo");
+    std::weak_ptr<const Generation> watch = old_gen;
+    auto new_gen = f.start(CC_KIND_FEATURE, "echo");  // publish replaces
+    CHECK(f.runtime->find(CC_KIND_FEATURE, "echo") == new_gen);
+    CHECK(f.runtime->match_route("GET", "/fixture/echo")->owner == new_gen);
+    CHECK(f.operational().find("PluginUnloaded") == std::string::npos);  // still held by "a request"
+
+    StringSink sink;
+    cc_sink s = sink.sink();
+    cc_error err = new_error();
+    CHECK(old_gen->api.feature->run_job(old_gen->api.instance, "{}", &s, &err) == CC_OK);  // old still works
+    old_gen.reset();
+    CHECK(watch.expired());
+    CHECK_THAT(f.operational(), Catch::Contains("\"name\":\"PluginUnloaded\""));
+
+    f.runtime->retire(CC_KIND_FEATURE, "echo");
+    CHECK_FALSE(f.runtime->find(CC_KIND_FEATURE, "echo"));
+    CHECK_FALSE(f.runtime->match_route("GET", "/fixture/echo"));
+    CHECK(new_gen->api.feature->run_job(new_gen->api.instance, "{}", &s, &err) == CC_OK);  // held: still alive
+}
+
+TEST_CASE("plugins get their own configuration section and a private state directory") {
+    Fixture f;
+    auto gen = f.start(CC_KIND_FEATURE, "echo");
+    CHECK(gen->context->config_json == "{}");
+    const auto state = std::filesystem::path(gen->context->state_dir);
+    CHECK(state == f.dir / "state" / "plugins" / "feature-echo");
+    CHECK((std::filesystem::status(state).permissions() & std::filesystem::perms::all) == std::filesystem::perms::owner_all);
+    Fixture g("[echo]\ngreeting = \"hi\"\ntoken = \"abc\"\n");
+    auto gen2 = g.start(CC_KIND_FEATURE, "echo");
+    CHECK(gen2->context->config_json == R"({"greeting":"hi","token":"abc"})");
+}
