@@ -4,6 +4,9 @@
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
+#include <pwd.h>
+#include <sys/stat.h>
+
 using namespace certconn::test;
 namespace json = boost::json;
 
@@ -213,4 +216,86 @@ TEST_CASE("the daemon refuses to start when its port is taken, with an event nam
     CHECK_THAT(second.output, Catch::Contains("HttpServerError") && Catch::Contains("cannot listen on 127.0.0.1:" + std::to_string(port)));
     first.signal(SIGTERM);
     CHECK(first.wait_exit() == 0);
+}
+
+TEST_CASE("the example in docs/plugin-sdk.md builds, loads, validates its section and serves its route") {
+    Installation inst;
+    install_fixture(inst.plugins, "docs", "docs-example-hello", "hello.so");
+    inst.write_config("hello", "[hello]\ngreting = \"hi\"\n");
+    auto typo = run_cli({"config", "check", "--config", inst.config.string()});
+    CHECK_THAT(typo.output, Catch::Contains("hello.greting: unknown key 'greting' (did you mean 'greeting'?)"));
+
+    std::filesystem::remove(inst.plugins / "broken-abi-major.so");
+    inst.write_config("hello", "[hello]\ngreeting = \"hi from the guide\"\n");
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = static_cast<std::uint16_t>(inst.wait_ready(daemon).at("port").as_int64());
+    auto hello = http_request(port, "GET", "/hello");
+    CHECK(hello.status == 200);
+    CHECK(hello.body == "hi from the guide\n");
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
+TEST_CASE("TLS: the listener speaks TLS 1.2 and 1.3 and refuses older versions") {
+    Installation inst;
+    const auto cert = inst.dir / "cert.pem";
+    const auto key = inst.dir / "key.pem";
+    const std::string gen = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1"
+                            " -addext subjectAltName=IP:127.0.0.1 -keyout " + key.string() + " -out " + cert.string() + " 2>&1";
+    REQUIRE(std::system(gen.c_str()) == 0);
+    ::chmod(key.c_str(), 0600);
+    inst.write_config("hello", "");
+    write_file(inst.config, read_file(inst.config) + "[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n");
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = std::to_string(inst.wait_ready(daemon).at("port").as_int64());
+
+    auto run = [](const std::string& cmd) {
+        CliResult r;
+        FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+        const int status = ::pclose(p);
+        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        return r;
+    };
+    auto ok = run("curl -sS --tlsv1.2 --cacert " + cert.string() + " https://127.0.0.1:" + port + "/healthz");
+    CHECK(ok.exit_code == 0);
+    CHECK(ok.output == R"({"status":"ok"})");
+    auto tls13 = run("echo | openssl s_client -connect 127.0.0.1:" + port + " -tls1_3 -CAfile " + cert.string());
+    CHECK_THAT(tls13.output, Catch::Contains("Protocol  : TLSv1.3") || Catch::Contains("TLSv1.3"));
+    auto old = run("echo | openssl s_client -connect 127.0.0.1:" + port + " -tls1_1 -cipher DEFAULT:@SECLEVEL=0");
+    CHECK(old.exit_code != 0);
+    CHECK_THAT(old.output, Catch::Contains("alert protocol version") && Catch::Contains("Cipher is (NONE)"));
+    auto plain = run("curl -sS http://127.0.0.1:" + port + "/healthz");
+    CHECK(plain.output.find(R"({"status":"ok"})") == std::string::npos);  // no plaintext on a TLS port
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
+TEST_CASE("started as root with a service account, the daemon drops to that account after binding") {
+    if (::geteuid() != 0) {
+        WARN("not root: privilege drop cannot be exercised here");
+        return;
+    }
+    Installation inst;
+    write_file(inst.config, read_file(inst.config) + "");
+    std::string text = read_file(inst.config);
+    text.insert(text.find("listen"), "service_account = \"nobody\"\n");
+    write_file(inst.config, text);
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = static_cast<std::uint16_t>(inst.wait_ready(daemon).at("port").as_int64());
+    const std::string proc = read_file("/proc/" + std::to_string(daemon.pid()) + "/status");
+    const auto uid_line = proc.substr(proc.find("Uid:"), proc.find('\n', proc.find("Uid:")) - proc.find("Uid:"));
+    const passwd* nobody = getpwnam("nobody");
+    REQUIRE(nobody);
+    CHECK_THAT(uid_line, Catch::Contains("\t" + std::to_string(nobody->pw_uid) + "\t"));
+    CHECK(uid_line.find("\t0\t") == std::string::npos);
+    struct stat st {};
+    REQUIRE(::stat((inst.dir / "state").c_str(), &st) == 0);
+    CHECK(st.st_uid == nobody->pw_uid);
+    CHECK((st.st_mode & 0777) == 0700);
+    CHECK(http_request(port, "POST", "/fixture/issue", R"({"csr":"x"})").status == 200);  // plugins work as nobody
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
 }
