@@ -19,14 +19,14 @@ namespace certconn::host {
 namespace json = boost::json;
 namespace fs = std::filesystem;
 
-LoadedConfiguration load_configuration(const fs::path& file) {
+LoadedConfiguration load_configuration(const fs::path& file, const std::optional<fs::path>& plugin_dir) {
     LoadedConfiguration out;
     out.file = file;
     auto doc = parse_config_file(file, out.problems);
     if (!doc) return out;
     std::string service_account;
     if (auto v = doc->root["host"]["service_account"].value<std::string>()) service_account = *v;
-    out.scan = scan_plugins(doc->plugin_dir(), LoaderPolicy::for_service_account(service_account));
+    out.scan = scan_plugins(plugin_dir.value_or(doc->plugin_dir()), LoaderPolicy::for_service_account(service_account));
     if (out.scan.directory_problem) out.plugin_problems.push_back(*out.scan.directory_problem);
     for (const auto& f : out.scan.files)
         if (!f.accepted) out.plugin_problems.push_back(f.reason);
@@ -249,7 +249,7 @@ int Connector::run() {
 }
 
 void Connector::reload() {
-    LoadedConfiguration loaded = load_configuration(config_file_);
+    LoadedConfiguration loaded = load_configuration(config_file_, config_->host.plugin_dir);
     if (!loaded.config) {
         json::array problems;
         for (const auto& p : loaded.problems) problems.push_back(json::string(p.to_string()));
@@ -388,7 +388,11 @@ HttpResponseMessage Connector::dispatch(const HttpRequestMessage& request, const
         if (stopping_) return make_response(503, "application/json", R"({"status":"stopping"})");
         return make_response(200, "application/json", R"({"status":"ok"})");
     }
-    if (path == "/status" && method == "GET") return make_response(200, "application/json", json::serialize(status()));
+    if (path == "/status" && method == "GET") {
+        // Status names files and settings: only for this machine (loopback or the admin socket).
+        if (!origin.loopback) return make_response(403, "text/plain; charset=utf-8", "status is only served to local clients\n");
+        return make_response(200, "application/json", json::serialize(status()));
+    }
     if (auto match = runtime_->match_route(method, path)) return call_plugin_route(*match, request, origin);
     return make_response(404, "text/plain; charset=utf-8", "no route for " + method + " " + path + "\n");
 }

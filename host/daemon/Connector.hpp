@@ -28,7 +28,9 @@ struct LoadedConfiguration {
     std::vector<std::string> plugin_problems;  // refused plugin files (the others still load)
 };
 
-LoadedConfiguration load_configuration(const std::filesystem::path& file);
+/// `plugin_dir` overrides the directory named in the file (a reload keeps the running one).
+LoadedConfiguration load_configuration(const std::filesystem::path& file,
+                                       const std::optional<std::filesystem::path>& plugin_dir = std::nullopt);
 
 /// A plugin file as `certconnector plugins` and `/status` describe it.
 boost::json::object describe_plugin_file(const PluginFileReport& report);

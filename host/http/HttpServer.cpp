@@ -193,7 +193,8 @@ struct HttpServer::Impl {
             }
             beast::error_code ep_ec;
             const auto ep = socket.remote_endpoint(ep_ec);
-            RequestOrigin origin{ep_ec ? "unknown" : ep.address().to_string() + ":" + std::to_string(ep.port()), false};
+            RequestOrigin origin{ep_ec ? "unknown" : ep.address().to_string() + ":" + std::to_string(ep.port()), false,
+                                 !ep_ec && ep.address().is_loopback()};
             auto ex = socket.get_executor();
             beast::tcp_stream stream(std::move(socket));
             if (tls)
@@ -211,7 +212,7 @@ struct HttpServer::Impl {
             if (ec) continue;
             auto ex = socket.get_executor();
             beast::basic_stream<local_stream> stream(std::move(socket));
-            asio::co_spawn(ex, run_session(std::move(stream), RequestOrigin{"local", true}), asio::detached);
+            asio::co_spawn(ex, run_session(std::move(stream), RequestOrigin{"local", true, true}), asio::detached);
         }
     }
 };

@@ -40,6 +40,7 @@ struct HttpLimits {
 struct RequestOrigin {
     std::string remote_address;  // "ip:port", or "local" for the admin socket
     bool admin = false;          // arrived through the admin socket
+    bool loopback = false;       // from this machine (admin socket or a loopback address)
 };
 
 /// Turns a request into a response. Runs on a worker thread; may block.

@@ -299,3 +299,37 @@ TEST_CASE("started as root with a service account, the daemon drops to that acco
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }
+
+TEST_CASE("HTTP limits: stalled clients are cut off, oversized headers and garbage are refused") {
+    Installation inst;
+    std::string text = read_file(inst.config);
+    text.insert(text.find("listen"), "read_timeout_seconds = 1\nmax_header_bytes = 2048\n");
+    write_file(inst.config, text);
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = static_cast<std::uint16_t>(inst.wait_ready(daemon).at("port").as_int64());
+
+    auto [stalled, closed] = raw_exchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n");  // never finishes
+    CHECK(closed);  // the server hung up after read_timeout_seconds instead of waiting forever
+    CHECK(stalled.empty());
+
+    auto [big, big_closed] = raw_exchange(port, "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(4096, 'a') + "\r\n\r\n");
+    CHECK_THAT(big, Catch::StartsWith("HTTP/1.1 431"));
+    CHECK(big_closed);
+
+    auto [garbage, garbage_closed] = raw_exchange(port, "\x16\x03\x01 this is not HTTP\r\n\r\n");
+    CHECK_THAT(garbage, Catch::StartsWith("HTTP/1.1 400"));
+    CHECK(garbage_closed);
+
+    auto [no_host, no_host_closed] = raw_exchange(port, "GET /healthz HTTP/1.0\r\n\r\n");
+    CHECK_THAT(no_host, Catch::StartsWith("HTTP/1.0 200") && Catch::EndsWith(R"({"status":"ok"})"));
+
+    auto [two, two_closed] = raw_exchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /fixture/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(two.find("HTTP/1.1 200") != std::string::npos);
+    CHECK(two.find("\"greeting\":\"hello\"") != std::string::npos);  // second request on the same connection
+    CHECK(two_closed);
+
+    CHECK(daemon.running());
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+    CHECK_THAT(inst.operational(), Catch::Contains("\"name\":\"HttpRequestRejected\""));
+}

@@ -5,6 +5,7 @@
 #include "support/TestFiles.hpp"
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -12,6 +13,8 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -137,6 +140,26 @@ inline HttpResult http_request(std::uint16_t port, const std::string& method, co
     http::read(stream, buffer, parser);
     auto res = parser.release();
     return {static_cast<unsigned>(res.result_int()), res.body(), std::string(res[http::field::content_type])};
+}
+
+/// Sends raw bytes, then reads until the server closes the connection or `limit` passes.
+/// Returns what was read and whether the server closed the connection.
+inline std::pair<std::string, bool> raw_exchange(std::uint16_t port, const std::string& bytes,
+                                                 std::chrono::seconds limit = std::chrono::seconds(15)) {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::socket socket(io);
+    socket.connect(boost::asio::ip::tcp::endpoint(boost::asio::ip::make_address("127.0.0.1"), port));
+    timeval tv{static_cast<time_t>(limit.count()), 0};
+    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    boost::asio::write(socket, boost::asio::buffer(bytes));
+    std::string received;
+    char buf[4096];
+    for (;;) {
+        const ssize_t n = ::recv(socket.native_handle(), buf, sizeof buf, 0);
+        if (n == 0) return {received, true};
+        if (n < 0) return {received, false};
+        received.append(buf, static_cast<std::size_t>(n));
+    }
 }
 
 }  // namespace certconn::test
