@@ -41,6 +41,14 @@ struct Command {
 
 fs::path config_path(const ParsedOptions& o) { return o.value("config").value_or(default_config().string()); }
 
+/// The configuration file's document, or nullopt after printing why it cannot be read.
+std::optional<ConfigDocument> read_config_document(const ParsedOptions& o) {
+    std::vector<ConfigProblem> problems;
+    auto doc = parse_config_file(config_path(o), problems);
+    for (const auto& p : problems) std::cerr << p.to_string() << "\n";
+    return doc;
+}
+
 void print_problems(const LoadedConfiguration& loaded) {
     for (const auto& p : loaded.problems) std::cerr << p.to_string() << "\n";
     for (const auto& p : loaded.plugin_problems) std::cerr << p << "\n";
@@ -82,15 +90,9 @@ int cmd_plugins(const ParsedOptions& o) {
     if (auto dir = o.value("dir")) {
         scan = scan_plugins(*dir, LoaderPolicy::for_service_account(""));
     } else {
-        std::vector<ConfigProblem> problems;
-        auto doc = parse_config_file(config_path(o), problems);
-        if (!doc) {
-            for (const auto& p : problems) std::cerr << p.to_string() << "\n";
-            return kExitProblems;
-        }
-        std::string account;
-        if (auto v = doc->root["host"]["service_account"].value<std::string>()) account = *v;
-        scan = scan_plugins(doc->plugin_dir(), LoaderPolicy::for_service_account(account));
+        auto doc = read_config_document(o);
+        if (!doc) return kExitProblems;
+        scan = scan_plugins(doc->plugin_dir(), LoaderPolicy::for_service_account(doc->service_account()));
     }
     json::array files;
     for (const auto& f : scan.files) files.push_back(describe_plugin_file(f));
@@ -125,19 +127,9 @@ int cmd_status(const ParsedOptions& o) {
     if (auto s = o.value("socket")) {
         socket = *s;
     } else {
-        std::vector<ConfigProblem> problems;
-        auto doc = parse_config_file(config_path(o), problems);
-        if (!doc) {
-            for (const auto& p : problems) std::cerr << p.to_string() << "\n";
-            return kExitProblems;
-        }
-        HostSettings defaults;
-        fs::path state = defaults.state_dir;
-        if (auto v = doc->root["host"]["state_dir"].value<std::string_view>()) {
-            fs::path p(*v);
-            state = (p.is_absolute() ? p : doc->file.parent_path() / p).lexically_normal();
-        }
-        socket = state / "admin.sock";
+        auto doc = read_config_document(o);
+        if (!doc) return kExitProblems;
+        socket = doc->state_dir() / "admin.sock";
     }
     AdminReply reply;
     try {

@@ -135,6 +135,15 @@ fs::path ConfigDocument::plugin_dir() const {
     return HostSettings{}.plugin_dir;
 }
 
+fs::path ConfigDocument::state_dir() const {
+    if (auto dir = root["host"]["state_dir"].value<std::string_view>()) return resolve(file.parent_path(), *dir);
+    return HostSettings{}.state_dir;
+}
+
+std::string ConfigDocument::service_account() const {
+    return root["host"]["service_account"].value<std::string>().value_or("");
+}
+
 std::optional<ConfigDocument> parse_config_file(const fs::path& file, std::vector<ConfigProblem>& problems) {
     std::error_code ec;
     if (!fs::is_regular_file(file, ec)) {

@@ -75,6 +75,9 @@ struct ConfigDocument {
     /// The plugin directory named in [host] (resolved), or the default; needed before
     /// validation because plugins' schemas are part of it.
     std::filesystem::path plugin_dir() const;
+    /// Read leniently too: the CLI needs them without a full validation.
+    std::filesystem::path state_dir() const;
+    std::string service_account() const;
 };
 
 /// Parses `file`; a syntax error becomes a problem and returns nullopt.

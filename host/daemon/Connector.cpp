@@ -24,9 +24,7 @@ LoadedConfiguration load_configuration(const fs::path& file, const std::optional
     out.file = file;
     auto doc = parse_config_file(file, out.problems);
     if (!doc) return out;
-    std::string service_account;
-    if (auto v = doc->root["host"]["service_account"].value<std::string>()) service_account = *v;
-    out.scan = scan_plugins(plugin_dir.value_or(doc->plugin_dir()), LoaderPolicy::for_service_account(service_account));
+    out.scan = scan_plugins(plugin_dir.value_or(doc->plugin_dir()), LoaderPolicy::for_service_account(doc->service_account()));
     if (out.scan.directory_problem) out.plugin_problems.push_back(*out.scan.directory_problem);
     for (const auto& f : out.scan.files)
         if (!f.accepted) out.plugin_problems.push_back(f.reason);

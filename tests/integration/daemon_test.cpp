@@ -249,16 +249,7 @@ TEST_CASE("TLS: the listener speaks TLS 1.2 and 1.3 and refuses older versions")
     Daemon daemon(inst.config, inst.dir / "daemon.out");
     const auto port = std::to_string(inst.wait_ready(daemon).at("port").as_int64());
 
-    auto run = [](const std::string& cmd) {
-        CliResult r;
-        FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-        char buf[4096];
-        size_t n;
-        while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-        const int status = ::pclose(p);
-        r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        return r;
-    };
+    const auto run = run_shell;
     auto ok = run("curl -sS --tlsv1.2 --cacert " + cert.string() + " https://127.0.0.1:" + port + "/healthz");
     CHECK(ok.exit_code == 0);
     CHECK(ok.output == R"({"status":"ok"})");

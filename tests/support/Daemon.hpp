@@ -40,13 +40,10 @@ inline std::string shell_quote(const std::string& s) {
     return out + "'";
 }
 
-/// Runs `certconnector <args>` to completion.
-inline CliResult run_cli(const std::vector<std::string>& args) {
-    std::string cmd = shell_quote(CERTCONNECTOR_BIN);
-    for (const auto& a : args) cmd += " " + shell_quote(a);
-    cmd += " 2>&1";
+/// Runs a shell command to completion, capturing stdout and stderr.
+inline CliResult run_shell(const std::string& command) {
     CliResult r;
-    FILE* pipe = ::popen(cmd.c_str(), "r");
+    FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
     if (!pipe) return r;
     char buf[4096];
     size_t n;
@@ -54,6 +51,13 @@ inline CliResult run_cli(const std::vector<std::string>& args) {
     const int status = ::pclose(pipe);
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return r;
+}
+
+/// Runs `certconnector <args>` to completion.
+inline CliResult run_cli(const std::vector<std::string>& args) {
+    std::string cmd = shell_quote(CERTCONNECTOR_BIN);
+    for (const auto& a : args) cmd += " " + shell_quote(a);
+    return run_shell(cmd);
 }
 
 /// Polls `condition` every 50 ms for up to `limit`; a bound on waiting, not a timing assertion.
