@@ -13,4 +13,7 @@ function(certconn_add_plugin target)
   set_target_properties(${target} PROPERTIES
     PREFIX ""
     LIBRARY_OUTPUT_DIRECTORY "${P_OUTPUT_DIR}")
+  if(P_OUTPUT_DIR STREQUAL CERTCONN_PLUGIN_OUTPUT_DIR)
+    add_dependencies(runtime ${target})
+  endif()
 endfunction()
