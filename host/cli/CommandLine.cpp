@@ -8,6 +8,11 @@ bool ParsedOptions::has(const std::string& flag) const {
     return std::find(flags.begin(), flags.end(), flag) != flags.end();
 }
 
+std::vector<std::string> ParsedOptions::all(const std::string& name) const {
+    auto it = lists.find(name);
+    return it == lists.end() ? std::vector<std::string>{} : it->second;
+}
+
 std::optional<std::string> ParsedOptions::value(const std::string& name) const {
     auto it = values.find(name);
     if (it == values.end()) return std::nullopt;
@@ -36,12 +41,16 @@ ParsedOptions parse_options(const std::vector<std::string>& args, const std::vec
             out.flags.push_back(name);
             continue;
         }
+        std::string value;
         if (inline_value) {
-            out.values[name] = *inline_value;
+            value = *inline_value;
         } else {
             if (i + 1 >= args.size()) throw std::invalid_argument("option --" + name + " needs a value");
-            out.values[name] = args[++i];
+            value = args[++i];
         }
+        if (spec->repeatable) out.lists[name].push_back(value);
+        else if (out.values.count(name)) throw std::invalid_argument("option --" + name + " given twice");
+        else out.values[name] = value;
     }
     return out;
 }

@@ -14,12 +14,15 @@ struct OptionSpec {
     std::string name;   // without "--"
     bool takes_value;
     std::string help;
+    bool repeatable = false;
 };
 
 struct ParsedOptions {
     std::map<std::string, std::string> values;
     std::vector<std::string> flags;
+    std::map<std::string, std::vector<std::string>> lists;  // repeatable options, in order
     bool has(const std::string& flag) const;
+    std::vector<std::string> all(const std::string& name) const;
     std::optional<std::string> value(const std::string& name) const;
 };
 

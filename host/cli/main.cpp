@@ -1,5 +1,6 @@
 // certconnector: the daemon and its command-line interface.
 #include "cli/CommandLine.hpp"
+#include "cli/JobCommands.hpp"
 #include "daemon/Connector.hpp"
 #include "http/AdminClient.hpp"
 #include "status/SupportPolicy.hpp"
@@ -52,6 +53,21 @@ std::optional<ConfigDocument> read_config_document(const ParsedOptions& o) {
 void print_problems(const LoadedConfiguration& loaded) {
     for (const auto& p : loaded.problems) std::cerr << p.to_string() << "\n";
     for (const auto& p : loaded.plugin_problems) std::cerr << p << "\n";
+}
+
+/// The admin socket of the instance the configuration file describes.
+std::optional<fs::path> admin_socket(const ParsedOptions& o) {
+    if (auto s = o.value("socket")) return fs::path(*s);
+    auto doc = read_config_document(o);
+    if (!doc) return std::nullopt;
+    return doc->state_dir() / "admin.sock";
+}
+
+const OptionSpec kSocketOption{"socket", true, "admin socket path (default: <state_dir>/admin.sock)"};
+
+int cmd_submit(const std::string& feature, const ParsedOptions& o) {
+    auto socket = admin_socket(o);
+    return socket ? submit_job(feature, o, *socket) : kExitProblems;
 }
 
 int cmd_run(const ParsedOptions& o) {
@@ -228,6 +244,36 @@ const std::vector<Command>& commands() {
          {kConfigOption, {"socket", true, "admin socket path (default: <state_dir>/admin.sock)"}, kJsonOption}, cmd_status},
         {"config check", "validate the configuration and the plugins it names without starting anything; exit 2 on problems",
          {kConfigOption}, cmd_config_check},
+        {"submit pkcs", "submit a PKCS job: generate a key, issue it, deliver PKCS#12 encrypted to the device",
+         {kConfigOption, kSocketOption,
+          {"subject", true, "subject DN, e.g. \"CN=Alice,O=Example\""},
+          {"san", true, "subject alternative name TYPE:VALUE (email, upn, dns, uri, ip); repeatable", true},
+          {"device-key", true, "PEM file: the device's public key or certificate (RSA or EC)"},
+          {"key-type", true, "rsa2048 | rsa3072 | rsa4096 | p256 | p384 (default: the feature's default_key_type)"},
+          {"ca", true, "configured CA name (default: the feature's default_ca)"},
+          {"profile", true, "certificate profile of that CA"},
+          {"pfx-password", true, "PKCS#12 password (default: a random one, delivered encrypted)"},
+          {"legacy", false, "3DES/SHA-1 PKCS#12 for old clients"},
+          {"json", true, "the raw job document instead of the options above"},
+          {"id", true, "client-chosen job id (makes resubmission idempotent)"},
+          {"wait", false, "wait for the result"},
+          {"timeout", true, "seconds to wait (default 300)"},
+          {"out", true, "directory for result.json, pfx.cms and password.cms"}},
+         [](const ParsedOptions& o) { return cmd_submit("pkcs", o); }},
+        {"submit", "submit FEATURE --json JOB.json [--wait --out DIR]: any feature's raw job document",
+         {kConfigOption, kSocketOption, {"json", true, "the job document ({\"request\": {...}} or the request itself)"},
+          {"id", true, "client-chosen job id"}, {"wait", false, "wait for the result"}, {"timeout", true, "seconds to wait (default 300)"},
+          {"out", true, "directory for result.json and the *.cms files"}},
+         nullptr},
+        {"job show", "job show ID: a job's state and result", {kConfigOption, kSocketOption}, nullptr},
+        {"ca export", "print a configured CA's certificate chain (PEM, issuing CA first)",
+         {kConfigOption, kSocketOption, {"name", true, "the CA's name ([ca.<name>])"}},
+         [](const ParsedOptions& o) {
+             auto name = o.value("name");
+             if (!name) throw std::invalid_argument("ca export needs --name NAME");
+             auto socket = admin_socket(o);
+             return socket ? export_ca(*name, *socket) : kExitProblems;
+         }},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
         {"events", "list every event id (Markdown table, or JSON)", {kJsonOption, {"markdown", false, "Markdown table (default)"}},
          cmd_events},
@@ -266,25 +312,39 @@ int main(int argc, char** argv) {
     if (args[0] == "--version") args[0] = "version";
     const Command* command = nullptr;
     std::size_t words = 0;
-    for (const auto& c : commands()) {
-        const bool two_words = c.name.find(' ') != std::string::npos;
-        if (two_words ? (args.size() >= 2 && args[0] + " " + args[1] == c.name) : args[0] == c.name) {
+    for (const auto& c : commands())  // two-word commands first: "submit pkcs" before "submit"
+        if (!command && args.size() >= 2 && args[0] + " " + args[1] == c.name) {
             command = &c;
-            words = two_words ? 2 : 1;
+            words = 2;
         }
-    }
+    for (const auto& c : commands())
+        if (!command && args[0] == c.name) {
+            command = &c;
+            words = 1;
+        }
     if (command == nullptr) {
         std::cerr << "certconnector: unknown command '" << args[0] << "'\n\n";
         print_usage(std::cerr);
         return kExitProblems;
     }
     std::vector<std::string> rest(args.begin() + static_cast<long>(words), args.end());
+    // `submit FEATURE` and `job show ID` take one positional word.
+    std::string positional;
+    if (!command->run && !rest.empty() && rest[0].rfind("--", 0) != 0) {
+        positional = rest[0];
+        rest.erase(rest.begin());
+    }
     if (std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
         print_command_help(*command);
         return kExitOk;
     }
     try {
-        return command->run(parse_options(rest, command->options, command->name));
+        const ParsedOptions options = parse_options(rest, command->options, command->name);
+        if (command->run) return command->run(options);
+        if (positional.empty()) throw std::invalid_argument("'" + command->name + "' needs an argument (see --help)");
+        if (command->name == "submit") return cmd_submit(positional, options);
+        auto socket = admin_socket(options);
+        return socket ? show_job(positional, options, *socket) : kExitProblems;
     } catch (const std::invalid_argument& e) {
         std::cerr << "certconnector: " << e.what() << "\n";
         return kExitProblems;

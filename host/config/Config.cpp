@@ -39,6 +39,14 @@ constexpr std::string_view kHostSchema = R"json({
       "admin_debug": {"type": "boolean"},
       "operational_debug": {"type": "boolean"}
     }},
+    "jobs": {"type": "table", "keys": {
+      "concurrency": {"type": "integer", "min": 1, "max": 256},
+      "lease_seconds": {"type": "integer", "min": 10, "max": 86400},
+      "poll_interval_ms": {"type": "integer", "min": 10, "max": 60000},
+      "max_attempts": {"type": "integer", "min": 1, "max": 100},
+      "retry_initial_ms": {"type": "integer", "min": 1, "max": 3600000},
+      "retry_max_ms": {"type": "integer", "min": 1, "max": 86400000}
+    }},
     "features": {"type": "table"},
     "ca": {"type": "table"},
     "tenant": {"type": "table"}
@@ -244,6 +252,13 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     if (auto v = root["log"]["admin_debug"].value<bool>()) c.log.admin_debug = *v;
     if (auto v = root["log"]["operational_debug"].value<bool>()) c.log.operational_debug = *v;
 
+    integer(root["jobs"]["concurrency"], c.jobs.concurrency);
+    integer(root["jobs"]["lease_seconds"], c.jobs.lease_seconds);
+    integer(root["jobs"]["poll_interval_ms"], c.jobs.poll_interval_ms);
+    integer(root["jobs"]["max_attempts"], c.jobs.max_attempts);
+    integer(root["jobs"]["retry_initial_ms"], c.jobs.retry_initial_ms);
+    integer(root["jobs"]["retry_max_ms"], c.jobs.retry_max_ms);
+
     if (const toml::table* f = root["features"].as_table())
         for (const auto& [name, value] : *f) c.features[std::string(name.str())] = *value.value<bool>();
 
@@ -286,10 +301,16 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                                         {"archives", c.log.archives},
                                         {"admin_debug", c.log.admin_debug},
                                         {"operational_debug", c.log.operational_debug}}},
+                   {"jobs", json::object{{"concurrency", c.jobs.concurrency},
+                                         {"lease_seconds", c.jobs.lease_seconds},
+                                         {"poll_interval_ms", c.jobs.poll_interval_ms},
+                                         {"max_attempts", c.jobs.max_attempts},
+                                         {"retry_initial_ms", c.jobs.retry_initial_ms},
+                                         {"retry_max_ms", c.jobs.retry_max_ms}}},
                    {"features", features}};
     for (const auto& [key, node] : root) {
         const std::string k(key.str());
-        if (k == "host" || k == "log" || k == "features") continue;
+        if (k == "host" || k == "log" || k == "jobs" || k == "features") continue;
         c.effective[k] = to_json(node, schema.child(k), true);
     }
     return c;

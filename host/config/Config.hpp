@@ -39,6 +39,15 @@ struct HostSettings {
     std::filesystem::path admin_socket() const { return state_dir / "admin.sock"; }
 };
 
+struct JobSettings {
+    int concurrency = 4;               // jobs running at once
+    int lease_seconds = 300;           // a claim not completed by then returns to the queue
+    int poll_interval_ms = 250;        // how often to ask the tenant for work when idle
+    int max_attempts = 5;              // runs of a job that keeps failing transiently
+    int retry_initial_ms = 1000;       // first backoff; doubles per attempt
+    int retry_max_ms = 60000;
+};
+
 struct LogSettings {
     std::uint64_t max_file_mb = 50;
     std::size_t archives = 5;
@@ -56,6 +65,7 @@ struct Config {
     std::filesystem::path file;
     HostSettings host;
     LogSettings log;
+    JobSettings jobs;
     std::map<std::string, bool> features;  // as written in [features]
     std::map<std::string, PluginSection> cas;
     std::optional<PluginSection> tenant;

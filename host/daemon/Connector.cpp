@@ -97,6 +97,7 @@ Connector::Connector(LoadedConfiguration loaded, bool foreground)
 }
 
 Connector::~Connector() {
+    jobs_.reset();
     http_.reset();
     runtime_.reset();
     if (log_) log_->flush();
@@ -218,7 +219,14 @@ int Connector::run() {
     }
     report_scan(scan_);
     apply_plugins(cfg, scan_, nullptr);
+    try {
+        jobs_ = std::make_unique<JobScheduler>(*runtime_, *log_, cfg.jobs, cfg.host.state_dir);
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
+        return 1;
+    }
     http_->start();
+    jobs_->start();
 
     const SupportStatus support = support_status(CERTCONN_RELEASE_DATE);
     log_->emit(CC_EV_ServiceStarted, support.state == SupportState::Supported ? CC_LEVEL_INFO : CC_LEVEL_WARNING,
@@ -238,6 +246,8 @@ int Connector::run() {
         break;
     }
     stopping_ = true;
+    jobs_->stop(cfg.host.drain_timeout);
+    jobs_.reset();
     http_->stop();
     http_.reset();
     runtime_.reset();
@@ -358,6 +368,7 @@ json::object Connector::status() const {
         cas.push_back(std::move(o));
     }
     s["cas"] = std::move(cas);
+    if (jobs_) s["jobs"] = json::object{{"in_flight", jobs_->in_flight()}, {"outbox", jobs_->outbox_size()}};
 
     if (cfg->tenant) {
         json::object t{{"plugin", cfg->tenant->plugin}};
@@ -391,8 +402,28 @@ HttpResponseMessage Connector::dispatch(const HttpRequestMessage& request, const
         if (!origin.loopback) return make_response(403, "text/plain; charset=utf-8", "status is only served to local clients\n");
         return make_response(200, "application/json", json::serialize(status()));
     }
+    if (origin.admin && method == "GET" && path.rfind("/admin/ca/", 0) == 0) return describe_ca(path.substr(10));
     if (auto match = runtime_->match_route(method, path)) return call_plugin_route(*match, request, origin);
     return make_response(404, "text/plain; charset=utf-8", "no route for " + method + " " + path + "\n");
+}
+
+HttpResponseMessage Connector::describe_ca(const std::string& name) {
+    const auto cfg = runtime_->config();
+    auto section = cfg->cas.find(name);
+    if (section == cfg->cas.end()) return make_response(404, "text/plain; charset=utf-8", "no CA named '" + name + "' is configured\n");
+    auto gen = runtime_->find(CC_KIND_CA, section->second.plugin);
+    auto handle = gen ? gen->ca_handles.find(name) : decltype(gen->ca_handles.end()){};
+    if (!gen || handle == gen->ca_handles.end())
+        return make_response(503, "text/plain; charset=utf-8", "CA '" + name + "' is not open\n");
+    const cc_ca_api* api = gen->api.ca;
+    if (api->struct_size <= offsetof(cc_ca_api, describe) || api->describe == nullptr)
+        return make_response(501, "text/plain; charset=utf-8", "the plugin behind CA '" + name + "' cannot describe it\n");
+    StringSink sink;
+    cc_sink s = sink.sink();
+    cc_error err = new_error();
+    if (api->describe(gen->api.instance, handle->second, &s, &err) != CC_OK)
+        return make_response(500, "text/plain; charset=utf-8", std::string(err.message) + "\n");
+    return make_response(200, "application/json", sink.data);
 }
 
 HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch& match, const HttpRequestMessage& request,
@@ -411,7 +442,7 @@ HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch
         headers.push_back({header_storage[i].c_str(), header_storage[i + 1].c_str()});
     const cc_http_request req{sizeof(cc_http_request), method.c_str(), path.c_str(), query.c_str(),
                               request.body().data(), request.body().size(), headers.data(), headers.size(),
-                              origin.remote_address.c_str()};
+                              origin.remote_address.c_str(), origin.loopback ? 1 : 0};
     ResponseBuilder builder;
     const cc_http_response resp{
         sizeof(cc_http_response), &builder,

@@ -5,6 +5,7 @@
 #include "config/Config.hpp"
 #include "eventlog/EventLog.hpp"
 #include "http/HttpServer.hpp"
+#include "jobs/JobScheduler.hpp"
 #include "plugins/PluginLoader.hpp"
 #include "plugins/PluginRuntime.hpp"
 
@@ -50,6 +51,7 @@ public:
 
 private:
     HttpResponseMessage dispatch(const HttpRequestMessage& request, const RequestOrigin& origin);
+    HttpResponseMessage describe_ca(const std::string& name);
     HttpResponseMessage call_plugin_route(const PluginRuntime::RouteMatch& match, const HttpRequestMessage& request,
                                           const RequestOrigin& origin);
     void report_scan(const PluginScan& scan);
@@ -65,6 +67,7 @@ private:
     std::unique_ptr<EventLog> log_;
     std::unique_ptr<PluginRuntime> runtime_;
     std::unique_ptr<HttpServer> http_;
+    std::unique_ptr<JobScheduler> jobs_;
     std::chrono::system_clock::time_point started_at_;
     std::atomic<bool> stopping_{false};
 };

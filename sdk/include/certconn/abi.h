@@ -117,6 +117,7 @@ typedef struct cc_http_request {
     const cc_http_header *headers;
     size_t header_count;
     const char *remote_address; /* "ip:port" of the peer, "local" for the admin socket     */
+    int local;                  /* non-zero: from this machine (admin socket or loopback)  */
 } cc_http_request;
 
 /* The host-side response under construction. Valid only during the handler call. */
@@ -183,6 +184,10 @@ typedef struct cc_feature_api {
     /* Processes one job (JSON document of docs/tenant-protocol.md), writes its result JSON.
      * A retryable status means the host should run the job again later. */
     int (*run_job)(void *instance, const char *job_json, cc_sink *result_json, cc_error *error);
+    /* Optional (may be NULL): the host delivered (delivered != 0) or failed to deliver the
+     * result of `job_id` to the tenant; `message` says why when it failed. The feature may
+     * now drop per-job state it kept to make a re-run idempotent. */
+    void (*result_delivered)(void *instance, const char *job_id, int delivered, const char *message);
 } cc_feature_api;
 
 /* CA plugins: one instance serves every [ca.<name>] whose plugin = this plugin. */
@@ -196,6 +201,9 @@ typedef struct cc_ca_api {
                  cc_sink *response_json, cc_error *error);
     int (*revoke)(void *instance, void *ca_handle, const char *request_json,
                   cc_sink *response_json, cc_error *error);
+    /* Optional (may be NULL): the CA's identity as JSON, at least {"chain_pem": "<PEM, issuing
+     * CA first>"}; used by `certconnector ca export`. */
+    int (*describe)(void *instance, void *ca_handle, cc_sink *response_json, cc_error *error);
 } cc_ca_api;
 
 /* tenant plugins: the source of jobs and the place results go. */

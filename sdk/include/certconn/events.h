@@ -50,6 +50,15 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(202, HttpRouteRegistered, OPERATIONAL, "Http", "a plugin registered an HTTP route")      \
     X(203, HttpRequestRejected, OPERATIONAL, "Http", "a request was refused before routing (size, timeout, syntax)") \
     X(204, HttpHandlerFailed, OPERATIONAL, "Http", "a plugin's route handler failed")          \
+    /* general: jobs and the durable outbox */                                                 \
+    X(300, JobClaimFailed, OPERATIONAL, "Jobs", "claiming jobs from the tenant failed; will retry") \
+    X(301, JobRetryScheduled, OPERATIONAL, "Jobs", "a job failed transiently; it runs again after a backoff") \
+    X(302, JobResultStored, OPERATIONAL, "Jobs", "a job's result is in the durable outbox")       \
+    X(303, JobResultDelivered, OPERATIONAL, "Jobs", "the tenant acknowledged a job's result")     \
+    X(304, JobResultDeliveryFailed, OPERATIONAL, "Jobs", "reporting a result to the tenant failed; will retry") \
+    X(305, JobAbandoned, OPERATIONAL, "Jobs", "a job was left unfinished at stop; its lease returns it to the queue") \
+    X(306, JobFeatureUnavailable, OPERATIONAL, "Jobs", "a claimed job's feature is not loaded; its lease returns it") \
+    X(307, OutboxWriteFailed, OPERATIONAL, "Jobs", "a result could not be persisted; the job is not reported and will run again") \
     /* PKCS */                                                                                  \
     X(1000, PkcsRequestSuccess, ADMIN, "PKCS", "PKCS request fulfilled and sent to the tenant") \
     X(1001, PkcsRequestFailure, ADMIN, "PKCS", "PKCS request could not be fulfilled or sent")  \

@@ -114,6 +114,7 @@ struct HttpRequest {
     std::string_view body;
     std::vector<std::pair<std::string_view, std::string_view>> headers;
     std::string_view remote_address;
+    bool local = false;  // admin socket or loopback peer
 
     /// The first header named `name` (case-insensitive), or an empty view.
     std::string_view header(std::string_view name) const {
@@ -208,6 +209,7 @@ private:
             request.query = req->query;
             request.body = std::string_view(req->body, req->body_len);
             request.remote_address = req->remote_address;
+            request.local = req->struct_size > offsetof(cc_http_request, local) && req->local != 0;
             request.headers.reserve(req->header_count);
             for (size_t i = 0; i < req->header_count; ++i)
                 request.headers.emplace_back(req->headers[i].name, req->headers[i].value);
@@ -237,6 +239,8 @@ public:
     /// Processes one job and returns its result JSON. Throw Error with a retryable status to
     /// have the host run the job again later.
     virtual std::string run_job(const std::string& job_json) = 0;
+    /// The host delivered (or failed to deliver) the result of `job_id` to the tenant.
+    virtual void result_delivered(const std::string& job_id, bool delivered, const std::string& message) {}
 };
 
 class CaPlugin : public Plugin {
@@ -247,6 +251,8 @@ public:
         virtual ~Ca() = default;
         virtual std::string issue(const std::string& request_json) = 0;
         virtual std::string revoke(const std::string& request_json) = 0;
+        /// {"chain_pem": "..."} and whatever else identifies this CA.
+        virtual std::string describe() { throw Error(CC_ERR_NOT_SUPPORTED, "this CA cannot describe itself"); }
     };
     virtual std::unique_ptr<Ca> open(const std::string& ca_name, const std::string& config_json) = 0;
 };
@@ -307,6 +313,15 @@ struct Thunks {
     static int ca_revoke(void*, void* handle, const char* req, cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] { write_sink(out, static_cast<CaPlugin::Ca*>(handle)->revoke(req)); });
     }
+    static void result_delivered(void* instance, const char* job_id, int delivered, const char* message) noexcept {
+        try {
+            plugin_of<P>(instance).result_delivered(job_id, delivered != 0, message ? message : "");
+        } catch (...) {
+        }
+    }
+    static int ca_describe(void*, void* handle, cc_sink* out, cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, static_cast<CaPlugin::Ca*>(handle)->describe()); });
+    }
     static int claim_jobs(void* instance, const char* features, uint32_t max_jobs, uint32_t lease,
                           cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] {
@@ -339,10 +354,11 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
         api->tenant = nullptr;
         // Only the table of the plugin's own kind is instantiated.
         if constexpr (kind_of<P>() == CC_KIND_FEATURE) {
-            static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job};
+            static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job, &T::result_delivered};
             api->feature = &feature;
         } else if constexpr (kind_of<P>() == CC_KIND_CA) {
-            static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open, &T::ca_close, &T::ca_issue, &T::ca_revoke};
+            static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open,   &T::ca_close,
+                                      &T::ca_issue,      &T::ca_revoke, &T::ca_describe};
             api->ca = &ca;
         } else {
             static const cc_tenant_api tenant{sizeof(cc_tenant_api), &T::claim_jobs, &T::complete_job, &T::call};

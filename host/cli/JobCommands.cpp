@@ -1,0 +1,145 @@
+#include "cli/JobCommands.hpp"
+
+#include "http/AdminClient.hpp"
+
+#include <certconn/crypto.hpp>
+
+#include <boost/json.hpp>
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <thread>
+
+namespace certconn::host {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_file(const fs::path& p, const char* what) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw std::invalid_argument(std::string("cannot read ") + what + " " + p.string());
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const fs::path& p, const std::string& data, mode_t mode) {
+    const mode_t old = ::umask(0077);
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << data;
+    ::umask(old);
+    if (!out) throw std::runtime_error("cannot write " + p.string());
+    ::chmod(p.c_str(), mode);
+}
+
+json::object pkcs_request(const ParsedOptions& o) {
+    json::object r{{"type", "issue"}};
+    const auto subject = o.value("subject");
+    if (!subject) throw std::invalid_argument("submit pkcs needs --subject DN (or --json JOB.json)");
+    r["subject"] = *subject;
+    const auto device = o.value("device-key");
+    if (!device) throw std::invalid_argument("submit pkcs needs --device-key PEM (the device's public key or certificate)");
+    r["device_key_pem"] = read_file(*device, "device key");
+    json::array sans;
+    for (const auto& s : o.all("san")) sans.push_back(json::string(s));
+    if (!sans.empty()) r["sans"] = sans;
+    for (const auto& [option, field] : std::vector<std::pair<const char*, const char*>>{
+             {"key-type", "key_type"}, {"ca", "ca"}, {"profile", "profile"}, {"pfx-password", "pfx_password"}})
+        if (auto v = o.value(option)) r[field] = *v;
+    if (o.has("legacy")) r["legacy"] = true;
+    return r;
+}
+
+}  // namespace
+
+int submit_job(const std::string& feature, const ParsedOptions& o, const fs::path& socket) {
+    json::object job{{"feature", feature}};
+    if (auto file = o.value("json")) {
+        std::error_code ec;
+        json::value doc = json::parse(read_file(*file, "job document"), ec);
+        if (ec || !doc.is_object()) throw std::invalid_argument(*file + ": not a JSON object");
+        json::object& d = doc.as_object();
+        if (d.contains("request")) {
+            job["request"] = d["request"];
+            if (d.contains("id")) job["id"] = d["id"];
+        } else {
+            job["request"] = d;  // the document is the request itself
+        }
+    } else if (feature == "pkcs") {
+        job["request"] = pkcs_request(o);
+    } else {
+        throw std::invalid_argument("submit " + feature + " needs --json JOB.json");
+    }
+    if (auto id = o.value("id")) job["id"] = *id;
+
+    AdminReply reply = admin_request(socket, "POST", "/tenant/v1/jobs", json::serialize(job));
+    if (reply.status != 200 && reply.status != 201) {
+        std::cerr << "certconnector submit: the connector refused the job (HTTP " << reply.status << "): " << reply.body << "\n";
+        return 1;
+    }
+    const json::value submitted = json::parse(reply.body);
+    const std::string id(submitted.at("id").as_string());
+    if (!o.has("wait")) {
+        std::cout << id << "\n";
+        return 0;
+    }
+    const int timeout = std::stoi(o.value("timeout").value_or("300"));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout);
+    json::value state;
+    for (;;) {
+        reply = admin_request(socket, "GET", "/tenant/v1/jobs/" + id);
+        state = json::parse(reply.body);
+        const std::string status(state.at("status").as_string());
+        if (status == "succeeded" || status == "failed") break;
+        if (std::chrono::steady_clock::now() > deadline) {
+            std::cerr << "certconnector submit: job " << id << " is still " << status << " after " << timeout
+                      << " s; see `certconnector job show " << id << "`\n";
+            return 1;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const json::object& result = state.at("result").as_object();
+    if (auto out = o.value("out")) {
+        fs::create_directories(*out);
+        write_file(fs::path(*out) / "result.json", json::serialize(state), 0600);
+        for (const auto& [key, value] : result) {
+            const std::string k(key);
+            if (k.size() > 4 && k.substr(k.size() - 4) == "_cms" && value.is_string())
+                write_file(fs::path(*out) / (k.substr(0, k.size() - 4) + ".cms"), crypto::base64_decode(value.as_string()), 0600);
+        }
+    }
+    if (state.at("status").as_string() == "failed") {
+        std::cerr << "certconnector submit: job " << id << " failed: " << json::serialize(result.at("error")) << "\n";
+        return 1;
+    }
+    std::cout << "job " << id << " succeeded";
+    if (result.contains("serial")) std::cout << ": serial " << result.at("serial").as_string().c_str();
+    if (auto out = o.value("out")) std::cout << "; files in " << *out;
+    std::cout << "\n";
+    return 0;
+}
+
+int show_job(const std::string& id, const ParsedOptions& o, const fs::path& socket) {
+    AdminReply reply = admin_request(socket, "GET", "/tenant/v1/jobs/" + id);
+    if (reply.status != 200) {
+        std::cerr << "certconnector job show: " << reply.body << "\n";
+        return 1;
+    }
+    std::cout << reply.body << "\n";
+    return 0;
+}
+
+int export_ca(const std::string& name, const fs::path& socket) {
+    AdminReply reply = admin_request(socket, "GET", "/admin/ca/" + name);
+    if (reply.status != 200) {
+        std::cerr << "certconnector ca export: " << reply.body;
+        return 1;
+    }
+    std::cout << json::parse(reply.body).at("chain_pem").as_string().c_str();
+    return 0;
+}
+
+}  // namespace certconn::host

@@ -1,0 +1,17 @@
+// CLI commands that talk to a running connector's tenant-local queue and CAs over the admin
+// socket: submit, job show, ca export.
+#pragma once
+
+#include "cli/CommandLine.hpp"
+
+#include <filesystem>
+
+namespace certconn::host {
+
+/// `submit FEATURE`: builds the job (from options or --json), submits it, optionally waits and
+/// writes the result files. Returns the process exit code.
+int submit_job(const std::string& feature, const ParsedOptions& options, const std::filesystem::path& admin_socket);
+int show_job(const std::string& id, const ParsedOptions& options, const std::filesystem::path& admin_socket);
+int export_ca(const std::string& name, const std::filesystem::path& admin_socket);
+
+}  // namespace certconn::host

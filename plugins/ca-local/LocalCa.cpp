@@ -1,0 +1,309 @@
+#include "LocalCa.hpp"
+
+#include <boost/json.hpp>
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+
+namespace certconn::ca_local {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    if (!in) throw sdk::Error(CC_ERR_UNAVAILABLE, "cannot read " + p.string());
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+/// Writes atomically (temp file + rename) with `mode` set before any byte is written.
+void write_private(const fs::path& p, const std::string& text, mode_t mode) {
+    const fs::path tmp = p.string() + ".tmp";
+    const mode_t old = ::umask(0077);
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << text;
+        if (!out) throw sdk::Error(CC_ERR_INTERNAL, "cannot write " + tmp.string());
+    }
+    ::umask(old);
+    ::chmod(tmp.c_str(), mode);
+    fs::rename(tmp, p);
+}
+
+std::string str(const json::object& o, const char* key, std::string fallback) {
+    const auto* v = o.if_contains(key);
+    return v ? std::string(v->as_string()) : fallback;
+}
+
+std::int64_t num(const json::object& o, const char* key, std::int64_t fallback) {
+    const auto* v = o.if_contains(key);
+    return v ? v->as_int64() : fallback;
+}
+
+const EVP_MD* digest_for(const EVP_PKEY* key) {
+    return crypto::key_type_of(key) == "p384" || crypto::key_type_of(key) == "rsa4096" ? EVP_sha384() : EVP_sha256();
+}
+
+void add_ext(X509* cert, X509V3_CTX* ctx, int nid, const std::string& value) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, ctx, nid, value.c_str());
+    if (!ext) crypto::throw_openssl(std::string("extension ") + OBJ_nid2sn(nid) + " = " + value);
+    X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+}
+
+std::string join(const std::vector<std::string>& list, const char* sep = ",") {
+    std::string out;
+    for (const auto& s : list) out += (out.empty() ? "" : sep) + s;
+    return out;
+}
+
+// Signs a certificate. `issuer` null: self-signed. `extensions`: (nid, OpenSSL config value).
+crypto::Cert sign_certificate(const X509_NAME* subject, EVP_PKEY* public_key, X509* issuer, EVP_PKEY* issuer_key,
+                              const std::string& serial_hex, long not_before_offset_s, long validity_s,
+                              const std::vector<std::pair<int, std::string>>& extensions,
+                              const std::vector<X509_EXTENSION*>& copied = {}) {
+    crypto::Cert cert(X509_new());
+    X509_set_version(cert.get(), 2);
+    BIGNUM* bn = nullptr;
+    BN_hex2bn(&bn, serial_hex.c_str());
+    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
+    BN_free(bn);
+    X509_set_subject_name(cert.get(), subject);
+    X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : subject);
+    X509_gmtime_adj(X509_getm_notBefore(cert.get()), not_before_offset_s);
+    X509_gmtime_adj(X509_getm_notAfter(cert.get()), validity_s);
+    if (issuer && ASN1_TIME_compare(X509_get0_notAfter(cert.get()), X509_get0_notAfter(issuer)) > 0)
+        X509_set1_notAfter(cert.get(), X509_get0_notAfter(issuer));  // never outlive the issuer
+    X509_set_pubkey(cert.get(), public_key);
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, issuer ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
+    for (const auto& [nid, value] : extensions) add_ext(cert.get(), &ctx, nid, value);
+    for (X509_EXTENSION* ext : copied) X509_add_ext(cert.get(), ext, -1);
+    if (!X509_sign(cert.get(), issuer_key, digest_for(issuer_key))) crypto::throw_openssl("signing the certificate");
+    return cert;
+}
+
+}  // namespace
+
+LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& directory, sdk::Host& host)
+    : name_(std::move(name)), host_(host) {
+    fs::create_directories(directory);
+    ::chmod(directory.c_str(), 0700);
+    try {
+        if (config.contains("certificate") || config.contains("private_key")) {
+            if (!config.contains("certificate") || !config.contains("private_key"))
+                throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "'certificate' and 'private_key' go together");
+            for (const char* key : {"certificate", "private_key", "chain"}) {
+                const std::string v = str(config, key, "");
+                if (!v.empty() && v.rfind("pkcs11:", 0) != 0 && !fs::path(v).is_absolute())
+                    throw sdk::Error(CC_ERR_INVALID_ARGUMENT, std::string(key) + " '" + v + "' must be an absolute path or a pkcs11: URI");
+            }
+            issuing_cert_ = crypto::load_certificate(read_text(str(config, "certificate", "")));
+            issuing_key_ = crypto::load_private_key_from(str(config, "private_key", ""));
+            chain_.push_back(crypto::Cert(X509_dup(issuing_cert_.get())));
+            if (const std::string chain = str(config, "chain", ""); !chain.empty())
+                for (auto& c : crypto::load_certificates(read_text(chain))) chain_.push_back(std::move(c));
+        } else {
+            if (!fs::exists(directory / "issuing.pem")) create_hierarchy(config, directory);
+            issuing_cert_ = crypto::load_certificate(read_text(directory / "issuing.pem"));
+            issuing_key_ = crypto::load_private_key(read_text(directory / "issuing-key.pem"));
+            chain_.push_back(crypto::Cert(X509_dup(issuing_cert_.get())));
+            chain_.push_back(crypto::load_certificate(read_text(directory / "root.pem")));
+        }
+    } catch (const crypto::CryptoError& e) {
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, std::string("CA key material: ") + e.what());
+    }
+    if (X509_check_private_key(issuing_cert_.get(), issuing_key_.get()) != 1) {
+        ERR_clear_error();
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "the issuing CA's private key does not match its certificate");
+    }
+    for (const auto& c : chain_) chain_pem_ += crypto::certificate_pem(c.get());
+
+    if (const auto* profiles = config.if_contains("profiles"))
+        for (const auto& [pname, settings] : profiles->as_object())
+            profiles_.emplace(std::string(pname), CertificateProfile::from_json(std::string(pname), settings.as_object()));
+    if (profiles_.empty()) profiles_.emplace("default", CertificateProfile::from_json("default", {}));
+    // Every profile's extensions must be encodable now, not at the first request.
+    for (const auto& [pname, p] : profiles_) {
+        crypto::Cert probe(X509_new());
+        X509V3_CTX ctx;
+        X509V3_set_ctx(&ctx, issuing_cert_.get(), probe.get(), nullptr, nullptr, 0);
+        try {
+            if (!p.key_usage.empty()) add_ext(probe.get(), &ctx, NID_key_usage, "critical," + join(p.key_usage));
+            if (!p.extended_key_usage.empty()) add_ext(probe.get(), &ctx, NID_ext_key_usage, join(p.extended_key_usage));
+        } catch (const crypto::CryptoError& e) {
+            throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "profile '" + pname + "': " + e.what());
+        }
+    }
+    store_ = std::make_unique<IssuanceStore>(directory / "issued.db");
+}
+
+void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) {
+    const std::string algorithm = str(config, "algorithm", "p256");
+    const long day = 24L * 3600;
+    crypto::PKey root_key = crypto::generate_key(algorithm);
+    crypto::Name root_name = crypto::parse_name(str(config, "root_subject", "CN=certconnector Root CA (" + name_ + ")"));
+    crypto::Cert root = sign_certificate(root_name.get(), root_key.get(), nullptr, root_key.get(), new_serial(), -3600,
+                                         num(config, "root_validity_days", 7300) * day,
+                                         {{NID_basic_constraints, "critical,CA:TRUE"},
+                                          {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                                          {NID_subject_key_identifier, "hash"},
+                                          {NID_authority_key_identifier, "keyid:always"}});
+    crypto::PKey issuing_key = crypto::generate_key(algorithm);
+    crypto::Name issuing_name = crypto::parse_name(str(config, "issuing_subject", "CN=certconnector Issuing CA (" + name_ + ")"));
+    crypto::Cert issuing = sign_certificate(issuing_name.get(), issuing_key.get(), root.get(), root_key.get(), new_serial(), -3600,
+                                            num(config, "issuing_validity_days", 3650) * day,
+                                            {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+                                             {NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"},
+                                             {NID_subject_key_identifier, "hash"},
+                                             {NID_authority_key_identifier, "keyid:always"}});
+    write_private(dir / "root-key.pem", crypto::private_key_pem(root_key.get()), 0600);
+    write_private(dir / "issuing-key.pem", crypto::private_key_pem(issuing_key.get()), 0600);
+    write_private(dir / "root.pem", crypto::certificate_pem(root.get()), 0644);
+    write_private(dir / "issuing.pem", crypto::certificate_pem(issuing.get()), 0644);  // last: marks completion
+    host_.log(CC_EV_PluginLoaded, CC_LEVEL_INFO,
+              "CA '" + name_ + "': created a " + algorithm + " root and issuing CA in " + dir.string(), {},
+              json::serialize(json::object{{"ca", name_},
+                                           {"root_sha256", crypto::fingerprint_hex(root.get(), EVP_sha256())},
+                                           {"issuing_sha256", crypto::fingerprint_hex(issuing.get(), EVP_sha256())}}));
+}
+
+std::string LocalCa::new_serial() {
+    // 127 random bits: positive, and far beyond the 64 bits of entropy RFC 5280 practice asks for.
+    std::string bytes = crypto::random_bytes(16);
+    bytes[0] = static_cast<char>((bytes[0] & 0x7f) | 0x01);
+    std::string hex = crypto::hex_encode(bytes);
+    for (auto& c : hex) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return hex;
+}
+
+std::string LocalCa::answer(const IssuedCertificate& c, bool already_issued) const {
+    return json::serialize(json::object{{"serial", c.serial},
+                                        {"certificate_pem", c.certificate_pem},
+                                        {"chain_pem", chain_pem_},
+                                        {"subject", c.subject},
+                                        {"not_before", c.not_before},
+                                        {"not_after", c.not_after},
+                                        {"profile", c.profile},
+                                        {"already_issued", already_issued}});
+}
+
+std::string LocalCa::issue(const std::string& request_json) {
+    std::error_code ec;
+    const json::value parsed = json::parse(request_json, ec);
+    if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "issue request is not a JSON object");
+    const json::object& req = parsed.get_object();
+    const std::string csr_pem = str(req, "csr_pem", "");
+    const std::string request_id = str(req, "request_id", "");
+    const std::string profile_name = str(req, "profile", "default");
+    if (csr_pem.empty()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "issue request has no csr_pem");
+
+    if (!request_id.empty())
+        if (auto existing = store_->find_by_request(request_id)) return answer(*existing, true);
+
+    auto profile = profiles_.find(profile_name);
+    if (profile == profiles_.end()) {
+        std::string names;
+        for (const auto& [n, p] : profiles_) names += (names.empty() ? "" : ", ") + n;
+        throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' has no profile '" + profile_name + "' (profiles: " + names + ")");
+    }
+    crypto::Request csr;
+    try {
+        csr = crypto::load_csr(csr_pem);
+    } catch (const crypto::CryptoError& e) {
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, e.what());
+    }
+    EVP_PKEY* public_key = X509_REQ_get0_pubkey(csr.get());
+    if (!public_key || X509_REQ_verify(csr.get(), public_key) != 1) {
+        ERR_clear_error();
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "the CSR's signature does not verify");
+    }
+    const CertificateProfile& p = profile->second;
+    p.enforce(csr.get());
+
+    std::vector<std::pair<int, std::string>> extensions = {{NID_basic_constraints, "critical,CA:FALSE"},
+                                                           {NID_subject_key_identifier, "hash"},
+                                                           {NID_authority_key_identifier, "keyid"}};
+    if (!p.key_usage.empty()) extensions.emplace_back(NID_key_usage, "critical," + join(p.key_usage));
+    if (!p.extended_key_usage.empty()) extensions.emplace_back(NID_ext_key_usage, join(p.extended_key_usage));
+    STACK_OF(X509_EXTENSION)* requested = X509_REQ_get_extensions(csr.get());
+    std::vector<X509_EXTENSION*> copied;
+    for (int i = 0; requested && i < sk_X509_EXTENSION_num(requested); ++i)
+        copied.push_back(sk_X509_EXTENSION_value(requested, i));  // only subjectAltName passed enforce()
+    const auto sans = crypto::read_sans(requested);
+
+    IssuedCertificate record;
+    for (int attempt = 0;; ++attempt) {
+        std::string serial = new_serial();
+        crypto::Cert cert;
+        try {
+            cert = sign_certificate(X509_REQ_get_subject_name(csr.get()), public_key, issuing_cert_.get(), issuing_key_.get(), serial,
+                                    -static_cast<long>(p.backdate.count()) * 60, static_cast<long>(p.validity_days) * 24 * 3600,
+                                    extensions, copied);
+        } catch (const crypto::CryptoError& e) {
+            sk_X509_EXTENSION_pop_free(requested, X509_EXTENSION_free);
+            throw sdk::Error(CC_ERR_INTERNAL, e.what());
+        }
+        json::array san_list;
+        for (const auto& s : sans) san_list.push_back(json::string(s.type + ":" + s.value));
+        record = IssuedCertificate{crypto::serial_hex(cert.get()),
+                                   request_id,
+                                   crypto::name_string(X509_get_subject_name(cert.get())),
+                                   json::serialize(san_list),
+                                   crypto::time_iso8601(X509_get0_notBefore(cert.get())),
+                                   crypto::time_iso8601(X509_get0_notAfter(cert.get())),
+                                   p.name,
+                                   str(req, "requester", ""),
+                                   "valid",
+                                   "",
+                                   "",
+                                   crypto::certificate_pem(cert.get())};
+        if (store_->insert(record)) break;
+        // A constraint: this request id was issued concurrently, or (astronomically rarely) the serial exists.
+        if (!request_id.empty())
+            if (auto existing = store_->find_by_request(request_id)) {
+                sk_X509_EXTENSION_pop_free(requested, X509_EXTENSION_free);
+                return answer(*existing, true);
+            }
+        if (attempt > 3) {
+            sk_X509_EXTENSION_pop_free(requested, X509_EXTENSION_free);
+            throw sdk::Error(CC_ERR_INTERNAL, "could not allocate a unique serial number");
+        }
+    }
+    sk_X509_EXTENSION_pop_free(requested, X509_EXTENSION_free);
+    return answer(record, false);
+}
+
+std::string LocalCa::revoke(const std::string& request_json) {
+    std::error_code ec;
+    const json::value parsed = json::parse(request_json, ec);
+    if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "revoke request is not a JSON object");
+    std::string serial = str(parsed.get_object(), "serial", "");
+    for (auto& c : serial) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    while (serial.size() > 1 && serial.front() == '0') serial.erase(0, 1);
+    const std::string reason = str(parsed.get_object(), "reason", "unspecified");
+    auto cert = store_->find_by_serial(serial);
+    if (!cert) throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' issued no certificate with serial " + serial);
+    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+    const bool changed = store_->revoke(serial, reason, when);
+    return json::serialize(json::object{{"serial", serial}, {"status", "revoked"}, {"already_revoked", !changed}});
+}
+
+std::string LocalCa::describe() {
+    return json::serialize(json::object{{"name", name_},
+                                        {"chain_pem", chain_pem_},
+                                        {"subject", crypto::name_string(X509_get_subject_name(issuing_cert_.get()))},
+                                        {"key_type", crypto::key_type_of(issuing_key_.get())},
+                                        {"issued", store_->count()}});
+}
+
+}  // namespace certconn::ca_local

@@ -1,0 +1,37 @@
+#include "KeyJournal.hpp"
+
+namespace certconn::pkcs {
+
+KeyJournal::KeyJournal(const std::filesystem::path& file) : db_(file, true) {
+    db_.exec(R"(CREATE TABLE IF NOT EXISTS journal (
+        job_id TEXT PRIMARY KEY,
+        key_pem TEXT NOT NULL,
+        csr_pem TEXT NOT NULL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now'))))");
+}
+
+std::optional<JournalEntry> KeyJournal::find(const std::string& job_id) {
+    std::lock_guard lock(mutex_);
+    auto s = db_.prepare("SELECT key_pem, csr_pem FROM journal WHERE job_id = ?");
+    s.bind(1, job_id);
+    if (!s.step()) return std::nullopt;
+    return JournalEntry{s.text(0), s.text(1)};
+}
+
+JournalEntry KeyJournal::put(const std::string& job_id, const JournalEntry& entry) {
+    std::lock_guard lock(mutex_);
+    db_.prepare("INSERT INTO journal (job_id, key_pem, csr_pem) VALUES (?, ?, ?) ON CONFLICT(job_id) DO NOTHING")
+        .bind_all(job_id, entry.key_pem, entry.csr_pem)
+        .run();
+    auto s = db_.prepare("SELECT key_pem, csr_pem FROM journal WHERE job_id = ?");
+    s.bind(1, job_id);
+    s.step();
+    return JournalEntry{s.text(0), s.text(1)};
+}
+
+void KeyJournal::remove(const std::string& job_id) {
+    std::lock_guard lock(mutex_);
+    db_.prepare("DELETE FROM journal WHERE job_id = ?").bind(1, job_id).run();
+}
+
+}  // namespace certconn::pkcs

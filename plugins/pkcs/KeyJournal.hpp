@@ -1,0 +1,33 @@
+// Per-job key material kept until the job's result reaches the tenant, so a job re-run after a
+// crash uses the same key and CSR — and, with the CA's idempotent issuance by request id, gets
+// the same certificate instead of a second one. SQLite (WAL, synchronous=FULL), file mode 0600.
+#pragma once
+
+#include <certconn/sqlite.hpp>
+
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace certconn::pkcs {
+
+struct JournalEntry {
+    std::string key_pem;
+    std::string csr_pem;
+};
+
+class KeyJournal {
+public:
+    explicit KeyJournal(const std::filesystem::path& file);
+    std::optional<JournalEntry> find(const std::string& job_id);
+    /// Stores the entry unless the job has one; returns the stored one.
+    JournalEntry put(const std::string& job_id, const JournalEntry& entry);
+    void remove(const std::string& job_id);
+
+private:
+    std::mutex mutex_;
+    sqlite::Database db_;
+};
+
+}  // namespace certconn::pkcs

@@ -1,0 +1,275 @@
+// pkcs: issues a key pair + certificate for a user or device and delivers it as PKCS#12
+// encrypted to the device (CMS EnvelopedData), with the password in a second envelope and an
+// escrow copy for the connector; "recrypt" jobs re-encrypt an escrow copy to a new device key.
+#include "KeyJournal.hpp"
+
+#include <certconn/crypto.hpp>
+#include <certconn/sdk.hpp>
+
+#include <boost/json.hpp>
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <mutex>
+
+namespace {
+
+namespace json = boost::json;
+namespace crypto = certconn::crypto;
+using certconn::sdk::Error;
+
+constexpr const char* kSchema = R"json({"type":"table","keys":{
+  "default_ca": {"type":"string","description":"CA used when a job names none"},
+  "default_profile": {"type":"string"},
+  "default_key_type": {"type":"string","enum":["rsa2048","rsa3072","rsa4096","p256","p384"]},
+  "escrow_key": {"type":"string","description":"connector escrow key: absolute PEM path or pkcs11: URI (default: generated in the state directory)"}
+}})json";
+
+std::string str(const json::object& o, const char* key, std::string fallback = {}) {
+    const auto* v = o.if_contains(key);
+    if (!v) return fallback;
+    if (!v->is_string()) throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'") + key + "' must be a string");
+    return std::string(v->as_string());
+}
+
+json::object failure(const char* code, const std::string& message) {
+    return {{"status", "failed"}, {"error", json::object{{"code", code}, {"message", message}}}};
+}
+
+const char* code_name(cc_status s) {
+    switch (s) {
+        case CC_ERR_INVALID_ARGUMENT: return "invalid_argument";
+        case CC_ERR_NOT_FOUND: return "not_found";
+        case CC_ERR_DENIED: return "denied";
+        case CC_ERR_NOT_SUPPORTED: return "not_supported";
+        case CC_ERR_CONFLICT: return "conflict";
+        case CC_ERR_UNAVAILABLE: return "unavailable";
+        case CC_ERR_TIMEOUT: return "timeout";
+        case CC_ERR_BUSY: return "busy";
+        default: return "internal";
+    }
+}
+
+std::string random_password() {
+    std::string p = crypto::base64_encode(crypto::random_bytes(18));  // 24 characters, 144 bits
+    for (auto& c : p) c = c == '+' ? 'x' : c == '/' ? 'y' : c;
+    return p;
+}
+
+class PkcsFeature final : public certconn::sdk::FeaturePlugin {
+public:
+    explicit PkcsFeature(certconn::sdk::Host& host) : host_(host), journal_(host.state_dir() / "journal.db") {
+        const auto config = json::parse(host.config_json()).as_object();
+        default_ca_ = str(config, "default_ca", "local");
+        default_profile_ = str(config, "default_profile", "default");
+        default_key_type_ = str(config, "default_key_type", "rsa2048");
+        const std::string escrow = str(config, "escrow_key", "");
+        escrow_key_ = escrow.empty() ? generated_escrow_key() : crypto::load_private_key_from(escrow);
+        escrow_recipient_ = crypto::Recipient::from_pem(crypto::public_key_pem(escrow_key_.get()));
+    }
+
+    std::string run_job(const std::string& job_json) override {
+        const json::value parsed = json::parse(job_json);
+        const json::object& job = parsed.as_object();
+        const std::string id = str(job, "id");
+        const auto* req = job.if_contains("request");
+        if (!req || !req->is_object()) return json::serialize(failure("invalid_argument", "job has no request object"));
+        const int attempt = job.contains("attempt") ? static_cast<int>(job.at("attempt").as_int64()) : 1;
+        const int max_attempts = job.contains("max_attempts") ? static_cast<int>(job.at("max_attempts").as_int64()) : 1;
+        const std::string type = str(req->as_object(), "type", "issue");
+        {
+            std::lock_guard lock(types_mutex_);
+            types_[id] = type;
+        }
+        if (type == "recrypt") return recrypt(id, req->as_object(), attempt);
+        if (type != "issue") return json::serialize(failure("invalid_argument", "unknown request type '" + type + "' (expected issue or recrypt)"));
+        return issue(id, req->as_object(), attempt, max_attempts);
+    }
+
+    void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
+        std::string type = "issue";
+        {
+            std::lock_guard lock(types_mutex_);
+            if (auto it = types_.find(job_id); it != types_.end()) {
+                type = it->second;
+                if (delivered) types_.erase(it);
+            }
+        }
+        const bool recrypt = type == "recrypt";
+        if (delivered) {
+            journal_.remove(job_id);
+            host_.log(recrypt ? CC_EV_PkcsRecryptUploadedRequest : CC_EV_PkcsUploadedRequest, CC_LEVEL_INFO, "result uploaded", job_id);
+        } else {
+            host_.log(recrypt ? CC_EV_PkcsRecryptUploadFailure : CC_EV_PkcsUploadFailure, CC_LEVEL_WARNING,
+                      "uploading the result failed (will retry): " + message, job_id);
+        }
+    }
+
+    std::string health() override { return R"({"healthy":true,"detail":"escrow key loaded"})"; }
+
+private:
+    crypto::PKey generated_escrow_key() {
+        const auto path = host_.state_dir() / "escrow-key.pem";
+        if (std::filesystem::exists(path)) {
+            std::ifstream in(path, std::ios::binary);
+            return crypto::load_private_key(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()));
+        }
+        crypto::PKey key = crypto::generate_key("rsa3072");
+        const auto tmp = path.string() + ".tmp";
+        const mode_t old = ::umask(0077);
+        {
+            std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+            out << crypto::private_key_pem(key.get());
+        }
+        ::umask(old);
+        ::chmod(tmp.c_str(), 0600);
+        std::filesystem::rename(tmp, path);
+        return key;
+    }
+
+    std::string fail(const std::string& id, const char* code, const std::string& message, bool issuance) {
+        if (issuance) host_.log(CC_EV_PkcsIssuedFailure, CC_LEVEL_ERROR, "issuance failed: " + message, id);
+        host_.log(CC_EV_PkcsRequestFailure, CC_LEVEL_ERROR, "PKCS request failed: " + message, id, json::serialize(json::object{{"code", code}}));
+        return json::serialize(failure(code, message));
+    }
+
+    std::string issue(const std::string& id, const json::object& req, int attempt, int max_attempts) {
+        if (attempt == 1) host_.log(CC_EV_PkcsDownloadedRequest, CC_LEVEL_INFO, "PKCS request received", id);
+        // Inputs: every problem here is permanent.
+        std::string subject, key_type, ca, profile, password;
+        std::vector<crypto::SubjectAltName> sans;
+        bool legacy = false;
+        crypto::Recipient device;
+        try {
+            subject = str(req, "subject");
+            if (subject.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'subject' is required");
+            crypto::parse_name(subject);  // validates
+            key_type = str(req, "key_type", default_key_type_);
+            if (!crypto::is_key_type(key_type))
+                throw Error(CC_ERR_INVALID_ARGUMENT, "unknown key_type '" + key_type + "' (expected rsa2048, rsa3072, rsa4096, p256 or p384)");
+            ca = str(req, "ca", default_ca_);
+            profile = str(req, "profile", default_profile_);
+            password = str(req, "pfx_password", "");
+            if (const auto* l = req.if_contains("legacy")) {
+                if (!l->is_bool()) throw Error(CC_ERR_INVALID_ARGUMENT, "'legacy' must be true or false");
+                legacy = l->as_bool();
+            }
+            if (const auto* list = req.if_contains("sans")) {
+                if (!list->is_array()) throw Error(CC_ERR_INVALID_ARGUMENT, "'sans' must be an array of \"type:value\" strings");
+                for (const auto& s : list->as_array()) {
+                    if (!s.is_string()) throw Error(CC_ERR_INVALID_ARGUMENT, "'sans' must be an array of \"type:value\" strings");
+                    sans.push_back(crypto::parse_san(std::string(s.as_string())));
+                }
+            }
+            const std::string device_pem = str(req, "device_key_pem");
+            if (device_pem.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'device_key_pem' (the device's public key or certificate) is required");
+            try {
+                device = crypto::Recipient::from_pem(device_pem);
+            } catch (const std::exception& e) {
+                throw Error(CC_ERR_INVALID_ARGUMENT, std::string("device_key_pem: ") + e.what());
+            }
+        } catch (const Error& e) {
+            return fail(id, code_name(e.code()), e.what(), false);
+        } catch (const std::invalid_argument& e) {
+            return fail(id, "invalid_argument", e.what(), false);
+        }
+
+        // Key and CSR: journaled so a re-run after a crash reuses them.
+        auto entry = journal_.find(id);
+        if (!entry) {
+            crypto::PKey key = crypto::generate_key(key_type);
+            entry = journal_.put(id, {crypto::private_key_pem(key.get()), crypto::make_csr_pem(key.get(), subject, sans)});
+        }
+        crypto::PKey key = crypto::load_private_key(entry->key_pem);
+
+        std::string issued_json;
+        try {
+            issued_json = host_.ca_issue(ca, json::serialize(json::object{
+                                                 {"request_id", id}, {"csr_pem", entry->csr_pem}, {"profile", profile}, {"requester", "pkcs"}}));
+        } catch (const Error& e) {
+            if (e.retryable() && attempt < max_attempts) {
+                host_.log(CC_EV_PkcsIssuedFailedAttempt, CC_LEVEL_WARNING,
+                          "issuance attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) + " failed (will retry): " + e.what(), id);
+                throw;  // the host runs the job again after a backoff
+            }
+            return fail(id, code_name(e.code()), e.what(), true);
+        }
+        const json::value issued = json::parse(issued_json);
+        const json::object& answer = issued.as_object();
+        crypto::Cert cert = crypto::load_certificate(std::string(answer.at("certificate_pem").as_string()));
+        if (X509_check_private_key(cert.get(), key.get()) != 1)
+            return fail(id, "internal", "CA '" + ca + "' returned a certificate for another key (request id reused?)", true);
+        std::vector<crypto::Cert> chain = crypto::load_certificates(std::string(answer.at("chain_pem").as_string()));
+        host_.log(CC_EV_PkcsIssuedSuccess, CC_LEVEL_INFO, "certificate " + crypto::serial_hex(cert.get()) + " issued by CA '" + ca + "'", id);
+
+        if (password.empty()) password = random_password();
+        const std::string p12 = crypto::pkcs12_der(key.get(), cert.get(), chain, password, legacy,
+                                                   crypto::name_string(X509_get_subject_name(cert.get())));
+        const std::string escrow = json::serialize(json::object{{"pkcs12", crypto::base64_encode(p12)}, {"password", password}});
+        json::object result{{"status", "succeeded"},
+                            {"pfx_cms", crypto::base64_encode(crypto::cms_encrypt(p12, device))},
+                            {"password_cms", crypto::base64_encode(crypto::cms_encrypt(password, device))},
+                            {"escrow_cms", crypto::base64_encode(crypto::cms_encrypt(escrow, escrow_recipient_))},
+                            {"certificate_pem", crypto::certificate_pem(cert.get())},
+                            {"thumbprint", crypto::fingerprint_hex(cert.get(), EVP_sha1())},
+                            {"thumbprint_sha256", crypto::fingerprint_hex(cert.get(), EVP_sha256())},
+                            {"serial", crypto::serial_hex(cert.get())},
+                            {"subject", crypto::name_string(X509_get_subject_name(cert.get()))},
+                            {"issuer", crypto::name_string(X509_get_issuer_name(cert.get()))},
+                            {"not_before", crypto::time_iso8601(X509_get0_notBefore(cert.get()))},
+                            {"not_after", crypto::time_iso8601(X509_get0_notAfter(cert.get()))},
+                            {"ca", ca},
+                            {"profile", profile},
+                            {"key_type", key_type},
+                            {"pkcs12_format", legacy ? "legacy-3des-sha1" : "aes256-pbkdf2-sha256"}};
+        host_.log(CC_EV_PkcsRequestSuccess, CC_LEVEL_INFO,
+                  "PKCS request fulfilled: " + std::string(result["subject"].as_string()) + ", serial " +
+                      std::string(result["serial"].as_string()) + ", CA '" + ca + "'",
+                  id, json::serialize(json::object{{"serial", result["serial"]}, {"thumbprint", result["thumbprint"]}, {"ca", ca}}));
+        return json::serialize(result);
+    }
+
+    std::string recrypt(const std::string& id, const json::object& req, int attempt) {
+        if (attempt == 1) host_.log(CC_EV_PkcsRecryptDownloadedRequest, CC_LEVEL_INFO, "re-encrypt request received", id);
+        auto refuse = [&](std::uint32_t event, const char* code, const std::string& message) {
+            host_.log(event, CC_LEVEL_ERROR, message, id);
+            host_.log(CC_EV_PkcsRecryptRequestFailure, CC_LEVEL_ERROR, "re-encrypt request failed: " + message, id);
+            return json::serialize(failure(code, message));
+        };
+        std::string plain;
+        try {
+            plain = crypto::cms_decrypt(crypto::base64_decode(str(req, "escrow_cms")), escrow_key_.get());
+        } catch (const std::exception& e) {
+            return refuse(CC_EV_PkcsRecryptDecryptFailure, "invalid_argument",
+                          std::string("the escrow copy cannot be decrypted with this connector's escrow key: ") + e.what());
+        }
+        host_.log(CC_EV_PkcsRecryptDecryptSuccess, CC_LEVEL_INFO, "escrow copy decrypted", id);
+        json::object result{{"status", "succeeded"}};
+        try {
+            const json::value escrow = json::parse(plain);
+            const crypto::Recipient device = crypto::Recipient::from_pem(str(req, "device_key_pem"));
+            result["pfx_cms"] = crypto::base64_encode(crypto::cms_encrypt(crypto::base64_decode(escrow.at("pkcs12").as_string()), device));
+            result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(std::string(escrow.at("password").as_string()), device));
+        } catch (const std::exception& e) {
+            return refuse(CC_EV_PkcsRecryptReencryptFailure, "invalid_argument", std::string("re-encryption failed: ") + e.what());
+        }
+        host_.log(CC_EV_PkcsRecryptReencryptSuccess, CC_LEVEL_INFO, "re-encrypted to the new device key", id);
+        host_.log(CC_EV_PkcsRecryptRequestSuccess, CC_LEVEL_INFO, "re-encrypt request processed", id);
+        return json::serialize(result);
+    }
+
+    certconn::sdk::Host& host_;
+    certconn::pkcs::KeyJournal journal_;
+    crypto::PKey escrow_key_;
+    crypto::Recipient escrow_recipient_;
+    std::string default_ca_, default_profile_, default_key_type_;
+    std::mutex types_mutex_;
+    std::map<std::string, std::string> types_;  // job id -> issue | recrypt, for delivery events
+};
+
+}  // namespace
+
+CERTCONN_PLUGIN(PkcsFeature, "pkcs", "0.1.0", "2026-11-24", "PKCS#12 issuance encrypted to the device, and re-encryption", kSchema)

@@ -1,0 +1,132 @@
+// tenant-local: the embedded tenant. A SQLite job queue fed over the host HTTP server
+// (POST /tenant/v1/jobs, GET /tenant/v1/jobs/{id}) and the CLI; the protocol is specified in
+// docs/tenant-protocol.md so another connector can speak it as a client.
+#include "JobQueue.hpp"
+
+#include <certconn/crypto.hpp>
+#include <certconn/sdk.hpp>
+
+#include <boost/json.hpp>
+
+#include <regex>
+
+namespace {
+
+namespace json = boost::json;
+using certconn::sdk::Error;
+using certconn::sdk::HttpRequest;
+using certconn::sdk::HttpResponse;
+
+constexpr const char* kSchema = R"json({"type":"table","keys":{
+  "intake_token": {"type":"string","secret":true,
+    "description":"bearer token that lets remote clients use /tenant/v1; local clients never need it"}
+}})json";
+
+HttpResponse json_response(int status, const json::value& body) {
+    return {status, {{"Content-Type", "application/json"}}, json::serialize(body)};
+}
+
+HttpResponse problem(int status, const std::string& message) {
+    return json_response(status, json::object{{"error", message}});
+}
+
+class LocalTenant final : public certconn::sdk::TenantPlugin {
+public:
+    explicit LocalTenant(certconn::sdk::Host& host) : host_(host), queue_(host.state_dir() / "jobs.db") {
+        const auto config = json::parse(host.config_json()).as_object();
+        if (const auto* t = config.if_contains("intake_token")) token_ = t->as_string().c_str();
+        host.route("POST", "/tenant/v1/jobs", [this](const HttpRequest& r) { return guard(r, [&] { return submit(r); }); });
+        host.route("GET", "/tenant/v1/jobs/", [this](const HttpRequest& r) { return guard(r, [&] { return show(r); }); });
+    }
+
+    std::string claim_jobs(const std::string& features_json, uint32_t max_jobs, uint32_t lease_seconds) override {
+        std::vector<std::string> features;
+        const json::value parsed = json::parse(features_json);
+        for (const auto& f : parsed.as_array()) features.emplace_back(f.as_string());
+        json::array out;
+        for (const auto& job : queue_.claim(features, max_jobs, lease_seconds))
+            out.push_back(json::object{{"id", job.id}, {"feature", job.feature}, {"request", json::parse(job.request)}, {"claim", job.attempts}});
+        return json::serialize(out);
+    }
+
+    void complete_job(const std::string& job_id, const std::string& result_json) override {
+        std::error_code ec;
+        json::value result = json::parse(result_json, ec);
+        if (ec || !result.is_object()) throw Error(CC_ERR_INVALID_ARGUMENT, "result of job '" + job_id + "' is not a JSON object");
+        const auto* status = result.as_object().if_contains("status");
+        const std::string s = status && status->is_string() ? std::string(status->as_string()) : "";
+        if (s != "succeeded" && s != "failed")
+            throw Error(CC_ERR_INVALID_ARGUMENT, "result of job '" + job_id + "' has no status 'succeeded' or 'failed'");
+        queue_.complete(job_id, s, result_json);  // a repeated report is a no-op: the first result stands
+    }
+
+    std::string call(const std::string& operation, const std::string&) override {
+        throw Error(CC_ERR_NOT_SUPPORTED, "tenant-local has no operation '" + operation + "'");
+    }
+
+    std::string health() override {
+        return json::serialize(json::object{{"healthy", true},
+                                            {"detail", "local queue: " + std::to_string(queue_.count("queued")) + " queued, " +
+                                                           std::to_string(queue_.count("running")) + " running"}});
+    }
+
+private:
+    template <class Fn>
+    HttpResponse guard(const HttpRequest& r, Fn&& fn) {
+        if (!r.local) {
+            const std::string expected = "Bearer " + token_;
+            if (token_.empty() || r.header("authorization") != expected)
+                return problem(403, "the job intake is only open to local clients or with the intake token");
+        }
+        try {
+            return fn();
+        } catch (const Error& e) {
+            const int status = e.code() == CC_ERR_CONFLICT ? 409 : e.code() == CC_ERR_NOT_FOUND ? 404
+                             : e.code() == CC_ERR_INVALID_ARGUMENT ? 400 : 500;
+            return problem(status, e.what());
+        }
+    }
+
+    HttpResponse submit(const HttpRequest& r) {
+        std::error_code ec;
+        json::value doc = json::parse(r.body, ec);
+        if (ec || !doc.is_object()) return problem(400, "the body must be a JSON object: {\"feature\": ..., \"request\": {...}}");
+        const json::object& o = doc.get_object();
+        static const std::regex feature_re("[a-z][a-z0-9-]{0,62}");
+        static const std::regex id_re("[A-Za-z0-9._:-]{1,128}");
+        const auto* feature = o.if_contains("feature");
+        if (!feature || !feature->is_string() || !std::regex_match(std::string(feature->as_string()), feature_re))
+            return problem(400, "'feature' must name a feature, e.g. \"pkcs\"");
+        const auto* request = o.if_contains("request");
+        if (!request || !request->is_object()) return problem(400, "'request' must be a JSON object");
+        std::string id;
+        if (const auto* given = o.if_contains("id")) {
+            if (!given->is_string() || !std::regex_match(std::string(given->as_string()), id_re))
+                return problem(400, "'id' must match [A-Za-z0-9._:-]{1,128}");
+            id = given->as_string().c_str();
+        } else {
+            id = certconn::crypto::uuid4();
+        }
+        for (const auto& [key, value] : o)
+            if (key != "feature" && key != "request" && key != "id")
+                return problem(400, "unknown field '" + std::string(key) + "' (expected feature, request, id)");
+        const bool existed = queue_.find(id).has_value();
+        const auto job = queue_.submit(std::string(feature->as_string()), json::serialize(*request), id);
+        return json_response(existed ? 200 : 201, job.to_json(false));
+    }
+
+    HttpResponse show(const HttpRequest& r) {
+        const std::string id(r.path.substr(std::string_view("/tenant/v1/jobs/").size()));
+        auto job = queue_.find(id);
+        if (!job) return problem(404, "no job '" + id + "'");
+        return json_response(200, job->to_json(true));
+    }
+
+    certconn::sdk::Host& host_;
+    certconn::tenant_local::JobQueue queue_;
+    std::string token_;
+};
+
+}  // namespace
+
+CERTCONN_PLUGIN(LocalTenant, "local", "0.1.0", "2026-11-24", "Embedded tenant: SQLite job queue with REST intake", kSchema)

@@ -1,0 +1,112 @@
+// certconn::crypto — the small OpenSSL toolkit plugins share: RAII handles, key generation
+// and loading, CSRs, PKCS#12 and CMS EnvelopedData. Every ASN.1 structure is built by OpenSSL.
+// Functions throw CryptoError (OpenSSL's error queue included) or std::invalid_argument for
+// bad input, with a message naming what was wrong.
+#pragma once
+
+#include <openssl/cms.h>
+#include <openssl/evp.h>
+#include <openssl/pkcs12.h>
+#include <openssl/x509.h>
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace certconn::crypto {
+
+template <auto Free>
+struct Deleter {
+    template <class T>
+    void operator()(T* p) const noexcept { Free(p); }
+};
+using PKey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
+using Cert = std::unique_ptr<X509, Deleter<X509_free>>;
+using Request = std::unique_ptr<X509_REQ, Deleter<X509_REQ_free>>;
+using Name = std::unique_ptr<X509_NAME, Deleter<X509_NAME_free>>;
+using Cms = std::unique_ptr<CMS_ContentInfo, Deleter<CMS_ContentInfo_free>>;
+using Pkcs12 = std::unique_ptr<PKCS12, Deleter<PKCS12_free>>;
+using Bio = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
+
+class CryptoError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// Throws CryptoError("<what>: <OpenSSL's error queue>") and clears the queue.
+[[noreturn]] void throw_openssl(const std::string& what);
+
+// ---- keys ------------------------------------------------------------------------------
+/// "rsa2048", "rsa3072", "rsa4096", "p256", "p384".
+PKey generate_key(std::string_view key_type);
+bool is_key_type(std::string_view key_type);
+/// The key type name of `key` ("rsa2048", "p256", ...; "rsa<bits>" or "ec-<curve>" otherwise).
+std::string key_type_of(const EVP_PKEY* key);
+PKey load_private_key(std::string_view pem);
+/// A public key from PEM: "PUBLIC KEY", "RSA PUBLIC KEY" or a certificate's key.
+PKey load_public_key(std::string_view pem);
+std::string private_key_pem(const EVP_PKEY* key);
+std::string public_key_pem(const EVP_PKEY* key);
+/// Loads a private key from a `pkcs11:` URI through OpenSSL's pkcs11 engine, else from a PEM file.
+PKey load_private_key_from(const std::string& path_or_uri);
+
+// ---- certificates ----------------------------------------------------------------------
+Cert load_certificate(std::string_view pem);
+/// Every certificate in a PEM bundle, in order.
+std::vector<Cert> load_certificates(std::string_view pem);
+std::string certificate_pem(const X509* cert);
+std::string certificate_der(const X509* cert);
+std::string fingerprint_hex(const X509* cert, const EVP_MD* md);  // lower-case hex
+std::string serial_hex(const X509* cert);                          // upper-case hex, no leading zeros
+std::string name_string(const X509_NAME* name);                    // RFC 2253
+std::string time_iso8601(const ASN1_TIME* time);                   // 2026-11-24T22:30:01Z
+
+// ---- names and CSRs --------------------------------------------------------------------
+/// "CN=Alice,O=Example" (first attribute first) or "/CN=Alice/O=Example"; "\," escapes.
+Name parse_name(std::string_view dn);
+
+struct SubjectAltName {
+    std::string type;  // email, upn, dns, uri, ip
+    std::string value;
+};
+/// "email:a@b" -> {email, a@b}; throws std::invalid_argument on an unknown type.
+SubjectAltName parse_san(std::string_view type_colon_value);
+/// Adds the subjectAltName extension (UPN as the Microsoft otherName) to `exts`.
+void add_san_extension(STACK_OF(X509_EXTENSION)* exts, const std::vector<SubjectAltName>& sans);
+/// The SANs of a CSR or certificate extension list.
+std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION)* exts);
+
+std::string make_csr_pem(EVP_PKEY* key, std::string_view subject_dn, const std::vector<SubjectAltName>& sans);
+Request load_csr(std::string_view pem);
+
+// ---- PKCS#12 ---------------------------------------------------------------------------
+/// Key + leaf + chain. Modern: AES-256-CBC with PBKDF2, SHA-256 MAC. Legacy: 3DES, SHA-1 MAC.
+std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const std::string& password,
+                       bool legacy, std::string_view friendly_name = {});
+
+// ---- CMS EnvelopedData -----------------------------------------------------------------
+/// A recipient: a certificate (identified by issuer and serial), or a bare public key
+/// (identified by subjectKeyIdentifier = SHA-1 of the key).
+struct Recipient {
+    static Recipient from_pem(std::string_view pem);  // certificate or public key
+    Cert certificate;
+    bool key_only = false;
+};
+/// EnvelopedData (DER) of `content` for `recipient`: AES-256-CBC; RSA-OAEP(SHA-256) key
+/// transport for RSA, ECDH (SHA-256 KDF) key agreement for EC.
+std::string cms_encrypt(std::string_view content, const Recipient& recipient);
+/// Decrypts EnvelopedData (DER) with `key`; throws CryptoError when no recipient matches.
+std::string cms_decrypt(std::string_view der, EVP_PKEY* key);
+
+// ---- encodings and randomness ----------------------------------------------------------
+std::string base64_encode(std::string_view data);
+std::string base64_decode(std::string_view text);  // throws std::invalid_argument
+std::string hex_encode(std::string_view data);
+std::string random_bytes(std::size_t n);
+/// A random (version 4) UUID.
+std::string uuid4();
+
+}  // namespace certconn::crypto
