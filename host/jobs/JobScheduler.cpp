@@ -99,7 +99,15 @@ void JobScheduler::claim_loop() {
         }
         const std::size_t busy = in_flight_ + queued;
         const auto features = enabled_features();
-        if (!tenant || features.empty() || busy >= static_cast<std::size_t>(settings_.concurrency)) {
+        if (busy >= static_cast<std::size_t>(settings_.concurrency)) {
+            // Wake as soon as a worker frees a slot (the timeout only bounds outbox scans).
+            std::unique_lock lock(mutex_);
+            wake_.wait_for(lock, milliseconds(settings_.poll_interval_ms), [this] {
+                return stopping_ || in_flight_ + queue_.size() < static_cast<std::size_t>(settings_.concurrency);
+            });
+            continue;
+        }
+        if (!tenant || features.empty()) {
             sleep_unless_stopping(milliseconds(settings_.poll_interval_ms));
             continue;
         }
@@ -146,14 +154,17 @@ void JobScheduler::worker_loop() {
             if (queue_.empty()) return;  // stopping
             job = std::move(queue_.front());
             queue_.erase(queue_.begin());
-            ++in_flight_;
+            ++in_flight_;  // with the dequeue, under the lock: busy never under-counts
         }
         try {
             run(job);
         } catch (const std::exception& e) {
             log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, "job " + text(job, "id") + ": " + e.what(), text(job, "id"));
         }
-        --in_flight_;
+        {
+            std::lock_guard lock(mutex_);  // under the lock: the claimer cannot miss this wake-up
+            --in_flight_;
+        }
         wake_.notify_all();
     }
 }
