@@ -2,7 +2,10 @@
 
 namespace certconn::host {
 
-OutboxStore::OutboxStore(const std::filesystem::path& file) : db_(file, true) {
+// WAL + synchronous=NORMAL: a commit survives the process being killed at any instruction;
+// after a power loss the last commits may be gone, and those jobs simply run again (their
+// re-run is idempotent: the pkcs key journal and the CA record are synchronous=FULL).
+OutboxStore::OutboxStore(const std::filesystem::path& file) : db_(file, false) {
     db_.exec(R"(CREATE TABLE IF NOT EXISTS outbox (
         job_id TEXT PRIMARY KEY,
         feature TEXT NOT NULL,

@@ -1,4 +1,4 @@
-// The durable outbox: a job's result is written here (SQLite, WAL, synchronous=FULL) before
+// The durable outbox: a job's result is written here (SQLite, WAL) before
 // the tenant hears of it, and stays until the tenant acknowledges it. The first result stored
 // for a job is the only one: a re-run after a crash finds it and reports it again.
 #pragma once

@@ -20,6 +20,7 @@ namespace {
 namespace json = boost::json;
 namespace crypto = certconn::crypto;
 using certconn::sdk::Error;
+using certconn::pkcs::JournalEntry;
 
 constexpr const char* kSchema = R"json({"type":"table","keys":{
   "default_ca": {"type":"string","description":"CA used when a job names none"},
@@ -130,6 +131,17 @@ private:
         return key;
     }
 
+    /// The parsed chain of a CA's answer: the same few chains come back on every job.
+    std::shared_ptr<const std::vector<crypto::Cert>> chain_for(const std::string& pem) {
+        std::lock_guard lock(chains_mutex_);
+        auto it = chains_.find(pem);
+        if (it == chains_.end()) {
+            if (chains_.size() > 64) chains_.clear();  // CA rollovers: never grow without bound
+            it = chains_.emplace(pem, std::make_shared<const std::vector<crypto::Cert>>(crypto::load_certificates(pem))).first;
+        }
+        return it->second;
+    }
+
     std::string fail(const std::string& id, const char* code, const std::string& message, bool issuance) {
         if (issuance) host_.log(CC_EV_PkcsIssuedFailure, CC_LEVEL_ERROR, "issuance failed: " + message, id);
         host_.log(CC_EV_PkcsRequestFailure, CC_LEVEL_ERROR, "PKCS request failed: " + message, id, json::serialize(json::object{{"code", code}}));
@@ -178,12 +190,16 @@ private:
         }
 
         // Key and CSR: journaled so a re-run after a crash reuses them.
+        // A fresh job keeps its new key in memory; only a re-run decodes the journaled one.
+        crypto::PKey key;
         auto entry = journal_.find(id);
         if (!entry) {
-            crypto::PKey key = crypto::generate_key(key_type);
-            entry = journal_.put(id, {crypto::private_key_pem(key.get()), crypto::make_csr_pem(key.get(), subject, sans)});
+            key = crypto::generate_key(key_type);
+            const JournalEntry fresh{crypto::private_key_pem(key.get()), crypto::make_csr_pem(key.get(), subject, sans)};
+            entry = journal_.put(id, fresh);
+            if (entry->key_pem != fresh.key_pem) key.reset();  // a concurrent run journaled first
         }
-        crypto::PKey key = crypto::load_private_key(entry->key_pem);
+        if (!key) key = crypto::load_private_key(entry->key_pem);
 
         std::string issued_json;
         try {
@@ -202,11 +218,11 @@ private:
         crypto::Cert cert = crypto::load_certificate(std::string(answer.at("certificate_pem").as_string()));
         if (X509_check_private_key(cert.get(), key.get()) != 1)
             return fail(id, "internal", "CA '" + ca + "' returned a certificate for another key (request id reused?)", true);
-        std::vector<crypto::Cert> chain = crypto::load_certificates(std::string(answer.at("chain_pem").as_string()));
+        const auto chain = chain_for(std::string(answer.at("chain_pem").as_string()));
         host_.log(CC_EV_PkcsIssuedSuccess, CC_LEVEL_INFO, "certificate " + crypto::serial_hex(cert.get()) + " issued by CA '" + ca + "'", id);
 
         if (password.empty()) password = random_password();
-        const std::string p12 = crypto::pkcs12_der(key.get(), cert.get(), chain, password, legacy,
+        const std::string p12 = crypto::pkcs12_der(key.get(), cert.get(), *chain, password, legacy,
                                                    crypto::name_string(X509_get_subject_name(cert.get())));
         const std::string escrow = json::serialize(json::object{{"pkcs12", crypto::base64_encode(p12)}, {"password", password}});
         json::object result{{"status", "succeeded"},
@@ -266,6 +282,8 @@ private:
     crypto::PKey escrow_key_;
     crypto::Recipient escrow_recipient_;
     std::string default_ca_, default_profile_, default_key_type_;
+    std::mutex chains_mutex_;
+    std::map<std::string, std::shared_ptr<const std::vector<crypto::Cert>>> chains_;
     std::mutex types_mutex_;
     std::map<std::string, std::string> types_;  // job id -> issue | recrypt, for delivery events
 };

@@ -27,7 +27,8 @@ json::object Job::to_json(bool with_result) const {
     return o;
 }
 
-JobQueue::JobQueue(const std::filesystem::path& file) : db_(file, true) {
+// synchronous=NORMAL: safe against a crash of the process; see OutboxStore for power loss.
+JobQueue::JobQueue(const std::filesystem::path& file) : db_(file, false) {
     db_.exec(R"(CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
