@@ -17,6 +17,13 @@ ok() { passed=$((passed + 1)); echo "ok   - $1"; }
 fail() { failed=$((failed + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && sed 's/^/       /' <<<"$2"; }
 check() { local name=$1; shift; local out; if out=$("$@" 2>&1); then ok "$name"; else fail "$name" "$out"; fi; }
 
+# An existing CA made with the openssl command line, for ca-local's "bring your own CA" mode.
+mkdir -p "$work/ext"
+openssl req -x509 -newkey rsa:3072 -nodes -subj "/CN=Existing Corp CA" -days 30 \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+  -keyout "$work/ext/ca.key" -out "$work/ext/ca.pem" 2>/dev/null
+chmod 600 "$work/ext/ca.key"
+
 cat > "$work/c.toml" <<TOML
 [host]
 listen = "127.0.0.1:0"
@@ -35,6 +42,10 @@ extended_key_usage = ["clientAuth", "emailProtection"]
 [ca.corp.profiles.restricted]
 key_types = ["p256"]
 san_types = ["email"]
+[ca.imported]
+plugin = "local"
+certificate = "$work/ext/ca.pem"
+private_key = "$work/ext/ca.key"
 [pkcs]
 default_ca = "corp"
 TOML
@@ -131,6 +142,15 @@ out=$(cc submit pkcs --json "$work/recrypt.json" --wait --out "$work/recrypt" 2>
 open_result "$work/recrypt" "$work/new.key" "recrypt"
 check "recrypt: same certificate as the original" cmp "$work/recrypt/leaf.pem" "$work/rsa-pub-modern/leaf.pem"
 
+# ca-local with an existing CA certificate and key (PEM files made by openssl).
+check "existing CA: issues, and the leaf verifies against that CA" bash -c "
+  '$bin' submit pkcs --config '$work/c.toml' --ca imported --subject CN=imported --device-key '$work/ec.pub' --key-type p256 \
+    --wait --out '$work/imported' >/dev/null &&
+  openssl cms -decrypt -inform DER -binary -in '$work/imported/password.cms' -inkey '$work/ec.key' -out '$work/imported/pw' &&
+  openssl cms -decrypt -inform DER -binary -in '$work/imported/pfx.cms' -inkey '$work/ec.key' |
+    openssl pkcs12 -passin 'file:$work/imported/pw' -nokeys -clcerts | openssl x509 -out '$work/imported/leaf.pem' &&
+  openssl verify -CAfile '$work/ext/ca.pem' '$work/imported/leaf.pem'"
+
 # Refusals: each a failed job with a clear error, nothing lost.
 refused() {  # refused LABEL EXPECTED-TEXT SUBMIT-ARGS...
   local label=$1 expected=$2; shift 2
@@ -142,7 +162,7 @@ refused "key type the profile forbids" "profile 'restricted' does not allow key 
   --subject CN=x --device-key "$work/ec.pub" --profile restricted --key-type rsa2048
 refused "SAN type the profile forbids" "profile 'restricted' does not allow SAN type dns" \
   --subject CN=x --device-key "$work/ec.pub" --profile restricted --key-type p256 --san dns:x.example
-refused "unknown CA name" "no CA named 'nope' is configured (configured: corp)" \
+refused "unknown CA name" "no CA named 'nope' is configured (configured: corp, imported)" \
   --subject CN=x --device-key "$work/ec.pub" --ca nope
 echo "not a key" >"$work/garbage.pem"
 refused "malformed device key" "device_key_pem: not a PEM public key or certificate" \
