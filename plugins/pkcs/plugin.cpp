@@ -82,8 +82,8 @@ public:
         const int max_attempts = job.contains("max_attempts") ? static_cast<int>(job.at("max_attempts").as_int64()) : 1;
         const std::string type = str(req->as_object(), "type", "issue");
         {
-            std::lock_guard lock(types_mutex_);
-            types_[id] = type;
+            std::lock_guard lock(pending_mutex_);
+            pending_[id] = Pending{type, {}, {}};
         }
         if (type == "recrypt") return recrypt(id, req->as_object(), attempt);
         if (type != "issue") return json::serialize(failure("invalid_argument", "unknown request type '" + type + "' (expected issue or recrypt)"));
@@ -91,18 +91,22 @@ public:
     }
 
     void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
-        std::string type = "issue";
+        Pending job{"issue", {}, {}};  // after a restart the outbox delivers results of jobs run before it
         {
-            std::lock_guard lock(types_mutex_);
-            if (auto it = types_.find(job_id); it != types_.end()) {
-                type = it->second;
-                if (delivered) types_.erase(it);
+            std::lock_guard lock(pending_mutex_);
+            if (auto it = pending_.find(job_id); it != pending_.end()) {
+                job = it->second;
+                if (delivered) pending_.erase(it);
             }
         }
-        const bool recrypt = type == "recrypt";
+        const bool recrypt = job.type == "recrypt";
         if (delivered) {
             journal_.remove(job_id);
             host_.log(recrypt ? CC_EV_PkcsRecryptUploadedRequest : CC_EV_PkcsUploadedRequest, CC_LEVEL_INFO, "result uploaded", job_id);
+            // Admin: one event per request, once it is fulfilled *and* the tenant has it.
+            if (!job.success_message.empty())
+                host_.log(recrypt ? CC_EV_PkcsRecryptRequestSuccess : CC_EV_PkcsRequestSuccess, CC_LEVEL_INFO, job.success_message,
+                          job_id, job.success_fields);
         } else {
             host_.log(recrypt ? CC_EV_PkcsRecryptUploadFailure : CC_EV_PkcsUploadFailure, CC_LEVEL_WARNING,
                       "uploading the result failed (will retry): " + message, job_id);
@@ -129,6 +133,13 @@ private:
         ::chmod(tmp.c_str(), 0600);
         std::filesystem::rename(tmp, path);
         return key;
+    }
+
+    void remember_success(const std::string& id, std::string message, std::string fields) {
+        std::lock_guard lock(pending_mutex_);
+        auto& job = pending_[id];
+        job.success_message = std::move(message);
+        job.success_fields = std::move(fields);
     }
 
     /// The parsed chain of a CA's answer: the same few chains come back on every job.
@@ -241,10 +252,9 @@ private:
                             {"profile", profile},
                             {"key_type", key_type},
                             {"pkcs12_format", legacy ? "legacy-3des-sha1" : "aes256-pbkdf2-sha256"}};
-        host_.log(CC_EV_PkcsRequestSuccess, CC_LEVEL_INFO,
-                  "PKCS request fulfilled: " + std::string(result["subject"].as_string()) + ", serial " +
-                      std::string(result["serial"].as_string()) + ", CA '" + ca + "'",
-                  id, json::serialize(json::object{{"serial", result["serial"]}, {"thumbprint", result["thumbprint"]}, {"ca", ca}}));
+        remember_success(id, "PKCS request fulfilled and sent: " + std::string(result["subject"].as_string()) + ", serial " +
+                                 std::string(result["serial"].as_string()) + ", CA '" + ca + "'",
+                         json::serialize(json::object{{"serial", result["serial"]}, {"thumbprint", result["thumbprint"]}, {"ca", ca}}));
         return json::serialize(result);
     }
 
@@ -273,7 +283,7 @@ private:
             return refuse(CC_EV_PkcsRecryptReencryptFailure, "invalid_argument", std::string("re-encryption failed: ") + e.what());
         }
         host_.log(CC_EV_PkcsRecryptReencryptSuccess, CC_LEVEL_INFO, "re-encrypted to the new device key", id);
-        host_.log(CC_EV_PkcsRecryptRequestSuccess, CC_LEVEL_INFO, "re-encrypt request processed", id);
+        remember_success(id, "re-encrypt request processed and sent", "");
         return json::serialize(result);
     }
 
@@ -284,8 +294,13 @@ private:
     std::string default_ca_, default_profile_, default_key_type_;
     std::mutex chains_mutex_;
     std::map<std::string, std::shared_ptr<const std::vector<crypto::Cert>>> chains_;
-    std::mutex types_mutex_;
-    std::map<std::string, std::string> types_;  // job id -> issue | recrypt, for delivery events
+    struct Pending {
+        std::string type;             // issue | recrypt
+        std::string success_message;  // the Admin event written once the tenant has the result
+        std::string success_fields;
+    };
+    std::mutex pending_mutex_;
+    std::map<std::string, Pending> pending_;  // jobs run, result not yet delivered
 };
 
 }  // namespace
