@@ -97,14 +97,16 @@ void JobScheduler::claim_loop() {
             std::lock_guard lock(mutex_);
             queued = queue_.size();
         }
+        // Up to `concurrency` jobs are claimed ahead, so a worker that finishes never waits for
+        // a claim round trip; their leases cover the wait.
+        const std::size_t capacity = 2 * static_cast<std::size_t>(settings_.concurrency);
         const std::size_t busy = in_flight_ + queued;
         const auto features = enabled_features();
-        if (busy >= static_cast<std::size_t>(settings_.concurrency)) {
+        if (busy >= capacity) {
             // Wake as soon as a worker frees a slot (the timeout only bounds outbox scans).
             std::unique_lock lock(mutex_);
-            wake_.wait_for(lock, milliseconds(settings_.poll_interval_ms), [this] {
-                return stopping_ || in_flight_ + queue_.size() < static_cast<std::size_t>(settings_.concurrency);
-            });
+            wake_.wait_for(lock, milliseconds(settings_.poll_interval_ms),
+                           [&] { return stopping_ || in_flight_ + queue_.size() < capacity; });
             continue;
         }
         if (!tenant || features.empty()) {
@@ -118,7 +120,7 @@ void JobScheduler::claim_loop() {
         cc_sink s = sink.sink();
         cc_error err = new_error();
         const int rc = tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(),
-                                                      static_cast<uint32_t>(settings_.concurrency - busy),
+                                                      static_cast<uint32_t>(capacity - busy),
                                                       static_cast<uint32_t>(settings_.lease_seconds), &s, &err);
         if (rc != CC_OK) {
             log_.emit(CC_EV_JobClaimFailed, CC_LEVEL_WARNING, std::string("claiming jobs failed: ") + err.message);

@@ -8,6 +8,15 @@ KeyJournal::KeyJournal(const std::filesystem::path& file) : db_(file, true) {
         key_pem TEXT NOT NULL,
         csr_pem TEXT NOT NULL,
         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now'))))");
+    // Entries of jobs that never came back (cancelled at the tenant) or were resurrected.
+    db_.exec("DELETE FROM journal WHERE created_at < strftime('%Y-%m-%dT%H:%M:%SZ','now','-7 days')");
+}
+
+KeyJournal::~KeyJournal() {
+    try {
+        flush();
+    } catch (...) {
+    }
 }
 
 std::optional<JournalEntry> KeyJournal::find(const std::string& job_id) {
@@ -31,7 +40,25 @@ JournalEntry KeyJournal::put(const std::string& job_id, const JournalEntry& entr
 
 void KeyJournal::remove(const std::string& job_id) {
     std::lock_guard lock(mutex_);
-    db_.prepare("DELETE FROM journal WHERE job_id = ?").bind(1, job_id).run();
+    removed_.push_back(job_id);
+    if (removed_.size() >= 32) flush_locked();
+}
+
+void KeyJournal::flush() {
+    std::lock_guard lock(mutex_);
+    flush_locked();
+}
+
+void KeyJournal::flush_locked() {
+    if (removed_.empty()) return;
+    sqlite::Transaction tx(db_);
+    auto s = db_.prepare("DELETE FROM journal WHERE job_id = ?");
+    for (const auto& id : removed_) {
+        s.bind(1, id).run();
+        s.reset();
+    }
+    tx.commit();
+    removed_.clear();
 }
 
 }  // namespace certconn::pkcs

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace certconn::pkcs {
 
@@ -23,9 +24,16 @@ public:
     std::optional<JournalEntry> find(const std::string& job_id);
     /// Stores the entry unless the job has one; returns the stored one.
     JournalEntry put(const std::string& job_id, const JournalEntry& entry);
+    /// Forgets a delivered job. Deletions are batched into one transaction: a deleted entry that
+    /// a power loss resurrects is never read again and is purged by age.
     void remove(const std::string& job_id);
+    /// Writes the batched deletions now (also done when the batch fills, and at destruction).
+    void flush();
+    ~KeyJournal();
 
 private:
+    void flush_locked();
+    std::vector<std::string> removed_;
     std::mutex mutex_;
     sqlite::Database db_;
 };
