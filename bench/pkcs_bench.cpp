@@ -57,24 +57,30 @@ struct Ca {
     }
 };
 
-/// The crypto of one PKCS job, nothing else: the bound the connector is measured against.
-void primitive_job(const std::string& key_type, const Ca& ca, const crypto::Recipient& device, const crypto::Recipient& escrow) {
-    crypto::PKey key = crypto::generate_key(key_type);
-    const std::string csr_pem = crypto::make_csr_pem(key.get(), "CN=bench,O=Example", {{"email", "bench@example.com"}});
-    crypto::Request csr = crypto::load_csr(csr_pem);
-    X509_REQ_verify(csr.get(), X509_REQ_get0_pubkey(csr.get()));
+/// The CA's part of a job: verify the CSR, sign a leaf with a random 128-bit serial.
+crypto::Cert sign_leaf(const Ca& ca, X509_REQ* csr) {
+    X509_REQ_verify(csr, X509_REQ_get0_pubkey(csr));
     crypto::Cert leaf(X509_new());
     X509_set_version(leaf.get(), 2);
     const std::string serial = crypto::random_bytes(16);
     BIGNUM* bn = BN_bin2bn(reinterpret_cast<const unsigned char*>(serial.data()), 16, nullptr);
     BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(leaf.get()));
     BN_free(bn);
-    X509_set_subject_name(leaf.get(), X509_REQ_get_subject_name(csr.get()));
+    X509_set_subject_name(leaf.get(), X509_REQ_get_subject_name(csr));
     X509_set_issuer_name(leaf.get(), X509_get_subject_name(ca.cert.get()));
     X509_gmtime_adj(X509_getm_notBefore(leaf.get()), 0);
     X509_gmtime_adj(X509_getm_notAfter(leaf.get()), 86400 * 365);
-    X509_set_pubkey(leaf.get(), key.get());
+    X509_set_pubkey(leaf.get(), X509_REQ_get0_pubkey(csr));
     X509_sign(leaf.get(), ca.key.get(), EVP_sha256());
+    return leaf;
+}
+
+/// The crypto of one PKCS job, nothing else: the bound the connector is measured against.
+void primitive_job(const std::string& key_type, const Ca& ca, const crypto::Recipient& device, const crypto::Recipient& escrow) {
+    crypto::PKey key = crypto::generate_key(key_type);
+    const std::string csr_pem = crypto::make_csr_pem(key.get(), "CN=bench,O=Example", {{"email", "bench@example.com"}});
+    crypto::Request csr = crypto::load_csr(csr_pem);
+    crypto::Cert leaf = sign_leaf(ca, csr.get());
     std::vector<crypto::Cert> chain;
     chain.emplace_back(X509_dup(ca.cert.get()));
     const std::string p12 = crypto::pkcs12_der(key.get(), leaf.get(), chain, "bench-password-123456789", false);
@@ -92,16 +98,7 @@ void primitive_job_with_decodes(const std::string& key_type, const Ca& ca, const
     crypto::PKey key = crypto::generate_key(key_type);
     const std::string csr_pem = crypto::make_csr_pem(key.get(), "CN=bench,O=Example", {{"email", "bench@example.com"}});
     crypto::Request csr = crypto::load_csr(csr_pem);
-    X509_REQ_verify(csr.get(), X509_REQ_get0_pubkey(csr.get()));
-    crypto::Cert leaf(X509_new());
-    X509_set_version(leaf.get(), 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(leaf.get()), 7);
-    X509_set_subject_name(leaf.get(), X509_REQ_get_subject_name(csr.get()));
-    X509_set_issuer_name(leaf.get(), X509_get_subject_name(ca.cert.get()));
-    X509_gmtime_adj(X509_getm_notBefore(leaf.get()), 0);
-    X509_gmtime_adj(X509_getm_notAfter(leaf.get()), 86400 * 365);
-    X509_set_pubkey(leaf.get(), X509_REQ_get0_pubkey(csr.get()));
-    X509_sign(leaf.get(), ca.key.get(), EVP_sha256());
+    crypto::Cert leaf = sign_leaf(ca, csr.get());
     crypto::Cert parsed = crypto::load_certificate(crypto::certificate_pem(leaf.get()));
     std::vector<crypto::Cert> chain;
     chain.emplace_back(X509_dup(ca.cert.get()));
@@ -149,14 +146,8 @@ ConnectorRates connector_rate(const std::string& key_type, int concurrency, int 
     const std::string enabled = read_file(dir / "c.toml");
     write_file(dir / "c.toml", enabled + "[features]\npkcs = false\n");
     Daemon daemon(dir / "c.toml", dir / "daemon.out");
-    json::object status;
-    if (!eventually([&] {
-            auto r = run_cli({"status", "--config", (dir / "c.toml").string(), "--json"});
-            if (r.exit_code != 0) return false;
-            status = json::parse(r.output).as_object();
-            return true;
-        }))
-        throw std::runtime_error("connector did not start: " + daemon.output());
+    const json::object status = wait_for_status(daemon, dir / "c.toml");
+    if (status.empty()) throw std::runtime_error("connector did not start: " + daemon.output());
     const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
     const fs::path jobs_db = dir / "state" / "plugins" / "tenant-local" / "jobs.db";
     auto finished = [&]() -> std::int64_t {

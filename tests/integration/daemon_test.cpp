@@ -38,17 +38,9 @@ struct Installation {
 
     /// Waits until the daemon answers on its admin socket; returns its /status.
     json::object wait_ready(Daemon& daemon) const {
-        json::object status;
-        const bool ready = eventually([&] {
-            if (!daemon.running()) return true;
-            auto r = run_cli({"status", "--config", config.string(), "--json"});
-            if (r.exit_code != 0) return false;
-            status = json::parse(r.output).as_object();
-            return true;
-        });
+        json::object status = wait_for_status(daemon, config);
         INFO(daemon.output());
-        REQUIRE(ready);
-        REQUIRE(daemon.running());
+        REQUIRE_FALSE(status.empty());
         return status;
     }
 };

@@ -35,17 +35,9 @@ struct PkcsInstallation {
     }
 
     std::uint16_t start(Daemon& daemon) const {
-        json::object status;
-        const bool ready = eventually([&] {
-            if (!daemon.running()) return true;
-            auto r = run_cli({"status", "--config", config.string(), "--json"});
-            if (r.exit_code != 0) return false;
-            status = json::parse(r.output).as_object();
-            return true;
-        });
+        json::object status = wait_for_status(daemon, config);
         INFO(daemon.output());
-        REQUIRE(ready);
-        REQUIRE(daemon.running());
+        REQUIRE_FALSE(status.empty());
         return static_cast<std::uint16_t>(status.at("port").as_int64());
     }
 

@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/json.hpp>
 
 #include <signal.h>
 #include <fcntl.h>
@@ -117,6 +118,20 @@ private:
     pid_t pid_ = -1;
     std::optional<int> exit_code_;
 };
+
+/// Waits (bounded) until the daemon answers `status` on its admin socket; returns that status,
+/// or an empty object when the daemon exited or never answered (its output says why).
+inline boost::json::object wait_for_status(Daemon& daemon, const std::filesystem::path& config) {
+    boost::json::object status;
+    eventually([&] {
+        if (!daemon.running()) return true;
+        auto r = run_cli({"status", "--config", config.string(), "--json"});
+        if (r.exit_code != 0) return false;
+        status = boost::json::parse(r.output).as_object();
+        return true;
+    });
+    return status;
+}
 
 struct HttpResult {
     unsigned status = 0;
