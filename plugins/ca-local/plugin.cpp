@@ -16,7 +16,7 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   "root_validity_days": {"type":"integer","min":1,"max":36500},
   "issuing_validity_days": {"type":"integer","min":1,"max":36500},
   "certificate": {"type":"string","description":"existing issuing CA certificate (absolute PEM path)"},
-  "private_key": {"type":"string","description":"its key: absolute PEM path or pkcs11: URI"},
+  "private_key": {"type":"string","secret":true,"description":"its key: absolute PEM path or pkcs11: URI (may carry pin-value, hence redacted in logs)"},
   "chain": {"type":"string","description":"certificates above the issuing CA (absolute PEM path)"},
   "profiles": {"type":"table","values":{"type":"table","keys":{
     "validity_days": {"type":"integer","min":1,"max":3650},

@@ -26,7 +26,7 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   "default_ca": {"type":"string","description":"CA used when a job names none"},
   "default_profile": {"type":"string"},
   "default_key_type": {"type":"string","enum":["rsa2048","rsa3072","rsa4096","p256","p384"]},
-  "escrow_key": {"type":"string","description":"connector escrow key: absolute PEM path or pkcs11: URI (default: generated in the state directory)"}
+  "escrow_key": {"type":"string","secret":true,"description":"connector escrow key: absolute PEM path or pkcs11: URI (default: generated in the state directory)"}
 }})json";
 
 std::string str(const json::object& o, const char* key, std::string fallback = {}) {
