@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include <openssl/x509v3.h>
+
 namespace certconn::ca_local {
 
 namespace {
@@ -61,17 +63,16 @@ void CertificateProfile::enforce(X509_REQ* csr) const {
                                                 " (allowed: " + join(subject_attributes) + ")");
     }
 
+    // Requested extensions other than subjectAltName are ignored: the profile sets basic
+    // constraints, key usages and identifiers (clients such as certmonger request their own).
+    // Asking to be a CA is refused outright: no profile of this CA issues CA certificates.
     STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr);
     const auto sans = crypto::read_sans(exts);
-    for (int i = 0; exts && i < sk_X509_EXTENSION_num(exts); ++i) {
-        const int nid = OBJ_obj2nid(X509_EXTENSION_get_object(sk_X509_EXTENSION_value(exts, i)));
-        if (nid != NID_subject_alt_name) {
-            sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-            throw sdk::Error(CC_ERR_DENIED, std::string("the CSR requests extension ") + (nid != NID_undef ? OBJ_nid2sn(nid) : "unknown") +
-                                                "; only subjectAltName may be requested");
-        }
-    }
+    auto* bc = static_cast<BASIC_CONSTRAINTS*>(X509V3_get_d2i(exts, NID_basic_constraints, nullptr, nullptr));
+    const bool wants_ca = bc && bc->ca;
+    BASIC_CONSTRAINTS_free(bc);
     sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    if (wants_ca) throw sdk::Error(CC_ERR_DENIED, "the CSR asks for a CA certificate (basicConstraints CA:TRUE); refused");
     for (const auto& san : sans)
         if (!contains(san_types, san.type))
             throw sdk::Error(CC_ERR_DENIED, "profile '" + name + "' does not allow SAN type " + san.type + " (allowed: " + join(san_types) + ")");

@@ -234,9 +234,10 @@ std::string LocalCa::issue(const std::string& request_json) {
     if (!p.key_usage.empty()) extensions.emplace_back(NID_key_usage, "critical," + join(p.key_usage));
     if (!p.extended_key_usage.empty()) extensions.emplace_back(NID_ext_key_usage, join(p.extended_key_usage));
     STACK_OF(X509_EXTENSION)* requested = X509_REQ_get_extensions(csr.get());
-    std::vector<X509_EXTENSION*> copied;
+    std::vector<X509_EXTENSION*> copied;  // of what the client asked for, only its (checked) subjectAltName
     for (int i = 0; requested && i < sk_X509_EXTENSION_num(requested); ++i)
-        copied.push_back(sk_X509_EXTENSION_value(requested, i));  // only subjectAltName passed enforce()
+        if (OBJ_obj2nid(X509_EXTENSION_get_object(sk_X509_EXTENSION_value(requested, i))) == NID_subject_alt_name)
+            copied.push_back(sk_X509_EXTENSION_value(requested, i));
     const auto sans = crypto::read_sans(requested);
 
     IssuedCertificate record;

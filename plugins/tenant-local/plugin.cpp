@@ -2,6 +2,7 @@
 // (POST /tenant/v1/jobs, GET /tenant/v1/jobs/{id}) and the CLI; the protocol is specified in
 // docs/tenant-protocol.md so another connector can speak it as a client.
 #include "JobQueue.hpp"
+#include "ScepLedger.hpp"
 
 #include <certconn/crypto.hpp>
 #include <certconn/sdk.hpp>
@@ -19,7 +20,9 @@ using certconn::sdk::HttpResponse;
 
 constexpr const char* kSchema = R"json({"type":"table","keys":{
   "intake_token": {"type":"string","secret":true,
-    "description":"bearer token that lets remote clients use /tenant/v1; local clients never need it"}
+    "description":"bearer token that lets remote clients use /tenant/v1; local clients never need it"},
+  "scep_challenges": {"type":"table","values":{"type":"string","secret":true},
+    "description":"static SCEP challenge per SCEP profile name"}
 }})json";
 
 HttpResponse json_response(int status, const json::value& body) {
@@ -32,7 +35,8 @@ HttpResponse problem(int status, const std::string& message) {
 
 class LocalTenant final : public certconn::sdk::TenantPlugin {
 public:
-    explicit LocalTenant(certconn::sdk::Host& host) : host_(host), queue_(host.state_dir() / "jobs.db") {
+    explicit LocalTenant(certconn::sdk::Host& host)
+        : host_(host), queue_(host.state_dir() / "jobs.db"), scep_(host.state_dir() / "scep.db", static_challenges(host)) {
         const auto config = json::parse(host.config_json()).as_object();
         if (const auto* t = config.if_contains("intake_token")) token_ = t->as_string().c_str();
         host.route("POST", "/tenant/v1/jobs", [this](const HttpRequest& r) { return guard(r, [&] { return submit(r); }); });
@@ -60,7 +64,15 @@ public:
         queue_.complete(job_id, s, result_json);  // a repeated report is a no-op: the first result stands
     }
 
-    std::string call(const std::string& operation, const std::string&) override {
+    std::string call(const std::string& operation, const std::string& request_json) override {
+        std::error_code ec;
+        json::value request = json::parse(request_json, ec);
+        if (ec || !request.is_object()) throw Error(CC_ERR_INVALID_ARGUMENT, operation + ": request is not a JSON object");
+        if (operation == "scep.validate") return json::serialize(scep_.validate(request.as_object()));
+        if (operation == "scep.notify_success" || operation == "scep.notify_failure") {
+            scep_.record(operation.substr(12), request.as_object());
+            return R"({"code":"Success"})";
+        }
         throw Error(CC_ERR_NOT_SUPPORTED, "tenant-local has no operation '" + operation + "'");
     }
 
@@ -71,6 +83,14 @@ public:
     }
 
 private:
+    static std::map<std::string, std::string> static_challenges(certconn::sdk::Host& host) {
+        std::map<std::string, std::string> out;
+        const auto config = json::parse(host.config_json()).as_object();
+        if (const auto* c = config.if_contains("scep_challenges"))
+            for (const auto& [profile, value] : c->as_object()) out[std::string(profile)] = std::string(value.as_string());
+        return out;
+    }
+
     template <class Fn>
     HttpResponse guard(const HttpRequest& r, Fn&& fn) {
         if (!r.local) {
@@ -124,6 +144,7 @@ private:
 
     certconn::sdk::Host& host_;
     certconn::tenant_local::JobQueue queue_;
+    certconn::tenant_local::ScepLedger scep_;
     std::string token_;
 };
 

@@ -1,0 +1,51 @@
+// SCEP (RFC 8894) PKIMessages: parsing a client's signed, enveloped request and building the
+// RA-signed CertRep answer. Every ASN.1 structure is OpenSSL's (CMS and PKCS#7).
+#pragma once
+
+#include <certconn/crypto.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace certconn::scep {
+
+enum class MessageType { CertRep = 3, RenewalReq = 17, PKCSReq = 19, CertPoll = 20, GetCert = 21, GetCRL = 22 };
+enum class FailInfo { BadAlg = 0, BadMessageCheck = 1, BadRequest = 2, BadTime = 3, BadCertId = 4 };
+
+/// Thrown when a message cannot be parsed far enough to answer with a signed CertRep.
+class MalformedMessage : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// A request whose outer signature verified. `inner` is the decrypted content (a PKCS#10 for
+/// PKCSReq/RenewalReq) when decryption succeeded; `decrypt_error` says why it did not.
+struct PkiRequest {
+    MessageType type = MessageType::PKCSReq;
+    std::string transaction_id;
+    std::string sender_nonce;
+    crypto::Cert signer;              // the client's (usually self-signed) certificate
+    const EVP_MD* digest = nullptr;   // the request's digest: the reply uses the same
+    const EVP_CIPHER* cipher = nullptr;  // the cipher for the reply's envelope
+    std::string cipher_name;
+    std::optional<std::string> inner;
+    std::string decrypt_error;
+    bool refused_cipher = false;  // decryptable, but the profile does not accept its cipher
+};
+
+/// Parses and verifies `der`; decrypts its envelope with the RA key. Throws MalformedMessage.
+PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, bool allow_single_des);
+
+/// CertRep SUCCESS carrying `certificates` (issued certificate first), encrypted to the requester.
+std::string success_reply(const PkiRequest& req, const std::vector<X509*>& certificates, X509* ra_cert, EVP_PKEY* ra_key);
+/// CertRep FAILURE with `info`.
+std::string failure_reply(const PkiRequest& req, FailInfo info, X509* ra_cert, EVP_PKEY* ra_key);
+
+/// A degenerate (certificates-only) PKCS#7 SignedData, as GetCACert and CertRep carry.
+std::string certs_only(const std::vector<X509*>& certificates);
+
+/// The challengePassword of a CSR (PrintableString, UTF8String or BMPString) as UTF-8.
+std::optional<std::string> challenge_password(X509_REQ* csr);
+
+}  // namespace certconn::scep

@@ -1,0 +1,287 @@
+// scep: an RFC 8894 SCEP server. Each [scep.profiles.<name>] is an endpoint with its own CA,
+// certificate profile and RA certificate; the tenant validates every challenge.
+#include "ScepMessage.hpp"
+
+#include <certconn/crypto.hpp>
+#include <certconn/sdk.hpp>
+
+#include <boost/json.hpp>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <mutex>
+
+namespace {
+
+namespace json = boost::json;
+namespace crypto = certconn::crypto;
+namespace scep = certconn::scep;
+using certconn::sdk::Error;
+using certconn::sdk::HttpRequest;
+using certconn::sdk::HttpResponse;
+
+constexpr const char* kSchema = R"json({"type":"table","keys":{
+  "profiles": {"type":"table","values":{"type":"table","keys":{
+    "path": {"type":"string","required":true,"description":"endpoint path, e.g. /scep (also serves <path>/pkiclient.exe)"},
+    "ca": {"type":"string","required":true,"description":"the configured CA that issues"},
+    "certificate_profile": {"type":"string","description":"that CA's certificate profile (default: default)"},
+    "ra_subject": {"type":"string"},
+    "include_root": {"type":"boolean","description":"GetCACert includes the root CA (default true)"},
+    "allow_single_des": {"type":"boolean","description":"accept single-DES requests via OpenSSL's legacy provider (default false)"}
+  }}}
+}})json";
+
+std::string read_text(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_private(const std::filesystem::path& p, const std::string& text) {
+    const auto tmp = p.string() + ".tmp";
+    const mode_t old = ::umask(0077);
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out << text;
+    }
+    ::umask(old);
+    ::chmod(tmp.c_str(), 0600);
+    std::filesystem::rename(tmp, p);
+}
+
+/// Percent-decoding of a query value. Base64 '+' arrives as '+', "%2B" or (decoded by some
+/// clients' libraries as) a space: all three mean '+'.
+std::string query_value(std::string_view query, std::string_view name) {
+    std::size_t pos = 0;
+    while (pos <= query.size()) {
+        const std::size_t end = std::min(query.find('&', pos), query.size());
+        const std::string_view pair = query.substr(pos, end - pos);
+        const std::size_t eq = pair.find('=');
+        if (eq != std::string_view::npos && pair.substr(0, eq) == name) {
+            std::string out;
+            const std::string_view raw = pair.substr(eq + 1);
+            for (std::size_t i = 0; i < raw.size(); ++i) {
+                if (raw[i] == '%' && i + 2 < raw.size()) {
+                    const std::string hex(raw.substr(i + 1, 2));
+                    if (hex.size() == 2 && std::isxdigit(static_cast<unsigned char>(hex[0])) && std::isxdigit(static_cast<unsigned char>(hex[1]))) {
+                        out += static_cast<char>(std::stoi(hex, nullptr, 16));
+                        i += 2;
+                        continue;
+                    }
+                }
+                out += raw[i] == ' ' ? '+' : raw[i];
+            }
+            for (auto& c : out)
+                if (c == ' ') c = '+';
+            return out;
+        }
+        pos = end + 1;
+    }
+    return {};
+}
+
+struct Profile {
+    std::string name, path, ca, certificate_profile, ra_subject;
+    bool include_root = true;
+    bool allow_single_des = false;
+    // RA identity, created on first use from the CA.
+    std::mutex mutex;
+    crypto::PKey ra_key;
+    crypto::Cert ra_cert;
+    std::vector<crypto::Cert> chain;  // issuing CA first
+};
+
+class ScepFeature final : public certconn::sdk::FeaturePlugin {
+public:
+    explicit ScepFeature(certconn::sdk::Host& host) : host_(host) {
+        const auto config = json::parse(host.config_json()).as_object();
+        if (const auto* profiles = config.if_contains("profiles")) {
+            for (const auto& [name, value] : profiles->as_object()) {
+                const auto& o = value.as_object();
+                auto p = std::make_unique<Profile>();
+                p->name = std::string(name);
+                p->path = std::string(o.at("path").as_string());
+                p->ca = std::string(o.at("ca").as_string());
+                p->certificate_profile = o.contains("certificate_profile") ? std::string(o.at("certificate_profile").as_string()) : "default";
+                p->ra_subject = o.contains("ra_subject") ? std::string(o.at("ra_subject").as_string()) : "CN=certconnector SCEP RA (" + p->name + ")";
+                if (o.contains("include_root")) p->include_root = o.at("include_root").as_bool();
+                if (o.contains("allow_single_des")) p->allow_single_des = o.at("allow_single_des").as_bool();
+                Profile* raw = p.get();
+                for (const std::string path : {p->path, p->path + "/pkiclient.exe"})
+                    for (const char* method : {"GET", "POST"})
+                        host.route(method, path, [this, raw](const HttpRequest& r) { return handle(*raw, r); });
+                profiles_.push_back(std::move(p));
+            }
+        }
+    }
+
+    std::string run_job(const std::string&) override {
+        throw Error(CC_ERR_NOT_SUPPORTED, "the scep feature serves devices over HTTP; it takes no tenant jobs");
+    }
+
+private:
+    /// Loads the profile's RA key and certificate, or creates them: key here, certificate from the CA.
+    void ensure_ra(Profile& p) {
+        std::lock_guard lock(p.mutex);
+        if (p.ra_cert) return;
+        const auto dir = host_.state_dir() / p.name;
+        std::filesystem::create_directories(dir);
+        ::chmod(dir.c_str(), 0700);
+        if (!std::filesystem::exists(dir / "ra.pem")) {
+            crypto::PKey key = crypto::generate_key("rsa2048");  // RSA: clients encrypt to the RA
+            const std::string csr = crypto::make_csr_pem(key.get(), p.ra_subject, {});
+            const std::string answer = host_.ca_issue(p.ca, json::serialize(json::object{
+                                                                {"request_id", "scep-ra:" + p.name}, {"csr_pem", csr},
+                                                                {"profile", p.certificate_profile}, {"requester", "scep"}}));
+            const auto a = json::parse(answer).as_object();
+            write_private(dir / "ra-key.pem", crypto::private_key_pem(key.get()));
+            write_private(dir / "chain.pem", std::string(a.at("chain_pem").as_string()));
+            write_private(dir / "ra.pem", std::string(a.at("certificate_pem").as_string()));  // last: marks completion
+        }
+        p.ra_key = crypto::load_private_key(read_text(dir / "ra-key.pem"));
+        p.chain = crypto::load_certificates(read_text(dir / "chain.pem"));
+        p.ra_cert = crypto::load_certificate(read_text(dir / "ra.pem"));
+    }
+
+    HttpResponse handle(Profile& p, const HttpRequest& r) {
+        const std::string operation = query_value(r.query, "operation");
+        try {
+            if (operation == "GetCACaps")
+                return {200, {{"Content-Type", "text/plain"}}, "AES\nDES3\nSHA-256\nSHA-512\nSHA-1\nPOSTPKIOperation\nSCEPStandard\nRenewal\n"};
+            ensure_ra(p);
+            if (operation == "GetCACert") {
+                std::vector<X509*> certs{p.ra_cert.get()};
+                for (std::size_t i = 0; i < p.chain.size(); ++i)
+                    if (p.include_root || i + 1 < p.chain.size() || p.chain.size() == 1) certs.push_back(p.chain[i].get());
+                return {200, {{"Content-Type", "application/x-x509-ca-ra-cert"}}, scep::certs_only(certs)};
+            }
+            if (operation == "PKIOperation") {
+                std::string der;
+                if (r.method == "POST") {
+                    der = std::string(r.body);
+                } else {
+                    try {
+                        der = crypto::base64_decode(query_value(r.query, "message"));
+                    } catch (const std::invalid_argument&) {
+                        return {400, {{"Content-Type", "text/plain"}}, "the message parameter is not base64\n"};
+                    }
+                }
+                return pki_operation(p, der, r);
+            }
+            return {400, {{"Content-Type", "text/plain"}}, "unknown operation\n"};
+        } catch (const Error& e) {
+            host_.log(CC_EV_ScepIssuedFailure, CC_LEVEL_ERROR, "profile '" + p.name + "': " + e.what());
+            if (e.retryable()) return {503, {{"Content-Type", "text/plain"}, {"Retry-After", "60"}}, "temporarily unavailable\n"};
+            return {500, {{"Content-Type", "text/plain"}}, "internal error\n"};
+        }
+    }
+
+    HttpResponse pki_operation(Profile& p, const std::string& der, const HttpRequest& r) {
+        scep::PkiRequest req;
+        try {
+            req = scep::parse_request(der, p.ra_key.get(), p.ra_cert.get(), p.allow_single_des);
+        } catch (const scep::MalformedMessage& e) {
+            host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_WARNING, "profile '" + p.name + "': refused a malformed message from " +
+                                                                       std::string(r.remote_address) + ": " + e.what());
+            return {400, {{"Content-Type", "text/plain"}}, "malformed SCEP message\n"};
+        }
+        const std::string& tx = req.transaction_id;
+        host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                  "profile '" + p.name + "': message type " + std::to_string(static_cast<int>(req.type)) + " via " +
+                      std::string(r.method) + " from " + std::string(r.remote_address) + " (" + req.cipher_name + ")",
+                  tx);
+        auto fail = [&](scep::FailInfo info, std::uint32_t event, const std::string& why) -> HttpResponse {
+            host_.log(event, CC_LEVEL_WARNING, "profile '" + p.name + "': " + why, tx);
+            host_.log(CC_EV_ScepRequestIssuedFailure, CC_LEVEL_ERROR, "SCEP request refused: " + why, tx);
+            return reply(scep::failure_reply(req, info, p.ra_cert.get(), p.ra_key.get()));
+        };
+        if (req.type != scep::MessageType::PKCSReq)
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
+                        "message type " + std::to_string(static_cast<int>(req.type)) + " is not supported by this server yet");
+        if (!req.inner)
+            return fail(req.refused_cipher ? scep::FailInfo::BadAlg : scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure,
+                        req.decrypt_error);
+        const auto* cp = reinterpret_cast<const unsigned char*>(req.inner->data());
+        crypto::Request csr(d2i_X509_REQ(nullptr, &cp, static_cast<long>(req.inner->size())));
+        if (!csr) {
+            ERR_clear_error();
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure, "the envelope does not hold a PKCS#10 request");
+        }
+        if (X509_REQ_verify(csr.get(), X509_REQ_get0_pubkey(csr.get())) != 1) {
+            ERR_clear_error();
+            return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure, "the CSR's signature does not verify");
+        }
+        crypto::Bio bio(BIO_new(BIO_s_mem()));
+        PEM_write_bio_X509_REQ(bio.get(), csr.get());
+        char* data = nullptr;
+        const long csr_len = BIO_get_mem_data(bio.get(), &data);
+        const std::string csr_text(data, static_cast<std::size_t>(csr_len));
+
+        // The tenant decides whether this device may enroll.
+        const auto challenge = scep::challenge_password(csr.get());
+        const std::string verdict = host_.tenant_call(
+            "scep.validate", json::serialize(json::object{{"profile", p.name}, {"transaction_id", tx}, {"csr_pem", csr_text},
+                                                          {"challenge", challenge ? json::value(*challenge) : json::value(nullptr)}}));
+        const auto v = json::parse(verdict).as_object();
+        const std::string code = v.contains("code") ? std::string(v.at("code").as_string()) : "";
+        if (code != "Success")
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
+                        "the tenant refused the request: " + code +
+                            (v.contains("errorDescription") ? " (" + std::string(v.at("errorDescription").as_string()) + ")" : ""));
+        host_.log(CC_EV_ScepVerifySuccess, CC_LEVEL_INFO, "challenge validated by the tenant", tx);
+
+        std::string issued;
+        try {
+            issued = host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", "scep:" + p.name + ":" + tx},
+                                                                       {"csr_pem", csr_text},
+                                                                       {"profile", p.certificate_profile},
+                                                                       {"requester", "scep"}}));
+        } catch (const Error& e) {
+            if (e.retryable()) throw;
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, std::string("the CA refused: ") + e.what());
+        }
+        const auto a = json::parse(issued).as_object();
+        crypto::Cert cert = crypto::load_certificate(std::string(a.at("certificate_pem").as_string()));
+        if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(csr.get())) != 1)
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
+                        "transaction " + tx + " was already used for another key");
+        const std::string serial = crypto::serial_hex(cert.get());
+        host_.log(CC_EV_ScepIssuedSuccess, CC_LEVEL_INFO, "certificate " + serial + " issued by CA '" + p.ca + "'", tx);
+        notify(p, tx, csr_text, cert.get());
+        return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
+    }
+
+    void notify(const Profile& p, const std::string& tx, const std::string& csr, X509* cert) {
+        const json::object note{{"transaction_id", tx},
+                                {"profile", p.name},
+                                {"certificate_request", csr},
+                                {"certificate_thumbprint", crypto::fingerprint_hex(cert, EVP_sha1())},
+                                {"certificate_serial_number", crypto::serial_hex(cert)},
+                                {"certificate_expiration_date_utc", crypto::time_iso8601(X509_get0_notAfter(cert))},
+                                {"certificate_authority", p.ca}};
+        try {
+            host_.tenant_call("scep.notify_success", json::serialize(note));
+            host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO, "tenant notified", tx);
+            host_.log(CC_EV_ScepRequestSuccess, CC_LEVEL_INFO,
+                      "SCEP certificate " + crypto::serial_hex(cert) + " issued for " +
+                          crypto::name_string(X509_get_subject_name(cert)) + " (profile '" + p.name + "')",
+                      tx);
+        } catch (const Error& e) {
+            host_.log(CC_EV_ScepRequestUploadFailure, CC_LEVEL_ERROR,
+                      "certificate issued but the tenant was not notified: " + std::string(e.what()), tx);
+        }
+    }
+
+    static HttpResponse reply(std::string der) { return {200, {{"Content-Type", "application/x-pki-message"}}, std::move(der)}; }
+
+    certconn::sdk::Host& host_;
+    std::vector<std::unique_ptr<Profile>> profiles_;
+};
+
+}  // namespace
+
+CERTCONN_PLUGIN(ScepFeature, "scep", "0.1.0", "2026-11-24", "SCEP server (RFC 8894), challenges validated by the tenant", kSchema)

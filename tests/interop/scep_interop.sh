@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Interop: real SCEP clients from Debian packages enroll against the connector's SCEP server.
+#   micromdm scepclient (single DES + SHA-1, POST) and certmonger (getcert: GET, AES-256, SHA-256);
+#   wrong challenges and refused ciphers get signed FAILURE CertReps with the right failInfo;
+#   issued certificates verify with openssl against GetCACert's chain; the tenant is notified.
+# usage: scep_interop.sh CERTCONNECTOR_BIN PLUGIN_DIR
+set -uo pipefail
+bin=$(realpath "$1")
+plugins=$(realpath "$2")
+py=/usr/bin/python3
+work=$(mktemp -d /tmp/certconn-scep-XXXXXX)
+chmod 755 "$work"
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   - $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && sed 's/^/       /' <<<"$2"; }
+check() { local name=$1; shift; local out; if out=$("$@" 2>&1); then ok "$name"; else fail "$name" "$out"; fi; }
+expect() { local name=$1 text=$2; shift 2; local out; out=$("$@" 2>&1); if grep -q -- "$text" <<<"$out"; then ok "$name"; else fail "$name" "$out"; fi; }
+
+# micromdm scepclient encrypts to every certificate GetCACert returns and only speaks RSA:
+# this CA is RSA throughout.
+cat >"$work/c.toml" <<TOML
+[host]
+listen = "127.0.0.1:0"
+plugin_dir = "$plugins"
+state_dir = "state"
+log_dir = "log"
+[tenant]
+plugin = "local"
+scep_challenges = { devices = "s3cret-challenge", strict = "strict-challenge" }
+[ca.corp]
+plugin = "local"
+algorithm = "rsa3072"
+[features]
+pkcs = false
+[scep.profiles.devices]
+path = "/scep"
+ca = "corp"
+allow_single_des = true
+[scep.profiles.strict]
+path = "/scep-strict"
+ca = "corp"
+TOML
+"$bin" run --config "$work/c.toml" >"$work/daemon.out" 2>&1 &
+daemon=$!
+cleanup() { kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do "$bin" status --config "$work/c.toml" >/dev/null 2>&1 && break; sleep 0.1; done
+port=$("$bin" status --config "$work/c.toml" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["port"])')
+url="http://127.0.0.1:$port"
+
+expect "GetCACaps advertises AES, SHA-256, POSTPKIOperation, SCEPStandard, Renewal" "SCEPStandard" \
+  bash -c "curl -sf '$url/scep?operation=GetCACaps' | tr '\n' ' ' | grep 'AES' | grep 'SHA-256' | grep 'POSTPKIOperation' | grep 'Renewal'"
+check "GetCACert answers a CA+RA PKCS#7 with RA, issuing and root" bash -c "
+  curl -sf -D '$work/h' '$url/scep?operation=GetCACert' -o '$work/cacert.p7' &&
+  grep -qi 'content-type: application/x-x509-ca-ra-cert' '$work/h' &&
+  [ \$(openssl pkcs7 -inform DER -in '$work/cacert.p7' -print_certs | grep -c 'BEGIN CERTIFICATE') = 3 ]"
+openssl pkcs7 -inform DER -in "$work/cacert.p7" -print_certs >"$work/all.pem"
+awk '/BEGIN/{n++} n==2' "$work/all.pem" >"$work/issuing.pem"
+awk '/BEGIN/{n++} n==3' "$work/all.pem" >"$work/root.pem"
+check "the RA certificate allows digitalSignature and keyEncipherment" bash -c "
+  awk '/BEGIN/{n++} n==1' '$work/all.pem' | openssl x509 -noout -ext keyUsage | grep -q 'Digital Signature, Key Encipherment'"
+
+# micromdm scepclient: single DES + SHA-1 over POST.
+mkdir -p "$work/mm" && cd "$work/mm"
+expect "scepclient enrolls (DES, SHA-1, POST)" "server returned a certificate" \
+  timeout 60 scepclient -server-url "$url/scep" -challenge s3cret-challenge -cn mm-device -private-key key.pem -certificate cert.pem
+check "scepclient's certificate verifies against GetCACert's chain" \
+  openssl verify -CAfile "$work/root.pem" -untrusted "$work/issuing.pem" "$work/mm/cert.pem"
+mkdir -p "$work/mm2" && cd "$work/mm2"
+expect "a wrong challenge gets a signed FAILURE with failInfo badRequest" "failInfo: badRequest" \
+  timeout 60 scepclient -server-url "$url/scep" -challenge wrong -cn mm-intruder -private-key key.pem -certificate cert.pem
+mkdir -p "$work/mm3" && cd "$work/mm3"
+expect "single DES on a profile that refuses it gets failInfo badAlg" "failInfo: badAlg" \
+  timeout 60 scepclient -server-url "$url/scep-strict" -challenge strict-challenge -cn mm-des -private-key key.pem -certificate cert.pem
+cd "$work"
+
+# certmonger: GET, AES-256 + SHA-256 from the caps.
+mkdir -p "$work/cm"/{config,requests,cas,tmp,local}
+export CERTMONGER_CONFIG_DIR="$work/cm/config" CERTMONGER_REQUESTS_DIR="$work/cm/requests" CERTMONGER_CAS_DIR="$work/cm/cas"
+export CERTMONGER_TMPDIR="$work/cm/tmp" CERTMONGER_LOCAL_CA_DIR="$work/cm/local"
+cat "$work/issuing.pem" "$work/root.pem" >"$work/cabundle.pem"
+timeout 120 dbus-run-session -- bash -c "
+  certmonger -s -n >'$work/cm/daemon.log' 2>&1 &
+  for _ in \$(seq 1 50); do getcert list-cas -s >/dev/null 2>&1 && break; sleep 0.1; done
+  getcert add-scep-ca -s -c connector -u '$url/scep-strict' -R '$work/cabundle.pem'
+  sleep 1
+  getcert request -s -c connector -k '$work/cm/key.pem' -f '$work/cm/cert.pem' -L strict-challenge -N CN=cm-device -w
+" >"$work/cm/getcert.out" 2>&1
+check "certmonger enrolls (GET, AES-256, SHA-256)" \
+  openssl verify -CAfile "$work/root.pem" -untrusted "$work/issuing.pem" "$work/cm/cert.pem"
+check "certmonger's request came over GET with AES-256-CBC" bash -c "grep -q 'via GET from .* (AES-256-CBC)' '$work/log/operational.jsonl'"
+check "scepclient's request came over POST with DES-CBC" bash -c "grep -q 'via POST from .* (DES-CBC)' '$work/log/operational.jsonl'"
+
+# Garbage never crashes or hangs the server.
+expect "a garbage POST is answered 400" "400" \
+  curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary 'not a pki message' "$url/scep?operation=PKIOperation"
+expect "a GET message that is not base64 is answered 400" "400" \
+  curl -s -o /dev/null -w '%{http_code}' "$url/scep?operation=PKIOperation&message=%%%"
+expect "an unknown operation is answered 400" "400" curl -s -o /dev/null -w '%{http_code}' "$url/scep?operation=Nope"
+
+# Events and tenant notifications.
+check "4000 ScepRequestSuccess in Admin for both enrollments" bash -c "[ \$(grep -c '\"id\":4000' '$work/log/admin.jsonl') = 2 ]"
+check "4001 in Admin for the two refusals" bash -c "[ \$(grep -c '\"id\":4001' '$work/log/admin.jsonl') = 2 ]"
+check "the tenant recorded two success notifications" "$py" -c "
+import sqlite3; c = sqlite3.connect('$work/state/plugins/tenant-local/scep.db')
+n = c.execute(\"select count(*) from scep_notifications where kind = 'success'\").fetchone()[0]
+assert n == 2, n"
+check "the challenges never reach the logs" bash -c "! grep -rq 's3cret-challenge\|strict-challenge' '$work/log'"
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
