@@ -1,6 +1,6 @@
 // certconnector: the daemon and its command-line interface.
 #include "cli/CommandLine.hpp"
-#include "cli/JobCommands.hpp"
+#include "cli/AdminSocketCommands.hpp"
 #include "daemon/Connector.hpp"
 #include "http/AdminClient.hpp"
 #include "status/SupportPolicy.hpp"
@@ -273,6 +273,15 @@ const std::vector<Command>& commands() {
              if (!name) throw std::invalid_argument("ca export needs --name NAME");
              auto socket = admin_socket(o);
              return socket ? export_ca(*name, *socket) : kExitProblems;
+         }},
+        {"scep challenge", "create a one-time SCEP challenge, optionally bound to a subject and SANs (tenant-local)",
+         {kConfigOption, kSocketOption, {"profile", true, "the SCEP profile ([scep.profiles.<name>])"},
+          {"subject", true, "the subject DN the CSR must carry"},
+          {"san", true, "a SAN TYPE:VALUE the CSR must carry; repeatable (then exactly these)", true},
+          {"ttl", true, "validity: 90s, 30m, 1h (default), 7d"}},
+         [](const ParsedOptions& o) {
+             auto socket = admin_socket(o);
+             return socket ? create_scep_challenge(o, *socket) : kExitProblems;
          }},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
         {"events", "list every event id (Markdown table, or JSON)", {kJsonOption, {"markdown", false, "Markdown table (default)"}},

@@ -41,6 +41,7 @@ public:
         if (const auto* t = config.if_contains("intake_token")) token_ = t->as_string().c_str();
         host.route("POST", "/tenant/v1/jobs", [this](const HttpRequest& r) { return guard(r, [&] { return submit(r); }); });
         host.route("GET", "/tenant/v1/jobs/", [this](const HttpRequest& r) { return guard(r, [&] { return show(r); }); });
+        host.route("POST", "/tenant/v1/scep/challenges", [this](const HttpRequest& r) { return guard(r, [&] { return challenge(r); }); });
     }
 
     std::string claim_jobs(const std::string& features_json, uint32_t max_jobs, uint32_t lease_seconds) override {
@@ -133,6 +134,38 @@ private:
         const bool existed = queue_.find(id).has_value();
         const auto job = queue_.submit(std::string(feature->as_string()), json::serialize(*request), id);
         return json_response(existed ? 200 : 201, job.to_json(false));
+    }
+
+    HttpResponse challenge(const HttpRequest& r) {
+        std::error_code ec;
+        json::value doc = json::parse(r.body, ec);
+        if (ec || !doc.is_object()) return problem(400, "the body must be a JSON object: {\"profile\": ..., \"subject\": ..., \"sans\": [...], \"ttl_seconds\": ...}");
+        const json::object& o = doc.get_object();
+        const auto* profile = o.if_contains("profile");
+        if (!profile || !profile->is_string() || profile->as_string().empty()) return problem(400, "'profile' (the SCEP profile) is required");
+        std::string subject;
+        if (const auto* s = o.if_contains("subject")) {
+            if (!s->is_string()) return problem(400, "'subject' must be a string");
+            subject = s->as_string().c_str();
+        }
+        std::vector<std::string> sans;
+        if (const auto* list = o.if_contains("sans")) {
+            if (!list->is_array()) return problem(400, "'sans' must be an array of \"type:value\" strings");
+            for (const auto& s : list->as_array()) {
+                if (!s.is_string()) return problem(400, "'sans' must be an array of \"type:value\" strings");
+                sans.emplace_back(s.as_string());
+            }
+        }
+        std::int64_t ttl = 3600;
+        if (const auto* t = o.if_contains("ttl_seconds")) {
+            if (!t->is_int64() || t->as_int64() < 60 || t->as_int64() > 7 * 86400) return problem(400, "'ttl_seconds' must be 60 .. 604800");
+            ttl = t->as_int64();
+        }
+        try {
+            return json_response(201, scep_.create_challenge(std::string(profile->as_string()), subject, sans, ttl));
+        } catch (const std::invalid_argument& e) {
+            return problem(400, e.what());
+        }
     }
 
     HttpResponse show(const HttpRequest& r) {

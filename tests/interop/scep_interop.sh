@@ -73,6 +73,23 @@ expect "a wrong challenge gets a signed FAILURE with failInfo badRequest" "failI
 mkdir -p "$work/mm3" && cd "$work/mm3"
 expect "single DES on a profile that refuses it gets failInfo badAlg" "failInfo: badAlg" \
   timeout 60 scepclient -server-url "$url/scep-strict" -challenge strict-challenge -cn mm-des -private-key key.pem -certificate cert.pem
+
+# One-time dynamic challenges (certconnector scep challenge), bound to the expected subject.
+dyn=$("$bin" scep challenge --config "$work/c.toml" --profile devices --subject "/C=US/O=scep-client/OU=MDM/CN=mm-dyn" --ttl 10m 2>/dev/null)
+mkdir -p "$work/dyn1" && cd "$work/dyn1"
+expect "a one-time challenge bound to the subject enrolls" "server returned a certificate" \
+  timeout 60 scepclient -server-url "$url/scep" -challenge "$dyn" -cn mm-dyn -private-key key.pem -certificate cert.pem
+mkdir -p "$work/dyn2" && cd "$work/dyn2"
+expect "the same challenge from another device is refused" "failInfo: badRequest" \
+  timeout 60 scepclient -server-url "$url/scep" -challenge "$dyn" -cn mm-dyn -private-key key.pem -certificate cert.pem
+bound=$("$bin" scep challenge --config "$work/c.toml" --profile devices --subject "CN=someone-else" 2>/dev/null)
+mkdir -p "$work/dyn3" && cd "$work/dyn3"
+expect "a challenge bound to another subject is refused" "failInfo: badRequest" \
+  timeout 60 scepclient -server-url "$url/scep" -challenge "$bound" -cn mm-thief -private-key key.pem -certificate cert.pem
+check "the refusals name their reasons in the log" bash -c "
+  grep -q 'already used by another request' '$work/log/operational.jsonl' && grep -q 'SubjectNameMismatch' '$work/log/operational.jsonl'"
+expect "a challenge without a profile is refused, naming the field" "'profile'" \
+  "$bin" scep challenge --config "$work/c.toml" --profile ""
 cd "$work"
 
 # certmonger: GET, AES-256 + SHA-256 from the caps.
@@ -100,13 +117,13 @@ expect "a GET message that is not base64 is answered 400" "400" \
 expect "an unknown operation is answered 400" "400" curl -s -o /dev/null -w '%{http_code}' "$url/scep?operation=Nope"
 
 # Events and tenant notifications.
-check "4000 ScepRequestSuccess in Admin for both enrollments" bash -c "[ \$(grep -c '\"id\":4000' '$work/log/admin.jsonl') = 2 ]"
-check "4001 in Admin for the two refusals" bash -c "[ \$(grep -c '\"id\":4001' '$work/log/admin.jsonl') = 2 ]"
-check "the tenant recorded two success notifications" "$py" -c "
+check "4000 ScepRequestSuccess in Admin for the three enrollments" bash -c "[ \$(grep -c '\"id\":4000' '$work/log/admin.jsonl') = 3 ]"
+check "4001 in Admin for the four refusals" bash -c "[ \$(grep -c '\"id\":4001' '$work/log/admin.jsonl') = 4 ]"
+check "the tenant recorded three success notifications" "$py" -c "
 import sqlite3; c = sqlite3.connect('$work/state/plugins/tenant-local/scep.db')
 n = c.execute(\"select count(*) from scep_notifications where kind = 'success'\").fetchone()[0]
-assert n == 2, n"
-check "the challenges never reach the logs" bash -c "! grep -rq 's3cret-challenge\|strict-challenge' '$work/log'"
+assert n == 3, n"
+check "the challenges never reach the logs" bash -c "! grep -rqF -e s3cret-challenge -e strict-challenge -e '$dyn' '$work/log'"
 
 echo
 echo "$passed passed, $failed failed"

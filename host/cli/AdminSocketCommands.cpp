@@ -1,4 +1,4 @@
-#include "cli/JobCommands.hpp"
+#include "cli/AdminSocketCommands.hpp"
 
 #include "http/AdminClient.hpp"
 
@@ -129,6 +129,40 @@ int show_job(const std::string& id, const ParsedOptions& o, const fs::path& sock
         return 1;
     }
     std::cout << reply.body << "\n";
+    return 0;
+}
+
+int create_scep_challenge(const ParsedOptions& o, const fs::path& socket) {
+    const auto profile = o.value("profile");
+    if (!profile) throw std::invalid_argument("scep challenge needs --profile P (the SCEP profile)");
+    json::object request{{"profile", *profile}};
+    if (auto subject = o.value("subject")) request["subject"] = *subject;
+    json::array sans;
+    for (const auto& s : o.all("san")) sans.push_back(json::string(s));
+    if (!sans.empty()) request["sans"] = sans;
+    if (auto ttl = o.value("ttl")) {
+        // 90, 90s, 30m, 1h, 7d
+        std::size_t used = 0;
+        long long n = 0;
+        try {
+            n = std::stoll(*ttl, &used);
+        } catch (const std::exception&) {
+            throw std::invalid_argument("--ttl '" + *ttl + "': expected a number with s, m, h or d");
+        }
+        const std::string unit = ttl->substr(used);
+        const long long factor = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+        if (factor == 0) throw std::invalid_argument("--ttl '" + *ttl + "': expected a number with s, m, h or d");
+        request["ttl_seconds"] = n * factor;
+    }
+    AdminReply reply = admin_request(socket, "POST", "/tenant/v1/scep/challenges", json::serialize(request));
+    if (reply.status != 201) {
+        std::cerr << "certconnector scep challenge: " << reply.body << "\n";
+        return 1;
+    }
+    const json::value answer = json::parse(reply.body);
+    std::cout << answer.at("challenge").as_string().c_str() << "\n";
+    std::cerr << "one-time challenge for SCEP profile '" << *profile << "', valid until " << answer.at("expires_at").as_string().c_str()
+              << "\n";
     return 0;
 }
 

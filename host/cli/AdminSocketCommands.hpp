@@ -1,5 +1,5 @@
-// CLI commands that talk to a running connector's tenant-local queue and CAs over the admin
-// socket: submit, job show, ca export.
+// CLI commands that talk to a running connector over its admin socket: submit, job show,
+// ca export, scep challenge.
 #pragma once
 
 #include "cli/CommandLine.hpp"
@@ -13,5 +13,7 @@ namespace certconn::host {
 int submit_job(const std::string& feature, const ParsedOptions& options, const std::filesystem::path& admin_socket);
 int show_job(const std::string& id, const ParsedOptions& options, const std::filesystem::path& admin_socket);
 int export_ca(const std::string& name, const std::filesystem::path& admin_socket);
+/// Creates a one-time SCEP challenge; prints it on stdout (its expiry on stderr).
+int create_scep_challenge(const ParsedOptions& options, const std::filesystem::path& admin_socket);
 
 }  // namespace certconn::host
