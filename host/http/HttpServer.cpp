@@ -243,6 +243,9 @@ void HttpServer::listen_tcp(const std::string& address, const std::optional<TlsS
         acceptor.bind(endpoint);
         acceptor.listen(asio::socket_base::max_listen_connections);
         tcp_port_ = acceptor.local_endpoint().port();
+    } catch (const boost::system::system_error& e) {  // what() would append Boost's source location
+        impl_->tcp_acceptor.reset();
+        throw std::runtime_error("cannot listen on " + address + ": " + e.code().message());
     } catch (const std::exception& e) {
         impl_->tcp_acceptor.reset();
         throw std::runtime_error("cannot listen on " + address + ": " + e.what());

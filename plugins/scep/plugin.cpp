@@ -32,7 +32,9 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
     "certificate_profile": {"type":"string","description":"that CA's certificate profile (default: default)"},
     "ra_subject": {"type":"string"},
     "include_root": {"type":"boolean","description":"GetCACert includes the root CA (default true)"},
-    "allow_single_des": {"type":"boolean","description":"accept single-DES requests via OpenSSL's legacy provider (default false)"}
+    "allow_single_des": {"type":"boolean","description":"accept single-DES requests via OpenSSL's legacy provider (default false)"},
+    "renewal_window_days": {"type":"integer","min":0,"max":3650,
+      "description":"renewal (signed by a valid certificate this CA issued) only this close to expiry; 0 = any time (default)"}
   }}}
 }})json";
 
@@ -88,6 +90,7 @@ struct Profile {
     std::string name, path, ca, certificate_profile, ra_subject;
     bool include_root = true;
     bool allow_single_des = false;
+    int renewal_window_days = 0;
     // RA identity, created on first use from the CA.
     std::mutex mutex;
     crypto::PKey ra_key;
@@ -110,6 +113,7 @@ public:
                 p->ra_subject = o.contains("ra_subject") ? std::string(o.at("ra_subject").as_string()) : "CN=certconnector SCEP RA (" + p->name + ")";
                 if (o.contains("include_root")) p->include_root = o.at("include_root").as_bool();
                 if (o.contains("allow_single_des")) p->allow_single_des = o.at("allow_single_des").as_bool();
+                if (o.contains("renewal_window_days")) p->renewal_window_days = static_cast<int>(o.at("renewal_window_days").as_int64());
                 Profile* raw = p.get();
                 for (const std::string path : {p->path, p->path + "/pkiclient.exe"})
                     for (const char* method : {"GET", "POST"})
@@ -199,9 +203,14 @@ private:
             host_.log(CC_EV_ScepRequestIssuedFailure, CC_LEVEL_ERROR, "SCEP request refused: " + why, tx);
             return reply(scep::failure_reply(req, info, p.ra_cert.get(), p.ra_key.get()));
         };
-        if (req.type != scep::MessageType::PKCSReq)
+        if (req.type != scep::MessageType::PKCSReq && req.type != scep::MessageType::RenewalReq)
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
                         "message type " + std::to_string(static_cast<int>(req.type)) + " is not supported by this server yet");
+        // Renewal: signed by a still-valid certificate this CA issued, it needs no challenge.
+        std::string renewal_problem;
+        const bool renewal = issued_by_us(p, req.signer.get(), renewal_problem);
+        if (req.type == scep::MessageType::RenewalReq && !renewal)
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure, "RenewalReq refused: " + renewal_problem);
         if (!req.inner)
             return fail(req.refused_cipher ? scep::FailInfo::BadAlg : scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure,
                         req.decrypt_error);
@@ -221,6 +230,14 @@ private:
         const long csr_len = BIO_get_mem_data(bio.get(), &data);
         const std::string csr_text(data, static_cast<std::size_t>(csr_len));
 
+        if (renewal) {
+            if (X509_NAME_cmp(X509_REQ_get_subject_name(csr.get()), X509_get_subject_name(req.signer.get())) != 0)
+                return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure, "a renewal must keep the subject of the certificate it renews");
+            host_.log(CC_EV_ScepVerifySuccess, CC_LEVEL_INFO,
+                      "renewal authorised by certificate " + crypto::serial_hex(req.signer.get()), tx);
+            return issue(p, req, csr.get(), csr_text, tx, "renew:" + crypto::serial_hex(req.signer.get()), fail);
+        }
+
         // The tenant decides whether this device may enroll.
         const auto challenge = scep::challenge_password(csr.get());
         const std::string verdict = host_.tenant_call(
@@ -233,10 +250,22 @@ private:
                         "the tenant refused the request: " + code +
                             (v.contains("errorDescription") ? " (" + std::string(v.at("errorDescription").as_string()) + ")" : ""));
         host_.log(CC_EV_ScepVerifySuccess, CC_LEVEL_INFO, "challenge validated by the tenant", tx);
+        return issue(p, req, csr.get(), csr_text, tx, "enroll", fail);
+    }
 
+    template <class Fail>
+    HttpResponse issue(Profile& p, const scep::PkiRequest& req, X509_REQ* csr, const std::string& csr_text, const std::string& tx,
+                       const std::string& kind, Fail& fail) {
+        // The CA issues once per request id: a client resending the same request gets the same
+        // certificate; a new CSR or a renewal of another certificate is a new request.
+        unsigned char md[32];
+        unsigned int md_len = 0;
+        EVP_Digest(req.inner->data(), req.inner->size(), md, &md_len, EVP_sha256(), nullptr);
+        const std::string request_id = "scep:" + p.name + ":" + kind + ":" + tx + ":" +
+                                       crypto::hex_encode(std::string_view(reinterpret_cast<char*>(md), 16));
         std::string issued;
         try {
-            issued = host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", "scep:" + p.name + ":" + tx},
+            issued = host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", request_id},
                                                                        {"csr_pem", csr_text},
                                                                        {"profile", p.certificate_profile},
                                                                        {"requester", "scep"}}));
@@ -246,13 +275,47 @@ private:
         }
         const auto a = json::parse(issued).as_object();
         crypto::Cert cert = crypto::load_certificate(std::string(a.at("certificate_pem").as_string()));
-        if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(csr.get())) != 1)
+        if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(csr)) != 1)
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
                         "transaction " + tx + " was already used for another key");
         const std::string serial = crypto::serial_hex(cert.get());
         host_.log(CC_EV_ScepIssuedSuccess, CC_LEVEL_INFO, "certificate " + serial + " issued by CA '" + p.ca + "'", tx);
         notify(p, tx, csr_text, cert.get());
         return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
+    }
+
+    /// Whether `cert` is a currently valid certificate issued under this profile's CA chain, and
+    /// within the renewal window. `why` says what is missing when not.
+    bool issued_by_us(const Profile& p, X509* cert, std::string& why) const {
+        if (X509_check_issued(cert, cert) == X509_V_OK) {
+            why = "the request is signed by a self-signed certificate";
+            return false;
+        }
+        X509_STORE* store = X509_STORE_new();
+        for (const auto& c : p.chain) X509_STORE_add_cert(store, c.get());
+        X509_STORE_CTX* ctx = X509_STORE_CTX_new();
+        X509_STORE_CTX_init(ctx, store, cert, nullptr);
+        // The chain's root is in the store as a trust anchor; intermediates are trusted too.
+        X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_PARTIAL_CHAIN);
+        const int ok = X509_verify_cert(ctx);
+        const int err = X509_STORE_CTX_get_error(ctx);
+        X509_STORE_CTX_free(ctx);
+        X509_STORE_free(store);
+        if (ok != 1) {
+            why = std::string("the signing certificate does not verify against this profile's CA: ") + X509_verify_cert_error_string(err);
+            ERR_clear_error();
+            return false;
+        }
+        if (p.renewal_window_days > 0) {
+            int days = 0, secs = 0;
+            ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notAfter(cert));
+            if (days > p.renewal_window_days) {
+                why = "the certificate expires in " + std::to_string(days) + " days; renewal opens " +
+                      std::to_string(p.renewal_window_days) + " days before expiry";
+                return false;
+            }
+        }
+        return true;
     }
 
     void notify(const Profile& p, const std::string& tx, const std::string& csr, X509* cert) {

@@ -67,6 +67,14 @@ expect "scepclient enrolls (DES, SHA-1, POST)" "server returned a certificate" \
   timeout 60 scepclient -server-url "$url/scep" -challenge s3cret-challenge -cn mm-device -private-key key.pem -certificate cert.pem
 check "scepclient's certificate verifies against GetCACert's chain" \
   openssl verify -CAfile "$work/root.pem" -untrusted "$work/issuing.pem" "$work/mm/cert.pem"
+cp "$work/mm/cert.pem" "$work/mm/first.pem"
+expect "renewal: scepclient's RenewalReq, signed by its certificate, needs no challenge" "server returned a certificate" \
+  timeout 60 scepclient -server-url "$url/scep" -cn mm-device -private-key key.pem -certificate cert.pem
+check "renewal: a new certificate, same subject, verifies" bash -c "
+  [ \"\$(openssl x509 -in cert.pem -noout -serial)\" != \"\$(openssl x509 -in first.pem -noout -serial)\" ] &&
+  [ \"\$(openssl x509 -in cert.pem -noout -subject)\" = \"\$(openssl x509 -in first.pem -noout -subject)\" ] &&
+  openssl verify -CAfile '$work/root.pem' -untrusted '$work/issuing.pem' cert.pem &&
+  grep -q 'message type 17 via POST' '$work/log/operational.jsonl' && grep -q 'renewal authorised by certificate' '$work/log/operational.jsonl'"
 mkdir -p "$work/mm2" && cd "$work/mm2"
 expect "a wrong challenge gets a signed FAILURE with failInfo badRequest" "failInfo: badRequest" \
   timeout 60 scepclient -server-url "$url/scep" -challenge wrong -cn mm-intruder -private-key key.pem -certificate cert.pem
@@ -117,12 +125,12 @@ expect "a GET message that is not base64 is answered 400" "400" \
 expect "an unknown operation is answered 400" "400" curl -s -o /dev/null -w '%{http_code}' "$url/scep?operation=Nope"
 
 # Events and tenant notifications.
-check "4000 ScepRequestSuccess in Admin for the three enrollments" bash -c "[ \$(grep -c '\"id\":4000' '$work/log/admin.jsonl') = 3 ]"
+check "4000 ScepRequestSuccess in Admin for the four enrollments" bash -c "[ \$(grep -c '\"id\":4000' '$work/log/admin.jsonl') = 4 ]"
 check "4001 in Admin for the four refusals" bash -c "[ \$(grep -c '\"id\":4001' '$work/log/admin.jsonl') = 4 ]"
-check "the tenant recorded three success notifications" "$py" -c "
+check "the tenant recorded four success notifications" "$py" -c "
 import sqlite3; c = sqlite3.connect('$work/state/plugins/tenant-local/scep.db')
 n = c.execute(\"select count(*) from scep_notifications where kind = 'success'\").fetchone()[0]
-assert n == 3, n"
+assert n == 4, n"
 check "the challenges never reach the logs" bash -c "! grep -rqF -e s3cret-challenge -e strict-challenge -e '$dyn' '$work/log'"
 
 echo
