@@ -166,6 +166,32 @@ int create_scep_challenge(const ParsedOptions& o, const fs::path& socket) {
     return 0;
 }
 
+int decide_scep(const std::string& transaction_id, bool approve, const fs::path& socket) {
+    const json::object body{{"transaction_id", transaction_id}, {"decision", approve ? "approve" : "deny"}};
+    AdminReply reply = admin_request(socket, "POST", "/scep/v1/pending/decide", json::serialize(body));
+    if (reply.status != 200) {
+        std::cerr << "certconnector scep " << (approve ? "approve" : "deny") << ": " << reply.body;
+        return 1;
+    }
+    std::cout << "transaction " << transaction_id << (approve ? " approved" : " denied")
+              << "; the client gets its answer at its next poll\n";
+    return 0;
+}
+
+int list_pending_scep(const fs::path& socket) {
+    AdminReply reply = admin_request(socket, "GET", "/scep/v1/pending");
+    if (reply.status != 200) {
+        std::cerr << "certconnector scep pending: " << reply.body;
+        return 1;
+    }
+    const json::value rows = json::parse(reply.body);
+    if (rows.as_array().empty()) std::cout << "no pending SCEP requests\n";
+    for (const auto& r : rows.as_array())
+        std::cout << r.at("transaction_id").as_string().c_str() << "  profile " << r.at("profile").as_string().c_str() << "  subject "
+                  << r.at("subject").as_string().c_str() << "  since " << r.at("received_at").as_string().c_str() << "\n";
+    return 0;
+}
+
 int export_ca(const std::string& name, const fs::path& socket) {
     AdminReply reply = admin_request(socket, "GET", "/admin/ca/" + name);
     if (reply.status != 200) {

@@ -13,6 +13,10 @@ namespace certconn::host {
 int submit_job(const std::string& feature, const ParsedOptions& options, const std::filesystem::path& admin_socket);
 int show_job(const std::string& id, const ParsedOptions& options, const std::filesystem::path& admin_socket);
 int export_ca(const std::string& name, const std::filesystem::path& admin_socket);
+/// Approves or denies a pending SCEP transaction.
+int decide_scep(const std::string& transaction_id, bool approve, const std::filesystem::path& admin_socket);
+/// Lists pending SCEP transactions.
+int list_pending_scep(const std::filesystem::path& admin_socket);
 /// Creates a one-time SCEP challenge; prints it on stdout (its expiry on stderr).
 int create_scep_challenge(const ParsedOptions& options, const std::filesystem::path& admin_socket);
 

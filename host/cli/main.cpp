@@ -38,6 +38,8 @@ struct Command {
     std::string summary;
     std::vector<OptionSpec> options;
     std::function<int(const ParsedOptions&)> run;
+    /// For commands taking one positional word (`submit FEATURE`, `job show ID`, ...).
+    std::function<int(const std::string&, const ParsedOptions&)> run_with_argument = nullptr;
 };
 
 fs::path config_path(const ParsedOptions& o) { return o.value("config").value_or(default_config().string()); }
@@ -264,8 +266,27 @@ const std::vector<Command>& commands() {
          {kConfigOption, kSocketOption, {"json", true, "the job document ({\"request\": {...}} or the request itself)"},
           {"id", true, "client-chosen job id"}, {"wait", false, "wait for the result"}, {"timeout", true, "seconds to wait (default 300)"},
           {"out", true, "directory for result.json and the *.cms files"}},
-         nullptr},
-        {"job show", "job show ID: a job's state and result", {kConfigOption, kSocketOption}, nullptr},
+         nullptr, [](const std::string& feature, const ParsedOptions& o) { return cmd_submit(feature, o); }},
+        {"job show", "job show ID: a job's state and result", {kConfigOption, kSocketOption}, nullptr,
+         [](const std::string& id, const ParsedOptions& o) {
+             auto socket = admin_socket(o);
+             return socket ? show_job(id, o, *socket) : kExitProblems;
+         }},
+        {"scep approve", "scep approve TXID: issue a SCEP request that waits for approval", {kConfigOption, kSocketOption}, nullptr,
+         [](const std::string& tx, const ParsedOptions& o) {
+             auto socket = admin_socket(o);
+             return socket ? decide_scep(tx, true, *socket) : kExitProblems;
+         }},
+        {"scep deny", "scep deny TXID: refuse a SCEP request that waits for approval", {kConfigOption, kSocketOption}, nullptr,
+         [](const std::string& tx, const ParsedOptions& o) {
+             auto socket = admin_socket(o);
+             return socket ? decide_scep(tx, false, *socket) : kExitProblems;
+         }},
+        {"scep pending", "list SCEP requests waiting for approval", {kConfigOption, kSocketOption},
+         [](const ParsedOptions& o) {
+             auto socket = admin_socket(o);
+             return socket ? list_pending_scep(*socket) : kExitProblems;
+         }},
         {"ca export", "print a configured CA's certificate chain (PEM, issuing CA first)",
          {kConfigOption, kSocketOption, {"name", true, "the CA's name ([ca.<name>])"}},
          [](const ParsedOptions& o) {
@@ -294,7 +315,7 @@ void print_usage(std::ostream& out) {
     out << "usage: certconnector <command> [options]\n\ncommands:\n";
     for (const auto& c : commands()) {
         std::string name = c.name;
-        name.resize(14, ' ');
+        name.resize(16, ' ');
         out << "  " << name << c.summary << "\n";
     }
     out << "\n`certconnector <command> --help` shows a command's options.\n";
@@ -351,9 +372,7 @@ int main(int argc, char** argv) {
         const ParsedOptions options = parse_options(rest, command->options, command->name);
         if (command->run) return command->run(options);
         if (positional.empty()) throw std::invalid_argument("'" + command->name + "' needs an argument (see --help)");
-        if (command->name == "submit") return cmd_submit(positional, options);
-        auto socket = admin_socket(options);
-        return socket ? show_job(positional, options, *socket) : kExitProblems;
+        return command->run_with_argument(positional, options);
     } catch (const std::invalid_argument& e) {
         std::cerr << "certconnector: " << e.what() << "\n";
         return kExitProblems;

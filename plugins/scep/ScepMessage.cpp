@@ -188,6 +188,10 @@ std::string success_reply(const PkiRequest& req, const std::vector<X509*>& certi
     return signed_reply(req, "0", std::nullopt, &envelope, ra_cert, ra_key);
 }
 
+std::string pending_reply(const PkiRequest& req, X509* ra_cert, EVP_PKEY* ra_key) {
+    return signed_reply(req, "3", std::nullopt, nullptr, ra_cert, ra_key);
+}
+
 std::string failure_reply(const PkiRequest& req, FailInfo info, X509* ra_cert, EVP_PKEY* ra_key) {
     return signed_reply(req, "2", info, nullptr, ra_cert, ra_key);
 }

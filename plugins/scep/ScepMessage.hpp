@@ -39,6 +39,8 @@ PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, 
 
 /// CertRep SUCCESS carrying `certificates` (issued certificate first), encrypted to the requester.
 std::string success_reply(const PkiRequest& req, const std::vector<X509*>& certificates, X509* ra_cert, EVP_PKEY* ra_key);
+/// CertRep PENDING: the request waits for approval; the client polls with CertPoll.
+std::string pending_reply(const PkiRequest& req, X509* ra_cert, EVP_PKEY* ra_key);
 /// CertRep FAILURE with `info`.
 std::string failure_reply(const PkiRequest& req, FailInfo info, X509* ra_cert, EVP_PKEY* ra_key);
 

@@ -1,5 +1,6 @@
 // scep: an RFC 8894 SCEP server. Each [scep.profiles.<name>] is an endpoint with its own CA,
 // certificate profile and RA certificate; the tenant validates every challenge.
+#include "PendingRequests.hpp"
 #include "ScepMessage.hpp"
 
 #include <certconn/crypto.hpp>
@@ -33,6 +34,7 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
     "ra_subject": {"type":"string"},
     "include_root": {"type":"boolean","description":"GetCACert includes the root CA (default true)"},
     "allow_single_des": {"type":"boolean","description":"accept single-DES requests via OpenSSL's legacy provider (default false)"},
+    "require_approval": {"type":"boolean","description":"requests wait for `certconnector scep approve` (default false)"},
     "renewal_window_days": {"type":"integer","min":0,"max":3650,
       "description":"renewal (signed by a valid certificate this CA issued) only this close to expiry; 0 = any time (default)"}
   }}}
@@ -91,6 +93,7 @@ struct Profile {
     bool include_root = true;
     bool allow_single_des = false;
     int renewal_window_days = 0;
+    bool require_approval = false;
     // RA identity, created on first use from the CA.
     std::mutex mutex;
     crypto::PKey ra_key;
@@ -100,8 +103,14 @@ struct Profile {
 
 class ScepFeature final : public certconn::sdk::FeaturePlugin {
 public:
-    explicit ScepFeature(certconn::sdk::Host& host) : host_(host) {
+    explicit ScepFeature(certconn::sdk::Host& host) : host_(host), pending_(host.state_dir() / "pending.db") {
         const auto config = json::parse(host.config_json()).as_object();
+        // Approval of pending requests: local clients only (the CLI uses the admin socket).
+        host.route("GET", "/scep/v1/pending", [this](const HttpRequest& r) {
+            if (!r.local) return HttpResponse{403, {{"Content-Type", "text/plain"}}, "local clients only\n"};
+            return HttpResponse{200, {{"Content-Type", "application/json"}}, json::serialize(pending_.list("pending"))};
+        });
+        host.route("POST", "/scep/v1/pending/decide", [this](const HttpRequest& r) { return decide(r); });
         if (const auto* profiles = config.if_contains("profiles")) {
             for (const auto& [name, value] : profiles->as_object()) {
                 const auto& o = value.as_object();
@@ -113,6 +122,7 @@ public:
                 p->ra_subject = o.contains("ra_subject") ? std::string(o.at("ra_subject").as_string()) : "CN=certconnector SCEP RA (" + p->name + ")";
                 if (o.contains("include_root")) p->include_root = o.at("include_root").as_bool();
                 if (o.contains("allow_single_des")) p->allow_single_des = o.at("allow_single_des").as_bool();
+                if (o.contains("require_approval")) p->require_approval = o.at("require_approval").as_bool();
                 if (o.contains("renewal_window_days")) p->renewal_window_days = static_cast<int>(o.at("renewal_window_days").as_int64());
                 Profile* raw = p.get();
                 for (const std::string path : {p->path, p->path + "/pkiclient.exe"})
@@ -203,6 +213,7 @@ private:
             host_.log(CC_EV_ScepRequestIssuedFailure, CC_LEVEL_ERROR, "SCEP request refused: " + why, tx);
             return reply(scep::failure_reply(req, info, p.ra_cert.get(), p.ra_key.get()));
         };
+        if (req.type == scep::MessageType::CertPoll) return poll(p, req, fail);
         if (req.type != scep::MessageType::PKCSReq && req.type != scep::MessageType::RenewalReq)
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
                         "message type " + std::to_string(static_cast<int>(req.type)) + " is not supported by this server yet");
@@ -250,7 +261,53 @@ private:
                         "the tenant refused the request: " + code +
                             (v.contains("errorDescription") ? " (" + std::string(v.at("errorDescription").as_string()) + ")" : ""));
         host_.log(CC_EV_ScepVerifySuccess, CC_LEVEL_INFO, "challenge validated by the tenant", tx);
+        if (p.require_approval) {
+            const auto row = pending_.add(tx, p.name, csr_text);
+            if (row.status == "denied")
+                return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, "an administrator denied transaction " + tx);
+            if (row.status == "pending") {
+                host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                          "profile '" + p.name + "': waiting for approval (certconnector scep approve " + tx + ")", tx);
+                return reply(scep::pending_reply(req, p.ra_cert.get(), p.ra_key.get()));
+            }
+        }
         return issue(p, req, csr.get(), csr_text, tx, "enroll", fail);
+    }
+
+    /// CertPoll (GetCertInitial): the state of a transaction that was left pending.
+    template <class Fail>
+    HttpResponse poll(Profile& p, const scep::PkiRequest& req, Fail& fail) {
+        if (!req.inner) return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure, req.decrypt_error);
+        const auto row = pending_.find(req.transaction_id);
+        if (!row || row->profile != p.name)
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepVerifyFailure, "no pending transaction " + req.transaction_id);
+        if (row->status == "pending") return reply(scep::pending_reply(req, p.ra_cert.get(), p.ra_key.get()));
+        if (row->status == "denied")
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, "an administrator denied transaction " + req.transaction_id);
+        crypto::Request csr = crypto::load_csr(row->csr_pem);
+        return issue(p, req, csr.get(), row->csr_pem, req.transaction_id, "enroll", fail);
+    }
+
+    HttpResponse decide(const HttpRequest& r) {
+        if (!r.local) return {403, {{"Content-Type", "text/plain"}}, "local clients only\n"};
+        std::error_code ec;
+        const json::value doc = json::parse(r.body, ec);
+        const json::object* o = !ec && doc.is_object() ? &doc.as_object() : nullptr;
+        const auto* tx = o ? o->if_contains("transaction_id") : nullptr;
+        const auto* decision = o ? o->if_contains("decision") : nullptr;
+        if (!tx || !tx->is_string() || !decision || !decision->is_string() ||
+            (decision->as_string() != "approve" && decision->as_string() != "deny"))
+            return {400, {{"Content-Type", "text/plain"}}, "expected {\"transaction_id\": ..., \"decision\": \"approve\" | \"deny\"}\n"};
+        const std::string id(tx->as_string());
+        const bool approve = decision->as_string() == "approve";
+        if (!pending_.decide(id, approve)) {
+            const auto row = pending_.find(id);
+            return {row ? 409 : 404, {{"Content-Type", "text/plain"}},
+                    row ? "transaction " + id + " was already " + row->status + "\n" : "no pending transaction " + id + "\n"};
+        }
+        host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO, std::string("transaction ") + (approve ? "approved" : "denied") + " by an administrator", id);
+        return {200, {{"Content-Type", "application/json"}},
+                json::serialize(json::object{{"transaction_id", id}, {"status", approve ? "approved" : "denied"}})};
     }
 
     template <class Fail>
@@ -258,9 +315,12 @@ private:
                        const std::string& kind, Fail& fail) {
         // The CA issues once per request id: a client resending the same request gets the same
         // certificate; a new CSR or a renewal of another certificate is a new request.
+        unsigned char* der = nullptr;
+        const int der_len = i2d_X509_REQ(csr, &der);
         unsigned char md[32];
         unsigned int md_len = 0;
-        EVP_Digest(req.inner->data(), req.inner->size(), md, &md_len, EVP_sha256(), nullptr);
+        EVP_Digest(der, static_cast<std::size_t>(der_len), md, &md_len, EVP_sha256(), nullptr);
+        OPENSSL_free(der);
         const std::string request_id = "scep:" + p.name + ":" + kind + ":" + tx + ":" +
                                        crypto::hex_encode(std::string_view(reinterpret_cast<char*>(md), 16));
         std::string issued;
@@ -342,6 +402,7 @@ private:
     static HttpResponse reply(std::string der) { return {200, {{"Content-Type", "application/x-pki-message"}}, std::move(der)}; }
 
     certconn::sdk::Host& host_;
+    certconn::scep::PendingRequests pending_;
     std::vector<std::unique_ptr<Profile>> profiles_;
 };
 

@@ -27,7 +27,7 @@ state_dir = "state"
 log_dir = "log"
 [tenant]
 plugin = "local"
-scep_challenges = { devices = "s3cret-challenge", strict = "strict-challenge" }
+scep_challenges = { devices = "s3cret-challenge", strict = "strict-challenge", approval = "appr0ve" }
 [ca.corp]
 plugin = "local"
 algorithm = "rsa3072"
@@ -40,6 +40,10 @@ allow_single_des = true
 [scep.profiles.strict]
 path = "/scep-strict"
 ca = "corp"
+[scep.profiles.approval]
+path = "/scep-approval"
+ca = "corp"
+require_approval = true
 TOML
 "$bin" run --config "$work/c.toml" >"$work/daemon.out" 2>&1 &
 daemon=$!
@@ -114,6 +118,31 @@ timeout 120 dbus-run-session -- bash -c "
 " >"$work/cm/getcert.out" 2>&1
 check "certmonger enrolls (GET, AES-256, SHA-256)" \
   openssl verify -CAfile "$work/root.pem" -untrusted "$work/issuing.pem" "$work/cm/cert.pem"
+
+# certmonger through approval: pending (CA_WORKING) until `scep approve`, then issued; `scep deny` rejects.
+timeout 180 dbus-run-session -- bash -c "
+  certmonger -s -n >'$work/cm/daemon2.log' 2>&1 &
+  for _ in \$(seq 1 50); do getcert list-cas -s >/dev/null 2>&1 && break; sleep 0.1; done
+  getcert add-scep-ca -s -c appr -u '$url/scep-approval' -R '$work/cabundle.pem' && sleep 1
+  getcert request -s -c appr -k '$work/cm/wait.key' -f '$work/cm/wait.pem' -L appr0ve -N CN=cm-waiting -I waiting
+  getcert request -s -c appr -k '$work/cm/deny.key' -f '$work/cm/deny.pem' -L appr0ve -N CN=cm-denied -I denied
+  for _ in \$(seq 1 100); do [ \$('$bin' scep pending --config '$work/c.toml' | grep -c profile) = 2 ] && break; sleep 0.1; done
+  getcert list -s -i waiting | grep status: > '$work/cm/waiting.state'
+  '$bin' scep pending --config '$work/c.toml' > '$work/cm/pending.list'
+  '$bin' scep approve \$(grep 'CN=cm-waiting' '$work/cm/pending.list' | awk '{print \$1}') --config '$work/c.toml'
+  '$bin' scep deny \$(grep 'CN=cm-denied' '$work/cm/pending.list' | awk '{print \$1}') --config '$work/c.toml'
+  getcert resubmit -s -i waiting; getcert resubmit -s -i denied
+  for _ in \$(seq 1 100); do getcert list -s -i waiting | grep -q MONITORING && getcert list -s -i denied | grep -q REJECTED && break; sleep 0.2; done
+  getcert list -s -i waiting | grep status: > '$work/cm/waiting.final'
+  getcert list -s -i denied | grep status: > '$work/cm/denied.final'
+" >"$work/cm/approval.out" 2>&1
+check "approval: certmonger waits (CA_WORKING) while the request is pending" grep -q CA_WORKING "$work/cm/waiting.state"
+check "approval: scep pending listed both transactions with their subjects" bash -c "
+  grep -q 'subject CN=cm-waiting' '$work/cm/pending.list' && grep -q 'subject CN=cm-denied' '$work/cm/pending.list'"
+check "approval: after scep approve, certmonger gets its certificate" bash -c "
+  grep -q MONITORING '$work/cm/waiting.final' && openssl verify -CAfile '$work/root.pem' -untrusted '$work/issuing.pem' '$work/cm/wait.pem'"
+check "approval: after scep deny, certmonger's request is rejected" grep -q CA_REJECTED "$work/cm/denied.final"
+
 check "certmonger's request came over GET with AES-256-CBC" bash -c "grep -q 'via GET from .* (AES-256-CBC)' '$work/log/operational.jsonl'"
 check "scepclient's request came over POST with DES-CBC" bash -c "grep -q 'via POST from .* (DES-CBC)' '$work/log/operational.jsonl'"
 
@@ -125,12 +154,12 @@ expect "a GET message that is not base64 is answered 400" "400" \
 expect "an unknown operation is answered 400" "400" curl -s -o /dev/null -w '%{http_code}' "$url/scep?operation=Nope"
 
 # Events and tenant notifications.
-check "4000 ScepRequestSuccess in Admin for the four enrollments" bash -c "[ \$(grep -c '\"id\":4000' '$work/log/admin.jsonl') = 4 ]"
-check "4001 in Admin for the four refusals" bash -c "[ \$(grep -c '\"id\":4001' '$work/log/admin.jsonl') = 4 ]"
-check "the tenant recorded four success notifications" "$py" -c "
+check "4000 ScepRequestSuccess in Admin for the five enrollments" bash -c "[ \$(grep -c '\"id\":4000' '$work/log/admin.jsonl') = 5 ]"
+check "4001 in Admin for the five refusals (one of them the denial)" bash -c "[ \$(grep -c '\"id\":4001' '$work/log/admin.jsonl') = 5 ]"
+check "the tenant recorded five success notifications" "$py" -c "
 import sqlite3; c = sqlite3.connect('$work/state/plugins/tenant-local/scep.db')
 n = c.execute(\"select count(*) from scep_notifications where kind = 'success'\").fetchone()[0]
-assert n == 4, n"
+assert n == 5, n"
 check "the challenges never reach the logs" bash -c "! grep -rqF -e s3cret-challenge -e strict-challenge -e '$dyn' '$work/log'"
 
 echo

@@ -1,0 +1,38 @@
+// SCEP requests waiting for an administrator's approval (profiles with require_approval):
+// kept by transaction id in SQLite so they survive restarts. One row per transaction.
+#pragma once
+
+#include <certconn/sqlite.hpp>
+
+#include <boost/json/array.hpp>
+
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace certconn::scep {
+
+struct PendingRequest {
+    std::string transaction_id;
+    std::string profile;
+    std::string csr_pem;
+    std::string status;  // pending | approved | denied
+};
+
+class PendingRequests {
+public:
+    explicit PendingRequests(const std::filesystem::path& file);
+    /// Records a request as pending unless the transaction is known; returns the stored row.
+    PendingRequest add(const std::string& transaction_id, const std::string& profile, const std::string& csr_pem);
+    std::optional<PendingRequest> find(const std::string& transaction_id);
+    /// approve/deny a pending request; false when it is unknown or already decided.
+    bool decide(const std::string& transaction_id, bool approve);
+    boost::json::array list(const std::string& status);
+
+private:
+    std::mutex mutex_;
+    sqlite::Database db_;
+};
+
+}  // namespace certconn::scep
