@@ -1,5 +1,6 @@
 // scep: an RFC 8894 SCEP server. Each [scep.profiles.<name>] is an endpoint with its own CA,
 // certificate profile and RA certificate; the tenant validates every challenge.
+#include "NotificationOutbox.hpp"
 #include "PendingRequests.hpp"
 #include "ScepMessage.hpp"
 
@@ -111,6 +112,10 @@ public:
             return HttpResponse{200, {{"Content-Type", "application/json"}}, json::serialize(pending_.list("pending"))};
         });
         host.route("POST", "/scep/v1/pending/decide", [this](const HttpRequest& r) { return decide(r); });
+        notifications_ = std::make_unique<scep::NotificationOutbox>(
+            host.state_dir() / "notifications.db",
+            [this](const scep::NotificationOutbox::Delivery& d) { host_.tenant_call(d.operation, d.body); },
+            [this](const scep::NotificationOutbox::Delivery& d, bool delivered, const std::string& error) { notified(d, delivered, error); });
         if (const auto* profiles = config.if_contains("profiles")) {
             for (const auto& [name, value] : profiles->as_object()) {
                 const auto& o = value.as_object();
@@ -331,7 +336,11 @@ private:
                                                                        {"requester", "scep"}}));
         } catch (const Error& e) {
             if (e.retryable()) throw;
-            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, std::string("the CA refused: ") + e.what());
+            std::string why = std::string("the CA refused: ") + e.what();
+            enqueue(tx, "scep.notify_failure",
+                    json::object{{"transaction_id", tx}, {"profile", p.name}, {"certificate_request", csr_text},
+                                 {"hResult", -2147467259 /* E_FAIL */}, {"errorDescription", why.substr(0, 255)}});
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, why);
         }
         const auto a = json::parse(issued).as_object();
         crypto::Cert cert = crypto::load_certificate(std::string(a.at("certificate_pem").as_string()));
@@ -378,25 +387,43 @@ private:
         return true;
     }
 
-    void notify(const Profile& p, const std::string& tx, const std::string& csr, X509* cert) {
-        const json::object note{{"transaction_id", tx},
-                                {"profile", p.name},
-                                {"certificate_request", csr},
-                                {"certificate_thumbprint", crypto::fingerprint_hex(cert, EVP_sha1())},
-                                {"certificate_serial_number", crypto::serial_hex(cert)},
-                                {"certificate_expiration_date_utc", crypto::time_iso8601(X509_get0_notAfter(cert))},
-                                {"certificate_authority", p.ca}};
+    /// Queues the tenant's notification durably; the outbox thread sends it (notified()).
+    void enqueue(const std::string& tx, const std::string& operation, const json::object& note) {
         try {
-            host_.tenant_call("scep.notify_success", json::serialize(note));
-            host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO, "tenant notified", tx);
-            host_.log(CC_EV_ScepRequestSuccess, CC_LEVEL_INFO,
-                      "SCEP certificate " + crypto::serial_hex(cert) + " issued for " +
-                          crypto::name_string(X509_get_subject_name(cert)) + " (profile '" + p.name + "')",
-                      tx);
-        } catch (const Error& e) {
-            host_.log(CC_EV_ScepRequestUploadFailure, CC_LEVEL_ERROR,
-                      "certificate issued but the tenant was not notified: " + std::string(e.what()), tx);
+            notifications_->put(tx, operation, json::serialize(note));
+        } catch (const std::exception& e) {
+            host_.log(CC_EV_ScepNotifySaveToDiskFailed, CC_LEVEL_ERROR, std::string("cannot persist the notification: ") + e.what(), tx);
+            if (operation == "scep.notify_success")
+                host_.log(CC_EV_ScepRequestUploadFailure, CC_LEVEL_ERROR, "certificate issued but the tenant cannot be notified", tx);
         }
+    }
+
+    void notify(const Profile& p, const std::string& tx, const std::string& csr, X509* cert) {
+        enqueue(tx, "scep.notify_success",
+                json::object{{"transaction_id", tx},
+                             {"profile", p.name},
+                             {"certificate_request", csr},
+                             {"certificate_subject", crypto::name_string(X509_get_subject_name(cert))},
+                             {"certificate_thumbprint", crypto::fingerprint_hex(cert, EVP_sha1())},
+                             {"certificate_serial_number", crypto::serial_hex(cert)},
+                             {"certificate_expiration_date_utc", crypto::time_iso8601(X509_get0_notAfter(cert))},
+                             {"certificate_authority", p.ca}});
+    }
+
+    void notified(const scep::NotificationOutbox::Delivery& d, bool delivered, const std::string& error) {
+        if (!delivered) {
+            host_.log(CC_EV_ScepNotifyAttemptFailed, CC_LEVEL_WARNING,
+                      "notifying the tenant failed (attempt " + std::to_string(d.attempts + 1) + ", will retry): " + error, d.transaction_id);
+            return;
+        }
+        host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO, "tenant notified (" + d.operation + ")", d.transaction_id);
+        if (d.operation != "scep.notify_success") return;
+        const json::value note = json::parse(d.body);
+        host_.log(CC_EV_ScepRequestSuccess, CC_LEVEL_INFO,
+                  "SCEP certificate " + std::string(note.at("certificate_serial_number").as_string()) + " issued for " +
+                      std::string(note.at("certificate_subject").as_string()) + " (profile '" +
+                      std::string(note.at("profile").as_string()) + "') and the tenant notified",
+                  d.transaction_id);
     }
 
     static HttpResponse reply(std::string der) { return {200, {{"Content-Type", "application/x-pki-message"}}, std::move(der)}; }
@@ -404,6 +431,7 @@ private:
     certconn::sdk::Host& host_;
     certconn::scep::PendingRequests pending_;
     std::vector<std::unique_ptr<Profile>> profiles_;
+    std::unique_ptr<certconn::scep::NotificationOutbox> notifications_;  // last: its thread stops first
 };
 
 }  // namespace
