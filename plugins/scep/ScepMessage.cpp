@@ -15,12 +15,13 @@ using Pkcs7 = std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>>;
 
 // SCEP attributes (id-VeriSign pki attributes, RFC 8894 section 3.2.1).
 ASN1_OBJECT* oid(const char* dotted) {
+    using Object = std::unique_ptr<ASN1_OBJECT, crypto::Deleter<ASN1_OBJECT_free>>;
     static std::mutex m;
-    static std::map<std::string, ASN1_OBJECT*> cache;
+    static std::map<std::string, Object> cache;  // owns the objects: freed at exit
     std::lock_guard lock(m);
     auto& o = cache[dotted];
-    if (!o) o = OBJ_txt2obj(dotted, 1);
-    return o;
+    if (!o) o.reset(OBJ_txt2obj(dotted, 1));
+    return o.get();
 }
 constexpr const char* kMessageType = "2.16.840.1.113733.1.9.2";
 constexpr const char* kPkiStatus = "2.16.840.1.113733.1.9.3";

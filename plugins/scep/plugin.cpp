@@ -15,6 +15,7 @@
 
 #include <fstream>
 #include <iterator>
+#include <atomic>
 #include <map>
 #include <mutex>
 
@@ -35,6 +36,9 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
     "ra_subject": {"type":"string"},
     "include_root": {"type":"boolean","description":"GetCACert includes the root CA (default true)"},
     "allow_single_des": {"type":"boolean","description":"accept single-DES requests via OpenSSL's legacy provider (default false)"},
+    "max_concurrent_requests": {"type":"integer","min":1,"max":10000,
+      "description":"PKIOperations processed at once; more get 429 with Retry-After (default 32)"},
+    "retry_after_seconds": {"type":"integer","min":1,"max":3600},
     "require_approval": {"type":"boolean","description":"requests wait for `certconnector scep approve` (default false)"},
     "renewal_window_days": {"type":"integer","min":0,"max":3650,
       "description":"renewal (signed by a valid certificate this CA issued) only this close to expiry; 0 = any time (default)"}
@@ -95,6 +99,9 @@ struct Profile {
     bool allow_single_des = false;
     int renewal_window_days = 0;
     bool require_approval = false;
+    int max_concurrent = 32;
+    int retry_after_seconds = 10;
+    std::atomic<int> in_flight{0};
     // RA identity, created on first use from the CA.
     std::mutex mutex;
     crypto::PKey ra_key;
@@ -127,6 +134,8 @@ public:
                 p->ra_subject = o.contains("ra_subject") ? std::string(o.at("ra_subject").as_string()) : "CN=certconnector SCEP RA (" + p->name + ")";
                 if (o.contains("include_root")) p->include_root = o.at("include_root").as_bool();
                 if (o.contains("allow_single_des")) p->allow_single_des = o.at("allow_single_des").as_bool();
+                if (o.contains("max_concurrent_requests")) p->max_concurrent = static_cast<int>(o.at("max_concurrent_requests").as_int64());
+                if (o.contains("retry_after_seconds")) p->retry_after_seconds = static_cast<int>(o.at("retry_after_seconds").as_int64());
                 if (o.contains("require_approval")) p->require_approval = o.at("require_approval").as_bool();
                 if (o.contains("renewal_window_days")) p->renewal_window_days = static_cast<int>(o.at("renewal_window_days").as_int64());
                 Profile* raw = p.get();
@@ -179,6 +188,18 @@ private:
                 return {200, {{"Content-Type", "application/x-x509-ca-ra-cert"}}, scep::certs_only(certs)};
             }
             if (operation == "PKIOperation") {
+                // Throttle: clients retry a 429 after Retry-After (Windows and Apple devices do).
+                struct Slot {
+                    std::atomic<int>& n;
+                    const bool granted;
+                    Slot(std::atomic<int>& count, int limit) : n(count), granted(++count <= limit) {}
+                    ~Slot() { --n; }
+                } slot(p.in_flight, p.max_concurrent);
+                if (!slot.granted) {
+                    host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_WARNING,
+                              "profile '" + p.name + "': over " + std::to_string(p.max_concurrent) + " requests at once; answered 429");
+                    return {429, {{"Content-Type", "text/plain"}, {"Retry-After", std::to_string(p.retry_after_seconds)}}, "busy, retry later\n"};
+                }
                 std::string der;
                 if (r.method == "POST") {
                     der = std::string(r.body);

@@ -1,0 +1,31 @@
+// The client side of a SCEP PKIMessage: what a device sends. Used by tests, the fuzzer's seed
+// corpus and benchmarks — not linked into the plugin.
+#pragma once
+
+#include "ScepMessage.hpp"
+
+namespace certconn::scep {
+
+struct ClientRequest {
+    MessageType type = MessageType::PKCSReq;
+    std::string transaction_id;
+    std::string sender_nonce;         // 16 random bytes when empty
+    std::string content;              // PKCS#10 DER, or IssuerAndSubject DER for CertPoll
+    const EVP_CIPHER* cipher = nullptr;  // AES-256-CBC when null
+    const EVP_MD* digest = nullptr;      // SHA-256 when null
+};
+
+/// SignedData (by `signer`/`key`) over EnvelopedData (to `ra`) of `req.content`, DER.
+std::string build_request(const ClientRequest& req, X509* signer, EVP_PKEY* key, X509* ra);
+
+/// A self-signed certificate for `key`, as a device signs its first request with.
+crypto::Cert self_signed(EVP_PKEY* key, std::string_view subject);
+
+/// The pkiStatus ("0", "2", "3"), failInfo and recipientNonce of a CertRep; verifies it with `ra`.
+struct ClientReply {
+    std::string status, fail_info, recipient_nonce, transaction_id;
+    std::string envelope;  // the encrypted degenerate PKCS#7 (SUCCESS)
+};
+ClientReply read_reply(std::string_view der, X509* ra);
+
+}  // namespace certconn::scep
