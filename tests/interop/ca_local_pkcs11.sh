@@ -8,11 +8,7 @@ bin=$(realpath "$1")
 plugins=$(realpath "$2")
 work=$(mktemp -d /tmp/certconn-pkcs11-XXXXXX)
 chmod 755 "$work"
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   - $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && sed 's/^/       /' <<<"$2"; }
-check() { local name=$1; shift; local out; if out=$("$@" 2>&1); then ok "$name"; else fail "$name" "$out"; fi; }
+source "$(dirname "$0")/lib.sh"
 
 mkdir -p "$work/tokens"
 printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$work/softhsm2.conf"
@@ -40,11 +36,7 @@ private_key = "$uri"
 [pkcs]
 default_ca = "token"
 TOML
-"$bin" run --config "$work/c.toml" >"$work/daemon.out" 2>&1 &
-daemon=$!
-cleanup() { kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-for _ in $(seq 1 100); do "$bin" status --config "$work/c.toml" >/dev/null 2>&1 && break; sleep 0.1; done
+start_connector "$work/c.toml" || exit 1
 
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/device.key" 2>/dev/null
 openssl pkey -in "$work/device.key" -pubout -out "$work/device.pub"
@@ -58,6 +50,4 @@ check "the leaf verifies against the token CA's certificate" bash -c "
 check "no CA private key was written to the state directory" bash -c "[ -f '$work/state/plugins/ca-local/token/issued.db' ] && ! grep -rl 'PRIVATE KEY' '$work/state/plugins/ca-local'"
 check "the PIN in the URI is redacted from the logged configuration" bash -c "! grep -q 24680 '$work/log/operational.jsonl'"
 
-echo
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

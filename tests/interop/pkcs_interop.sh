@@ -11,11 +11,7 @@ plugins=$(realpath "$2")
 py=/usr/bin/python3
 work=$(mktemp -d /tmp/certconn-interop-XXXXXX)
 chmod 755 "$work"
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   - $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && sed 's/^/       /' <<<"$2"; }
-check() { local name=$1; shift; local out; if out=$("$@" 2>&1); then ok "$name"; else fail "$name" "$out"; fi; }
+source "$(dirname "$0")/lib.sh"
 
 # An existing CA made with the openssl command line, for ca-local's "bring your own CA" mode.
 mkdir -p "$work/ext"
@@ -50,11 +46,7 @@ private_key = "$work/ext/ca.key"
 default_ca = "corp"
 TOML
 
-"$bin" run --config "$work/c.toml" >"$work/daemon.out" 2>&1 &
-daemon=$!
-cleanup() { kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-for _ in $(seq 1 100); do "$bin" status --config "$work/c.toml" >/dev/null 2>&1 && break; sleep 0.1; done
+start_connector "$work/c.toml" || exit 1
 cc() { "$bin" "$@" --config "$work/c.toml"; }
 
 cc ca export --name corp >"$work/chain.pem"
@@ -172,6 +164,4 @@ check "refused jobs are in the Admin log as 1001" grep -q '"id":1001' "$work/log
 check "every job ended: none queued or running" bash -c "
   ! grep -q '\"status\":\"\(queued\|running\)\"' <(for f in '$work'/*/result.json; do cat \"\$f\"; done)"
 
-echo
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -10,12 +10,7 @@ plugins=$(realpath "$2")
 py=/usr/bin/python3
 work=$(mktemp -d /tmp/certconn-scep-XXXXXX)
 chmod 755 "$work"
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   - $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && sed 's/^/       /' <<<"$2"; }
-check() { local name=$1; shift; local out; if out=$("$@" 2>&1); then ok "$name"; else fail "$name" "$out"; fi; }
-expect() { local name=$1 text=$2; shift 2; local out; out=$("$@" 2>&1); if grep -q -- "$text" <<<"$out"; then ok "$name"; else fail "$name" "$out"; fi; }
+source "$(dirname "$0")/lib.sh"
 
 # micromdm scepclient encrypts to every certificate GetCACert returns and only speaks RSA:
 # this CA is RSA throughout.
@@ -45,11 +40,7 @@ path = "/scep-approval"
 ca = "corp"
 require_approval = true
 TOML
-"$bin" run --config "$work/c.toml" >"$work/daemon.out" 2>&1 &
-daemon=$!
-cleanup() { kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-for _ in $(seq 1 100); do "$bin" status --config "$work/c.toml" >/dev/null 2>&1 && break; sleep 0.1; done
+start_connector "$work/c.toml" || exit 1
 port=$("$bin" status --config "$work/c.toml" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["port"])')
 url="http://127.0.0.1:$port"
 
@@ -164,6 +155,4 @@ assert n == 5, n"
 check "4008 ScepNotifySuccess for each notification" bash -c "[ \$(grep -c '\"id\":4008' '$work/log/operational.jsonl') -ge 5 ]"
 check "the challenges never reach the logs" bash -c "! grep -rqF -e s3cret-challenge -e strict-challenge -e '$dyn' '$work/log'"
 
-echo
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

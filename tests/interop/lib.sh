@@ -1,0 +1,28 @@
+# Shared by the interop scripts (sourced): results, checks, and a connector started for the test.
+# Expects $bin (the certconnector binary) and $work (a private temporary directory).
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   - $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL - $1"; [ -n "${2:-}" ] && sed 's/^/       /' <<<"$2"; }
+# check NAME COMMAND...: passes when the command succeeds.
+check() { local name=$1; shift; local out; if out=$("$@" 2>&1); then ok "$name"; else fail "$name" "$out"; fi; }
+# expect NAME TEXT COMMAND...: passes when the command's output contains TEXT.
+expect() { local name=$1 text=$2; shift 2; local out; out=$("$@" 2>&1); if grep -q -- "$text" <<<"$out"; then ok "$name"; else fail "$name" "$out"; fi; }
+
+# start_connector CONFIG: runs the connector until the script exits (then stops it and removes $work).
+start_connector() {
+  "$bin" run --config "$1" >"$work/daemon.out" 2>&1 &
+  daemon=$!
+  trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"' EXIT
+  for _ in $(seq 1 100); do "$bin" status --config "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "the connector did not start:" >&2
+  cat "$work/daemon.out" >&2
+  return 1
+}
+
+# finish: the closing line ctest and CI read, and the exit status.
+finish() {
+  echo
+  echo "$passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+}
