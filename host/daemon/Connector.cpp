@@ -173,7 +173,10 @@ void Connector::drop_privileges() {
 }
 
 int Connector::run() {
-    const Config& cfg = *config_;
+    // The configuration the service started with: reload() replaces config_, but [host] settings
+    // (listen, directories, limits, drain timeout) stay the started ones until a restart.
+    const std::shared_ptr<const Config> started_with = config_;
+    const Config& cfg = *started_with;
     std::error_code ec;
     fs::create_directories(cfg.host.state_dir, ec);
     if (ec) {
