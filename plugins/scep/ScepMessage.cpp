@@ -2,7 +2,6 @@
 
 #include <openssl/err.h>
 #include <openssl/pkcs7.h>
-#include <openssl/provider.h>
 
 #include <map>
 #include <mutex>
@@ -44,14 +43,6 @@ std::string bio_string(BIO* bio) {
     return std::string(p, static_cast<std::size_t>(n));
 }
 
-void load_legacy_provider() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        OSSL_PROVIDER_load(nullptr, "legacy");
-        OSSL_PROVIDER_load(nullptr, "default");
-    });
-}
-
 std::string signed_reply(const PkiRequest& req, const std::string& status, std::optional<FailInfo> fail,
                          const std::string* envelope, X509* ra_cert, EVP_PKEY* ra_key) {
     const unsigned flags = CMS_BINARY | CMS_PARTIAL | CMS_NOSMIMECAP;
@@ -82,6 +73,17 @@ std::string signed_reply(const PkiRequest& req, const std::string& status, std::
 }
 
 }  // namespace
+
+LegacyProviders::LegacyProviders() {
+    default_ = OSSL_PROVIDER_load(nullptr, "default");
+    legacy_ = OSSL_PROVIDER_load(nullptr, "legacy");
+    if (!legacy_) crypto::throw_openssl("cannot load OpenSSL's legacy provider (needed for allow_single_des)");
+}
+
+LegacyProviders::~LegacyProviders() {
+    if (legacy_) OSSL_PROVIDER_unload(legacy_);
+    if (default_) OSSL_PROVIDER_unload(default_);
+}
 
 PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, bool allow_single_des) {
     const auto* p = reinterpret_cast<const unsigned char*>(der.data());
@@ -140,8 +142,7 @@ PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, 
             req.decrypt_error = "single DES is disabled (allow_single_des = false)";
             req.refused_cipher = true;
             return req;
-        }
-        load_legacy_provider();
+        }  // decrypting it needs OpenSSL's legacy provider, which the plugin loads (LegacyProviders)
     }
     crypto::Bio in = mem(envelope);
     crypto::Cms env(d2i_CMS_bio(in.get(), nullptr));

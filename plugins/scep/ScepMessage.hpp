@@ -4,6 +4,8 @@
 
 #include <certconn/crypto.hpp>
 
+#include <openssl/provider.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,7 +36,22 @@ struct PkiRequest {
     bool refused_cipher = false;  // decryptable, but the profile does not accept its cipher
 };
 
+/// OpenSSL's legacy provider (single DES), loaded while an instance lives. Loading any provider
+/// explicitly turns off the implicit default one, so "default" is loaded beside it.
+class LegacyProviders {
+public:
+    LegacyProviders();
+    ~LegacyProviders();
+    LegacyProviders(const LegacyProviders&) = delete;
+    LegacyProviders& operator=(const LegacyProviders&) = delete;
+
+private:
+    OSSL_PROVIDER* legacy_ = nullptr;
+    OSSL_PROVIDER* default_ = nullptr;
+};
+
 /// Parses and verifies `der`; decrypts its envelope with the RA key. Throws MalformedMessage.
+/// Single DES decrypts only while a LegacyProviders instance exists.
 PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, bool allow_single_des);
 
 /// CertRep SUCCESS carrying `certificates` (issued certificate first), encrypted to the requester.

@@ -142,6 +142,7 @@ public:
                 for (const std::string path : {p->path, p->path + "/pkiclient.exe"})
                     for (const char* method : {"GET", "POST"})
                         host.route(method, path, [this, raw](const HttpRequest& r) { return handle(*raw, r); });
+                if (p->allow_single_des && !legacy_) legacy_ = std::make_unique<scep::LegacyProviders>();
                 profiles_.push_back(std::move(p));
             }
         }
@@ -451,6 +452,7 @@ private:
 
     certconn::sdk::Host& host_;
     certconn::scep::PendingRequests pending_;
+    std::unique_ptr<certconn::scep::LegacyProviders> legacy_;  // only when a profile allows single DES
     std::vector<std::unique_ptr<Profile>> profiles_;
     std::unique_ptr<certconn::scep::NotificationOutbox> notifications_;  // last: its thread stops first
 };
