@@ -1,4 +1,4 @@
-// bench/scep — SCEP enrollments per second and latency percentiles at concurrency 1, 2, 8 and 32,
+// bench/scep — successful SCEP enrollments per second and latency percentiles at concurrency 1, 2, 8 and 32,
 // against the connector's SCEP server and, in the same run, micromdm's scepserver (package
 // `scep`), plus the OpenSSL bound: the RSA private-key operations one enrollment costs the
 // connector (RA decrypt + RA sign of the reply + CA signature of the certificate).
