@@ -134,11 +134,7 @@ ConnectorRates connector_rate(const std::string& key_type, int concurrency, int 
     const fs::path dir = work / ("connector-" + key_type + "-" + std::to_string(concurrency));
     fs::create_directories(dir / "plugins");
     ::chmod(dir.c_str(), 0755);
-    ::chmod((dir / "plugins").c_str(), 0755);
-    for (const char* name : {"ca-local", "tenant-local", "pkcs"}) {
-        fs::copy_file(fs::path(CERTCONN_PLUGIN_DIR) / (std::string(name) + ".so"), dir / "plugins" / (std::string(name) + ".so"));
-        ::chmod((dir / "plugins" / (std::string(name) + ".so")).c_str(), 0755);
-    }
+    install_plugins(dir / "plugins", {"ca-local", "tenant-local", "pkcs"});
     write_file(dir / "c.toml", "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
                                "[jobs]\nconcurrency = " + std::to_string(concurrency) + "\n[tenant]\nplugin = \"local\"\n"
                                "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"

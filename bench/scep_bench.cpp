@@ -144,12 +144,7 @@ int main(int argc, char** argv) {
     // The connector: ca-local (RSA-3072), a SCEP profile with a static challenge.
     fs::create_directories(work / "connector" / "plugins");
     ::chmod((work / "connector").c_str(), 0755);
-    ::chmod((work / "connector" / "plugins").c_str(), 0755);
-    for (const char* name : {"ca-local", "tenant-local", "scep"}) {
-        const auto to = work / "connector" / "plugins" / (std::string(name) + ".so");
-        fs::copy_file(fs::path(CERTCONN_PLUGIN_DIR) / (std::string(name) + ".so"), to);
-        ::chmod(to.c_str(), 0755);
-    }
+    install_plugins(work / "connector" / "plugins", {"ca-local", "tenant-local", "scep"});
     const fs::path config = work / "connector" / "c.toml";
     write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\nworkers = 32\n"
                        "[tenant]\nplugin = \"local\"\nscep_challenges = { bench = \"benchpw\" }\n"

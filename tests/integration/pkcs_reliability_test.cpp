@@ -21,12 +21,7 @@ struct PkcsInstallation {
     fs::path device_key = dir / "device.pub";
 
     explicit PkcsInstallation(const std::string& extra) {
-        fs::create_directory(plugins);
-        ::chmod(plugins.c_str(), 0755);
-        for (const char* name : {"ca-local", "tenant-local", "pkcs"}) {
-            fs::copy_file(fs::path(CERTCONN_PLUGIN_DIR) / (std::string(name) + ".so"), plugins / (std::string(name) + ".so"));
-            ::chmod((plugins / (std::string(name) + ".so")).c_str(), 0755);
-        }
+        install_plugins(plugins, {"ca-local", "tenant-local", "pkcs"});
         install_fixture(plugins, "good", "fixture-ca");
         REQUIRE(run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null | openssl pkey -pubout -out " +
                           device_key.string()).exit_code == 0);

@@ -13,12 +13,7 @@ namespace fs = std::filesystem;
 
 TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrator approves it") {
     TempDir dir;
-    fs::create_directory(dir / "plugins");
-    ::chmod((dir / "plugins").c_str(), 0755);
-    for (const char* name : {"ca-local", "tenant-local", "scep"}) {
-        fs::copy_file(fs::path(CERTCONN_PLUGIN_DIR) / (std::string(name) + ".so"), dir / "plugins" / (std::string(name) + ".so"));
-        ::chmod((dir / "plugins" / (std::string(name) + ".so")).c_str(), 0755);
-    }
+    install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep"});
     const fs::path config = dir / "c.toml";
     write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
                        "[tenant]\nplugin = \"local\"\nscep_challenges = { gate = \"letmein\" }\n"

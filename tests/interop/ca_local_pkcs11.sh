@@ -4,11 +4,7 @@
 # key never lands on disk, and the URI's PIN never reaches the logs.
 # usage: ca_local_pkcs11.sh CERTCONNECTOR_BIN PLUGIN_DIR
 set -uo pipefail
-bin=$(realpath "$1")
-plugins=$(realpath "$2")
-work=$(mktemp -d /tmp/certconn-pkcs11-XXXXXX)
-chmod 755 "$work"
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.sh" pkcs11 "$@"
 
 mkdir -p "$work/tokens"
 printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$work/tokens" >"$work/softhsm2.conf"

@@ -1,5 +1,11 @@
-# Shared by the interop scripts (sourced): results, checks, and a connector started for the test.
-# Expects $bin (the certconnector binary) and $work (a private temporary directory).
+# Shared by the interop scripts: `source lib.sh NAME "$@"` takes the script's arguments
+# (CERTCONNECTOR_BIN PLUGIN_DIR) and sets $bin, $plugins, $py and $work (a private directory named
+# after NAME); then results, checks, and a connector started for the test.
+bin=$(realpath "$2")
+plugins=$(realpath "$3")
+py=/usr/bin/python3
+work=$(mktemp -d "/tmp/certconn-$1-XXXXXX")
+chmod 755 "$work"
 passed=0
 failed=0
 ok() { passed=$((passed + 1)); echo "ok   - $1"; }

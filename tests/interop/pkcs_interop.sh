@@ -6,12 +6,7 @@
 # and the refusals (forbidden key type and SAN, unknown CA, malformed device key).
 # usage: pkcs_interop.sh CERTCONNECTOR_BIN PLUGIN_DIR
 set -uo pipefail
-bin=$(realpath "$1")
-plugins=$(realpath "$2")
-py=/usr/bin/python3
-work=$(mktemp -d /tmp/certconn-interop-XXXXXX)
-chmod 755 "$work"
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.sh" interop "$@"
 
 # An existing CA made with the openssl command line, for ca-local's "bring your own CA" mode.
 mkdir -p "$work/ext"

@@ -5,12 +5,7 @@
 #   issued certificates verify with openssl against GetCACert's chain; the tenant is notified.
 # usage: scep_interop.sh CERTCONNECTOR_BIN PLUGIN_DIR
 set -uo pipefail
-bin=$(realpath "$1")
-plugins=$(realpath "$2")
-py=/usr/bin/python3
-work=$(mktemp -d /tmp/certconn-scep-XXXXXX)
-chmod 755 "$work"
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.sh" scep "$@"
 
 # micromdm scepclient encrypts to every certificate GetCACert returns and only speaks RSA:
 # this CA is RSA throughout.

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
 #include <stdexcept>
 #include <string>
@@ -48,6 +49,20 @@ inline std::filesystem::path install_fixture(const std::filesystem::path& dir, c
     ::chmod(target.c_str(), 0755);
     return target;
 }
+
+#ifdef CERTCONN_PLUGIN_DIR
+/// Creates `dir` (mode 0755) holding copies of the shipped plugins `names` from the build tree.
+inline void install_plugins(const std::filesystem::path& dir, std::initializer_list<const char*> names) {
+    std::filesystem::create_directories(dir);
+    ::chmod(dir.c_str(), 0755);
+    for (const char* name : names) {
+        const auto target = dir / (std::string(name) + ".so");
+        std::filesystem::copy_file(std::filesystem::path(CERTCONN_PLUGIN_DIR) / (std::string(name) + ".so"), target,
+                                   std::filesystem::copy_options::overwrite_existing);
+        ::chmod(target.c_str(), 0755);
+    }
+}
+#endif
 
 inline void write_file(const std::filesystem::path& file, const std::string& text) {
     std::ofstream out(file, std::ios::binary | std::ios::trunc);
