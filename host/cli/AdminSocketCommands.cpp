@@ -20,21 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const fs::path& p, const char* what) {
-    std::ifstream in(p, std::ios::binary);
-    if (!in) throw std::invalid_argument(std::string("cannot read ") + what + " " + p.string());
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_file(const fs::path& p, const std::string& data, mode_t mode) {
-    const mode_t old = ::umask(0077);
-    std::ofstream out(p, std::ios::binary | std::ios::trunc);
-    out << data;
-    ::umask(old);
-    if (!out) throw std::runtime_error("cannot write " + p.string());
-    ::chmod(p.c_str(), mode);
-}
-
 json::object pkcs_request(const ParsedOptions& o) {
     json::object r{{"type", "issue"}};
     const auto subject = o.value("subject");
@@ -42,7 +27,7 @@ json::object pkcs_request(const ParsedOptions& o) {
     r["subject"] = *subject;
     const auto device = o.value("device-key");
     if (!device) throw std::invalid_argument("submit pkcs needs --device-key PEM (the device's public key or certificate)");
-    r["device_key_pem"] = read_file(*device, "device key");
+    r["device_key_pem"] = crypto::read_file(*device, "device key");
     json::array sans;
     for (const auto& s : o.all("san")) sans.push_back(json::string(s));
     if (!sans.empty()) r["sans"] = sans;
@@ -53,13 +38,38 @@ json::object pkcs_request(const ParsedOptions& o) {
     return r;
 }
 
+json::object revoke_request(const ParsedOptions& o) {
+    const auto serial = o.value("serial");
+    if (!serial) throw std::invalid_argument("submit revoke needs --serial HEX (or --json JOB.json)");
+    json::object r{{"serial", *serial}, {"reason", o.value("reason").value_or("unspecified")}};
+    if (auto ca = o.value("ca")) r["ca"] = *ca;
+    if (auto issuer = o.value("issuer")) r["issuer"] = *issuer;
+    return r;
+}
+
+json::object import_request(const ParsedOptions& o) {
+    auto need = [&](const char* option, const char* what) {
+        auto v = o.value(option);
+        if (!v) throw std::invalid_argument(std::string("submit import needs --") + option + " " + what + " (or --json JOB.json)");
+        return *v;
+    };
+    json::object r{{"pfx", crypto::base64_encode(crypto::read_file(need("pfx", "FILE"), "PFX"))},
+                   {"encrypted_password", need("encrypted-password", "BASE64")},
+                   {"key_name", need("key-name", "K")},
+                   {"padding", o.value("padding").value_or("oaep-sha512")},
+                   {"purpose", o.value("purpose").value_or("unassigned")},
+                   {"device_key_pem", crypto::read_file(need("device-key", "PEM"), "device key")}};
+    if (auto upn = o.value("upn")) r["upn"] = *upn;
+    return r;
+}
+
 }  // namespace
 
 int submit_job(const std::string& feature, const ParsedOptions& o, const fs::path& socket) {
     json::object job{{"feature", feature}};
     if (auto file = o.value("json")) {
         std::error_code ec;
-        json::value doc = json::parse(read_file(*file, "job document"), ec);
+        json::value doc = json::parse(crypto::read_file(*file, "job document"), ec);
         if (ec || !doc.is_object()) throw std::invalid_argument(*file + ": not a JSON object");
         json::object& d = doc.as_object();
         if (d.contains("request")) {
@@ -70,6 +80,10 @@ int submit_job(const std::string& feature, const ParsedOptions& o, const fs::pat
         }
     } else if (feature == "pkcs") {
         job["request"] = pkcs_request(o);
+    } else if (feature == "revoke") {
+        job["request"] = revoke_request(o);
+    } else if (feature == "import") {
+        job["request"] = import_request(o);
     } else {
         throw std::invalid_argument("submit " + feature + " needs --json JOB.json");
     }
@@ -104,11 +118,11 @@ int submit_job(const std::string& feature, const ParsedOptions& o, const fs::pat
     const json::object& result = state.at("result").as_object();
     if (auto out = o.value("out")) {
         fs::create_directories(*out);
-        write_file(fs::path(*out) / "result.json", json::serialize(state), 0600);
+        crypto::write_file_atomic(fs::path(*out) / "result.json", json::serialize(state), 0600);
         for (const auto& [key, value] : result) {
             const std::string k(key);
             if (k.size() > 4 && k.substr(k.size() - 4) == "_cms" && value.is_string())
-                write_file(fs::path(*out) / (k.substr(0, k.size() - 4) + ".cms"), crypto::base64_decode(value.as_string()), 0600);
+                crypto::write_file_atomic(fs::path(*out) / (k.substr(0, k.size() - 4) + ".cms"), crypto::base64_decode(value.as_string()), 0600);
         }
     }
     if (state.at("status").as_string() == "failed") {
@@ -117,6 +131,7 @@ int submit_job(const std::string& feature, const ParsedOptions& o, const fs::pat
     }
     std::cout << "job " << id << " succeeded";
     if (result.contains("serial")) std::cout << ": serial " << result.at("serial").as_string().c_str();
+    if (result.contains("note")) std::cout << " (" << result.at("note").as_string().c_str() << ")";
     if (auto out = o.value("out")) std::cout << "; files in " << *out;
     std::cout << "\n";
     return 0;

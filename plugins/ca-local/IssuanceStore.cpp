@@ -1,5 +1,9 @@
 #include "IssuanceStore.hpp"
 
+#include <openssl/bn.h>
+
+#include <stdexcept>
+
 namespace certconn::ca_local {
 
 namespace {
@@ -23,6 +27,22 @@ IssuanceStore::IssuanceStore(const std::filesystem::path& file) : db_(file, true
         revoked_at TEXT,
         issued_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),
         certificate_pem TEXT NOT NULL))");
+    db_.exec("CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(status) WHERE status = 'revoked'");
+    db_.exec("CREATE TABLE IF NOT EXISTS crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), number INTEGER NOT NULL)");
+}
+
+std::string IssuanceStore::canonical_serial(std::string_view hex) {
+    if (hex.empty() || hex.size() > 64 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string_view::npos)
+        throw std::invalid_argument("serial '" + std::string(hex.substr(0, 80)) + "' is not a hexadecimal number");
+    const std::string text(hex);
+    BIGNUM* bn = nullptr;
+    if (!BN_hex2bn(&bn, text.c_str())) throw std::invalid_argument("serial '" + text + "' is not a hexadecimal number");
+    char* out = BN_bn2hex(bn);
+    std::string canonical(out);
+    OPENSSL_free(out);
+    BN_free(bn);
+    if (canonical == "0") throw std::invalid_argument("serial 0 is not a certificate serial number");
+    return canonical;
 }
 
 IssuedCertificate IssuanceStore::row(const sqlite::Statement& s) {
@@ -66,11 +86,19 @@ bool IssuanceStore::insert(const IssuedCertificate& c) {
     }
 }
 
-bool IssuanceStore::revoke(const std::string& serial, const std::string& reason, const std::string& when) {
+std::vector<bool> IssuanceStore::revoke_many(const std::vector<std::pair<std::string, std::string>>& serial_reason, const std::string& when) {
+    std::vector<bool> changed;
+    if (serial_reason.empty()) return changed;
     std::lock_guard lock(mutex_);
+    sqlite::Transaction tx(db_);
     auto s = db_.prepare("UPDATE certificates SET status='revoked', revocation_reason=?, revoked_at=? WHERE serial=? AND status='valid'");
-    s.bind_all(reason, when, serial).run();
-    return db_.changes() == 1;
+    for (const auto& [serial, reason] : serial_reason) {
+        s.bind_all(reason, when, serial).run();
+        changed.push_back(db_.changes() == 1);
+        s.reset();
+    }
+    tx.commit();
+    return changed;
 }
 
 std::int64_t IssuanceStore::count() {
@@ -78,6 +106,45 @@ std::int64_t IssuanceStore::count() {
     auto s = db_.prepare("SELECT COUNT(*) FROM certificates");
     s.step();
     return s.integer(0);
+}
+
+std::int64_t IssuanceStore::revoked_count() {
+    std::lock_guard lock(mutex_);
+    auto s = db_.prepare("SELECT COUNT(*) FROM certificates WHERE status = 'revoked'");
+    s.step();
+    return s.integer(0);
+}
+
+void IssuanceStore::for_each_revoked(const std::function<void(const std::string&, const std::string&, const std::string&)>& fn) {
+    std::lock_guard lock(mutex_);
+    auto s = db_.prepare("SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked'");
+    while (s.step()) fn(s.text(0), s.text(1), s.text(2));
+}
+
+std::int64_t IssuanceStore::next_crl_number() {
+    std::lock_guard lock(mutex_);
+    sqlite::Transaction tx(db_);
+    db_.exec("INSERT INTO crl_state (id, number) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET number = number + 1");
+    auto s = db_.prepare("SELECT number FROM crl_state WHERE id = 1");
+    s.step();
+    const std::int64_t n = s.integer(0);
+    tx.commit();
+    return n;
+}
+
+void IssuanceStore::insert_revoked_bulk(const std::vector<IssuedCertificate>& certs) {
+    std::lock_guard lock(mutex_);
+    sqlite::Transaction tx(db_);
+    auto s = db_.prepare(
+        "INSERT INTO certificates (serial, subject, sans, not_before, not_after, profile, requester, certificate_pem, "
+        "status, revocation_reason, revoked_at) VALUES (?,?,?,?,?,?,?,?,'revoked',?,?)");
+    for (const auto& c : certs) {
+        s.bind_all(c.serial, c.subject, c.sans, c.not_before, c.not_after, c.profile, c.requester, c.certificate_pem,
+                   c.revocation_reason, c.revoked_at);
+        s.run();
+        s.reset();
+    }
+    tx.commit();
 }
 
 }  // namespace certconn::ca_local

@@ -4,10 +4,14 @@
 
 #include <certconn/sqlite.hpp>
 
+#include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace certconn::ca_local {
 
@@ -20,7 +24,7 @@ struct IssuedCertificate {
     std::string profile;
     std::string requester;
     std::string status;  // valid | revoked
-    std::string revocation_reason, revoked_at;
+    std::string revocation_reason, revoked_at;  // RFC 5280 reason name; ISO 8601 UTC
     std::string certificate_pem;
 };
 
@@ -33,9 +37,22 @@ public:
     bool serial_exists(const std::string& serial);
     /// Inserts; returns false when the request id already has a certificate.
     bool insert(const IssuedCertificate& cert);
-    /// Marks revoked; returns false when it already was.
-    bool revoke(const std::string& serial, const std::string& reason, const std::string& when);
+    /// Marks each (serial, reason) revoked at `when`, in one transaction; per entry, false
+    /// when it already was revoked (a duplicate within the batch counts once).
+    std::vector<bool> revoke_many(const std::vector<std::pair<std::string, std::string>>& serial_reason, const std::string& when);
     std::int64_t count();
+    std::int64_t revoked_count();
+
+    /// Every revoked certificate: (serial, revoked_at, reason name), in serial order.
+    void for_each_revoked(const std::function<void(const std::string&, const std::string&, const std::string&)>& fn);
+    /// The next CRL number, persisted (monotonic across restarts).
+    std::int64_t next_crl_number();
+    /// Inserts many revoked entries at once (benchmarks and migrations); one transaction.
+    void insert_revoked_bulk(const std::vector<IssuedCertificate>& certs);
+
+    /// Upper-case hex without leading zero bytes (OpenSSL's BN_bn2hex form, as stored);
+    /// throws std::invalid_argument when `hex` is not a positive hexadecimal number.
+    static std::string canonical_serial(std::string_view hex);
 
 private:
     IssuedCertificate row(const sqlite::Statement& s);

@@ -18,23 +18,11 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string read_text(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    if (!in) throw sdk::Error(CC_ERR_UNAVAILABLE, "cannot read " + p.string());
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-/// Writes atomically (temp file + rename) with `mode` set before any byte is written.
-void write_private(const fs::path& p, const std::string& text, mode_t mode) {
-    const fs::path tmp = p.string() + ".tmp";
-    const mode_t old = ::umask(0077);
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        out << text;
-        if (!out) throw sdk::Error(CC_ERR_INTERNAL, "cannot write " + tmp.string());
+    try {
+        return crypto::read_file(p);
+    } catch (const std::invalid_argument& e) {
+        throw sdk::Error(CC_ERR_UNAVAILABLE, e.what());
     }
-    ::umask(old);
-    ::chmod(tmp.c_str(), mode);
-    fs::rename(tmp, p);
 }
 
 std::string str(const json::object& o, const char* key, std::string fallback) {
@@ -142,7 +130,21 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
             throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "profile '" + pname + "': " + e.what());
         }
     }
+    issuing_der_ = crypto::certificate_der(issuing_cert_.get());
+    public_base_url_ = str(config, "public_base_url", "");
+    while (!public_base_url_.empty() && public_base_url_.back() == '/') public_base_url_.pop_back();
+    if (!public_base_url_.empty() && public_base_url_.rfind("http://", 0) != 0 && public_base_url_.rfind("https://", 0) != 0)
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "public_base_url '" + public_base_url_ + "' must start with http:// or https://");
+    RevocationSettings rs;
+    rs.ca_name = name_;
+    rs.crl_validity = std::chrono::hours(num(config, "crl_validity_hours", 48));
+    rs.crl_refresh = std::chrono::hours(num(config, "crl_refresh_hours", 24));
+    rs.ocsp_validity = std::chrono::minutes(num(config, "ocsp_validity_minutes", 60));
+    rs.responder_algorithm = str(config, "ocsp_responder_algorithm", "p256");
+    if (rs.crl_refresh >= rs.crl_validity)
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "crl_refresh_hours must be less than crl_validity_hours, so a fresh CRL is out before the old one expires");
     store_ = std::make_unique<IssuanceStore>(directory / "issued.db");
+    revocation_ = std::make_unique<RevocationService>(rs, issuing_cert_.get(), issuing_key_.get(), *store_, directory, &host_);
 }
 
 void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) {
@@ -164,11 +166,11 @@ void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) 
                                              {NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"},
                                              {NID_subject_key_identifier, "hash"},
                                              {NID_authority_key_identifier, "keyid:always"}});
-    write_private(dir / "root-key.pem", crypto::private_key_pem(root_key.get()), 0600);
-    write_private(dir / "issuing-key.pem", crypto::private_key_pem(issuing_key.get()), 0600);
-    write_private(dir / "root.pem", crypto::certificate_pem(root.get()), 0644);
-    write_private(dir / "issuing.pem", crypto::certificate_pem(issuing.get()), 0644);  // last: marks completion
-    host_.log(CC_EV_PluginLoaded, CC_LEVEL_INFO,
+    crypto::write_file_atomic(dir / "root-key.pem", crypto::private_key_pem(root_key.get()), 0600);
+    crypto::write_file_atomic(dir / "issuing-key.pem", crypto::private_key_pem(issuing_key.get()), 0600);
+    crypto::write_file_atomic(dir / "root.pem", crypto::certificate_pem(root.get()), 0644);
+    crypto::write_file_atomic(dir / "issuing.pem", crypto::certificate_pem(issuing.get()), 0644);  // last: marks completion
+    host_.log(CC_EV_CaHierarchyCreated, CC_LEVEL_INFO,
               "CA '" + name_ + "': created a " + algorithm + " root and issuing CA in " + dir.string(), {},
               json::serialize(json::object{{"ca", name_},
                                            {"root_sha256", crypto::fingerprint_hex(root.get(), EVP_sha256())},
@@ -233,6 +235,11 @@ std::string LocalCa::issue(const std::string& request_json) {
                                                            {NID_authority_key_identifier, "keyid"}};
     if (!p.key_usage.empty()) extensions.emplace_back(NID_key_usage, "critical," + join(p.key_usage));
     if (!p.extended_key_usage.empty()) extensions.emplace_back(NID_ext_key_usage, join(p.extended_key_usage));
+    if (!public_base_url_.empty()) {
+        extensions.emplace_back(NID_crl_distribution_points, "URI:" + public_base_url_ + "/crl/" + name_ + ".crl");
+        extensions.emplace_back(NID_info_access, "OCSP;URI:" + public_base_url_ + "/ocsp/" + name_ + ",caIssuers;URI:" +
+                                                     public_base_url_ + "/ca/" + name_ + ".crt");
+    }
     STACK_OF(X509_EXTENSION)* requested = X509_REQ_get_extensions(csr.get());
     std::vector<X509_EXTENSION*> copied;  // of what the client asked for, only its (checked) subjectAltName
     for (int i = 0; requested && i < sk_X509_EXTENSION_num(requested); ++i)
@@ -282,21 +289,100 @@ std::string LocalCa::issue(const std::string& request_json) {
     return answer(record, false);
 }
 
+IssuedCertificate LocalCa::prepare_revocation(const json::object& req, std::string& reason) const {
+    std::string serial;
+    try {
+        serial = IssuanceStore::canonical_serial(str(req, "serial", ""));
+        reason = reason_name(reason_code(str(req, "reason", "unspecified")));
+    } catch (const std::invalid_argument& e) {
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, e.what());
+    }
+    if (reason == "removeFromCRL")
+        throw sdk::Error(CC_ERR_NOT_SUPPORTED, "removeFromCRL is for delta CRLs; CA '" + name_ + "' publishes full CRLs only");
+    // An issuer named in the request must be this CA: a serial is only unique per issuer.
+    if (const std::string issuer = str(req, "issuer", ""); !issuer.empty()) {
+        bool same = false;
+        try {
+            same = X509_NAME_cmp(crypto::parse_name(issuer).get(), X509_get_subject_name(issuing_cert_.get())) == 0;
+        } catch (const std::exception& e) {
+            throw sdk::Error(CC_ERR_INVALID_ARGUMENT, std::string("issuer: ") + e.what());
+        }
+        if (!same)
+            throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' is '" + crypto::name_string(X509_get_subject_name(issuing_cert_.get())) +
+                                                   "', not the issuer '" + issuer + "' named in the request");
+    }
+    auto cert = store_->find_by_serial(serial);
+    if (!cert) throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' issued no certificate with serial " + serial);
+    return *cert;
+}
+
+json::object LocalCa::revocation_answer(const IssuedCertificate& cert, bool changed, const std::string& reason, const std::string& when) const {
+    // When it was already revoked, the first revocation's time and reason stand.
+    return {{"serial", cert.serial},
+            {"status", "revoked"},
+            {"reason", changed ? reason : cert.revocation_reason},
+            {"revoked_at", changed ? when : cert.revoked_at},
+            {"already_revoked", !changed},
+            {"subject", cert.subject},
+            {"issuer", crypto::name_string(X509_get_subject_name(issuing_cert_.get()))}};
+}
+
 std::string LocalCa::revoke(const std::string& request_json) {
     std::error_code ec;
     const json::value parsed = json::parse(request_json, ec);
     if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "revoke request is not a JSON object");
-    std::string serial = str(parsed.get_object(), "serial", "");
-    for (auto& c : serial) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    while (serial.size() > 1 && serial.front() == '0') serial.erase(0, 1);
-    const std::string reason = str(parsed.get_object(), "reason", "unspecified");
-    auto cert = store_->find_by_serial(serial);
-    if (!cert) throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' issued no certificate with serial " + serial);
     const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    char when[32];
-    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-    const bool changed = store_->revoke(serial, reason, when);
-    return json::serialize(json::object{{"serial", serial}, {"status", "revoked"}, {"already_revoked", !changed}});
+    char when_buf[32];
+    struct tm tm {};
+    std::strftime(when_buf, sizeof when_buf, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    const std::string when = when_buf;
+
+    const json::value* batch = parsed.get_object().if_contains("batch");
+    if (!batch) {
+        std::string reason;
+        const IssuedCertificate cert = prepare_revocation(parsed.get_object(), reason);
+        const bool changed = store_->revoke_many({{cert.serial, reason}}, when)[0];
+        if (changed) revocation_->changed();
+        const auto current = changed ? cert : *store_->find_by_serial(cert.serial);
+        return json::serialize(revocation_answer(current, changed, reason, when));
+    }
+
+    // A batch: every valid request is committed in one transaction.
+    if (!batch->is_array() || batch->as_array().size() > 1000)
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "'batch' must be an array of at most 1000 revoke requests");
+    struct Entry {
+        std::optional<IssuedCertificate> cert;
+        std::string reason;
+        json::object error;
+    };
+    std::vector<Entry> entries;
+    std::vector<std::pair<std::string, std::string>> to_revoke;
+    for (const auto& item : batch->as_array()) {
+        Entry e;
+        try {
+            if (!item.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "a batch entry is not a JSON object");
+            e.cert = prepare_revocation(item.as_object(), e.reason);
+            to_revoke.emplace_back(e.cert->serial, e.reason);
+        } catch (const sdk::Error& err) {
+            e.error = {{"code", static_cast<int>(err.code())}, {"message", err.what()}};
+        }
+        entries.push_back(std::move(e));
+    }
+    const std::vector<bool> changed = store_->revoke_many(to_revoke, when);
+    json::array results;
+    std::size_t k = 0;
+    bool any = false;
+    for (auto& e : entries) {
+        if (!e.cert) {
+            results.push_back(json::object{{"error", e.error}});
+            continue;
+        }
+        const bool c = changed[k++];
+        any = any || c;
+        results.push_back(revocation_answer(c ? *e.cert : *store_->find_by_serial(e.cert->serial), c, e.reason, when));
+    }
+    if (any) revocation_->changed();
+    return json::serialize(json::object{{"results", std::move(results)}});
 }
 
 std::string LocalCa::describe() {
@@ -304,7 +390,10 @@ std::string LocalCa::describe() {
                                         {"chain_pem", chain_pem_},
                                         {"subject", crypto::name_string(X509_get_subject_name(issuing_cert_.get()))},
                                         {"key_type", crypto::key_type_of(issuing_key_.get())},
-                                        {"issued", store_->count()}});
+                                        {"issued", store_->count()},
+                                        {"revoked", store_->revoked_count()},
+                                        {"crl_url", public_base_url_.empty() ? "" : public_base_url_ + "/crl/" + name_ + ".crl"},
+                                        {"ocsp_url", public_base_url_.empty() ? "" : public_base_url_ + "/ocsp/" + name_}});
 }
 
 }  // namespace certconn::ca_local

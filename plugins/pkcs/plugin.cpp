@@ -118,20 +118,9 @@ public:
 private:
     crypto::PKey generated_escrow_key() {
         const auto path = host_.state_dir() / "escrow-key.pem";
-        if (std::filesystem::exists(path)) {
-            std::ifstream in(path, std::ios::binary);
-            return crypto::load_private_key(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()));
-        }
+        if (std::filesystem::exists(path)) return crypto::load_private_key(crypto::read_file(path, "escrow key"));
         crypto::PKey key = crypto::generate_key("rsa3072");
-        const auto tmp = path.string() + ".tmp";
-        const mode_t old = ::umask(0077);
-        {
-            std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-            out << crypto::private_key_pem(key.get());
-        }
-        ::umask(old);
-        ::chmod(tmp.c_str(), 0600);
-        std::filesystem::rename(tmp, path);
+        crypto::write_file_atomic(path, crypto::private_key_pem(key.get()), 0600);
         return key;
     }
 

@@ -45,23 +45,6 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   }}}
 }})json";
 
-std::string read_text(const std::filesystem::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_private(const std::filesystem::path& p, const std::string& text) {
-    const auto tmp = p.string() + ".tmp";
-    const mode_t old = ::umask(0077);
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        out << text;
-    }
-    ::umask(old);
-    ::chmod(tmp.c_str(), 0600);
-    std::filesystem::rename(tmp, p);
-}
-
 /// Percent-decoding of a query value. Base64 '+' arrives as '+', "%2B" or (decoded by some
 /// clients' libraries as) a space: all three mean '+'.
 std::string query_value(std::string_view query, std::string_view name) {
@@ -167,13 +150,13 @@ private:
                                                                 {"request_id", "scep-ra:" + p.name}, {"csr_pem", csr},
                                                                 {"profile", p.certificate_profile}, {"requester", "scep"}}));
             const auto a = json::parse(answer).as_object();
-            write_private(dir / "ra-key.pem", crypto::private_key_pem(key.get()));
-            write_private(dir / "chain.pem", std::string(a.at("chain_pem").as_string()));
-            write_private(dir / "ra.pem", std::string(a.at("certificate_pem").as_string()));  // last: marks completion
+            crypto::write_file_atomic(dir / "ra-key.pem", crypto::private_key_pem(key.get()));
+            crypto::write_file_atomic(dir / "chain.pem", std::string(a.at("chain_pem").as_string()));
+            crypto::write_file_atomic(dir / "ra.pem", std::string(a.at("certificate_pem").as_string()));  // last: marks completion
         }
-        p.ra_key = crypto::load_private_key(read_text(dir / "ra-key.pem"));
-        p.chain = crypto::load_certificates(read_text(dir / "chain.pem"));
-        p.ra_cert = crypto::load_certificate(read_text(dir / "ra.pem"));
+        p.ra_key = crypto::load_private_key(crypto::read_file(dir / "ra-key.pem"));
+        p.chain = crypto::load_certificates(crypto::read_file(dir / "chain.pem"));
+        p.ra_cert = crypto::load_certificate(crypto::read_file(dir / "ra.pem"));
     }
 
     HttpResponse handle(Profile& p, const HttpRequest& r) {

@@ -9,7 +9,13 @@
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <mutex>
@@ -155,10 +161,7 @@ PKey load_private_key_from(const std::string& path_or_uri) {
         if (!key) throw_openssl("cannot load the private key " + path_or_uri + " from the token");
         return PKey(key);
     }
-    std::ifstream in(path_or_uri, std::ios::binary);
-    if (!in) throw std::invalid_argument("cannot read private key file " + path_or_uri);
-    const std::string pem{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    return load_private_key(pem);
+    return load_private_key(read_file(path_or_uri, "private key file"));
 }
 
 // ---- certificates ----------------------------------------------------------------------
@@ -435,6 +438,39 @@ std::string cms_decrypt(std::string_view der, EVP_PKEY* key) {
     auto out = new_mem_bio();
     if (!CMS_decrypt(cms.get(), key, nullptr, nullptr, out.get(), CMS_BINARY)) throw_openssl("decrypting the CMS envelope");
     return bio_string(out.get());
+}
+
+// ---- files holding key material ---------------------------------------------------------
+
+std::string read_file(const std::filesystem::path& path, std::string_view what) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::invalid_argument("cannot read " + std::string(what) + " " + path.string());
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode) {
+    const std::string tmp = path.string() + ".tmp";
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+    ::fchmod(fd, mode);  // the umask may have narrowed it; never widened beyond `mode`
+    std::size_t done = 0;
+    while (done < data.size()) {
+        const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            const int err = errno;
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(err));
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    const bool synced = ::fsync(fd) == 0;
+    ::close(fd);
+    if (!synced || ::rename(tmp.c_str(), path.c_str()) != 0) {
+        ::unlink(tmp.c_str());
+        throw std::runtime_error("cannot store " + path.string() + ": " + std::strerror(errno));
+    }
 }
 
 // ---- encodings and randomness ----------------------------------------------------------

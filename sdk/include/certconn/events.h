@@ -59,6 +59,14 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(305, JobAbandoned, OPERATIONAL, "Jobs", "a job was left unfinished at stop; its lease returns it to the queue") \
     X(306, JobFeatureUnavailable, OPERATIONAL, "Jobs", "a claimed job's feature is not loaded; its lease returns it") \
     X(307, OutboxWriteFailed, OPERATIONAL, "Jobs", "a result could not be persisted; the job is not reported and will run again") \
+    /* certificate authorities (CA plugins; relying-party services) */                         \
+    X(400, CaHierarchyCreated, ADMIN, "CA", "a CA created its key pair and certificate")        \
+    X(401, CaCrlPublished, OPERATIONAL, "CA", "a CRL was generated")                             \
+    X(402, CaCrlFailed, ADMIN, "CA", "a CRL could not be generated; the previous one is served") \
+    X(403, CaOcspResponderIssued, OPERATIONAL, "CA", "a delegated OCSP responder certificate was issued") \
+    X(404, CaOcspFailed, OPERATIONAL, "CA", "an OCSP request could not be answered")            \
+    X(410, ConnectorKeyMissing, ADMIN, "Keys", "a job needs a connector key this connector does not hold") \
+    X(411, ConnectorKeyFailed, OPERATIONAL, "Keys", "a connector key could not be used (token or file unavailable)") \
     /* PKCS */                                                                                  \
     X(1000, PkcsRequestSuccess, ADMIN, "PKCS", "PKCS request fulfilled and sent to the tenant") \
     X(1001, PkcsRequestFailure, ADMIN, "PKCS", "PKCS request could not be fulfilled or sent")  \

@@ -9,7 +9,10 @@
 #include <openssl/pkcs12.h>
 #include <openssl/x509.h>
 
+#include <sys/types.h>
+
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -100,6 +103,13 @@ struct Recipient {
 std::string cms_encrypt(std::string_view content, const Recipient& recipient);
 /// Decrypts EnvelopedData (DER) with `key`; throws CryptoError when no recipient matches.
 std::string cms_decrypt(std::string_view der, EVP_PKEY* key);
+
+// ---- files holding key material ---------------------------------------------------------
+/// The whole file; throws std::invalid_argument("cannot read <what> <path>").
+std::string read_file(const std::filesystem::path& path, std::string_view what = "file");
+/// Writes atomically (temporary file + fsync + rename) with `mode` set before any byte is
+/// written, so a key is never readable by others, not even for a moment.
+void write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode = 0600);
 
 // ---- encodings and randomness ----------------------------------------------------------
 std::string base64_encode(std::string_view data);

@@ -1,0 +1,295 @@
+// revoke: revokes certificates at the CA that issued them and reports each outcome with an
+// error code the tenant understands (Intune's revocation result codes).
+//
+// Batches: jobs for the same CA that arrive within `batch_window_ms` of each other go to the
+// CA in one call ({"batch": [...]}), which ca-local commits in one transaction. A CA plugin
+// that does not take batches answers CC_ERR_NOT_SUPPORTED and gets the requests one by one.
+#include <certconn/sdk.hpp>
+
+#include <boost/json.hpp>
+
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+
+namespace {
+
+namespace json = boost::json;
+using certconn::sdk::Error;
+
+constexpr const char* kSchema = R"json({"type":"table","keys":{
+  "default_ca": {"type":"string","description":"CA used when a job names none (default \"local\")"},
+  "batch_size": {"type":"integer","min":1,"max":500,"description":"most revocations sent to a CA in one call (default 100)"},
+  "batch_window_ms": {"type":"integer","min":0,"max":5000,"description":"how long the first job of a batch waits for others (default 20)"}
+}})json";
+
+std::string str(const json::object& o, std::initializer_list<const char*> keys, std::string fallback = {}) {
+    for (const char* key : keys) {
+        const auto* v = o.if_contains(key);
+        if (!v || v->is_null()) continue;
+        if (!v->is_string()) throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'") + key + "' must be a string");
+        return std::string(v->as_string());
+    }
+    return fallback;
+}
+
+// The tenant-facing codes: Intune's revocation result errorCode (REFERENCE §3).
+struct Code {
+    const char* name;
+    int intune;
+};
+Code code_of(cc_status s) {
+    switch (s) {
+        case CC_ERR_INVALID_ARGUMENT: return {"invalid_argument", 4002};
+        case CC_ERR_NOT_FOUND: return {"not_found", 4004};
+        case CC_ERR_CONFLICT: return {"conflict", 4005};
+        case CC_ERR_NOT_SUPPORTED: return {"not_supported", 4006};
+        case CC_ERR_UNAVAILABLE: return {"unavailable", 4101};
+        case CC_ERR_BUSY: return {"busy", 4102};
+        case CC_ERR_TIMEOUT: return {"timeout", 4100};
+        case CC_ERR_DENIED: return {"denied", 4000};
+        default: return {"internal", 4000};
+    }
+}
+
+/// What the CA said about one request: its JSON answer, or an error.
+struct Outcome {
+    bool ok = false;
+    json::object answer;
+    cc_status code = CC_ERR_INTERNAL;
+    std::string message;
+};
+
+class Batcher {
+public:
+    Batcher(certconn::sdk::Host& host, std::size_t size, std::chrono::milliseconds window)
+        : host_(host), size_(size), window_(window) {}
+
+    /// Sends `request` to CA `ca`, together with whatever other requests arrive meanwhile.
+    Outcome revoke(const std::string& ca, json::object request) {
+        auto item = std::make_shared<Item>();
+        item->request = std::move(request);
+        std::unique_lock lock(mutex_);
+        auto& open = open_[ca];
+        const bool leader = !open;
+        if (leader) open = std::make_shared<Batch>();
+        const auto batch = open;
+        batch->items.push_back(item);
+        if (batch->items.size() >= size_) {
+            batch->closed = true;
+            open_.erase(ca);
+            changed_.notify_all();
+        }
+        if (!leader) {
+            changed_.wait(lock, [&] { return item->finished; });
+            return item->outcome;
+        }
+        changed_.wait_for(lock, window_, [&] { return batch->closed; });
+        if (!batch->closed) {
+            batch->closed = true;
+            if (auto it = open_.find(ca); it != open_.end() && it->second == batch) open_.erase(it);
+        }
+        lock.unlock();
+        send(ca, *batch);
+        lock.lock();
+        for (auto& i : batch->items) i->finished = true;
+        changed_.notify_all();
+        return item->outcome;
+    }
+
+private:
+    struct Item {
+        json::object request;
+        Outcome outcome;
+        bool finished = false;
+    };
+    struct Batch {
+        std::vector<std::shared_ptr<Item>> items;
+        bool closed = false;
+    };
+
+    void one(const std::string& ca, Item& item) {
+        try {
+            item.outcome.answer = json::parse(host_.ca_revoke(ca, json::serialize(item.request))).as_object();
+            item.outcome.ok = true;
+        } catch (const Error& e) {
+            item.outcome.code = e.code();
+            item.outcome.message = e.what();
+        } catch (const std::exception& e) {
+            item.outcome.code = CC_ERR_INTERNAL;
+            item.outcome.message = std::string("CA '") + ca + "' answered something unreadable: " + e.what();
+        }
+    }
+
+    void send(const std::string& ca, Batch& batch) {
+        bool batches;
+        {
+            std::lock_guard lock(mutex_);
+            batches = !unbatched_.contains(ca);
+        }
+        if (batch.items.size() == 1 || !batches) {
+            for (auto& item : batch.items) one(ca, *item);
+            return;
+        }
+        json::array list;
+        for (const auto& item : batch.items) list.push_back(item->request);
+        std::string answer;
+        try {
+            answer = host_.ca_revoke(ca, json::serialize(json::object{{"batch", std::move(list)}}));
+        } catch (const Error& e) {
+            if (e.code() == CC_ERR_NOT_SUPPORTED) {
+                std::lock_guard lock(mutex_);
+                unbatched_.insert(ca);
+            } else {
+                for (auto& item : batch.items) item->outcome = Outcome{false, {}, e.code(), e.what()};
+                return;
+            }
+            for (auto& item : batch.items) one(ca, *item);
+            return;
+        }
+        try {
+            const json::value parsed = json::parse(answer);
+            const json::array& results = parsed.at("results").as_array();
+            if (results.size() != batch.items.size()) throw std::runtime_error("wrong number of results");
+            for (std::size_t i = 0; i < results.size(); ++i) {
+                const json::object& r = results[i].as_object();
+                Outcome& o = batch.items[i]->outcome;
+                if (const auto* error = r.if_contains("error")) {
+                    o.code = static_cast<cc_status>(error->at("code").as_int64());
+                    o.message = std::string(error->at("message").as_string());
+                } else {
+                    o.ok = true;
+                    o.answer = r;
+                }
+            }
+        } catch (const std::exception& e) {
+            for (auto& item : batch.items)
+                item->outcome = Outcome{false, {}, CC_ERR_INTERNAL, std::string("CA '") + ca + "' answered a batch unreadably: " + e.what()};
+        }
+    }
+
+    certconn::sdk::Host& host_;
+    const std::size_t size_;
+    const std::chrono::milliseconds window_;
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    std::map<std::string, std::shared_ptr<Batch>> open_;  // per CA: the batch still taking requests
+    std::set<std::string> unbatched_;                      // CAs that said they take no batches
+};
+
+class RevokeFeature final : public certconn::sdk::FeaturePlugin {
+public:
+    explicit RevokeFeature(certconn::sdk::Host& host) : host_(host), batcher_(host, size(host), window(host)) {
+        default_ca_ = str(json::parse(host.config_json()).as_object(), {"default_ca"}, "local");
+    }
+
+    std::string run_job(const std::string& job_json) override {
+        const json::value parsed = json::parse(job_json);
+        const json::object& job = parsed.as_object();
+        const std::string id = str(job, {"id"});
+        const int attempt = job.contains("attempt") ? static_cast<int>(job.at("attempt").as_int64()) : 1;
+        const int max_attempts = job.contains("max_attempts") ? static_cast<int>(job.at("max_attempts").as_int64()) : 1;
+        if (attempt == 1) host_.log(CC_EV_RevokeDownloadedRequest, CC_LEVEL_INFO, "revocation request received", id);
+
+        std::string ca, serial;
+        json::object request;
+        try {
+            const auto* req = job.if_contains("request");
+            if (!req || !req->is_object()) throw Error(CC_ERR_INVALID_ARGUMENT, "job has no request object");
+            const json::object& r = req->as_object();
+            // Our names first, then Intune's downloadRevocationRequests names.
+            ca = str(r, {"ca", "caConfiguration"}, default_ca_);
+            serial = str(r, {"serial", "serialNumber"});
+            if (serial.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'serial' (the certificate's serial number in hex) is required");
+            request = {{"serial", serial}, {"reason", str(r, {"reason"}, "unspecified")}, {"request_id", id}};
+            if (const std::string issuer = str(r, {"issuer", "issuerName"}); !issuer.empty()) request["issuer"] = issuer;
+        } catch (const Error& e) {
+            return fail(id, ca, serial, e.code(), e.what());
+        }
+
+        const Outcome outcome = batcher_.revoke(ca, std::move(request));
+        if (!outcome.ok) {
+            if (CC_STATUS_IS_RETRYABLE(outcome.code) && attempt < max_attempts) {
+                host_.log(CC_EV_RevokeFailedAttempt, CC_LEVEL_WARNING,
+                          "revocation attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) +
+                              " failed (will retry): " + outcome.message,
+                          id);
+                throw Error(outcome.code, outcome.message);  // the host runs the job again after a backoff
+            }
+            return fail(id, ca, serial, outcome.code, outcome.message);
+        }
+        const json::object& a = outcome.answer;
+        const bool already = a.contains("already_revoked") && a.at("already_revoked").as_bool();
+        json::object result{{"status", "succeeded"}, {"ca", ca}, {"error_code", 0}};
+        for (const char* key : {"serial", "reason", "revoked_at", "subject", "issuer"})
+            if (const auto* v = a.if_contains(key)) result[key] = *v;
+        result["already_revoked"] = already;
+        if (already)
+            result["note"] = "the certificate was already revoked (" + std::string(a.at("reason").as_string()) + ", " +
+                             std::string(a.at("revoked_at").as_string()) + ")";
+        const std::string what = "certificate " + std::string(result["serial"].as_string()) + " revoked by CA '" + ca + "'" +
+                                 (already ? " (it already was)" : "");
+        host_.log(CC_EV_RevokeSuccess, CC_LEVEL_INFO, what, id);
+        remember(id, what, json::serialize(json::object{{"serial", result["serial"]}, {"ca", ca}, {"already_revoked", already}}));
+        return json::serialize(result);
+    }
+
+    void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
+        std::pair<std::string, std::string> success;
+        {
+            std::lock_guard lock(mutex_);
+            if (auto it = succeeded_.find(job_id); it != succeeded_.end()) {
+                success = it->second;
+                if (delivered) succeeded_.erase(it);
+            }
+        }
+        if (!delivered) {
+            host_.log(CC_EV_RevokeUploadFailure, CC_LEVEL_WARNING, "uploading the revocation result failed (will retry): " + message, job_id);
+            return;
+        }
+        host_.log(CC_EV_RevokeUploadedRequest, CC_LEVEL_INFO, "revocation result uploaded", job_id);
+        if (!success.first.empty()) host_.log(CC_EV_RevokeRequestSuccess, CC_LEVEL_INFO, success.first, job_id, success.second);
+    }
+
+private:
+    static std::size_t size(certconn::sdk::Host& host) {
+        const auto c = json::parse(host.config_json()).as_object();
+        return c.contains("batch_size") ? static_cast<std::size_t>(c.at("batch_size").as_int64()) : 100;
+    }
+    static std::chrono::milliseconds window(certconn::sdk::Host& host) {
+        const auto c = json::parse(host.config_json()).as_object();
+        return std::chrono::milliseconds(c.contains("batch_window_ms") ? c.at("batch_window_ms").as_int64() : 20);
+    }
+
+    std::string fail(const std::string& id, const std::string& ca, const std::string& serial, cc_status status, const std::string& message) {
+        const Code code = code_of(status);
+        host_.log(CC_EV_RevokeFailure, CC_LEVEL_ERROR, "revocation failed: " + message, id);
+        host_.log(CC_EV_RevokeRequestFailure, CC_LEVEL_ERROR, "revocation of " + (serial.empty() ? "?" : serial) + " failed: " + message, id,
+                  json::serialize(json::object{{"code", code.name}, {"error_code", code.intune}, {"ca", ca}}));
+        return json::serialize(json::object{
+            {"status", "failed"},
+            {"ca", ca},
+            {"serial", serial},
+            {"error_code", code.intune},
+            {"error", json::object{{"code", code.name}, {"message", message}, {"error_code", code.intune},
+                                   {"retryable", CC_STATUS_IS_RETRYABLE(status) != 0}}}});
+    }
+
+    void remember(const std::string& id, std::string message, std::string fields) {
+        std::lock_guard lock(mutex_);
+        if (succeeded_.size() > 100000) succeeded_.clear();  // results the host never reported back: never grow without bound
+        succeeded_[id] = {std::move(message), std::move(fields)};
+    }
+
+    certconn::sdk::Host& host_;
+    Batcher batcher_;
+    std::string default_ca_;
+    std::mutex mutex_;
+    std::map<std::string, std::pair<std::string, std::string>> succeeded_;  // Admin event written once the tenant has it
+};
+
+}  // namespace
+
+CERTCONN_PLUGIN(RevokeFeature, "revoke", "0.1.0", "2026-11-25", "Revokes certificates at their CA, in batches, and reports Intune result codes", kSchema)
