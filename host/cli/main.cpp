@@ -1,6 +1,7 @@
 // certconnector: the daemon and its command-line interface.
 #include "cli/CommandLine.hpp"
 #include "cli/AdminSocketCommands.hpp"
+#include "cli/KeyCommands.hpp"
 #include "daemon/Connector.hpp"
 #include "http/AdminClient.hpp"
 #include "status/SupportPolicy.hpp"
@@ -332,6 +333,37 @@ const std::vector<Command>& commands() {
              auto socket = admin_socket(o);
              return socket ? create_scep_challenge(o, *socket) : kExitProblems;
          }},
+        {"keys create", "create a connector key (RSA) in the key store, or on a PKCS#11 token; prints its public key",
+         {kConfigOption, {"name", true, "key name, as import jobs' key_name"}, {"size", true, "2048 | 3072 (default) | 4096"},
+          {"pkcs11", true, "generate on this token instead: pkcs11:token=LABEL;pin-value=PIN (or pin-source=file:PATH)"}},
+         [](const ParsedOptions& o) {
+             auto doc = read_config_document(o);
+             return doc ? keys_create(o, doc->keys_dir(), doc->service_account()) : kExitProblems;
+         }},
+        {"keys add", "refer to an existing key under a name: a token object, or a PEM file other connectors share",
+         {kConfigOption, {"name", true, "key name"}, {"pkcs11", true, "pkcs11: URI of the private key object"},
+          {"file", true, "PEM private key file (0600)"}},
+         [](const ParsedOptions& o) {
+             auto doc = read_config_document(o);
+             return doc ? keys_add(o, doc->keys_dir(), doc->service_account()) : kExitProblems;
+         }},
+        {"keys export-public", "print a connector key's public key (PEM), for whoever encrypts PFX passwords",
+         {kConfigOption, {"name", true, "key name"}},
+         [](const ParsedOptions& o) {
+             auto doc = read_config_document(o);
+             return doc ? keys_export_public(o, doc->keys_dir()) : kExitProblems;
+         }},
+        {"keys list", "list connector keys: name, type, where it lives, SHA-256 of its public key, and whether it loads",
+         {kConfigOption, kJsonOption},
+         [](const ParsedOptions& o) {
+             auto doc = read_config_document(o);
+             return doc ? keys_list(o, doc->keys_dir()) : kExitProblems;
+         }},
+        {"pfx encrypt-password", "encrypt a PFX password to a connector's public key (RSA-OAEP), base64, for an import job",
+         {{"key-public", true, "the connector key's public key (PEM, from `keys export-public`)"},
+          {"padding", true, "oaep-sha256 | oaep-sha384 | oaep-sha512 (default oaep-sha512)"},
+          {"password-file", true, "read the password from this file (default: the first line of stdin)"}},
+         pfx_encrypt_password},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
         {"events", "list every event id (Markdown table, or JSON)", {kJsonOption, {"markdown", false, "Markdown table (default)"}},
          cmd_events},
@@ -343,7 +375,8 @@ void print_usage(std::ostream& out) {
     out << "usage: certconnector <command> [options]\n\ncommands:\n";
     for (const auto& c : commands()) {
         std::string name = c.name;
-        name.resize(16, ' ');
+        if (name.size() < 21) name.resize(21, ' ');
+        else name += ' ';
         out << "  " << name << c.summary << "\n";
     }
     out << "\n`certconnector <command> --help` shows a command's options.\n";

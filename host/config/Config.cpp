@@ -21,6 +21,7 @@ constexpr std::string_view kHostSchema = R"json({
       "plugin_dir": {"type": "string", "description": "directory scanned for plugins"},
       "state_dir": {"type": "string", "description": "durable state: databases, keys, admin socket"},
       "log_dir": {"type": "string", "description": "event log files"},
+      "keys_dir": {"type": "string", "description": "connector keys (default <state_dir>/keys); point several connectors at one shared directory to share file keys"},
       "service_account": {"type": "string", "description": "user the service runs as"},
       "io_threads": {"type": "integer", "min": 1, "max": 16},
       "workers": {"type": "integer", "min": 1, "max": 256, "description": "threads running plugin route handlers"},
@@ -143,6 +144,11 @@ fs::path ConfigDocument::plugin_dir() const {
     return HostSettings{}.plugin_dir;
 }
 
+fs::path ConfigDocument::keys_dir() const {
+    if (auto dir = root["host"]["keys_dir"].value<std::string_view>()) return resolve(file.parent_path(), *dir);
+    return state_dir() / "keys";
+}
+
 fs::path ConfigDocument::state_dir() const {
     if (auto dir = root["host"]["state_dir"].value<std::string_view>()) return resolve(file.parent_path(), *dir);
     return HostSettings{}.state_dir;
@@ -236,6 +242,8 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     path("plugin_dir", h.plugin_dir);
     path("state_dir", h.state_dir);
     path("log_dir", h.log_dir);
+    path("keys_dir", h.keys_dir);
+    if (h.keys_dir.empty()) h.keys_dir = h.state_dir / "keys";
     str("service_account", h.service_account);
     integer(root["host"]["io_threads"], h.io_threads);
     integer(root["host"]["workers"], h.workers);
@@ -285,6 +293,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                       {"plugin_dir", h.plugin_dir.string()},
                       {"state_dir", h.state_dir.string()},
                       {"log_dir", h.log_dir.string()},
+                      {"keys_dir", h.keys_dir.string()},
                       {"service_account", h.service_account},
                       {"io_threads", h.io_threads},
                       {"workers", h.workers},

@@ -27,6 +27,7 @@ struct HostSettings {
     std::filesystem::path plugin_dir = "/usr/lib/certconnector/plugins";
     std::filesystem::path state_dir = "/var/lib/certconnector";
     std::filesystem::path log_dir = "/var/log/certconnector";
+    std::filesystem::path keys_dir;  // connector keys; <state_dir>/keys when not configured
     std::string service_account;
     int io_threads = 1;
     int workers = 8;
@@ -87,6 +88,7 @@ struct ConfigDocument {
     std::filesystem::path plugin_dir() const;
     /// Read leniently too: the CLI needs them without a full validation.
     std::filesystem::path state_dir() const;
+    std::filesystem::path keys_dir() const;
     std::string service_account() const;
 };
 

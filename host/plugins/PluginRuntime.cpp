@@ -87,6 +87,12 @@ int svc_register_route(void* host_ctx, const char* method, const char* path, cc_
     return ctx.runtime->register_route(ctx, method, path, handler, handler_ctx, error);
 }
 
+int svc_key_decrypt(void* host_ctx, const char* key_name, const char* padding, const char* ciphertext, size_t len,
+                    cc_sink* out, cc_error* error) {
+    PluginContext& ctx = ctx_of(host_ctx);
+    return ctx.runtime->key_decrypt(ctx, key_name ? key_name : "", padding ? padding : "", std::string_view(ciphertext, len), out, error);
+}
+
 std::string describe(const PluginIdentity& id) {
     return std::string(kind_name(id.kind)) + " plugin '" + id.name + "' " + id.version;
 }
@@ -151,7 +157,7 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
     ctx.state_dir = state.string();
     ctx.services = cc_host_services{sizeof(cc_host_services), CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR, &ctx,
                                     &svc_log_event, &svc_config_json, &svc_state_dir, &svc_ca_issue,
-                                    &svc_ca_revoke, &svc_tenant_call, &svc_register_route};
+                                    &svc_ca_revoke, &svc_tenant_call, &svc_register_route, &svc_key_decrypt};
 
     const std::string label = "plugin '" + library->file.stem().string() + "' (" + library->file.string() + "): ";
     auto fail = [&](const std::string& why) -> std::shared_ptr<const Generation> {
@@ -254,6 +260,36 @@ std::optional<PluginRuntime::RouteMatch> PluginRuntime::match_route(std::string_
         }
     }
     return best;
+}
+
+std::shared_ptr<KeyStore> PluginRuntime::keys() {
+    std::lock_guard lock(mutex_);
+    if (!keys_ || keys_->directory() != config_->host.keys_dir) keys_ = std::make_shared<KeyStore>(config_->host.keys_dir);
+    return keys_;
+}
+
+int PluginRuntime::key_decrypt(PluginContext& ctx, const std::string& key_name, const std::string& padding, std::string_view ciphertext,
+                               cc_sink* out, cc_error* error) {
+    const json::object fields{{"key", key_name}, {"plugin", ctx.identity.name}};
+    try {
+        const std::string plain = keys()->decrypt(key_name, padding, ciphertext);
+        if (out == nullptr || out->write(out->ctx, plain.data(), plain.size()) != 0) {
+            set_error(error, CC_ERR_INVALID_ARGUMENT, "sink refused the plaintext");
+            return CC_ERR_INVALID_ARGUMENT;
+        }
+        return CC_OK;
+    } catch (const KeyStore::KeyNotHeld& e) {
+        log_.emit(CC_EV_ConnectorKeyMissing, CC_LEVEL_ERROR, e.what(), {}, fields);
+        set_error(error, CC_ERR_NOT_FOUND, e.what());
+        return CC_ERR_NOT_FOUND;
+    } catch (const std::invalid_argument& e) {
+        set_error(error, CC_ERR_INVALID_ARGUMENT, e.what());
+        return CC_ERR_INVALID_ARGUMENT;
+    } catch (const std::exception& e) {
+        log_.emit(CC_EV_ConnectorKeyFailed, CC_LEVEL_ERROR, e.what(), {}, fields);
+        set_error(error, CC_ERR_UNAVAILABLE, e.what());
+        return CC_ERR_UNAVAILABLE;
+    }
 }
 
 bool PluginRuntime::reserved_path(std::string_view path) {

@@ -9,6 +9,7 @@
 
 #include "config/Config.hpp"
 #include "eventlog/EventLog.hpp"
+#include "keys/KeyStore.hpp"
 #include "plugins/PluginLoader.hpp"
 
 #include <certconn/abi.h>
@@ -98,6 +99,10 @@ public:
 
     // Entry points of the host-services table (see abi.h).
     int ca_call(bool issue, const char* ca_name, const char* request, cc_sink* out, cc_error* error);
+    int key_decrypt(PluginContext& ctx, const std::string& key_name, const std::string& padding, std::string_view ciphertext,
+                    cc_sink* out, cc_error* error);
+    /// The connector keys of the current configuration.
+    std::shared_ptr<KeyStore> keys();
     int tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error);
     int register_route(PluginContext& ctx, const char* method, const char* path, cc_http_handler handler,
                        void* handler_ctx, cc_error* error);
@@ -114,6 +119,7 @@ private:
     EventLog& log_;
     mutable std::mutex mutex_;
     std::shared_ptr<const Config> config_;
+    std::shared_ptr<KeyStore> keys_;
     std::map<Key, std::shared_ptr<const Generation>> published_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
 };

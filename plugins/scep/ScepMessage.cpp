@@ -74,17 +74,6 @@ std::string signed_reply(const PkiRequest& req, const std::string& status, std::
 
 }  // namespace
 
-LegacyProviders::LegacyProviders() {
-    default_ = OSSL_PROVIDER_load(nullptr, "default");
-    legacy_ = OSSL_PROVIDER_load(nullptr, "legacy");
-    if (!legacy_) crypto::throw_openssl("cannot load OpenSSL's legacy provider (needed for allow_single_des)");
-}
-
-LegacyProviders::~LegacyProviders() {
-    if (legacy_) OSSL_PROVIDER_unload(legacy_);
-    if (default_) OSSL_PROVIDER_unload(default_);
-}
-
 PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, bool allow_single_des) {
     const auto* p = reinterpret_cast<const unsigned char*>(der.data());
     crypto::Cms cms(d2i_CMS_ContentInfo(nullptr, &p, static_cast<long>(der.size())));

@@ -36,19 +36,7 @@ struct PkiRequest {
     bool refused_cipher = false;  // decryptable, but the profile does not accept its cipher
 };
 
-/// OpenSSL's legacy provider (single DES), loaded while an instance lives. Loading any provider
-/// explicitly turns off the implicit default one, so "default" is loaded beside it.
-class LegacyProviders {
-public:
-    LegacyProviders();
-    ~LegacyProviders();
-    LegacyProviders(const LegacyProviders&) = delete;
-    LegacyProviders& operator=(const LegacyProviders&) = delete;
-
-private:
-    OSSL_PROVIDER* legacy_ = nullptr;
-    OSSL_PROVIDER* default_ = nullptr;
-};
+using LegacyProviders = crypto::LegacyProviders;
 
 /// Parses and verifies `der`; decrypts its envelope with the RA key. Throws MalformedMessage.
 /// Single DES decrypts only while a LegacyProviders instance exists.

@@ -382,6 +382,50 @@ std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain
     return to_der(p12, i2d_PKCS12);
 }
 
+Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password) {
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    Pkcs12 p12(d2i_PKCS12(nullptr, &p, static_cast<long>(der.size())));
+    if (!p12) {
+        ERR_clear_error();
+        throw std::invalid_argument("not a PKCS#12 (PFX) file");
+    }
+    // An empty password is tried both as "" and as absent, as Windows exports use either.
+    if (PKCS12_mac_present(p12.get()) && !PKCS12_verify_mac(p12.get(), password.c_str(), -1) &&
+        !(password.empty() && PKCS12_verify_mac(p12.get(), nullptr, 0))) {
+        ERR_clear_error();
+        throw std::invalid_argument("the PFX password is wrong (its MAC does not verify)");
+    }
+    EVP_PKEY* key = nullptr;
+    X509* cert = nullptr;
+    STACK_OF(X509)* ca = nullptr;
+    if (!PKCS12_parse(p12.get(), password.c_str(), &key, &cert, &ca)) {
+        const unsigned long err = ERR_peek_last_error();
+        const bool unsupported = ERR_GET_REASON(err) == ERR_R_UNSUPPORTED || ERR_GET_LIB(err) == ERR_LIB_EVP;
+        ERR_clear_error();
+        throw std::invalid_argument(unsupported ? "the PFX uses an encryption this connector does not accept (RC2/RC4 need the legacy provider)"
+                                                : "the PFX cannot be opened with this password");
+    }
+    Pkcs12Contents out;
+    out.key.reset(key);
+    out.certificate.reset(cert);
+    for (int i = 0; ca && i < sk_X509_num(ca); ++i) out.chain.emplace_back(sk_X509_value(ca, i));
+    sk_X509_free(ca);
+    if (!out.key) throw std::invalid_argument("the PFX holds no private key");
+    if (!out.certificate) throw std::invalid_argument("the PFX holds no certificate for its private key");
+    return out;
+}
+
+LegacyProviders::LegacyProviders() {
+    default_ = OSSL_PROVIDER_load(nullptr, "default");
+    legacy_ = OSSL_PROVIDER_load(nullptr, "legacy");
+    if (!legacy_) throw_openssl("cannot load OpenSSL's legacy provider");
+}
+
+LegacyProviders::~LegacyProviders() {
+    if (legacy_) OSSL_PROVIDER_unload(legacy_);
+    if (default_) OSSL_PROVIDER_unload(default_);
+}
+
 // ---- CMS -------------------------------------------------------------------------------
 
 Recipient Recipient::from_pem(std::string_view pem) {

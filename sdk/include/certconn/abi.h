@@ -173,6 +173,15 @@ typedef struct cc_host_services {
      * in '/'. Only during init. The route lives as long as this plugin instance. */
     int (*http_register_route)(void *host_ctx, const char *method, const char *path,
                                cc_http_handler handler, void *handler_ctx, cc_error *error);
+
+    /* Decrypts `ciphertext` with the connector key `key_name` (see `certconnector keys`),
+     * RSA-OAEP with `padding` "oaep-sha256" | "oaep-sha384" | "oaep-sha512" (hash and MGF1).
+     * The key never leaves the host. CC_ERR_NOT_FOUND: this connector does not hold the key;
+     * CC_ERR_INVALID_ARGUMENT: wrong key or padding for this ciphertext; CC_ERR_UNAVAILABLE:
+     * the key exists but cannot be used now (token absent). Check struct_size first. */
+    int (*key_decrypt)(void *host_ctx, const char *key_name, const char *padding,
+                       const char *ciphertext, size_t ciphertext_len, cc_sink *plaintext,
+                       cc_error *error);
 } cc_host_services;
 
 /* ---------------------------------------------------------------------------------------- */

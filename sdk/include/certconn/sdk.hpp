@@ -178,6 +178,19 @@ public:
         return call_out(s_->tenant_call, operation, request_json, "tenant call '" + operation + "'");
     }
 
+    /// RSA-OAEP decryption with connector key `key_name`; the key stays in the host.
+    std::string key_decrypt(const std::string& key_name, const std::string& padding, std::string_view ciphertext) const {
+        if (s_->struct_size <= offsetof(cc_host_services, key_decrypt) || s_->key_decrypt == nullptr)
+            throw Error(CC_ERR_NOT_SUPPORTED, "this host has no connector keys (it predates key_decrypt)");
+        std::string out;
+        cc_sink sink = detail::sink_for(out);
+        cc_error error = detail::make_error();
+        detail::throw_if_failed(s_->key_decrypt(s_->host_ctx, key_name.c_str(), padding.c_str(), ciphertext.data(),
+                                                ciphertext.size(), &sink, &error),
+                                error, "connector key '" + key_name + "'");
+        return out;
+    }
+
     /// Serves `method` on `path` (prefix when it ends in '/'). Only from the constructor.
     void route(const std::string& method, const std::string& path, RouteHandler handler) {
         routes_.push_back(std::move(handler));

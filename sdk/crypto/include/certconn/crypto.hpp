@@ -7,6 +7,7 @@
 #include <openssl/cms.h>
 #include <openssl/evp.h>
 #include <openssl/pkcs12.h>
+#include <openssl/provider.h>
 #include <openssl/x509.h>
 
 #include <sys/types.h>
@@ -89,6 +90,30 @@ Request load_csr(std::string_view pem);
 /// Key + leaf + chain. Modern: AES-256-CBC with PBKDF2, SHA-256 MAC. Legacy: 3DES, SHA-1 MAC.
 std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const std::string& password,
                        bool legacy, std::string_view friendly_name = {});
+
+struct Pkcs12Contents {
+    PKey key;
+    Cert certificate;          // the certificate of `key` (matched, not merely the first)
+    std::vector<Cert> chain;   // the other certificates in the file
+};
+/// Opens a PKCS#12 (PBES2 or the classic 3DES/RC2 schemes; RC2 needs LegacyProviders).
+/// Throws std::invalid_argument: wrong password (MAC), no key, or no certificate of that key.
+Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password);
+
+/// OpenSSL's legacy provider (single DES, RC2-40 PKCS#12), loaded while an instance lives.
+/// Loading any provider explicitly turns off the implicit default one, so "default" is
+/// loaded beside it.
+class LegacyProviders {
+public:
+    LegacyProviders();
+    ~LegacyProviders();
+    LegacyProviders(const LegacyProviders&) = delete;
+    LegacyProviders& operator=(const LegacyProviders&) = delete;
+
+private:
+    OSSL_PROVIDER* legacy_ = nullptr;
+    OSSL_PROVIDER* default_ = nullptr;
+};
 
 // ---- CMS EnvelopedData -----------------------------------------------------------------
 /// A recipient: a certificate (identified by issuer and serial), or a bare public key

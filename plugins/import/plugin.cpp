@@ -1,0 +1,217 @@
+// import: delivers a PFX an administrator uploaded (typically an S/MIME encryption certificate
+// with its key, so every device of the user can read old mail). The PFX password arrives
+// RSA-OAEP encrypted to a connector key; the host decrypts it (the key never reaches the
+// plugin), the plugin opens and checks the PFX, and re-encrypts PFX and password to the
+// device's key as CMS EnvelopedData, the same delivery as the pkcs feature.
+#include <certconn/crypto.hpp>
+#include <certconn/sdk.hpp>
+
+#include <boost/json.hpp>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include <map>
+#include <mutex>
+
+namespace {
+
+namespace json = boost::json;
+namespace crypto = certconn::crypto;
+using certconn::sdk::Error;
+
+std::string str(const json::object& o, std::initializer_list<const char*> keys, std::string fallback = {}) {
+    for (const char* key : keys) {
+        const auto* v = o.if_contains(key);
+        if (!v || v->is_null()) continue;
+        if (!v->is_string()) throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'") + key + "' must be a string");
+        return std::string(v->as_string());
+    }
+    return fallback;
+}
+
+const char* code_name(cc_status s) {
+    switch (s) {
+        case CC_ERR_INVALID_ARGUMENT: return "invalid_argument";
+        case CC_ERR_NOT_FOUND: return "not_found";
+        case CC_ERR_DENIED: return "denied";
+        case CC_ERR_NOT_SUPPORTED: return "not_supported";
+        case CC_ERR_UNAVAILABLE: return "unavailable";
+        case CC_ERR_TIMEOUT: return "timeout";
+        case CC_ERR_BUSY: return "busy";
+        default: return "internal";
+    }
+}
+
+/// Zeroes a secret when it goes out of scope.
+struct Wiped {
+    std::string value;
+    ~Wiped() { OPENSSL_cleanse(value.data(), value.size()); }
+};
+
+/// Refuses a certificate that cannot serve `purpose` (Graph's intendedPurpose). Absent KU or
+/// EKU extensions allow everything, as RFC 5280 says.
+void check_purpose(X509* cert, EVP_PKEY* key, const std::string& purpose) {
+    const uint32_t ku = X509_get_key_usage(cert);            // UINT32_MAX when absent
+    const uint32_t eku = X509_get_extended_key_usage(cert);  // UINT32_MAX when absent
+    const bool rsa = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA;
+    auto need_eku = [&](uint32_t bit, const char* name) {
+        if (!(eku & (bit | XKU_ANYEKU)))
+            throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate does not suit " + purpose + ": its extended key usage lacks " + name);
+    };
+    if (purpose == "smimeEncryption") {
+        need_eku(XKU_SMIME, "emailProtection");
+        if (!(ku & (rsa ? KU_KEY_ENCIPHERMENT : KU_KEY_AGREEMENT)))
+            throw Error(CC_ERR_INVALID_ARGUMENT, std::string("the certificate does not suit smimeEncryption: its key usage lacks ") +
+                                                     (rsa ? "keyEncipherment" : "keyAgreement"));
+    } else if (purpose == "smimeSigning") {
+        need_eku(XKU_SMIME, "emailProtection");
+        if (!(ku & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION)))
+            throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate does not suit smimeSigning: its key usage lacks digitalSignature");
+    } else if (purpose == "vpn" || purpose == "wifi") {
+        need_eku(XKU_SSL_CLIENT, "clientAuth");
+    } else if (purpose != "unassigned") {
+        throw Error(CC_ERR_INVALID_ARGUMENT,
+                    "unknown purpose '" + purpose + "' (expected unassigned, smimeEncryption, smimeSigning, vpn or wifi)");
+    }
+}
+
+class ImportFeature final : public certconn::sdk::FeaturePlugin {
+public:
+    explicit ImportFeature(certconn::sdk::Host& host) : host_(host) {}
+
+    std::string run_job(const std::string& job_json) override {
+        const json::value parsed = json::parse(job_json);
+        const json::object& job = parsed.as_object();
+        const std::string id = str(job, {"id"});
+        const int attempt = job.contains("attempt") ? static_cast<int>(job.at("attempt").as_int64()) : 1;
+        const int max_attempts = job.contains("max_attempts") ? static_cast<int>(job.at("max_attempts").as_int64()) : 1;
+        if (attempt == 1) host_.log(CC_EV_PkcsImportDownloadedRequest, CC_LEVEL_INFO, "import request received", id);
+
+        std::string pfx, encrypted_password, key_name, padding, purpose, upn;
+        crypto::Recipient device;
+        try {
+            const auto* req = job.if_contains("request");
+            if (!req || !req->is_object()) throw Error(CC_ERR_INVALID_ARGUMENT, "job has no request object");
+            const json::object& r = req->as_object();
+            // Our names, then the Graph userPFXCertificate names.
+            const std::string pfx_b64 = str(r, {"pfx", "encryptedPfxBlob"});
+            const std::string password_b64 = str(r, {"encrypted_password", "encryptedPfxPassword"});
+            key_name = str(r, {"key_name", "keyName"});
+            padding = str(r, {"padding", "paddingScheme"}, "oaep-sha512");
+            purpose = str(r, {"purpose", "intendedPurpose"}, "unassigned");
+            upn = str(r, {"upn", "userPrincipalName"});
+            if (pfx_b64.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'pfx' (the PFX file, base64) is required");
+            if (password_b64.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'encrypted_password' (base64) is required");
+            if (key_name.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'key_name' (the connector key the password is encrypted to) is required");
+            try {
+                pfx = crypto::base64_decode(pfx_b64);
+                encrypted_password = crypto::base64_decode(password_b64);
+            } catch (const std::invalid_argument& e) {
+                throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'pfx' or 'encrypted_password' is not base64: ") + e.what());
+            }
+            const std::string device_pem = str(r, {"device_key_pem"});
+            if (device_pem.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'device_key_pem' (the device's public key or certificate) is required");
+            try {
+                device = crypto::Recipient::from_pem(device_pem);
+            } catch (const std::exception& e) {
+                throw Error(CC_ERR_INVALID_ARGUMENT, std::string("device_key_pem: ") + e.what());
+            }
+        } catch (const Error& e) {
+            return fail(id, e.code(), e.what());
+        }
+
+        Wiped password;
+        try {
+            password.value = host_.key_decrypt(key_name, padding, encrypted_password);
+        } catch (const Error& e) {
+            if (e.retryable() && attempt < max_attempts) {
+                host_.log(CC_EV_PkcsImportReencryptFailedAttempt, CC_LEVEL_WARNING,
+                          "attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) + " failed (will retry): " + e.what(), id);
+                throw;
+            }
+            return fail(id, e.code(), e.what());
+        }
+
+        json::object result{{"status", "succeeded"}};
+        try {
+            crypto::Pkcs12Contents contents;
+            try {
+                contents = crypto::pkcs12_open(pfx, password.value);
+            } catch (const std::invalid_argument& e) {
+                throw Error(CC_ERR_INVALID_ARGUMENT, e.what());
+            }
+            X509* cert = contents.certificate.get();
+            if (X509_check_private_key(cert, contents.key.get()) != 1) {
+                ERR_clear_error();
+                throw Error(CC_ERR_INVALID_ARGUMENT, "the PFX's private key does not match its certificate");
+            }
+            if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0)
+                throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate is not valid yet (from " + crypto::time_iso8601(X509_get0_notBefore(cert)) + ")");
+            if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0)
+                throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate expired on " + crypto::time_iso8601(X509_get0_notAfter(cert)));
+            check_purpose(cert, contents.key.get(), purpose);
+            result["pfx_cms"] = crypto::base64_encode(crypto::cms_encrypt(pfx, device));
+            result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(password.value, device));
+            result["thumbprint"] = crypto::fingerprint_hex(cert, EVP_sha1());  // lower case, as Graph has it
+            result["thumbprint_sha256"] = crypto::fingerprint_hex(cert, EVP_sha256());
+            result["serial"] = crypto::serial_hex(cert);
+            result["subject"] = crypto::name_string(X509_get_subject_name(cert));
+            result["issuer"] = crypto::name_string(X509_get_issuer_name(cert));
+            result["not_before"] = crypto::time_iso8601(X509_get0_notBefore(cert));
+            result["not_after"] = crypto::time_iso8601(X509_get0_notAfter(cert));
+            result["certificate_pem"] = crypto::certificate_pem(cert);
+            result["purpose"] = purpose;
+            result["upn"] = upn;
+            result["key_name"] = key_name;
+        } catch (const Error& e) {
+            return fail(id, e.code(), e.what());
+        } catch (const std::exception& e) {
+            return fail(id, CC_ERR_INTERNAL, std::string("re-encryption failed: ") + e.what());
+        }
+        const std::string what = "imported PFX " + std::string(result["thumbprint"].as_string()) + " (" +
+                                 std::string(result["subject"].as_string()) + ") re-encrypted for the device" + (upn.empty() ? "" : " of " + upn);
+        host_.log(CC_EV_PkcsImportReencryptSuccess, CC_LEVEL_INFO, what, id);
+        {
+            std::lock_guard lock(mutex_);
+            if (succeeded_.size() > 100000) succeeded_.clear();  // results never reported back: stay bounded
+            succeeded_[id] = {what, json::serialize(json::object{{"thumbprint", result["thumbprint"]}, {"purpose", purpose}, {"upn", upn}})};
+        }
+        return json::serialize(result);
+    }
+
+    void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
+        std::pair<std::string, std::string> success;
+        {
+            std::lock_guard lock(mutex_);
+            if (auto it = succeeded_.find(job_id); it != succeeded_.end()) {
+                success = it->second;
+                if (delivered) succeeded_.erase(it);
+            }
+        }
+        if (!delivered) {
+            host_.log(CC_EV_PkcsImportUploadFailure, CC_LEVEL_WARNING, "uploading the import result failed (will retry): " + message, job_id);
+            return;
+        }
+        host_.log(CC_EV_PkcsImportUploadedRequest, CC_LEVEL_INFO, "import result uploaded", job_id);
+        if (!success.first.empty()) host_.log(CC_EV_PkcsImportRequestSuccess, CC_LEVEL_INFO, success.first, job_id, success.second);
+    }
+
+private:
+    std::string fail(const std::string& id, cc_status status, const std::string& message) {
+        host_.log(CC_EV_PkcsImportReencryptFailure, CC_LEVEL_ERROR, "import failed: " + message, id);
+        host_.log(CC_EV_PkcsImportRequestFailure, CC_LEVEL_ERROR, "imported PFX could not be delivered: " + message, id,
+                  json::serialize(json::object{{"code", code_name(status)}}));
+        return json::serialize(json::object{{"status", "failed"}, {"error", json::object{{"code", code_name(status)}, {"message", message}}}});
+    }
+
+    certconn::sdk::Host& host_;
+    crypto::LegacyProviders legacy_;  // PFX files exported with RC2-40 (older Windows) open too
+    std::mutex mutex_;
+    std::map<std::string, std::pair<std::string, std::string>> succeeded_;  // Admin event written once the tenant has it
+};
+
+}  // namespace
+
+CERTCONN_PLUGIN(ImportFeature, "import", "0.1.0", "2026-11-25", "Delivers imported PFX files (S/MIME) re-encrypted to the device", nullptr)
