@@ -60,6 +60,7 @@ struct Outcome {
     json::object answer;
     cc_status code = CC_ERR_INTERNAL;
     std::string message;
+    std::size_t batch = 1;  // requests in the CA call that carried this one
 };
 
 class Batcher {
@@ -133,6 +134,7 @@ private:
             for (auto& item : batch.items) one(ca, *item);
             return;
         }
+        for (auto& item : batch.items) item->outcome.batch = batch.items.size();
         json::array list;
         for (const auto& item : batch.items) list.push_back(item->request);
         std::string answer;
@@ -143,10 +145,13 @@ private:
                 std::lock_guard lock(mutex_);
                 unbatched_.insert(ca);
             } else {
-                for (auto& item : batch.items) item->outcome = Outcome{false, {}, e.code(), e.what()};
+                for (auto& item : batch.items) item->outcome = Outcome{false, {}, e.code(), e.what(), batch.items.size()};
                 return;
             }
-            for (auto& item : batch.items) one(ca, *item);
+            for (auto& item : batch.items) {
+                item->outcome.batch = 1;
+                one(ca, *item);
+            }
             return;
         }
         try {
@@ -166,7 +171,8 @@ private:
             }
         } catch (const std::exception& e) {
             for (auto& item : batch.items)
-                item->outcome = Outcome{false, {}, CC_ERR_INTERNAL, std::string("CA '") + ca + "' answered a batch unreadably: " + e.what()};
+                item->outcome = Outcome{false, {}, CC_ERR_INTERNAL, std::string("CA '") + ca + "' answered a batch unreadably: " + e.what(),
+                                        batch.items.size()};
         }
     }
 
@@ -231,7 +237,8 @@ public:
                              std::string(a.at("revoked_at").as_string()) + ")";
         const std::string what = "certificate " + std::string(result["serial"].as_string()) + " revoked by CA '" + ca + "'" +
                                  (already ? " (it already was)" : "");
-        host_.log(CC_EV_RevokeSuccess, CC_LEVEL_INFO, what, id);
+        host_.log(CC_EV_RevokeSuccess, CC_LEVEL_INFO, what, id,
+                  json::serialize(json::object{{"ca", ca}, {"batch", outcome.batch}}));
         remember(id, what, json::serialize(json::object{{"serial", result["serial"]}, {"ca", ca}, {"already_revoked", already}}));
         return json::serialize(result);
     }
