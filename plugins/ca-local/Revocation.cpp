@@ -143,24 +143,34 @@ std::shared_ptr<const std::string> RevocationService::regenerate() {
         ASN1_TIME_free(next_update);
     }
     std::size_t entries = 0;
+    // Entries share a few reason extensions and, in bursts, revocation times: build each once.
+    std::array<std::unique_ptr<X509_EXTENSION, crypto::Deleter<X509_EXTENSION_free>>, kReasons.size()> reason_ext;
+    std::string last_time_text;
+    std::unique_ptr<ASN1_TIME, crypto::Deleter<ASN1_TIME_free>> last_time;
     store_.for_each_revoked([&](const std::string& serial, const std::string& revoked_at, const std::string& reason) {
         X509_REVOKED* entry = X509_REVOKED_new();
         ASN1_INTEGER* sn = serial_integer(serial);
-        ASN1_TIME* when = asn1_time(revoked_at);
         X509_REVOKED_set_serialNumber(entry, sn);
-        X509_REVOKED_set_revocationDate(entry, when);
         ASN1_INTEGER_free(sn);
-        ASN1_TIME_free(when);
+        if (!last_time || revoked_at != last_time_text) {
+            last_time.reset(asn1_time(revoked_at));
+            last_time_text = revoked_at;
+        }
+        X509_REVOKED_set_revocationDate(entry, last_time.get());
         int code = 0;
         try {
             code = reason_code(reason);
         } catch (const std::invalid_argument&) {
         }
         if (code != 0) {  // RFC 5280 §5.3.1: reasonCode unspecified SHOULD be absent
-            ASN1_ENUMERATED* e = ASN1_ENUMERATED_new();
-            ASN1_ENUMERATED_set(e, code);
-            X509_REVOKED_add1_ext_i2d(entry, NID_crl_reason, e, 0, 0);
-            ASN1_ENUMERATED_free(e);
+            auto& ext = reason_ext[static_cast<std::size_t>(code)];
+            if (!ext) {
+                ASN1_ENUMERATED* e = ASN1_ENUMERATED_new();
+                ASN1_ENUMERATED_set(e, code);
+                ext.reset(X509V3_EXT_i2d(NID_crl_reason, 0, e));
+                ASN1_ENUMERATED_free(e);
+            }
+            X509_REVOKED_add_ext(entry, ext.get(), -1);
         }
         X509_CRL_add0_revoked(crl.get(), entry);
         ++entries;

@@ -1,9 +1,9 @@
 // revoke: revokes certificates at the CA that issued them and reports each outcome with an
 // error code the tenant understands (Intune's revocation result codes).
 //
-// Batches: jobs for the same CA that arrive within `batch_window_ms` of each other go to the
-// CA in one call ({"batch": [...]}), which ca-local commits in one transaction. A CA plugin
-// that does not take batches answers CC_ERR_NOT_SUPPORTED and gets the requests one by one.
+// Batches: jobs for the same CA that wait while a call to that CA is in flight go to it
+// together in the next call ({"batch": [...]}), which ca-local commits in one transaction. A
+// CA plugin that does not take batches answers CC_ERR_NOT_SUPPORTED and gets them one by one.
 #include <certconn/sdk.hpp>
 
 #include <boost/json.hpp>
@@ -22,7 +22,7 @@ using certconn::sdk::Error;
 constexpr const char* kSchema = R"json({"type":"table","keys":{
   "default_ca": {"type":"string","description":"CA used when a job names none (default \"local\")"},
   "batch_size": {"type":"integer","min":1,"max":500,"description":"most revocations sent to a CA in one call (default 100)"},
-  "batch_window_ms": {"type":"integer","min":0,"max":5000,"description":"how long the first job of a batch waits for others (default 20)"}
+  "batch_window_ms": {"type":"integer","min":0,"max":5000,"description":"how long a batch waits to fill before it is sent (default 0: requests that arrive while a call to the CA is in flight form the next batch)"}
 }})json";
 
 std::string str(const json::object& o, std::initializer_list<const char*> keys, std::string fallback = {}) {
@@ -63,40 +63,42 @@ struct Outcome {
     std::size_t batch = 1;  // requests in the CA call that carried this one
 };
 
+/// Group commit per CA: the first request finding its CA idle is sent at once; requests that
+/// arrive while a call to that CA is in flight queue up and go together in the next call. No
+/// request waits for a timer (unless batch_window_ms asks for one, for CAs where every call
+/// is expensive), and under load the batches grow by themselves.
 class Batcher {
 public:
     Batcher(certconn::sdk::Host& host, std::size_t size, std::chrono::milliseconds window)
         : host_(host), size_(size), window_(window) {}
 
-    /// Sends `request` to CA `ca`, together with whatever other requests arrive meanwhile.
+    /// Sends `request` to CA `ca`, together with whatever other requests wait for it.
     Outcome revoke(const std::string& ca, json::object request) {
         auto item = std::make_shared<Item>();
         item->request = std::move(request);
         std::unique_lock lock(mutex_);
-        auto& open = open_[ca];
-        const bool leader = !open;
-        if (leader) open = std::make_shared<Batch>();
-        const auto batch = open;
-        batch->items.push_back(item);
-        if (batch->items.size() >= size_) {
-            batch->closed = true;
-            open_.erase(ca);
+        Queue& queue = queues_[ca];
+        queue.waiting.push_back(item);
+        changed_.notify_all();
+        while (!item->finished) {
+            if (queue.busy) {
+                changed_.wait(lock);
+                continue;
+            }
+            queue.busy = true;  // this thread sends the next batch, which includes its own request
+            if (window_.count() > 0)
+                changed_.wait_for(lock, window_, [&] { return queue.waiting.size() >= size_; });
+            Batch batch;
+            const std::size_t n = std::min(size_, queue.waiting.size());
+            batch.items.assign(queue.waiting.begin(), queue.waiting.begin() + static_cast<long>(n));
+            queue.waiting.erase(queue.waiting.begin(), queue.waiting.begin() + static_cast<long>(n));
+            lock.unlock();
+            send(ca, batch);
+            lock.lock();
+            for (auto& i : batch.items) i->finished = true;
+            queue.busy = false;
             changed_.notify_all();
         }
-        if (!leader) {
-            changed_.wait(lock, [&] { return item->finished; });
-            return item->outcome;
-        }
-        changed_.wait_for(lock, window_, [&] { return batch->closed; });
-        if (!batch->closed) {
-            batch->closed = true;
-            if (auto it = open_.find(ca); it != open_.end() && it->second == batch) open_.erase(it);
-        }
-        lock.unlock();
-        send(ca, *batch);
-        lock.lock();
-        for (auto& i : batch->items) i->finished = true;
-        changed_.notify_all();
         return item->outcome;
     }
 
@@ -108,7 +110,10 @@ private:
     };
     struct Batch {
         std::vector<std::shared_ptr<Item>> items;
-        bool closed = false;
+    };
+    struct Queue {
+        std::vector<std::shared_ptr<Item>> waiting;
+        bool busy = false;  // a call to this CA is in flight
     };
 
     void one(const std::string& ca, Item& item) {
@@ -181,7 +186,7 @@ private:
     const std::chrono::milliseconds window_;
     std::mutex mutex_;
     std::condition_variable changed_;
-    std::map<std::string, std::shared_ptr<Batch>> open_;  // per CA: the batch still taking requests
+    std::map<std::string, Queue> queues_;  // per CA
     std::set<std::string> unbatched_;                      // CAs that said they take no batches
 };
 
@@ -267,7 +272,7 @@ private:
     }
     static std::chrono::milliseconds window(certconn::sdk::Host& host) {
         const auto c = json::parse(host.config_json()).as_object();
-        return std::chrono::milliseconds(c.contains("batch_window_ms") ? c.at("batch_window_ms").as_int64() : 20);
+        return std::chrono::milliseconds(c.contains("batch_window_ms") ? c.at("batch_window_ms").as_int64() : 0);
     }
 
     std::string fail(const std::string& id, const std::string& ca, const std::string& serial, cc_status status, const std::string& message) {
