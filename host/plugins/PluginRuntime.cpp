@@ -73,10 +73,13 @@ int svc_config_json(void* host_ctx, cc_sink* out, cc_error* error) {
 const char* svc_state_dir(void* host_ctx) { return ctx_of(host_ctx).state_dir.c_str(); }
 
 int svc_ca_issue(void* host_ctx, const char* ca, const char* req, cc_sink* out, cc_error* error) {
-    return ctx_of(host_ctx).runtime->ca_call(true, ca, req, out, error);
+    return ctx_of(host_ctx).runtime->ca_call(CaOperation::issue, ca, req, out, error);
 }
 int svc_ca_revoke(void* host_ctx, const char* ca, const char* req, cc_sink* out, cc_error* error) {
-    return ctx_of(host_ctx).runtime->ca_call(false, ca, req, out, error);
+    return ctx_of(host_ctx).runtime->ca_call(CaOperation::revoke, ca, req, out, error);
+}
+int svc_ca_query(void* host_ctx, const char* ca, const char* req, cc_sink* out, cc_error* error) {
+    return ctx_of(host_ctx).runtime->ca_call(CaOperation::query, ca, req, out, error);
 }
 int svc_tenant_call(void* host_ctx, const char* op, const char* req, cc_sink* out, cc_error* error) {
     return ctx_of(host_ctx).runtime->tenant_call(op, req, out, error);
@@ -157,7 +160,7 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
     ctx.state_dir = state.string();
     ctx.services = cc_host_services{sizeof(cc_host_services), CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR, &ctx,
                                     &svc_log_event, &svc_config_json, &svc_state_dir, &svc_ca_issue,
-                                    &svc_ca_revoke, &svc_tenant_call, &svc_register_route, &svc_key_decrypt};
+                                    &svc_ca_revoke, &svc_tenant_call, &svc_register_route, &svc_key_decrypt, &svc_ca_query};
 
     const std::string label = "plugin '" + library->file.stem().string() + "' (" + library->file.string() + "): ";
     auto fail = [&](const std::string& why) -> std::shared_ptr<const Generation> {
@@ -323,7 +326,7 @@ int PluginRuntime::register_route(PluginContext& ctx, const char* method, const 
     return CC_OK;
 }
 
-int PluginRuntime::ca_call(bool issue, const char* ca_name, const char* request, cc_sink* out, cc_error* error) {
+int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* request, cc_sink* out, cc_error* error) {
     if (ca_name == nullptr || request == nullptr) {
         set_error(error, CC_ERR_INVALID_ARGUMENT, "CA name and request are required");
         return CC_ERR_INVALID_ARGUMENT;
@@ -349,7 +352,12 @@ int PluginRuntime::ca_call(bool issue, const char* ca_name, const char* request,
                                                  (why != gen->ca_failures.end() ? ": " + why->second : std::string()));
         return CC_ERR_UNAVAILABLE;
     }
-    auto fn = issue ? gen->api.ca->issue : gen->api.ca->revoke;
+    const cc_ca_api* api = gen->api.ca;
+    if (op == CaOperation::query && (api->struct_size <= offsetof(cc_ca_api, query) || api->query == nullptr)) {
+        set_error(error, CC_ERR_NOT_SUPPORTED, std::string("CA '") + ca_name + "' (plugin '" + section->second.plugin + "') answers no queries");
+        return CC_ERR_NOT_SUPPORTED;
+    }
+    auto fn = op == CaOperation::issue ? api->issue : op == CaOperation::revoke ? api->revoke : api->query;
     return fn(gen->api.instance, handle->second, request, out, error);
 }
 

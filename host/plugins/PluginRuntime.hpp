@@ -24,6 +24,8 @@
 
 namespace certconn::host {
 
+enum class CaOperation { issue, revoke, query };
+
 class PluginRuntime;
 
 struct HttpRoute {
@@ -98,7 +100,7 @@ public:
     EventLog& log() { return log_; }
 
     // Entry points of the host-services table (see abi.h).
-    int ca_call(bool issue, const char* ca_name, const char* request, cc_sink* out, cc_error* error);
+    int ca_call(CaOperation op, const char* ca_name, const char* request, cc_sink* out, cc_error* error);
     int key_decrypt(PluginContext& ctx, const std::string& key_name, const std::string& padding, std::string_view ciphertext,
                     cc_sink* out, cc_error* error);
     /// The connector keys of the current configuration.

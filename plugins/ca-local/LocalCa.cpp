@@ -385,6 +385,27 @@ std::string LocalCa::revoke(const std::string& request_json) {
     return json::serialize(json::object{{"results", std::move(results)}});
 }
 
+std::string LocalCa::query(const std::string& request_json) {
+    std::error_code ec;
+    const json::value parsed = json::parse(request_json, ec);
+    if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "query is not a JSON object");
+    const json::object& req = parsed.get_object();
+    const std::string op = str(req, "op", "");
+    if (op == "crl") return json::serialize(json::object{{"crl_der", crypto::base64_encode(*revocation_->crl())}});
+    if (op == "certificate") {
+        std::string serial;
+        try {
+            serial = IssuanceStore::canonical_serial(str(req, "serial", ""));
+        } catch (const std::invalid_argument& e) {
+            throw sdk::Error(CC_ERR_INVALID_ARGUMENT, e.what());
+        }
+        const auto cert = store_->find_by_serial(serial);
+        if (!cert) throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' issued no certificate with serial " + serial);
+        return json::serialize(json::object{{"serial", cert->serial}, {"certificate_pem", cert->certificate_pem}, {"status", cert->status}});
+    }
+    throw sdk::Error(CC_ERR_NOT_SUPPORTED, "CA '" + name_ + "' answers no query '" + op + "' (known: certificate, crl)");
+}
+
 std::string LocalCa::describe() {
     return json::serialize(json::object{{"name", name_},
                                         {"chain_pem", chain_pem_},

@@ -27,6 +27,7 @@ public:
     std::string issue(const std::string& request_json) override;
     std::string revoke(const std::string& request_json) override;
     std::string describe() override;
+    std::string query(const std::string& request_json) override;
 
     const std::string& name() const { return name_; }
     /// What relying parties fetch: the CRL (DER), OCSP answers, the issuing certificate (DER).

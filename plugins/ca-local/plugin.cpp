@@ -75,6 +75,7 @@ public:
     std::string issue(const std::string& request) override { return ca_->issue(request); }
     std::string revoke(const std::string& request) override { return ca_->revoke(request); }
     std::string describe() override { return ca_->describe(); }
+    std::string query(const std::string& request) override { return ca_->query(request); }
 
 private:
     std::unique_ptr<LocalCa> ca_;

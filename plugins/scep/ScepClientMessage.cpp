@@ -1,6 +1,7 @@
 #include "ScepClientMessage.hpp"
 
 #include <openssl/err.h>
+#include <openssl/pkcs7.h>
 
 namespace certconn::scep {
 
@@ -23,6 +24,20 @@ std::string text_attr(CMS_SignerInfo* si, const char* dotted, int type) {
              : std::string();
 }
 }  // namespace
+
+std::string issuer_and_serial_der(X509* cert) {
+    PKCS7_ISSUER_AND_SERIAL* ias = PKCS7_ISSUER_AND_SERIAL_new();
+    X509_NAME_set(&ias->issuer, X509_get_issuer_name(cert));
+    ASN1_INTEGER_free(ias->serial);
+    ias->serial = ASN1_INTEGER_dup(X509_get0_serialNumber(cert));
+    unsigned char* der = nullptr;
+    const int len = i2d_PKCS7_ISSUER_AND_SERIAL(ias, &der);
+    PKCS7_ISSUER_AND_SERIAL_free(ias);
+    if (len <= 0) crypto::throw_openssl("IssuerAndSerialNumber");
+    std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+    return out;
+}
 
 crypto::Cert self_signed(EVP_PKEY* key, std::string_view subject) {
     crypto::Cert cert(X509_new());

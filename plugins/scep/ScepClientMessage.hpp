@@ -18,6 +18,9 @@ struct ClientRequest {
 /// SignedData (by `signer`/`key`) over EnvelopedData (to `ra`) of `req.content`, DER.
 std::string build_request(const ClientRequest& req, X509* signer, EVP_PKEY* key, X509* ra);
 
+/// The IssuerAndSerialNumber (DER) naming `cert`: the content of GetCert and GetCRL.
+std::string issuer_and_serial_der(X509* cert);
+
 /// A self-signed certificate for `key`, as a device signs its first request with.
 crypto::Cert self_signed(EVP_PKEY* key, std::string_view subject);
 

@@ -1,6 +1,7 @@
 #include "ScepMessage.hpp"
 
 #include <openssl/err.h>
+#include <openssl/bn.h>
 #include <openssl/pkcs7.h>
 
 #include <map>
@@ -163,8 +164,55 @@ std::string certs_only(const std::vector<X509*>& certificates) {
     return out;
 }
 
-std::string success_reply(const PkiRequest& req, const std::vector<X509*>& certificates, X509* ra_cert, EVP_PKEY* ra_key) {
+std::string crl_only(std::string_view crl_der) {
+    const auto* c = reinterpret_cast<const unsigned char*>(crl_der.data());
+    std::unique_ptr<X509_CRL, crypto::Deleter<X509_CRL_free>> crl(d2i_X509_CRL(nullptr, &c, static_cast<long>(crl_der.size())));
+    if (!crl) crypto::throw_openssl("the CA's CRL does not parse");
+    Pkcs7 p7(PKCS7_new());
+    PKCS7_set_type(p7.get(), NID_pkcs7_signed);
+    PKCS7_content_new(p7.get(), NID_pkcs7_data);
+    PKCS7_add_crl(p7.get(), crl.get());
+    const int len = i2d_PKCS7(p7.get(), nullptr);
+    std::string out(static_cast<std::size_t>(len), '\0');
+    auto* p = reinterpret_cast<unsigned char*>(out.data());
+    i2d_PKCS7(p7.get(), &p);
+    return out;
+}
+
+std::string next_ca_reply(const std::vector<X509*>& certificates, X509* ra_cert, EVP_PKEY* ra_key) {
     const std::string degenerate = certs_only(certificates);
+    crypto::Bio in = mem(degenerate);
+    crypto::Cms cms(CMS_sign(ra_cert, ra_key, nullptr, in.get(), CMS_BINARY | CMS_NOSMIMECAP));
+    if (!cms) crypto::throw_openssl("signing the GetNextCACert answer");
+    const int len = i2d_CMS_ContentInfo(cms.get(), nullptr);
+    std::string out(static_cast<std::size_t>(len), '\0');
+    auto* p = reinterpret_cast<unsigned char*>(out.data());
+    i2d_CMS_ContentInfo(cms.get(), &p);
+    return out;
+}
+
+std::optional<IssuerAndSerial> issuer_and_serial(std::string_view der) {
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    std::unique_ptr<PKCS7_ISSUER_AND_SERIAL, crypto::Deleter<PKCS7_ISSUER_AND_SERIAL_free>> ias(
+        d2i_PKCS7_ISSUER_AND_SERIAL(nullptr, &p, static_cast<long>(der.size())));
+    if (!ias || !ias->issuer || !ias->serial) {
+        ERR_clear_error();
+        return std::nullopt;
+    }
+    BIGNUM* bn = ASN1_INTEGER_to_BN(ias->serial, nullptr);
+    char* hex = bn ? BN_bn2hex(bn) : nullptr;
+    IssuerAndSerial out{crypto::Name(X509_NAME_dup(ias->issuer)), hex ? hex : ""};
+    OPENSSL_free(hex);
+    BN_free(bn);
+    if (out.serial_hex.empty()) return std::nullopt;
+    return out;
+}
+
+std::string success_reply(const PkiRequest& req, const std::vector<X509*>& certificates, X509* ra_cert, EVP_PKEY* ra_key) {
+    return success_reply_content(req, certs_only(certificates), ra_cert, ra_key);
+}
+
+std::string success_reply_content(const PkiRequest& req, const std::string& degenerate, X509* ra_cert, EVP_PKEY* ra_key) {
     // Encrypted to the requester's signing certificate, with the cipher it used (RSA key transport).
     STACK_OF(X509)* recipients = sk_X509_new_null();
     sk_X509_push(recipients, req.signer.get());

@@ -44,6 +44,8 @@ PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, 
 
 /// CertRep SUCCESS carrying `certificates` (issued certificate first), encrypted to the requester.
 std::string success_reply(const PkiRequest& req, const std::vector<X509*>& certificates, X509* ra_cert, EVP_PKEY* ra_key);
+/// CertRep SUCCESS carrying `degenerate` (a certs-only or CRL-only PKCS#7), encrypted to the requester.
+std::string success_reply_content(const PkiRequest& req, const std::string& degenerate, X509* ra_cert, EVP_PKEY* ra_key);
 /// CertRep PENDING: the request waits for approval; the client polls with CertPoll.
 std::string pending_reply(const PkiRequest& req, X509* ra_cert, EVP_PKEY* ra_key);
 /// CertRep FAILURE with `info`.
@@ -51,6 +53,20 @@ std::string failure_reply(const PkiRequest& req, FailInfo info, X509* ra_cert, E
 
 /// A degenerate (certificates-only) PKCS#7 SignedData, as GetCACert and CertRep carry.
 std::string certs_only(const std::vector<X509*>& certificates);
+
+/// A degenerate PKCS#7 SignedData carrying one CRL (DER), as a GetCRL reply carries.
+std::string crl_only(std::string_view crl_der);
+
+/// GetNextCACert's answer: the rollover certificates as a degenerate PKCS#7, itself the
+/// content of a SignedData signed by the current RA (RFC 8894 §4.7).
+std::string next_ca_reply(const std::vector<X509*>& certificates, X509* ra_cert, EVP_PKEY* ra_key);
+
+/// The IssuerAndSerialNumber of a GetCert or GetCRL request; nullopt when `der` is not one.
+struct IssuerAndSerial {
+    crypto::Name issuer;
+    std::string serial_hex;  // upper case, as BN_bn2hex
+};
+std::optional<IssuerAndSerial> issuer_and_serial(std::string_view der);
 
 /// The challengePassword of a CSR (PrintableString, UTF8String or BMPString) as UTF-8.
 std::optional<std::string> challenge_password(X509_REQ* csr);

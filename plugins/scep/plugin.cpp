@@ -35,6 +35,7 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
     "certificate_profile": {"type":"string","description":"that CA's certificate profile (default: default)"},
     "ra_subject": {"type":"string"},
     "include_root": {"type":"boolean","description":"GetCACert includes the root CA (default true)"},
+    "next_ca_certificate": {"type":"string","description":"rollover: PEM file (absolute path) with the next CA (and RA) certificates; enables GetNextCACert"},
     "allow_single_des": {"type":"boolean","description":"accept single-DES requests via OpenSSL's legacy provider (default false)"},
     "max_concurrent_requests": {"type":"integer","min":1,"max":10000,
       "description":"PKIOperations processed at once; more get 429 with Retry-After (default 32)"},
@@ -84,6 +85,7 @@ struct Profile {
     bool require_approval = false;
     int max_concurrent = 32;
     int retry_after_seconds = 10;
+    std::vector<crypto::Cert> next_ca;  // GetNextCACert; empty when no rollover is configured
     std::atomic<int> in_flight{0};
     // RA identity, created on first use from the CA.
     std::mutex mutex;
@@ -120,6 +122,18 @@ public:
                 if (o.contains("max_concurrent_requests")) p->max_concurrent = static_cast<int>(o.at("max_concurrent_requests").as_int64());
                 if (o.contains("retry_after_seconds")) p->retry_after_seconds = static_cast<int>(o.at("retry_after_seconds").as_int64());
                 if (o.contains("require_approval")) p->require_approval = o.at("require_approval").as_bool();
+                if (o.contains("next_ca_certificate")) {
+                    const std::string file(o.at("next_ca_certificate").as_string());
+                    if (!std::filesystem::path(file).is_absolute())
+                        throw Error(CC_ERR_INVALID_ARGUMENT, "profile '" + p->name + "': next_ca_certificate '" + file + "' must be an absolute path");
+                    try {
+                        p->next_ca = crypto::load_certificates(crypto::read_file(file, "next_ca_certificate"));
+                    } catch (const std::exception& e) {
+                        throw Error(CC_ERR_INVALID_ARGUMENT, "profile '" + p->name + "': next_ca_certificate: " + e.what());
+                    }
+                    if (p->next_ca.empty())
+                        throw Error(CC_ERR_INVALID_ARGUMENT, "profile '" + p->name + "': next_ca_certificate " + file + " holds no certificate");
+                }
                 if (o.contains("renewal_window_days")) p->renewal_window_days = static_cast<int>(o.at("renewal_window_days").as_int64());
                 Profile* raw = p.get();
                 for (const std::string path : {p->path, p->path + "/pkiclient.exe"})
@@ -163,8 +177,17 @@ private:
         const std::string operation = query_value(r.query, "operation");
         try {
             if (operation == "GetCACaps")
-                return {200, {{"Content-Type", "text/plain"}}, "AES\nDES3\nSHA-256\nSHA-512\nSHA-1\nPOSTPKIOperation\nSCEPStandard\nRenewal\n"};
+                return {200, {{"Content-Type", "text/plain"}},
+                        std::string("AES\nDES3\nSHA-256\nSHA-512\nSHA-1\nPOSTPKIOperation\nSCEPStandard\nRenewal\n") +
+                            (p.next_ca.empty() ? "" : "GetNextCACert\n")};
             ensure_ra(p);
+            if (operation == "GetNextCACert") {
+                if (p.next_ca.empty())
+                    return {404, {{"Content-Type", "text/plain"}}, "no CA rollover is configured for this profile (next_ca_certificate)\n"};
+                std::vector<X509*> certs;
+                for (const auto& c : p.next_ca) certs.push_back(c.get());
+                return {200, {{"Content-Type", "application/x-x509-next-ca-cert"}}, scep::next_ca_reply(certs, p.ra_cert.get(), p.ra_key.get())};
+            }
             if (operation == "GetCACert") {
                 std::vector<X509*> certs{p.ra_cert.get()};
                 for (std::size_t i = 0; i < p.chain.size(); ++i)
@@ -224,9 +247,10 @@ private:
             return reply(scep::failure_reply(req, info, p.ra_cert.get(), p.ra_key.get()));
         };
         if (req.type == scep::MessageType::CertPoll) return poll(p, req, fail);
+        if (req.type == scep::MessageType::GetCert || req.type == scep::MessageType::GetCRL) return lookup(p, req, fail);
         if (req.type != scep::MessageType::PKCSReq && req.type != scep::MessageType::RenewalReq)
-            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
-                        "message type " + std::to_string(static_cast<int>(req.type)) + " is not supported by this server yet");
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
+                        "message type " + std::to_string(static_cast<int>(req.type)) + " is not a SCEP request type");
         // Renewal: signed by a still-valid certificate this CA issued, it needs no challenge.
         std::string renewal_problem;
         const bool renewal = issued_by_us(p, req.signer.get(), renewal_problem);
@@ -296,6 +320,41 @@ private:
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, "an administrator denied transaction " + req.transaction_id);
         crypto::Request csr = crypto::load_csr(row->csr_pem);
         return issue(p, req, csr.get(), row->csr_pem, req.transaction_id, "enroll", fail);
+    }
+
+    /// GetCert and GetCRL: a certificate this profile's CA issued, or its CRL, named by an
+    /// IssuerAndSerialNumber. Both are public information; the answer is still encrypted to
+    /// the requester, as every CertRep SUCCESS is.
+    template <class Fail>
+    HttpResponse lookup(Profile& p, const scep::PkiRequest& req, Fail& fail) {
+        const bool crl = req.type == scep::MessageType::GetCRL;
+        const char* what = crl ? "GetCRL" : "GetCert";
+        if (!req.inner) return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure, req.decrypt_error);
+        const auto ias = scep::issuer_and_serial(*req.inner);
+        if (!ias) return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure, std::string(what) + ": the envelope holds no IssuerAndSerialNumber");
+        if (X509_NAME_cmp(ias->issuer.get(), X509_get_subject_name(p.chain.front().get())) != 0)
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepVerifyFailure,
+                        std::string(what) + ": issuer '" + crypto::name_string(ias->issuer.get()) + "' is not this profile's CA");
+        std::string answer;
+        try {
+            answer = host_.ca_query(p.ca, crl ? json::serialize(json::object{{"op", "crl"}})
+                                              : json::serialize(json::object{{"op", "certificate"}, {"serial", ias->serial_hex}}));
+        } catch (const Error& e) {
+            if (e.retryable()) throw;  // 503 with Retry-After
+            return fail(e.code() == CC_ERR_NOT_FOUND ? scep::FailInfo::BadCertId : scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
+                        std::string(what) + ": " + e.what());
+        }
+        const auto a = json::parse(answer).as_object();
+        std::string degenerate;
+        if (crl) {
+            degenerate = scep::crl_only(crypto::base64_decode(a.at("crl_der").as_string()));
+        } else {
+            crypto::Cert cert = crypto::load_certificate(std::string(a.at("certificate_pem").as_string()));
+            degenerate = scep::certs_only({cert.get()});
+        }
+        host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                  "profile '" + p.name + "': " + what + " answered" + (crl ? "" : " with certificate " + ias->serial_hex), req.transaction_id);
+        return reply(scep::success_reply_content(req, degenerate, p.ra_cert.get(), p.ra_key.get()));
     }
 
     HttpResponse decide(const HttpRequest& r) {

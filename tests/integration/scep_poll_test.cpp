@@ -80,3 +80,116 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }
+
+TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a configured rollover") {
+    TempDir dir;
+    install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep", "revoke"});
+    // The rollover CA certificate an administrator prepared.
+    crypto::PKey next_key = crypto::generate_key("p256");
+    crypto::Cert next_ca = scep::self_signed(next_key.get(), "CN=Next Issuing CA");
+    write_file(dir / "next-ca.pem", crypto::certificate_pem(next_ca.get()));
+    const fs::path config = dir / "c.toml";
+    write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+                       "[tenant]\nplugin = \"local\"\nscep_challenges = { dev = \"open-sesame\", plain = \"x\" }\n"
+                       "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+                       "[scep.profiles.dev]\npath = \"/dev\"\nca = \"local\"\nnext_ca_certificate = \"" + (dir / "next-ca.pem").string() + "\"\n"
+                       "[scep.profiles.plain]\npath = \"/plain\"\nca = \"local\"\n");
+    Daemon daemon(config, dir / "daemon.out");
+    const auto status = wait_for_status(daemon, config);
+    INFO(daemon.output());
+    REQUIRE_FALSE(status.empty());
+    const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
+
+    const auto cacert = http_request(port, "GET", "/dev?operation=GetCACert");
+    REQUIRE(cacert.status == 200);
+    const auto* p = reinterpret_cast<const unsigned char*>(cacert.body.data());
+    PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(cacert.body.size()));
+    REQUIRE(p7);
+    crypto::Cert ra(X509_dup(sk_X509_value(p7->d.sign->cert, 0)));
+    crypto::Cert issuing(X509_dup(sk_X509_value(p7->d.sign->cert, 1)));
+    PKCS7_free(p7);
+
+    // Enroll once, so there is a certificate to fetch.
+    crypto::PKey device = crypto::generate_key("rsa2048");
+    crypto::Cert self = scep::self_signed(device.get(), "CN=fetcher");
+    crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(device.get(), "CN=fetcher", {}));
+    X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("open-sesame"), -1);
+    X509_REQ_sign(csr.get(), device.get(), EVP_sha256());
+    unsigned char* der = nullptr;
+    const int len = i2d_X509_REQ(csr.get(), &der);
+    const std::string csr_der(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+    auto send = [&](scep::MessageType type, const std::string& tx, const std::string& content) {
+        const auto message = scep::build_request({type, tx, {}, content, EVP_aes_256_cbc(), EVP_sha256()}, self.get(), device.get(), ra.get());
+        const auto answer = http_request(port, "POST", "/dev?operation=PKIOperation", message);
+        REQUIRE(answer.status == 200);
+        return scep::read_reply(answer.body, ra.get());
+    };
+    auto open = [&](const scep::ClientReply& reply) {
+        const std::string degenerate = crypto::cms_decrypt(reply.envelope, device.get());
+        const auto* q = reinterpret_cast<const unsigned char*>(degenerate.data());
+        return std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>>(d2i_PKCS7(nullptr, &q, static_cast<long>(degenerate.size())));
+    };
+    const auto enrolled = send(scep::MessageType::PKCSReq, "fetch-enroll", csr_der);
+    REQUIRE(enrolled.status == "0");
+    auto issued_p7 = open(enrolled);
+    REQUIRE(issued_p7);
+    crypto::Cert issued(X509_dup(sk_X509_value(issued_p7->d.sign->cert, 0)));
+
+    SECTION("GetCert returns the certificate named by issuer and serial; an unknown serial is badCertId") {
+        const auto got = send(scep::MessageType::GetCert, "fetch-getcert", scep::issuer_and_serial_der(issued.get()));
+        REQUIRE(got.status == "0");
+        auto got_p7 = open(got);
+        REQUIRE(got_p7);
+        CHECK(X509_cmp(sk_X509_value(got_p7->d.sign->cert, 0), issued.get()) == 0);
+
+        crypto::Cert other(X509_dup(issued.get()));
+        ASN1_INTEGER_set(X509_get_serialNumber(other.get()), 12345);
+        const auto unknown = send(scep::MessageType::GetCert, "fetch-unknown", scep::issuer_and_serial_der(other.get()));
+        CHECK(unknown.status == "2");
+        CHECK(unknown.fail_info == "4");  // badCertId
+        const auto foreign = send(scep::MessageType::GetCert, "fetch-foreign", scep::issuer_and_serial_der(next_ca.get()));
+        CHECK(foreign.fail_info == "4");  // another issuer
+        const auto garbage = send(scep::MessageType::GetCert, "fetch-garbage", "not DER");
+        CHECK(garbage.fail_info == "2");  // badRequest
+    }
+
+    SECTION("GetCRL returns the CA's signed CRL, which lists a revoked certificate") {
+        REQUIRE(run_cli({"submit", "revoke", "--config", config.string(), "--serial", crypto::serial_hex(issued.get()),
+                         "--reason", "superseded", "--wait"}).exit_code == 0);
+        const auto got = send(scep::MessageType::GetCRL, "fetch-crl", scep::issuer_and_serial_der(issued.get()));
+        REQUIRE(got.status == "0");
+        auto crl_p7 = open(got);
+        REQUIRE(crl_p7);
+        REQUIRE(sk_X509_CRL_num(crl_p7->d.sign->crl) == 1);
+        X509_CRL* crl = sk_X509_CRL_value(crl_p7->d.sign->crl, 0);
+        CHECK(X509_CRL_verify(crl, X509_get0_pubkey(issuing.get())) == 1);
+        X509_REVOKED* entry = nullptr;
+        CHECK(X509_CRL_get0_by_serial(crl, &entry, X509_get0_serialNumber(issued.get())) == 1);
+    }
+
+    SECTION("GetNextCACert: advertised and served where configured, signed by the RA; 404 elsewhere") {
+        CHECK_THAT(http_request(port, "GET", "/dev?operation=GetCACaps").body, Catch::Contains("GetNextCACert"));
+        CHECK_THAT(http_request(port, "GET", "/plain?operation=GetCACaps").body, !Catch::Contains("GetNextCACert"));
+        CHECK(http_request(port, "GET", "/plain?operation=GetNextCACert").status == 404);
+        const auto next = http_request(port, "GET", "/dev?operation=GetNextCACert");
+        REQUIRE(next.status == 200);
+        const auto* q = reinterpret_cast<const unsigned char*>(next.body.data());
+        crypto::Cms cms(d2i_CMS_ContentInfo(nullptr, &q, static_cast<long>(next.body.size())));
+        REQUIRE(cms);
+        STACK_OF(X509)* signer = sk_X509_new_null();
+        sk_X509_push(signer, ra.get());
+        crypto::Bio content(BIO_new(BIO_s_mem()));
+        CHECK(CMS_verify(cms.get(), signer, nullptr, nullptr, content.get(), CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) == 1);
+        sk_X509_free(signer);
+        char* data = nullptr;
+        const long n = BIO_get_mem_data(content.get(), &data);
+        const auto* r = reinterpret_cast<const unsigned char*>(data);
+        std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>> inner(d2i_PKCS7(nullptr, &r, n));
+        REQUIRE(inner);
+        CHECK(X509_cmp(sk_X509_value(inner->d.sign->cert, 0), next_ca.get()) == 0);
+    }
+
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}

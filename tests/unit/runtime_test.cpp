@@ -75,7 +75,7 @@ std::pair<int, std::string> call(int (*fn)(PluginRuntime&, cc_sink*, cc_error*),
 TEST_CASE("CA requests are routed by configured name to the plugin behind it") {
     Fixture f;
     f.start(CC_KIND_CA, "fixture");
-    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(true, "second", R"({"csr":"x"})", s, e); },
+    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "second", R"({"csr":"x"})", s, e); },
                           *f.runtime);
     REQUIRE(rc == CC_OK);
     const auto answer = boost::json::parse(out).as_object();
@@ -83,18 +83,22 @@ TEST_CASE("CA requests are routed by configured name to the plugin behind it") {
     CHECK(answer.at("label").as_string() == "other");
     CHECK(answer.at("request").at("csr").as_string() == "x");
 
-    auto [rc2, msg2] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(true, "nope", "{}", s, e); }, *f.runtime);
+    auto [rc2, msg2] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "nope", "{}", s, e); }, *f.runtime);
     CHECK(rc2 == CC_ERR_NOT_FOUND);
     CHECK(msg2 == "no CA named 'nope' is configured (configured: down, second, test)");
 
-    auto [rc3, msg3] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(true, "down", "{}", s, e); }, *f.runtime);
+    auto [rc3, msg3] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "down", "{}", s, e); }, *f.runtime);
     CHECK(rc3 == CC_ERR_UNAVAILABLE);
     CHECK(msg3 == "CA 'down' is not open: fixture CA 'down' configured to fail");
     CHECK_THAT(f.operational(), Catch::Contains("\"name\":\"CaOpenFailed\""));
 
-    auto [rc4, msg4] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(false, "test", "{}", s, e); }, *f.runtime);
+    auto [rc4, msg4] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::revoke, "test", "{}", s, e); }, *f.runtime);
     CHECK(rc4 == CC_ERR_NOT_FOUND);
     CHECK(msg4 == "fixture CA knows no certificates");
+
+    // A CA plugin that answers no queries (the SDK's default) says so.
+    auto [rc5, msg5] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::query, "test", R"({"op":"crl"})", s, e); }, *f.runtime);
+    CHECK(rc5 == CC_ERR_NOT_SUPPORTED);
 }
 
 TEST_CASE("tenant calls reach the configured tenant plugin") {

@@ -182,6 +182,11 @@ typedef struct cc_host_services {
     int (*key_decrypt)(void *host_ctx, const char *key_name, const char *padding,
                        const char *ciphertext, size_t ciphertext_len, cc_sink *plaintext,
                        cc_error *error);
+
+    /* Asks the configured CA `ca_name` a read-only question (cc_ca_api.query): the host
+     * answers CC_ERR_NOT_SUPPORTED for a CA plugin without query. Check struct_size first. */
+    int (*ca_query)(void *host_ctx, const char *ca_name, const char *request_json,
+                    cc_sink *response_json, cc_error *error);
 } cc_host_services;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -213,6 +218,12 @@ typedef struct cc_ca_api {
     /* Optional (may be NULL): the CA's identity as JSON, at least {"chain_pem": "<PEM, issuing
      * CA first>"}; used by `certconnector ca export`. */
     int (*describe)(void *instance, void *ca_handle, cc_sink *response_json, cc_error *error);
+    /* Optional (may be NULL; check struct_size): read-only questions, JSON in and out.
+     *   {"op": "certificate", "serial": "HEX"} -> {"serial", "certificate_pem", "status"}
+     *   {"op": "crl"} -> {"crl_der": "<base64>"} (the CA's current CRL)
+     * CC_ERR_NOT_FOUND for an unknown certificate, CC_ERR_NOT_SUPPORTED for an unknown op. */
+    int (*query)(void *instance, void *ca_handle, const char *request_json, cc_sink *response_json,
+                 cc_error *error);
 } cc_ca_api;
 
 /* tenant plugins: the source of jobs and the place results go. */

@@ -174,6 +174,12 @@ public:
     std::string ca_revoke(const std::string& ca_name, const std::string& request_json) const {
         return call_out(s_->ca_revoke, ca_name, request_json, "CA '" + ca_name + "' revoke");
     }
+    /// A read-only question to CA `ca_name` (cc_ca_api.query): {"op": "certificate", "serial"}, {"op": "crl"}.
+    std::string ca_query(const std::string& ca_name, const std::string& request_json) const {
+        if (s_->struct_size <= offsetof(cc_host_services, ca_query) || s_->ca_query == nullptr)
+            throw Error(CC_ERR_NOT_SUPPORTED, "this host cannot query CAs (it predates ca_query)");
+        return call_out(s_->ca_query, ca_name, request_json, "CA '" + ca_name + "' query");
+    }
     std::string tenant_call(const std::string& operation, const std::string& request_json) const {
         return call_out(s_->tenant_call, operation, request_json, "tenant call '" + operation + "'");
     }
@@ -266,6 +272,10 @@ public:
         virtual std::string revoke(const std::string& request_json) = 0;
         /// {"chain_pem": "..."} and whatever else identifies this CA.
         virtual std::string describe() { throw Error(CC_ERR_NOT_SUPPORTED, "this CA cannot describe itself"); }
+        /// Read-only questions (see cc_ca_api.query in abi.h).
+        virtual std::string query(const std::string& request_json) {
+            throw Error(CC_ERR_NOT_SUPPORTED, "this CA answers no queries");
+        }
     };
     virtual std::unique_ptr<Ca> open(const std::string& ca_name, const std::string& config_json) = 0;
 };
@@ -335,6 +345,9 @@ struct Thunks {
     static int ca_describe(void*, void* handle, cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] { write_sink(out, static_cast<CaPlugin::Ca*>(handle)->describe()); });
     }
+    static int ca_query(void*, void* handle, const char* req, cc_sink* out, cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, static_cast<CaPlugin::Ca*>(handle)->query(req)); });
+    }
     static int claim_jobs(void* instance, const char* features, uint32_t max_jobs, uint32_t lease,
                           cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] {
@@ -370,8 +383,8 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
             static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job, &T::result_delivered};
             api->feature = &feature;
         } else if constexpr (kind_of<P>() == CC_KIND_CA) {
-            static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open,   &T::ca_close,
-                                      &T::ca_issue,      &T::ca_revoke, &T::ca_describe};
+            static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open,   &T::ca_close,    &T::ca_issue,
+                                      &T::ca_revoke,     &T::ca_describe, &T::ca_query};
             api->ca = &ca;
         } else {
             static const cc_tenant_api tenant{sizeof(cc_tenant_api), &T::claim_jobs, &T::complete_job, &T::call};
