@@ -7,6 +7,8 @@
 
 #include <openssl/pkcs7.h>
 
+#include <thread>
+
 using namespace certconn;
 using namespace certconn::test;
 namespace fs = std::filesystem;
@@ -190,6 +192,58 @@ TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a c
         CHECK(X509_cmp(sk_X509_value(inner->d.sign->cert, 0), next_ca.get()) == 0);
     }
 
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
+TEST_CASE("SCEP: over max_concurrent_requests a PKIOperation gets 429 with Retry-After, and the slot comes back") {
+    TempDir dir;
+    install_plugins(dir / "plugins", {"ca-local", "scep"});
+    install_fixture(dir / "plugins", "good", "fixture-tenant");
+    const fs::path config = dir / "c.toml";
+    write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+                       "[tenant]\nplugin = \"fixture\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+                       "[scep.profiles.one]\npath = \"/one\"\nca = \"local\"\nmax_concurrent_requests = 1\nretry_after_seconds = 7\n");
+    Daemon daemon(config, dir / "daemon.out");
+    const auto status = wait_for_status(daemon, config);
+    INFO(daemon.output());
+    REQUIRE_FALSE(status.empty());
+    const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
+    const auto cacert = http_request(port, "GET", "/one?operation=GetCACert");
+    REQUIRE(cacert.status == 200);
+    const auto* p = reinterpret_cast<const unsigned char*>(cacert.body.data());
+    PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(cacert.body.size()));
+    REQUIRE(p7);
+    crypto::Cert ra(X509_dup(sk_X509_value(p7->d.sign->cert, 0)));
+    PKCS7_free(p7);
+
+    auto request = [&](const std::string& cn, const std::string& challenge) {
+        crypto::PKey key = crypto::generate_key("rsa2048");
+        crypto::Cert self = scep::self_signed(key.get(), "CN=" + cn);
+        crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(key.get(), "CN=" + cn, {}));
+        X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8,
+                                  reinterpret_cast<const unsigned char*>(challenge.c_str()), -1);
+        X509_REQ_sign(csr.get(), key.get(), EVP_sha256());
+        unsigned char* der = nullptr;
+        const int len = i2d_X509_REQ(csr.get(), &der);
+        const std::string csr_der(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+        OPENSSL_free(der);
+        return scep::build_request({scep::MessageType::PKCSReq, "tx-" + cn, {}, csr_der, nullptr, nullptr}, self.get(), key.get(), ra.get());
+    };
+    const std::string slow = request("slow", "slow:2000");  // the tenant takes 2 s to validate it
+    const std::string fast = request("fast", "anything");
+    HttpResult first;
+    std::thread holder([&] { first = http_request(port, "POST", "/one?operation=PKIOperation", slow); });
+    // Wait until the slow request holds the only slot (its validation is logged as received).
+    CHECK(eventually([&] { return read_file(dir / "log" / "operational.jsonl").find("tx-slow") != std::string::npos; }));
+    const auto refused = http_request(port, "POST", "/one?operation=PKIOperation", fast);
+    CHECK(refused.status == 429);
+    CHECK(refused.retry_after == "7");
+    holder.join();
+    CHECK(first.status == 200);
+    CHECK(scep::read_reply(first.body, ra.get()).status == "0");
+    const auto after = http_request(port, "POST", "/one?operation=PKIOperation", fast);  // the slot is free again
+    CHECK(after.status == 200);
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }

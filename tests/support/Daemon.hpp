@@ -137,6 +137,7 @@ struct HttpResult {
     unsigned status = 0;
     std::string body;
     std::string content_type;
+    std::string retry_after;
 };
 
 inline HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
@@ -158,7 +159,8 @@ inline HttpResult http_request(std::uint16_t port, const std::string& method, co
     parser.body_limit(64 * 1024 * 1024);
     http::read(stream, buffer, parser);
     auto res = parser.release();
-    return {static_cast<unsigned>(res.result_int()), res.body(), std::string(res[http::field::content_type])};
+    return {static_cast<unsigned>(res.result_int()), res.body(), std::string(res[http::field::content_type]),
+            std::string(res[http::field::retry_after])};
 }
 
 /// Sends raw bytes, then reads until the server closes the connection or `limit` passes.
