@@ -48,6 +48,11 @@ expect "keys list shows the file and token keys, PIN redacted" "pin-value=\*\*\*
 expect "keys list shows key types" "hsm-2026  rsa2048" echo "$out"
 check "keys list never prints the PIN" bash -c "! grep -q 97531 <<<'$out'"
 
+# The pkcs feature's escrow key on the token too (created above): escrow copies then open only there.
+cat >>"$cfg" <<TOML
+[pkcs]
+escrow_key = "pkcs11:token=connector-keys;object=hsm-2026;type=private;pin-value=97531"
+TOML
 start_connector "$cfg" || exit 1
 
 # An S/MIME encryption certificate for each device-key kind, as administrators export them.
@@ -159,6 +164,16 @@ mv "$work/later.hidden" "$work/later.pem"
 wait "$tpid"
 expect "a key that cannot be loaded yet is retried (2051), and the job then succeeds" "succeeded" cat "$work/transient.out"
 expect "the retry was logged as 2051 and the unusable key as 411" "411" bash -c "grep -q '\"id\":2051,' '$work/log/operational.jsonl' && grep -o '\"id\":411' '$work/log/operational.jsonl' | head -1"
+
+# The escrow key in the token: a PKCS job's escrow copy is re-encrypted (decrypted on the token).
+check "a PKCS escrow copy made to a token-held escrow key re-encrypts to a new device key" bash -c "
+  '$bin' submit pkcs --config '$cfg' --subject CN=escrowed --device-key '$work/dev-rsa.pub' --wait --out '$work/esc' >/dev/null &&
+  $py -c 'import json,sys; r=json.load(open(sys.argv[1]))[\"result\"]; print(json.dumps({\"request\":{\"type\":\"recrypt\",\"escrow_cms\":r[\"escrow_cms\"],\"device_key_pem\":open(sys.argv[2]).read()}}))' \
+    '$work/esc/result.json' '$work/dev-ec.crt' >'$work/recrypt.json' &&
+  '$bin' submit pkcs --config '$cfg' --json '$work/recrypt.json' --wait --out '$work/rec' >/dev/null &&
+  openssl cms -decrypt -inform DER -binary -in '$work/rec/password.cms' -inkey '$work/dev-ec.key' -out '$work/rec/pw' &&
+  openssl cms -decrypt -inform DER -binary -in '$work/rec/pfx.cms' -inkey '$work/dev-ec.key' |
+    openssl pkcs12 -passin 'file:$work/rec/pw' -nokeys -clcerts | grep -q 'CN = escrowed'"
 
 expect "events: 2020, 2050, 2102 in Operational; 2000 and 2001 in Admin" "ok" bash -c "
   for id in 2020 2050 2102; do grep -q '\"id\":'\$id',' '$work/log/operational.jsonl' || { echo missing \$id; exit 1; }; done
