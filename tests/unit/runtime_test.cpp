@@ -107,9 +107,9 @@ TEST_CASE("tenant calls reach the configured tenant plugin") {
     CHECK(rc0 == CC_ERR_UNAVAILABLE);
     CHECK(msg0 == "tenant plugin 'fixture' is not loaded");
     f.start(CC_KIND_TENANT, "fixture");
-    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("scep.validate", "{}", s, e); }, *f.runtime);
+    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("heartbeat", "{}", s, e); }, *f.runtime);
     CHECK(rc == CC_OK);
-    CHECK(out == R"({"operation":"scep.validate"})");
+    CHECK(out == R"({"operation":"heartbeat"})");
 }
 
 TEST_CASE("an init that throws or fails is an event with the plugin's own message") {
