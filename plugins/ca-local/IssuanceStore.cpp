@@ -29,6 +29,7 @@ IssuanceStore::IssuanceStore(const std::filesystem::path& file) : db_(file, true
         certificate_pem TEXT NOT NULL))");
     db_.exec("CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(status) WHERE status = 'revoked'");
     db_.exec("CREATE TABLE IF NOT EXISTS crl_state (id INTEGER PRIMARY KEY CHECK (id = 1), number INTEGER NOT NULL)");
+    reader_ = std::make_unique<sqlite::Database>(file, true);
 }
 
 std::string IssuanceStore::canonical_serial(std::string_view hex) {
@@ -116,8 +117,8 @@ std::int64_t IssuanceStore::revoked_count() {
 }
 
 void IssuanceStore::for_each_revoked(const std::function<void(const std::string&, const std::string&, const std::string&)>& fn) {
-    std::lock_guard lock(mutex_);
-    auto s = db_.prepare("SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked'");
+    std::lock_guard lock(reader_mutex_);
+    auto s = reader_->prepare("SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked'");
     while (s.step()) fn(s.text(0), s.text(1), s.text(2));
 }
 

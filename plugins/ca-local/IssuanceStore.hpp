@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -58,6 +59,10 @@ private:
     IssuedCertificate row(const sqlite::Statement& s);
     std::mutex mutex_;
     sqlite::Database db_;
+    // CRL generation reads every revoked entry (a million on a big CA) through its own
+    // connection: WAL lets issuance go on meanwhile.
+    std::mutex reader_mutex_;
+    std::unique_ptr<sqlite::Database> reader_;
 };
 
 }  // namespace certconn::ca_local
