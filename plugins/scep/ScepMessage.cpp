@@ -94,7 +94,8 @@ PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, 
         throw MalformedMessage("the signer's certificate is not in the message");
     }
     PkiRequest req;
-    req.signer.reset(X509_dup(signer));
+    X509_up_ref(signer);  // shared with the message's certificate list, not copied: a copy re-decodes the key
+    req.signer.reset(signer);
     crypto::Bio content(BIO_new(BIO_s_mem()));
     const int ok = CMS_verify(cms.get(), certs, nullptr, nullptr, content.get(), CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY);
     sk_X509_pop_free(certs, X509_free);
