@@ -12,8 +12,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include <map>
-#include <mutex>
 
 namespace {
 
@@ -79,7 +77,9 @@ void check_purpose(X509* cert, EVP_PKEY* key, const std::string& purpose) {
 
 class ImportFeature final : public certconn::sdk::FeaturePlugin {
 public:
-    explicit ImportFeature(certconn::sdk::Host& host) : host_(host) {}
+    explicit ImportFeature(certconn::sdk::Host& host)
+        : host_(host),
+          deliveries_(host, CC_EV_PkcsImportUploadedRequest, CC_EV_PkcsImportUploadFailure, CC_EV_PkcsImportRequestSuccess) {}
 
     std::string run_job(const std::string& job_json) override {
         const json::value parsed = json::parse(job_json);
@@ -173,29 +173,12 @@ public:
         const std::string what = "imported PFX " + std::string(result["thumbprint"].as_string()) + " (" +
                                  std::string(result["subject"].as_string()) + ") re-encrypted for the device" + (upn.empty() ? "" : " of " + upn);
         host_.log(CC_EV_PkcsImportReencryptSuccess, CC_LEVEL_INFO, what, id);
-        {
-            std::lock_guard lock(mutex_);
-            if (succeeded_.size() > 100000) succeeded_.clear();  // results never reported back: stay bounded
-            succeeded_[id] = {what, json::serialize(json::object{{"thumbprint", result["thumbprint"]}, {"purpose", purpose}, {"upn", upn}})};
-        }
+        deliveries_.succeeded(id, what, json::serialize(json::object{{"thumbprint", result["thumbprint"]}, {"purpose", purpose}, {"upn", upn}}));
         return json::serialize(result);
     }
 
     void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
-        std::pair<std::string, std::string> success;
-        {
-            std::lock_guard lock(mutex_);
-            if (auto it = succeeded_.find(job_id); it != succeeded_.end()) {
-                success = it->second;
-                if (delivered) succeeded_.erase(it);
-            }
-        }
-        if (!delivered) {
-            host_.log(CC_EV_PkcsImportUploadFailure, CC_LEVEL_WARNING, "uploading the import result failed (will retry): " + message, job_id);
-            return;
-        }
-        host_.log(CC_EV_PkcsImportUploadedRequest, CC_LEVEL_INFO, "import result uploaded", job_id);
-        if (!success.first.empty()) host_.log(CC_EV_PkcsImportRequestSuccess, CC_LEVEL_INFO, success.first, job_id, success.second);
+        deliveries_.delivered(job_id, delivered, message);
     }
 
 private:
@@ -208,8 +191,7 @@ private:
 
     certconn::sdk::Host& host_;
     crypto::LegacyProviders legacy_;  // PFX files exported with RC2-40 (older Windows) open too
-    std::mutex mutex_;
-    std::map<std::string, std::pair<std::string, std::string>> succeeded_;  // Admin event written once the tenant has it
+    certconn::sdk::DeliveryEvents deliveries_;
 };
 
 }  // namespace

@@ -192,7 +192,10 @@ private:
 
 class RevokeFeature final : public certconn::sdk::FeaturePlugin {
 public:
-    explicit RevokeFeature(certconn::sdk::Host& host) : host_(host), batcher_(host, size(host), window(host)) {
+    explicit RevokeFeature(certconn::sdk::Host& host)
+        : host_(host),
+          batcher_(host, size(host), window(host)),
+          deliveries_(host, CC_EV_RevokeUploadedRequest, CC_EV_RevokeUploadFailure, CC_EV_RevokeRequestSuccess) {
         default_ca_ = str(json::parse(host.config_json()).as_object(), {"default_ca"}, "local");
     }
 
@@ -244,25 +247,12 @@ public:
                                  (already ? " (it already was)" : "");
         host_.log(CC_EV_RevokeSuccess, CC_LEVEL_INFO, what, id,
                   json::serialize(json::object{{"ca", ca}, {"batch", outcome.batch}}));
-        remember(id, what, json::serialize(json::object{{"serial", result["serial"]}, {"ca", ca}, {"already_revoked", already}}));
+        deliveries_.succeeded(id, what, json::serialize(json::object{{"serial", result["serial"]}, {"ca", ca}, {"already_revoked", already}}));
         return json::serialize(result);
     }
 
     void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
-        std::pair<std::string, std::string> success;
-        {
-            std::lock_guard lock(mutex_);
-            if (auto it = succeeded_.find(job_id); it != succeeded_.end()) {
-                success = it->second;
-                if (delivered) succeeded_.erase(it);
-            }
-        }
-        if (!delivered) {
-            host_.log(CC_EV_RevokeUploadFailure, CC_LEVEL_WARNING, "uploading the revocation result failed (will retry): " + message, job_id);
-            return;
-        }
-        host_.log(CC_EV_RevokeUploadedRequest, CC_LEVEL_INFO, "revocation result uploaded", job_id);
-        if (!success.first.empty()) host_.log(CC_EV_RevokeRequestSuccess, CC_LEVEL_INFO, success.first, job_id, success.second);
+        deliveries_.delivered(job_id, delivered, message);
     }
 
 private:
@@ -289,17 +279,10 @@ private:
                                    {"retryable", CC_STATUS_IS_RETRYABLE(status) != 0}}}});
     }
 
-    void remember(const std::string& id, std::string message, std::string fields) {
-        std::lock_guard lock(mutex_);
-        if (succeeded_.size() > 100000) succeeded_.clear();  // results the host never reported back: never grow without bound
-        succeeded_[id] = {std::move(message), std::move(fields)};
-    }
-
     certconn::sdk::Host& host_;
     Batcher batcher_;
     std::string default_ca_;
-    std::mutex mutex_;
-    std::map<std::string, std::pair<std::string, std::string>> succeeded_;  // Admin event written once the tenant has it
+    certconn::sdk::DeliveryEvents deliveries_;
 };
 
 }  // namespace

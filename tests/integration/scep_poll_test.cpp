@@ -13,6 +13,33 @@ using namespace certconn;
 using namespace certconn::test;
 namespace fs = std::filesystem;
 
+namespace {
+
+/// The RA certificate: the first certificate of GetCACert.
+crypto::Cert ra_of(std::uint16_t port, const std::string& path) {
+    const auto cacert = http_request(port, "GET", path + "?operation=GetCACert");
+    REQUIRE(cacert.status == 200);
+    const auto* p = reinterpret_cast<const unsigned char*>(cacert.body.data());
+    std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>> p7(d2i_PKCS7(nullptr, &p, static_cast<long>(cacert.body.size())));
+    REQUIRE(p7);
+    return crypto::Cert(X509_dup(sk_X509_value(p7->d.sign->cert, 0)));
+}
+
+/// A device's PKCS#10 (DER) with a challengePassword.
+std::string csr_der(EVP_PKEY* key, const std::string& cn, const std::string& challenge) {
+    crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(key, "CN=" + cn, {}));
+    X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8,
+                              reinterpret_cast<const unsigned char*>(challenge.c_str()), -1);
+    X509_REQ_sign(csr.get(), key, EVP_sha256());
+    unsigned char* der = nullptr;
+    const int len = i2d_X509_REQ(csr.get(), &der);
+    std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+    return out;
+}
+
+}  // namespace
+
 TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrator approves it") {
     TempDir dir;
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep"});
@@ -27,24 +54,10 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
     REQUIRE_FALSE(status.empty());
     const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
 
-    // The RA certificate: the first certificate of GetCACert.
-    const auto cacert = http_request(port, "GET", "/gate?operation=GetCACert");
-    REQUIRE(cacert.status == 200);
-    const auto* p = reinterpret_cast<const unsigned char*>(cacert.body.data());
-    PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(cacert.body.size()));
-    REQUIRE(p7);
-    crypto::Cert ra(X509_dup(sk_X509_value(p7->d.sign->cert, 0)));
-    PKCS7_free(p7);
-
+    const crypto::Cert ra = ra_of(port, "/gate");
     crypto::PKey device = crypto::generate_key("rsa2048");
     crypto::Cert self = scep::self_signed(device.get(), "CN=poller");
-    crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(device.get(), "CN=poller", {}));
-    X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("letmein"), -1);
-    X509_REQ_sign(csr.get(), device.get(), EVP_sha256());
-    unsigned char* der = nullptr;
-    const int len = i2d_X509_REQ(csr.get(), &der);
-    const std::string csr_der(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
-    OPENSSL_free(der);
+    const std::string request = csr_der(device.get(), "poller", "letmein");
 
     auto send = [&](scep::MessageType type, const std::string& tx, const std::string& content) {
         const std::string nonce = crypto::random_bytes(16);
@@ -58,7 +71,7 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
     };
 
     const std::string tx = "poll-tx-1";
-    CHECK(send(scep::MessageType::PKCSReq, tx, csr_der).status == "3");        // PENDING
+    CHECK(send(scep::MessageType::PKCSReq, tx, request).status == "3");        // PENDING
     CHECK(send(scep::MessageType::CertPoll, tx, std::string("\x30\x00", 2)).status == "3");  // still PENDING
     auto pending = run_cli({"scep", "pending", "--config", config.string()});
     CHECK_THAT(pending.output, Catch::Contains("poll-tx-1  profile gate  subject CN=poller"));
@@ -67,8 +80,8 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
     const auto done = send(scep::MessageType::CertPoll, tx, std::string("\x30\x00", 2));
     REQUIRE(done.status == "0");  // SUCCESS
     const std::string degenerate = crypto::cms_decrypt(done.envelope, device.get());  // encrypted to the device, AES-128
-    p = reinterpret_cast<const unsigned char*>(degenerate.data());
-    p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(degenerate.size()));
+    const auto* p = reinterpret_cast<const unsigned char*>(degenerate.data());
+    PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(degenerate.size()));
     REQUIRE(p7);
     X509* issued = sk_X509_value(p7->d.sign->cert, 0);
     CHECK(EVP_PKEY_eq(X509_get0_pubkey(issued), device.get()) == 1);
@@ -102,25 +115,13 @@ TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a c
     REQUIRE_FALSE(status.empty());
     const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
 
-    const auto cacert = http_request(port, "GET", "/dev?operation=GetCACert");
-    REQUIRE(cacert.status == 200);
-    const auto* p = reinterpret_cast<const unsigned char*>(cacert.body.data());
-    PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(cacert.body.size()));
-    REQUIRE(p7);
-    crypto::Cert ra(X509_dup(sk_X509_value(p7->d.sign->cert, 0)));
-    crypto::Cert issuing(X509_dup(sk_X509_value(p7->d.sign->cert, 1)));
-    PKCS7_free(p7);
+    const crypto::Cert ra = ra_of(port, "/dev");
+    const auto chain = run_cli({"ca", "export", "--name", "local", "--config", config.string()});
+    const crypto::Cert issuing = crypto::load_certificate(chain.output);
 
     // Enroll once, so there is a certificate to fetch.
     crypto::PKey device = crypto::generate_key("rsa2048");
     crypto::Cert self = scep::self_signed(device.get(), "CN=fetcher");
-    crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(device.get(), "CN=fetcher", {}));
-    X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("open-sesame"), -1);
-    X509_REQ_sign(csr.get(), device.get(), EVP_sha256());
-    unsigned char* der = nullptr;
-    const int len = i2d_X509_REQ(csr.get(), &der);
-    const std::string csr_der(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
-    OPENSSL_free(der);
     auto send = [&](scep::MessageType type, const std::string& tx, const std::string& content) {
         const auto message = scep::build_request({type, tx, {}, content, EVP_aes_256_cbc(), EVP_sha256()}, self.get(), device.get(), ra.get());
         const auto answer = http_request(port, "POST", "/dev?operation=PKIOperation", message);
@@ -132,7 +133,7 @@ TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a c
         const auto* q = reinterpret_cast<const unsigned char*>(degenerate.data());
         return std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>>(d2i_PKCS7(nullptr, &q, static_cast<long>(degenerate.size())));
     };
-    const auto enrolled = send(scep::MessageType::PKCSReq, "fetch-enroll", csr_der);
+    const auto enrolled = send(scep::MessageType::PKCSReq, "fetch-enroll", csr_der(device.get(), "fetcher", "open-sesame"));
     REQUIRE(enrolled.status == "0");
     auto issued_p7 = open(enrolled);
     REQUIRE(issued_p7);
@@ -209,26 +210,12 @@ TEST_CASE("SCEP: over max_concurrent_requests a PKIOperation gets 429 with Retry
     INFO(daemon.output());
     REQUIRE_FALSE(status.empty());
     const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
-    const auto cacert = http_request(port, "GET", "/one?operation=GetCACert");
-    REQUIRE(cacert.status == 200);
-    const auto* p = reinterpret_cast<const unsigned char*>(cacert.body.data());
-    PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(cacert.body.size()));
-    REQUIRE(p7);
-    crypto::Cert ra(X509_dup(sk_X509_value(p7->d.sign->cert, 0)));
-    PKCS7_free(p7);
-
+    const crypto::Cert ra = ra_of(port, "/one");
     auto request = [&](const std::string& cn, const std::string& challenge) {
         crypto::PKey key = crypto::generate_key("rsa2048");
         crypto::Cert self = scep::self_signed(key.get(), "CN=" + cn);
-        crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(key.get(), "CN=" + cn, {}));
-        X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8,
-                                  reinterpret_cast<const unsigned char*>(challenge.c_str()), -1);
-        X509_REQ_sign(csr.get(), key.get(), EVP_sha256());
-        unsigned char* der = nullptr;
-        const int len = i2d_X509_REQ(csr.get(), &der);
-        const std::string csr_der(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
-        OPENSSL_free(der);
-        return scep::build_request({scep::MessageType::PKCSReq, "tx-" + cn, {}, csr_der, nullptr, nullptr}, self.get(), key.get(), ra.get());
+        return scep::build_request({scep::MessageType::PKCSReq, "tx-" + cn, {}, csr_der(key.get(), cn, challenge), nullptr, nullptr},
+                                   self.get(), key.get(), ra.get());
     };
     const std::string slow = request("slow", "slow:2000");  // the tenant takes 2 s to validate it
     const std::string fast = request("fast", "anything");

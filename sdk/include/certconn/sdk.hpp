@@ -28,7 +28,9 @@
 #include <filesystem>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -251,6 +253,44 @@ public:
     virtual ~Plugin() = default;
     /// JSON object {"healthy": bool, "detail": "..."} shown by `certconnector status`.
     virtual std::string health() { return R"({"healthy":true})"; }
+};
+
+/// The delivery events of a feature's jobs: the Admin "request fulfilled" event is written only
+/// once the tenant has the result (with the "uploaded" event); a failed delivery writes the
+/// "upload failed" event. Call succeeded() from run_job, delivered() from result_delivered.
+class DeliveryEvents {
+public:
+    DeliveryEvents(Host& host, uint32_t uploaded, uint32_t upload_failed, uint32_t admin_success)
+        : host_(host), uploaded_(uploaded), upload_failed_(upload_failed), admin_success_(admin_success) {}
+
+    void succeeded(const std::string& job_id, std::string message, std::string fields_json) {
+        std::lock_guard lock(mutex_);
+        if (pending_.size() > 100000) pending_.clear();  // results never reported back: stay bounded
+        pending_[job_id] = {std::move(message), std::move(fields_json)};
+    }
+
+    void delivered(const std::string& job_id, bool delivered, const std::string& why) {
+        std::pair<std::string, std::string> success;
+        {
+            std::lock_guard lock(mutex_);
+            if (auto it = pending_.find(job_id); it != pending_.end()) {
+                success = it->second;
+                if (delivered) pending_.erase(it);
+            }
+        }
+        if (!delivered) {
+            host_.log(upload_failed_, CC_LEVEL_WARNING, "uploading the result failed (will retry): " + why, job_id);
+            return;
+        }
+        host_.log(uploaded_, CC_LEVEL_INFO, "result uploaded", job_id);
+        if (!success.first.empty()) host_.log(admin_success_, CC_LEVEL_INFO, success.first, job_id, success.second);
+    }
+
+private:
+    Host& host_;
+    const uint32_t uploaded_, upload_failed_, admin_success_;
+    std::mutex mutex_;
+    std::map<std::string, std::pair<std::string, std::string>> pending_;  // job id -> (message, fields)
 };
 
 class FeaturePlugin : public Plugin {
