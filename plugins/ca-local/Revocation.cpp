@@ -114,10 +114,21 @@ void RevocationService::changed() {
 }
 
 std::shared_ptr<const std::string> RevocationService::crl() {
+    {
+        std::lock_guard lock(mutex_);
+        const auto now = Clock::now();
+        if (current_ && !dirty_ && now < refresh_due_) return current_;
+        // A big CRL takes seconds to make: fetches then get the previous one, still within its
+        // nextUpdate, while the refresher makes the next. Small ones are made before answering.
+        if (current_ && thread_.joinable() && last_duration_ > std::chrono::seconds(1) && now < current_next_update_) {
+            wake_.notify_all();
+            return current_;
+        }
+    }
     std::lock_guard generating(generate_mutex_);
     {
         std::lock_guard lock(mutex_);
-        if (current_ && !dirty_ && Clock::now() < refresh_due_) return current_;
+        if (current_ && !dirty_ && Clock::now() < refresh_due_) return current_;  // made while we waited
     }
     return regenerate();
 }
@@ -212,6 +223,8 @@ std::shared_ptr<const std::string> RevocationService::regenerate() {
         std::lock_guard lock(mutex_);
         current_ = out;
         refresh_due_ = Clock::now() + settings_.crl_refresh;
+        current_next_update_ = Clock::from_time_t(now) + settings_.crl_validity;
+        last_duration_ = std::chrono::steady_clock::now() - started;
     }
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
     event(CC_EV_CaCrlPublished, CC_LEVEL_INFO,
@@ -235,7 +248,13 @@ void RevocationService::refresher(std::stop_token stop) {
             if (stop.stop_requested()) return;
         }
         try {
-            crl();
+            std::lock_guard generating(generate_mutex_);
+            bool due;
+            {
+                std::lock_guard lock(mutex_);
+                due = !current_ || dirty_ || Clock::now() >= refresh_due_;
+            }
+            if (due) regenerate();  // not crl(): for a big CRL that would hand back the previous one
         } catch (const std::exception& e) {
             event(CC_EV_CaCrlFailed, CC_LEVEL_ERROR, std::string("CRL generation failed (will retry in a minute): ") + e.what());
             std::lock_guard lock(mutex_);

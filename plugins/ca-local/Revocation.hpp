@@ -43,7 +43,8 @@ public:
     RevocationService& operator=(const RevocationService&) = delete;
 
     /// The current CRL (DER). Regenerated first when a certificate was revoked since the last
-    /// one was made, or when the last one is due for refresh.
+    /// one was made, or when the last one is due for refresh — unless making one takes over a
+    /// second: then the previous CRL (within its nextUpdate) is answered meanwhile.
     std::shared_ptr<const std::string> crl();
     /// A certificate was revoked: the next crl() is a new one, and the refresher makes it soon.
     void changed();
@@ -70,6 +71,8 @@ private:
     std::condition_variable_any wake_;
     bool dirty_ = true;
     std::chrono::system_clock::time_point refresh_due_{};
+    std::chrono::system_clock::time_point current_next_update_{};
+    std::chrono::steady_clock::duration last_duration_{};  // how long the last CRL took to make
     std::shared_ptr<const std::string> current_;
 
     std::mutex responder_mutex_;
