@@ -67,7 +67,13 @@ std::optional<IssuedCertificate> IssuanceStore::find_by_serial(const std::string
     return row(s);
 }
 
-bool IssuanceStore::serial_exists(const std::string& serial) { return find_by_serial(serial).has_value(); }
+std::optional<IssuanceStore::Status> IssuanceStore::revocation_status(const std::string& serial) {
+    std::lock_guard lock(mutex_);
+    auto s = db_.prepare("SELECT status, revocation_reason, revoked_at FROM certificates WHERE serial = ?");
+    s.bind(1, serial);
+    if (!s.step()) return std::nullopt;
+    return Status{s.text(0), s.text(1), s.text(2)};
+}
 
 bool IssuanceStore::insert(const IssuedCertificate& c) {
     std::lock_guard lock(mutex_);

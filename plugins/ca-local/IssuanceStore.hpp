@@ -35,7 +35,12 @@ public:
 
     std::optional<IssuedCertificate> find_by_request(const std::string& request_id);
     std::optional<IssuedCertificate> find_by_serial(const std::string& serial);
-    bool serial_exists(const std::string& serial);
+    struct Status {
+        std::string status;  // valid | revoked
+        std::string revocation_reason, revoked_at;
+    };
+    /// Only what OCSP needs, without the certificate itself.
+    std::optional<Status> revocation_status(const std::string& serial);
     /// Inserts; returns false when the request id already has a certificate.
     bool insert(const IssuedCertificate& cert);
     /// Marks each (serial, reason) revoked at `when`, in one transaction; per entry, false

@@ -138,6 +138,19 @@ std::shared_ptr<const std::string> RevocationService::regenerate() {
         std::lock_guard lock(mutex_);
         dirty_ = false;  // before reading the store: a revocation after this point marks it again
     }
+    try {
+        return publish();
+    } catch (const std::exception& e) {
+        {
+            std::lock_guard lock(mutex_);
+            dirty_ = true;  // what this CRL would have listed still has to be published
+        }
+        event(CC_EV_CaCrlFailed, CC_LEVEL_ERROR, std::string("CRL generation failed; the previous CRL is still served: ") + e.what());
+        throw sdk::Error(CC_ERR_UNAVAILABLE, std::string("CRL generation failed: ") + e.what());
+    }
+}
+
+std::shared_ptr<const std::string> RevocationService::publish() {
     const auto started = std::chrono::steady_clock::now();
     const std::int64_t number = store_.next_crl_number();
     const time_t now = Clock::to_time_t(Clock::now());
@@ -200,15 +213,7 @@ std::shared_ptr<const std::string> RevocationService::regenerate() {
         X509_EXTENSION_free(aki);
     }
     const EVP_MD* md = crypto::key_type_of(issuing_key_) == "p384" || crypto::key_type_of(issuing_key_) == "rsa4096" ? EVP_sha384() : EVP_sha256();
-    if (!X509_CRL_sign(crl.get(), issuing_key_, md)) {
-        const std::string why = "signing the CRL failed";
-        try {
-            crypto::throw_openssl(why);
-        } catch (const crypto::CryptoError& e) {
-            event(CC_EV_CaCrlFailed, CC_LEVEL_ERROR, e.what());
-            throw sdk::Error(CC_ERR_UNAVAILABLE, e.what());
-        }
-    }
+    if (!X509_CRL_sign(crl.get(), issuing_key_, md)) crypto::throw_openssl("signing the CRL");
     unsigned char* der = nullptr;
     const int len = i2d_X509_CRL(crl.get(), &der);
     if (len <= 0) crypto::throw_openssl("encoding the CRL");
@@ -234,9 +239,11 @@ std::shared_ptr<const std::string> RevocationService::regenerate() {
 }
 
 void RevocationService::refresher(std::stop_token stop) {
+    Clock::time_point backoff_until{};  // after a failure: no retry before this
     while (!stop.stop_requested()) {
         {
             std::unique_lock lock(mutex_);
+            if (Clock::now() < backoff_until) wake_.wait_until(lock, stop, backoff_until, [] { return false; });
             const auto due = current_ ? refresh_due_ : Clock::now();
             wake_.wait_until(lock, stop, due, [&] { return dirty_ && current_; });
             if (stop.stop_requested()) return;
@@ -255,10 +262,8 @@ void RevocationService::refresher(std::stop_token stop) {
                 due = !current_ || dirty_ || Clock::now() >= refresh_due_;
             }
             if (due) regenerate();  // not crl(): for a big CRL that would hand back the previous one
-        } catch (const std::exception& e) {
-            event(CC_EV_CaCrlFailed, CC_LEVEL_ERROR, std::string("CRL generation failed (will retry in a minute): ") + e.what());
-            std::lock_guard lock(mutex_);
-            refresh_due_ = Clock::now() + std::chrono::minutes(1);
+        } catch (const std::exception&) {
+            backoff_until = Clock::now() + std::chrono::minutes(1);  // regenerate() logged why (402)
         }
     }
 }
@@ -359,7 +364,7 @@ std::string RevocationService::ocsp(std::string_view request_der) {
         const std::string serial_hex = hex ? hex : "";
         OPENSSL_free(hex);
         BN_free(bn);
-        const auto record = serial_hex.empty() ? std::nullopt : store_.find_by_serial(serial_hex);
+        const auto record = serial_hex.empty() ? std::nullopt : store_.revocation_status(serial_hex);
         if (!record) {
             OCSP_basic_add1_status(basic.get(), id, V_OCSP_CERTSTATUS_UNKNOWN, 0, nullptr, this_update.get(), next_update.get());
         } else if (record->status == "revoked") {

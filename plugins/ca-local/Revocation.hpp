@@ -48,13 +48,15 @@ public:
     std::shared_ptr<const std::string> crl();
     /// A certificate was revoked: the next crl() is a new one, and the refresher makes it soon.
     void changed();
-    /// Builds, signs and stores a new CRL now.
+    /// Builds, signs and stores a new CRL now. On failure the previous CRL stays and the next
+    /// fetch (or the refresher, after a minute) tries again; event 402.
     std::shared_ptr<const std::string> regenerate();
     /// Answers a DER OCSPRequest with a DER OCSPResponse. Bad input gets a malformedRequest
     /// or unauthorized response, never an exception.
     std::string ocsp(std::string_view request_der);
 
 private:
+    std::shared_ptr<const std::string> publish();  // builds, signs, stores and caches a CRL
     void refresher(std::stop_token stop);
     void ensure_responder();  // issues or renews the delegated responder certificate
     void event(uint32_t id, cc_log_level level, const std::string& message, const std::string& fields = {}) const;

@@ -207,7 +207,7 @@ public:
         const int max_attempts = job.contains("max_attempts") ? static_cast<int>(job.at("max_attempts").as_int64()) : 1;
         if (attempt == 1) host_.log(CC_EV_RevokeDownloadedRequest, CC_LEVEL_INFO, "revocation request received", id);
 
-        std::string ca, serial;
+        std::string ca, serial, reason;
         json::object request;
         try {
             const auto* req = job.if_contains("request");
@@ -217,7 +217,8 @@ public:
             ca = str(r, {"ca", "caConfiguration"}, default_ca_);
             serial = str(r, {"serial", "serialNumber"});
             if (serial.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'serial' (the certificate's serial number in hex) is required");
-            request = {{"serial", serial}, {"reason", str(r, {"reason"}, "unspecified")}, {"request_id", id}};
+            reason = str(r, {"reason"}, "unspecified");
+            request = {{"serial", serial}, {"reason", reason}, {"request_id", id}};
             if (const std::string issuer = str(r, {"issuer", "issuerName"}); !issuer.empty()) request["issuer"] = issuer;
         } catch (const Error& e) {
             return fail(id, ca, serial, e.code(), e.what());
@@ -234,15 +235,24 @@ public:
             }
             return fail(id, ca, serial, outcome.code, outcome.message);
         }
+        // A CA plugin may answer with less than ca-local does: what it omits comes from the request.
         const json::object& a = outcome.answer;
-        const bool already = a.contains("already_revoked") && a.at("already_revoked").as_bool();
-        json::object result{{"status", "succeeded"}, {"ca", ca}, {"error_code", 0}};
-        for (const char* key : {"serial", "reason", "revoked_at", "subject", "issuer"})
+        auto answered = [&](const char* key, const std::string& fallback) {
+            const auto* v = a.if_contains(key);
+            return v && v->is_string() ? std::string(v->as_string()) : fallback;
+        };
+        const bool already = a.contains("already_revoked") && a.at("already_revoked").is_bool() && a.at("already_revoked").as_bool();
+        json::object result{{"status", "succeeded"},
+                            {"ca", ca},
+                            {"error_code", 0},
+                            {"serial", answered("serial", serial)},
+                            {"reason", answered("reason", reason)},
+                            {"already_revoked", already}};
+        for (const char* key : {"revoked_at", "subject", "issuer"})
             if (const auto* v = a.if_contains(key)) result[key] = *v;
-        result["already_revoked"] = already;
         if (already)
-            result["note"] = "the certificate was already revoked (" + std::string(a.at("reason").as_string()) + ", " +
-                             std::string(a.at("revoked_at").as_string()) + ")";
+            result["note"] = "the certificate was already revoked (" + answered("reason", "reason not given") +
+                             (a.contains("revoked_at") ? ", " + answered("revoked_at", "") : std::string()) + ")";
         const std::string what = "certificate " + std::string(result["serial"].as_string()) + " revoked by CA '" + ca + "'" +
                                  (already ? " (it already was)" : "");
         host_.log(CC_EV_RevokeSuccess, CC_LEVEL_INFO, what, id,
