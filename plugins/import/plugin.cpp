@@ -4,6 +4,7 @@
 // plugin), the plugin opens and checks the PFX, and re-encrypts PFX and password to the
 // device's key as CMS EnvelopedData, the same delivery as the pkcs feature.
 #include <certconn/crypto.hpp>
+#include <certconn/job.hpp>
 #include <certconn/sdk.hpp>
 
 #include <boost/json.hpp>
@@ -18,29 +19,8 @@ namespace {
 namespace json = boost::json;
 namespace crypto = certconn::crypto;
 using certconn::sdk::Error;
-
-std::string str(const json::object& o, std::initializer_list<const char*> keys, std::string fallback = {}) {
-    for (const char* key : keys) {
-        const auto* v = o.if_contains(key);
-        if (!v || v->is_null()) continue;
-        if (!v->is_string()) throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'") + key + "' must be a string");
-        return std::string(v->as_string());
-    }
-    return fallback;
-}
-
-const char* code_name(cc_status s) {
-    switch (s) {
-        case CC_ERR_INVALID_ARGUMENT: return "invalid_argument";
-        case CC_ERR_NOT_FOUND: return "not_found";
-        case CC_ERR_DENIED: return "denied";
-        case CC_ERR_NOT_SUPPORTED: return "not_supported";
-        case CC_ERR_UNAVAILABLE: return "unavailable";
-        case CC_ERR_TIMEOUT: return "timeout";
-        case CC_ERR_BUSY: return "busy";
-        default: return "internal";
-    }
-}
+using certconn::sdk::status_name;
+using certconn::sdk::string_field;
 
 /// Zeroes a secret when it goes out of scope.
 struct Wiped {
@@ -84,9 +64,8 @@ public:
     std::string run_job(const std::string& job_json) override {
         const json::value parsed = json::parse(job_json);
         const json::object& job = parsed.as_object();
-        const std::string id = str(job, {"id"});
-        const int attempt = job.contains("attempt") ? static_cast<int>(job.at("attempt").as_int64()) : 1;
-        const int max_attempts = job.contains("max_attempts") ? static_cast<int>(job.at("max_attempts").as_int64()) : 1;
+        const std::string id = string_field(job, {"id"});
+        const auto [attempt, max_attempts] = certconn::sdk::attempt_of(job);
         if (attempt == 1) host_.log(CC_EV_PkcsImportDownloadedRequest, CC_LEVEL_INFO, "import request received", id);
 
         std::string pfx, encrypted_password, key_name, padding, purpose, upn;
@@ -96,12 +75,12 @@ public:
             if (!req || !req->is_object()) throw Error(CC_ERR_INVALID_ARGUMENT, "job has no request object");
             const json::object& r = req->as_object();
             // Our names, then the Graph userPFXCertificate names.
-            const std::string pfx_b64 = str(r, {"pfx", "encryptedPfxBlob"});
-            const std::string password_b64 = str(r, {"encrypted_password", "encryptedPfxPassword"});
-            key_name = str(r, {"key_name", "keyName"});
-            padding = str(r, {"padding", "paddingScheme"}, "oaep-sha512");
-            purpose = str(r, {"purpose", "intendedPurpose"}, "unassigned");
-            upn = str(r, {"upn", "userPrincipalName"});
+            const std::string pfx_b64 = string_field(r, {"pfx", "encryptedPfxBlob"});
+            const std::string password_b64 = string_field(r, {"encrypted_password", "encryptedPfxPassword"});
+            key_name = string_field(r, {"key_name", "keyName"});
+            padding = string_field(r, {"padding", "paddingScheme"}, "oaep-sha512");
+            purpose = string_field(r, {"purpose", "intendedPurpose"}, "unassigned");
+            upn = string_field(r, {"upn", "userPrincipalName"});
             if (pfx_b64.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'pfx' (the PFX file, base64) is required");
             if (password_b64.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'encrypted_password' (base64) is required");
             if (key_name.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'key_name' (the connector key the password is encrypted to) is required");
@@ -111,7 +90,7 @@ public:
             } catch (const std::invalid_argument& e) {
                 throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'pfx' or 'encrypted_password' is not base64: ") + e.what());
             }
-            const std::string device_pem = str(r, {"device_key_pem"});
+            const std::string device_pem = string_field(r, {"device_key_pem"});
             if (device_pem.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'device_key_pem' (the device's public key or certificate) is required");
             try {
                 device = crypto::Recipient::from_pem(device_pem);
@@ -185,8 +164,8 @@ private:
     std::string fail(const std::string& id, cc_status status, const std::string& message) {
         host_.log(CC_EV_PkcsImportReencryptFailure, CC_LEVEL_ERROR, "import failed: " + message, id);
         host_.log(CC_EV_PkcsImportRequestFailure, CC_LEVEL_ERROR, "imported PFX could not be delivered: " + message, id,
-                  json::serialize(json::object{{"code", code_name(status)}}));
-        return json::serialize(json::object{{"status", "failed"}, {"error", json::object{{"code", code_name(status)}, {"message", message}}}});
+                  json::serialize(json::object{{"code", status_name(status)}}));
+        return json::serialize(json::object{{"status", "failed"}, {"error", json::object{{"code", status_name(status)}, {"message", message}}}});
     }
 
     certconn::sdk::Host& host_;

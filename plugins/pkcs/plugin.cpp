@@ -4,6 +4,7 @@
 #include "KeyJournal.hpp"
 
 #include <certconn/crypto.hpp>
+#include <certconn/job.hpp>
 #include <certconn/sdk.hpp>
 
 #include <boost/json.hpp>
@@ -20,6 +21,8 @@ namespace {
 namespace json = boost::json;
 namespace crypto = certconn::crypto;
 using certconn::sdk::Error;
+using certconn::sdk::status_name;
+using certconn::sdk::string_field;
 using certconn::pkcs::JournalEntry;
 
 constexpr const char* kSchema = R"json({"type":"table","keys":{
@@ -29,29 +32,8 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   "escrow_key": {"type":"string","secret":true,"description":"connector escrow key: absolute PEM path or pkcs11: URI (default: generated in the state directory)"}
 }})json";
 
-std::string str(const json::object& o, const char* key, std::string fallback = {}) {
-    const auto* v = o.if_contains(key);
-    if (!v) return fallback;
-    if (!v->is_string()) throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'") + key + "' must be a string");
-    return std::string(v->as_string());
-}
-
 json::object failure(const char* code, const std::string& message) {
     return {{"status", "failed"}, {"error", json::object{{"code", code}, {"message", message}}}};
-}
-
-const char* code_name(cc_status s) {
-    switch (s) {
-        case CC_ERR_INVALID_ARGUMENT: return "invalid_argument";
-        case CC_ERR_NOT_FOUND: return "not_found";
-        case CC_ERR_DENIED: return "denied";
-        case CC_ERR_NOT_SUPPORTED: return "not_supported";
-        case CC_ERR_CONFLICT: return "conflict";
-        case CC_ERR_UNAVAILABLE: return "unavailable";
-        case CC_ERR_TIMEOUT: return "timeout";
-        case CC_ERR_BUSY: return "busy";
-        default: return "internal";
-    }
 }
 
 std::string random_password() {
@@ -64,10 +46,10 @@ class PkcsFeature final : public certconn::sdk::FeaturePlugin {
 public:
     explicit PkcsFeature(certconn::sdk::Host& host) : host_(host), journal_(host.state_dir() / "journal.db") {
         const auto config = json::parse(host.config_json()).as_object();
-        default_ca_ = str(config, "default_ca", "local");
-        default_profile_ = str(config, "default_profile", "default");
-        default_key_type_ = str(config, "default_key_type", "rsa2048");
-        const std::string escrow = str(config, "escrow_key", "");
+        default_ca_ = string_field(config, {"default_ca"}, "local");
+        default_profile_ = string_field(config, {"default_profile"}, "default");
+        default_key_type_ = string_field(config, {"default_key_type"}, "rsa2048");
+        const std::string escrow = string_field(config, {"escrow_key"}, "");
         escrow_key_ = escrow.empty() ? generated_escrow_key() : crypto::load_private_key_from(escrow);
         escrow_recipient_ = crypto::Recipient::from_pem(crypto::public_key_pem(escrow_key_.get()));
     }
@@ -75,12 +57,11 @@ public:
     std::string run_job(const std::string& job_json) override {
         const json::value parsed = json::parse(job_json);
         const json::object& job = parsed.as_object();
-        const std::string id = str(job, "id");
+        const std::string id = string_field(job, {"id"});
         const auto* req = job.if_contains("request");
         if (!req || !req->is_object()) return json::serialize(failure("invalid_argument", "job has no request object"));
-        const int attempt = job.contains("attempt") ? static_cast<int>(job.at("attempt").as_int64()) : 1;
-        const int max_attempts = job.contains("max_attempts") ? static_cast<int>(job.at("max_attempts").as_int64()) : 1;
-        const std::string type = str(req->as_object(), "type", "issue");
+        const auto [attempt, max_attempts] = certconn::sdk::attempt_of(job);
+        const std::string type = string_field(req->as_object(), {"type"}, "issue");
         {
             std::lock_guard lock(pending_mutex_);
             pending_[id] = Pending{type, {}, {}};
@@ -156,15 +137,15 @@ private:
         bool legacy = false;
         crypto::Recipient device;
         try {
-            subject = str(req, "subject");
+            subject = string_field(req, {"subject"});
             if (subject.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'subject' is required");
             crypto::parse_name(subject);  // validates
-            key_type = str(req, "key_type", default_key_type_);
+            key_type = string_field(req, {"key_type"}, default_key_type_);
             if (!crypto::is_key_type(key_type))
                 throw Error(CC_ERR_INVALID_ARGUMENT, "unknown key_type '" + key_type + "' (expected rsa2048, rsa3072, rsa4096, p256 or p384)");
-            ca = str(req, "ca", default_ca_);
-            profile = str(req, "profile", default_profile_);
-            password = str(req, "pfx_password", "");
+            ca = string_field(req, {"ca"}, default_ca_);
+            profile = string_field(req, {"profile"}, default_profile_);
+            password = string_field(req, {"pfx_password"}, "");
             if (const auto* l = req.if_contains("legacy")) {
                 if (!l->is_bool()) throw Error(CC_ERR_INVALID_ARGUMENT, "'legacy' must be true or false");
                 legacy = l->as_bool();
@@ -176,7 +157,7 @@ private:
                     sans.push_back(crypto::parse_san(std::string(s.as_string())));
                 }
             }
-            const std::string device_pem = str(req, "device_key_pem");
+            const std::string device_pem = string_field(req, {"device_key_pem"});
             if (device_pem.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'device_key_pem' (the device's public key or certificate) is required");
             try {
                 device = crypto::Recipient::from_pem(device_pem);
@@ -184,7 +165,7 @@ private:
                 throw Error(CC_ERR_INVALID_ARGUMENT, std::string("device_key_pem: ") + e.what());
             }
         } catch (const Error& e) {
-            return fail(id, code_name(e.code()), e.what(), false);
+            return fail(id, status_name(e.code()), e.what(), false);
         } catch (const std::invalid_argument& e) {
             return fail(id, "invalid_argument", e.what(), false);
         }
@@ -211,7 +192,7 @@ private:
                           "issuance attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) + " failed (will retry): " + e.what(), id);
                 throw;  // the host runs the job again after a backoff
             }
-            return fail(id, code_name(e.code()), e.what(), true);
+            return fail(id, status_name(e.code()), e.what(), true);
         }
         const json::value issued = json::parse(issued_json);
         const json::object& answer = issued.as_object();
@@ -256,7 +237,7 @@ private:
         };
         std::string plain;
         try {
-            plain = crypto::cms_decrypt(crypto::base64_decode(str(req, "escrow_cms")), escrow_key_.get());
+            plain = crypto::cms_decrypt(crypto::base64_decode(string_field(req, {"escrow_cms"})), escrow_key_.get());
         } catch (const std::exception& e) {
             return refuse(CC_EV_PkcsRecryptDecryptFailure, "invalid_argument",
                           std::string("the escrow copy cannot be decrypted with this connector's escrow key: ") + e.what());
@@ -265,7 +246,7 @@ private:
         json::object result{{"status", "succeeded"}};
         try {
             const json::value escrow = json::parse(plain);
-            const crypto::Recipient device = crypto::Recipient::from_pem(str(req, "device_key_pem"));
+            const crypto::Recipient device = crypto::Recipient::from_pem(string_field(req, {"device_key_pem"}));
             result["pfx_cms"] = crypto::base64_encode(crypto::cms_encrypt(crypto::base64_decode(escrow.at("pkcs12").as_string()), device));
             result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(std::string(escrow.at("password").as_string()), device));
         } catch (const std::exception& e) {

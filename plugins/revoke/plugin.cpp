@@ -4,6 +4,7 @@
 // Batches: jobs for the same CA that wait while a call to that CA is in flight go to it
 // together in the next call ({"batch": [...]}), which ca-local commits in one transaction. A
 // CA plugin that does not take batches answers CC_ERR_NOT_SUPPORTED and gets them one by one.
+#include <certconn/job.hpp>
 #include <certconn/sdk.hpp>
 
 #include <boost/json.hpp>
@@ -18,6 +19,7 @@ namespace {
 
 namespace json = boost::json;
 using certconn::sdk::Error;
+using certconn::sdk::string_field;
 
 constexpr const char* kSchema = R"json({"type":"table","keys":{
   "default_ca": {"type":"string","description":"CA used when a job names none (default \"local\")"},
@@ -25,32 +27,17 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   "batch_window_ms": {"type":"integer","min":0,"max":5000,"description":"how long a batch waits to fill before it is sent (default 0: requests that arrive while a call to the CA is in flight form the next batch)"}
 }})json";
 
-std::string str(const json::object& o, std::initializer_list<const char*> keys, std::string fallback = {}) {
-    for (const char* key : keys) {
-        const auto* v = o.if_contains(key);
-        if (!v || v->is_null()) continue;
-        if (!v->is_string()) throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'") + key + "' must be a string");
-        return std::string(v->as_string());
-    }
-    return fallback;
-}
-
-// The tenant-facing codes: Intune's revocation result errorCode (REFERENCE §3).
-struct Code {
-    const char* name;
-    int intune;
-};
-Code code_of(cc_status s) {
+/// Intune's revocation result errorCode (REFERENCE §3) for a status.
+int intune_code(cc_status s) {
     switch (s) {
-        case CC_ERR_INVALID_ARGUMENT: return {"invalid_argument", 4002};
-        case CC_ERR_NOT_FOUND: return {"not_found", 4004};
-        case CC_ERR_CONFLICT: return {"conflict", 4005};
-        case CC_ERR_NOT_SUPPORTED: return {"not_supported", 4006};
-        case CC_ERR_UNAVAILABLE: return {"unavailable", 4101};
-        case CC_ERR_BUSY: return {"busy", 4102};
-        case CC_ERR_TIMEOUT: return {"timeout", 4100};
-        case CC_ERR_DENIED: return {"denied", 4000};
-        default: return {"internal", 4000};
+        case CC_ERR_INVALID_ARGUMENT: return 4002;
+        case CC_ERR_NOT_FOUND: return 4004;
+        case CC_ERR_CONFLICT: return 4005;
+        case CC_ERR_NOT_SUPPORTED: return 4006;
+        case CC_ERR_TIMEOUT: return 4100;
+        case CC_ERR_UNAVAILABLE: return 4101;
+        case CC_ERR_BUSY: return 4102;
+        default: return 4000;  // service error
     }
 }
 
@@ -196,15 +183,14 @@ public:
         : host_(host),
           batcher_(host, size(host), window(host)),
           deliveries_(host, CC_EV_RevokeUploadedRequest, CC_EV_RevokeUploadFailure, CC_EV_RevokeRequestSuccess) {
-        default_ca_ = str(json::parse(host.config_json()).as_object(), {"default_ca"}, "local");
+        default_ca_ = string_field(json::parse(host.config_json()).as_object(), {"default_ca"}, "local");
     }
 
     std::string run_job(const std::string& job_json) override {
         const json::value parsed = json::parse(job_json);
         const json::object& job = parsed.as_object();
-        const std::string id = str(job, {"id"});
-        const int attempt = job.contains("attempt") ? static_cast<int>(job.at("attempt").as_int64()) : 1;
-        const int max_attempts = job.contains("max_attempts") ? static_cast<int>(job.at("max_attempts").as_int64()) : 1;
+        const std::string id = string_field(job, {"id"});
+        const auto [attempt, max_attempts] = certconn::sdk::attempt_of(job);
         if (attempt == 1) host_.log(CC_EV_RevokeDownloadedRequest, CC_LEVEL_INFO, "revocation request received", id);
 
         std::string ca, serial, reason;
@@ -214,12 +200,12 @@ public:
             if (!req || !req->is_object()) throw Error(CC_ERR_INVALID_ARGUMENT, "job has no request object");
             const json::object& r = req->as_object();
             // Our names first, then Intune's downloadRevocationRequests names.
-            ca = str(r, {"ca", "caConfiguration"}, default_ca_);
-            serial = str(r, {"serial", "serialNumber"});
+            ca = string_field(r, {"ca", "caConfiguration"}, default_ca_);
+            serial = string_field(r, {"serial", "serialNumber"});
             if (serial.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'serial' (the certificate's serial number in hex) is required");
-            reason = str(r, {"reason"}, "unspecified");
+            reason = string_field(r, {"reason"}, "unspecified");
             request = {{"serial", serial}, {"reason", reason}, {"request_id", id}};
-            if (const std::string issuer = str(r, {"issuer", "issuerName"}); !issuer.empty()) request["issuer"] = issuer;
+            if (const std::string issuer = string_field(r, {"issuer", "issuerName"}); !issuer.empty()) request["issuer"] = issuer;
         } catch (const Error& e) {
             return fail(id, ca, serial, e.code(), e.what());
         }
@@ -276,16 +262,17 @@ private:
     }
 
     std::string fail(const std::string& id, const std::string& ca, const std::string& serial, cc_status status, const std::string& message) {
-        const Code code = code_of(status);
+        const char* name = certconn::sdk::status_name(status);
+        const int code = intune_code(status);
         host_.log(CC_EV_RevokeFailure, CC_LEVEL_ERROR, "revocation failed: " + message, id);
         host_.log(CC_EV_RevokeRequestFailure, CC_LEVEL_ERROR, "revocation of " + (serial.empty() ? "?" : serial) + " failed: " + message, id,
-                  json::serialize(json::object{{"code", code.name}, {"error_code", code.intune}, {"ca", ca}}));
+                  json::serialize(json::object{{"code", name}, {"error_code", code}, {"ca", ca}}));
         return json::serialize(json::object{
             {"status", "failed"},
             {"ca", ca},
             {"serial", serial},
-            {"error_code", code.intune},
-            {"error", json::object{{"code", code.name}, {"message", message}, {"error_code", code.intune},
+            {"error_code", code},
+            {"error", json::object{{"code", name}, {"message", message}, {"error_code", code},
                                    {"retryable", CC_STATUS_IS_RETRYABLE(status) != 0}}}});
     }
 

@@ -51,6 +51,23 @@ private:
     cc_status code_;
 };
 
+/// The tenant protocol's name of a status: a failed result's "error.code".
+inline const char* status_name(cc_status s) noexcept {
+    switch (s) {
+        case CC_OK: return "ok";
+        case CC_ERR_INVALID_ARGUMENT: return "invalid_argument";
+        case CC_ERR_NOT_FOUND: return "not_found";
+        case CC_ERR_CONFLICT: return "conflict";
+        case CC_ERR_NOT_SUPPORTED: return "not_supported";
+        case CC_ERR_DENIED: return "denied";
+        case CC_ERR_UNAVAILABLE: return "unavailable";
+        case CC_ERR_TIMEOUT: return "timeout";
+        case CC_ERR_BUSY: return "busy";
+        case CC_ERR_PENDING: return "pending";
+        default: return "internal";
+    }
+}
+
 namespace detail {
 
 inline int append_to_string(void* ctx, const char* data, size_t len) {
