@@ -9,6 +9,7 @@
 #include "IssuanceStore.hpp"
 #include "Revocation.hpp"
 #include "support/Daemon.hpp"
+#include "support/TestCa.hpp"
 
 #include <certconn/crypto.hpp>
 #include <certconn/sqlite.hpp>
@@ -43,24 +44,7 @@ json::object crl_generation(std::size_t entries, const fs::path& dir) {
     fs::create_directories(dir);
     // The CA, for us in-process and for openssl as files.
     crypto::PKey key = crypto::generate_key("p256");
-    crypto::Cert ca(X509_new());
-    X509_set_version(ca.get(), 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(ca.get()), 1);
-    crypto::Name name = crypto::parse_name("CN=bench CRL CA");
-    X509_set_subject_name(ca.get(), name.get());
-    X509_set_issuer_name(ca.get(), name.get());
-    X509_gmtime_adj(X509_getm_notBefore(ca.get()), -60);
-    X509_gmtime_adj(X509_getm_notAfter(ca.get()), 30L * 86400);
-    X509_set_pubkey(ca.get(), key.get());
-    X509V3_CTX ctx;
-    X509V3_set_ctx(&ctx, ca.get(), ca.get(), nullptr, nullptr, 0);
-    for (auto [nid, v] : {std::pair{NID_basic_constraints, "critical,CA:TRUE"}, std::pair{NID_key_usage, "critical,keyCertSign,cRLSign"},
-                          std::pair{NID_subject_key_identifier, "hash"}}) {
-        X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, v);
-        X509_add_ext(ca.get(), e, -1);
-        X509_EXTENSION_free(e);
-    }
-    X509_sign(ca.get(), key.get(), EVP_sha256());
+    const crypto::Cert ca = self_signed_ca(key.get(), "bench CRL CA", 30);
     write_file(dir / "ca.pem", crypto::certificate_pem(ca.get()));
     crypto::write_file_atomic(dir / "ca.key", crypto::private_key_pem(key.get()), 0600);
 

@@ -6,6 +6,7 @@
 //       signatures, PKCS#12 (PBKDF2 + AES + MAC) and the three CMS encryptions of a job.
 // Prints one JSON object per (key type, concurrency) and the ratios. Device key: RSA-2048.
 #include "support/Daemon.hpp"
+#include "support/TestCa.hpp"
 
 #include <certconn/crypto.hpp>
 #include <certconn/sqlite.hpp>
@@ -42,19 +43,7 @@ double run_parallel(int jobs, int threads, const std::function<void()>& fn) {
 
 struct Ca {
     crypto::PKey key = crypto::generate_key("p256");
-    crypto::Cert cert;
-    Ca() {
-        cert.reset(X509_new());
-        X509_set_version(cert.get(), 2);
-        ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), 1);
-        crypto::Name name = crypto::parse_name("CN=bench CA");
-        X509_set_subject_name(cert.get(), name.get());
-        X509_set_issuer_name(cert.get(), name.get());
-        X509_gmtime_adj(X509_getm_notBefore(cert.get()), 0);
-        X509_gmtime_adj(X509_getm_notAfter(cert.get()), 86400);
-        X509_set_pubkey(cert.get(), key.get());
-        X509_sign(cert.get(), key.get(), EVP_sha256());
-    }
+    crypto::Cert cert = self_signed_ca(key.get(), "bench CA");
 };
 
 /// The CA's part of a job: verify the CSR, sign a leaf with a random 128-bit serial.

@@ -38,31 +38,13 @@ Device make_device(int i) {
 
 /// A PKCS#10 with the challenge, DER. Every enrollment gets its own subject: scepserver refuses a
 /// second certificate for a subject that already has a valid one.
-std::string csr_der(EVP_PKEY* key, const std::string& cn) {
-    crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(key, "CN=" + cn, {}));
-    X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("benchpw"), -1);
-    X509_REQ_sign(csr.get(), key, EVP_sha256());
-    unsigned char* der = nullptr;
-    const int len = i2d_X509_REQ(csr.get(), &der);
-    std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
-    OPENSSL_free(der);
-    return out;
-}
+std::string csr_der(EVP_PKEY* key, const std::string& cn) { return scep::csr_with_challenge(key, cn, "benchpw"); }
 
 /// The certificate requests are encrypted to: ours answers CA+RA PKCS#7 (RA first), scepserver one DER certificate.
 crypto::Cert recipient(std::uint16_t port, const std::string& path) {
     const auto r = http_request(port, "GET", path + "?operation=GetCACert");
     if (r.status != 200) throw std::runtime_error("GetCACert failed on port " + std::to_string(port));
-    const auto* p = reinterpret_cast<const unsigned char*>(r.body.data());
-    if (PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(r.body.size()))) {
-        crypto::Cert c(X509_dup(sk_X509_value(p7->d.sign->cert, 0)));
-        PKCS7_free(p7);
-        return c;
-    }
-    p = reinterpret_cast<const unsigned char*>(r.body.data());
-    crypto::Cert c(d2i_X509(nullptr, &p, static_cast<long>(r.body.size())));
-    if (!c) throw std::runtime_error("GetCACert answer is neither PKCS#7 nor a certificate");
-    return c;
+    return std::move(scep::getcacert_certificates(r.body).front());
 }
 
 struct Result {

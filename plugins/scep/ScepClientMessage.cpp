@@ -25,6 +25,35 @@ std::string text_attr(CMS_SignerInfo* si, const char* dotted, int type) {
 }
 }  // namespace
 
+std::string csr_with_challenge(EVP_PKEY* key, const std::string& cn, const std::string& challenge) {
+    crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(key, "CN=" + cn, {}));
+    X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8,
+                              reinterpret_cast<const unsigned char*>(challenge.c_str()), -1);
+    X509_REQ_sign(csr.get(), key, EVP_sha256());
+    unsigned char* der = nullptr;
+    const int len = i2d_X509_REQ(csr.get(), &der);
+    if (len <= 0) crypto::throw_openssl("encoding the CSR");
+    std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+    return out;
+}
+
+std::vector<crypto::Cert> getcacert_certificates(std::string_view body) {
+    std::vector<crypto::Cert> out;
+    const auto* p = reinterpret_cast<const unsigned char*>(body.data());
+    if (PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(body.size()))) {
+        STACK_OF(X509)* certs = OBJ_obj2nid(p7->type) == NID_pkcs7_signed ? p7->d.sign->cert : nullptr;
+        for (int i = 0; certs && i < sk_X509_num(certs); ++i) out.emplace_back(X509_dup(sk_X509_value(certs, i)));
+        PKCS7_free(p7);
+    } else {
+        ERR_clear_error();
+        p = reinterpret_cast<const unsigned char*>(body.data());
+        if (X509* c = d2i_X509(nullptr, &p, static_cast<long>(body.size()))) out.emplace_back(c);
+    }
+    if (out.empty()) throw std::runtime_error("the GetCACert answer is neither a PKCS#7 with certificates nor a certificate");
+    return out;
+}
+
 std::string issuer_and_serial_der(X509* cert) {
     PKCS7_ISSUER_AND_SERIAL* ias = PKCS7_ISSUER_AND_SERIAL_new();
     X509_NAME_set(&ias->issuer, X509_get_issuer_name(cert));

@@ -18,6 +18,13 @@ struct ClientRequest {
 /// SignedData (by `signer`/`key`) over EnvelopedData (to `ra`) of `req.content`, DER.
 std::string build_request(const ClientRequest& req, X509* signer, EVP_PKEY* key, X509* ra);
 
+/// A device's PKCS#10 (DER) for "CN=<cn>" carrying `challenge` as its challengePassword.
+std::string csr_with_challenge(EVP_PKEY* key, const std::string& cn, const std::string& challenge);
+
+/// The certificates of a GetCACert answer: a degenerate PKCS#7 (RA first, as ours), or one DER
+/// certificate (as scepserver, whose CA is its RA). Throws when it is neither.
+std::vector<crypto::Cert> getcacert_certificates(std::string_view body);
+
 /// The IssuerAndSerialNumber (DER) naming `cert`: the content of GetCert and GetCRL.
 std::string issuer_and_serial_der(X509* cert);
 

@@ -19,23 +19,7 @@ namespace {
 crypto::Cert ra_of(std::uint16_t port, const std::string& path) {
     const auto cacert = http_request(port, "GET", path + "?operation=GetCACert");
     REQUIRE(cacert.status == 200);
-    const auto* p = reinterpret_cast<const unsigned char*>(cacert.body.data());
-    std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>> p7(d2i_PKCS7(nullptr, &p, static_cast<long>(cacert.body.size())));
-    REQUIRE(p7);
-    return crypto::Cert(X509_dup(sk_X509_value(p7->d.sign->cert, 0)));
-}
-
-/// A device's PKCS#10 (DER) with a challengePassword.
-std::string csr_der(EVP_PKEY* key, const std::string& cn, const std::string& challenge) {
-    crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(key, "CN=" + cn, {}));
-    X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8,
-                              reinterpret_cast<const unsigned char*>(challenge.c_str()), -1);
-    X509_REQ_sign(csr.get(), key, EVP_sha256());
-    unsigned char* der = nullptr;
-    const int len = i2d_X509_REQ(csr.get(), &der);
-    std::string out(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
-    OPENSSL_free(der);
-    return out;
+    return std::move(scep::getcacert_certificates(cacert.body).front());
 }
 
 }  // namespace
@@ -57,7 +41,7 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
     const crypto::Cert ra = ra_of(port, "/gate");
     crypto::PKey device = crypto::generate_key("rsa2048");
     crypto::Cert self = scep::self_signed(device.get(), "CN=poller");
-    const std::string request = csr_der(device.get(), "poller", "letmein");
+    const std::string request = scep::csr_with_challenge(device.get(), "poller", "letmein");
 
     auto send = [&](scep::MessageType type, const std::string& tx, const std::string& content) {
         const std::string nonce = crypto::random_bytes(16);
@@ -133,7 +117,7 @@ TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a c
         const auto* q = reinterpret_cast<const unsigned char*>(degenerate.data());
         return std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>>(d2i_PKCS7(nullptr, &q, static_cast<long>(degenerate.size())));
     };
-    const auto enrolled = send(scep::MessageType::PKCSReq, "fetch-enroll", csr_der(device.get(), "fetcher", "open-sesame"));
+    const auto enrolled = send(scep::MessageType::PKCSReq, "fetch-enroll", scep::csr_with_challenge(device.get(), "fetcher", "open-sesame"));
     REQUIRE(enrolled.status == "0");
     auto issued_p7 = open(enrolled);
     REQUIRE(issued_p7);
@@ -214,7 +198,7 @@ TEST_CASE("SCEP: over max_concurrent_requests a PKIOperation gets 429 with Retry
     auto request = [&](const std::string& cn, const std::string& challenge) {
         crypto::PKey key = crypto::generate_key("rsa2048");
         crypto::Cert self = scep::self_signed(key.get(), "CN=" + cn);
-        return scep::build_request({scep::MessageType::PKCSReq, "tx-" + cn, {}, csr_der(key.get(), cn, challenge), nullptr, nullptr},
+        return scep::build_request({scep::MessageType::PKCSReq, "tx-" + cn, {}, scep::csr_with_challenge(key.get(), cn, challenge), nullptr, nullptr},
                                    self.get(), key.get(), ra.get());
     };
     const std::string slow = request("slow", "slow:2000");  // the tenant takes 2 s to validate it

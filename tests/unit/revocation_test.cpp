@@ -2,6 +2,7 @@
 // each checked by OpenSSL's own parsers and verifiers.
 #include "IssuanceStore.hpp"
 #include "Revocation.hpp"
+#include "support/TestCa.hpp"
 #include "support/TestFiles.hpp"
 
 #include <certconn/crypto.hpp>
@@ -22,27 +23,10 @@ namespace {
 struct Fixture {
     test::TempDir dir;
     crypto::PKey key = crypto::generate_key("p256");
-    crypto::Cert ca;
+    crypto::Cert ca = test::self_signed_ca(key.get(), "Unit CA");
     IssuanceStore store{dir.path() / "issued.db"};
 
     Fixture() {
-        ca.reset(X509_new());
-        X509_set_version(ca.get(), 2);
-        ASN1_INTEGER_set(X509_get_serialNumber(ca.get()), 1);
-        crypto::Name name = crypto::parse_name("CN=Unit CA");
-        X509_set_subject_name(ca.get(), name.get());
-        X509_set_issuer_name(ca.get(), name.get());
-        X509_gmtime_adj(X509_getm_notBefore(ca.get()), -60);
-        X509_gmtime_adj(X509_getm_notAfter(ca.get()), 86400);
-        X509_set_pubkey(ca.get(), key.get());
-        X509V3_CTX ctx;
-        X509V3_set_ctx(&ctx, ca.get(), ca.get(), nullptr, nullptr, 0);
-        for (auto [nid, v] : {std::pair{NID_basic_constraints, "critical,CA:TRUE"}, std::pair{NID_subject_key_identifier, "hash"}}) {
-            X509_EXTENSION* e = X509V3_EXT_conf_nid(nullptr, &ctx, nid, v);
-            X509_add_ext(ca.get(), e, -1);
-            X509_EXTENSION_free(e);
-        }
-        X509_sign(ca.get(), key.get(), EVP_sha256());
         for (const char* serial : {"0A01", "0A02", "0A03"})
             REQUIRE(store.insert({serial, serial, "CN=x", "[]", "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", "default", "unit", "valid", "", "", "pem"}));
         const auto changed = store.revoke_many({{"0A02", "keyCompromise"}, {"0A03", "unspecified"}, {"0A02", "superseded"}}, "2026-11-20T10:00:00Z");
