@@ -1,5 +1,7 @@
 #include "jobs/JobScheduler.hpp"
 
+#include <certconn/sdk.hpp>
+
 #include <boost/json.hpp>
 
 #include <random>
@@ -12,21 +14,6 @@ using namespace std::chrono;
 namespace {
 
 std::int64_t now_ms() { return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count(); }
-
-const char* status_name(int code) {
-    switch (code) {
-        case CC_ERR_INVALID_ARGUMENT: return "invalid_argument";
-        case CC_ERR_NOT_FOUND: return "not_found";
-        case CC_ERR_CONFLICT: return "conflict";
-        case CC_ERR_NOT_SUPPORTED: return "not_supported";
-        case CC_ERR_DENIED: return "denied";
-        case CC_ERR_UNAVAILABLE: return "unavailable";
-        case CC_ERR_TIMEOUT: return "timeout";
-        case CC_ERR_BUSY: return "busy";
-        case CC_ERR_PENDING: return "pending";
-        default: return "internal";
-    }
-}
 
 std::string text(const json::object& o, const char* key) {
     const auto* v = o.if_contains(key);
@@ -211,7 +198,7 @@ void JobScheduler::run(const json::object& job) {
             log_.emit(CC_EV_JobRetryScheduled, CC_LEVEL_INFO,
                       "job " + id + " attempt " + std::to_string(attempt) + " failed (" + err.message + "); retrying in " +
                           std::to_string(wait.count()) + " ms",
-                      id, {{"attempt", attempt}, {"code", status_name(rc)}});
+                      id, {{"attempt", attempt}, {"code", sdk::status_name(static_cast<cc_status>(rc))}});
             if (!sleep_unless_stopping(wait)) {
                 log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO, "job " + id + " abandoned at stop while waiting to retry; its lease returns it", id);
                 return;
@@ -220,7 +207,7 @@ void JobScheduler::run(const json::object& job) {
         }
         result = json::serialize(json::object{
             {"status", "failed"},
-            {"error", json::object{{"code", status_name(rc)}, {"message", err.message}, {"retryable", CC_STATUS_IS_RETRYABLE(rc)}}},
+            {"error", json::object{{"code", sdk::status_name(static_cast<cc_status>(rc))}, {"message", err.message}, {"retryable", CC_STATUS_IS_RETRYABLE(rc)}}},
             {"attempts", attempt}});
         break;
     }
