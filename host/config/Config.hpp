@@ -20,6 +20,7 @@ namespace certconn::host {
 struct TlsSettings {
     std::filesystem::path certificate;  // PEM chain
     std::filesystem::path private_key;  // PEM, must not be readable by group or others
+    std::filesystem::path client_ca;    // optional: CA bundle that verifies client certificates
 };
 
 struct HostSettings {

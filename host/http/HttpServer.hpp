@@ -37,10 +37,20 @@ struct HttpLimits {
     std::chrono::seconds drain_timeout{15};
 };
 
+/// Where a request came from, as the transport saw it. Whether the peer is privileged is decided
+/// from this by host/auth (never from the address alone: a loopback peer is anonymous).
 struct RequestOrigin {
     std::string remote_address;  // "ip:port", or "local" for the admin socket
     bool admin = false;          // arrived through the admin socket
     bool loopback = false;       // from this machine (admin socket or a loopback address)
+    // Admin socket: the peer's credentials (SO_PEERCRED); -1 when unknown.
+    long peer_uid = -1;
+    long peer_gid = -1;
+    long peer_pid = -1;
+    // TCP over TLS: a client certificate the peer presented and the handshake verified against
+    // [host.tls] client_ca; both empty when none was presented.
+    std::string client_cert_sha256;   // lower-case hex SHA-256 of the certificate's DER
+    std::string client_cert_subject;  // RFC 2253 subject, for the event log
 };
 
 /// Turns a request into a response. Runs on a worker thread; may block.
