@@ -1,6 +1,7 @@
 // certconnector: the daemon and its command-line interface.
 #include "cli/CommandLine.hpp"
-#include "cli/AdminSocketCommands.hpp"
+#include "auth/AccessPolicy.hpp"
+#include "cli/AdminCommands.hpp"
 #include "cli/KeyCommands.hpp"
 #include "daemon/Connector.hpp"
 #include "http/AdminClient.hpp"
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <sstream>
 
 namespace json = boost::json;
 namespace fs = std::filesystem;
@@ -67,11 +69,6 @@ std::optional<fs::path> admin_socket(const ParsedOptions& o) {
 }
 
 const OptionSpec kSocketOption{"socket", true, "admin socket path (default: <state_dir>/admin.sock)"};
-
-int cmd_submit(const std::string& feature, const ParsedOptions& o) {
-    auto socket = admin_socket(o);
-    return socket ? submit_job(feature, o, *socket) : kExitProblems;
-}
 
 int cmd_run(const ParsedOptions& o) {
     LoadedConfiguration loaded = load_configuration(config_path(o));
@@ -197,6 +194,27 @@ int cmd_status(const ParsedOptions& o) {
     return kExitOk;
 }
 
+int cmd_token_create(const ParsedOptions& o) {
+    const auto name = o.value("name");
+    const auto scopes = o.value("scopes");
+    if (!name || name->empty() || name->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string::npos)
+        throw std::invalid_argument("token create needs --name of lower-case letters, digits, '-' and '_'");
+    if (!scopes || scopes->empty()) throw std::invalid_argument("token create needs --scopes, e.g. jobs:submit,jobs:read");
+    json::array list;
+    std::string rest = *scopes;
+    while (!rest.empty()) {
+        const auto comma = rest.find(',');
+        list.push_back(json::string(rest.substr(0, comma)));
+        rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+    }
+    const std::string token = new_bearer_token();
+    // The token goes to stdout once; the configuration keeps only its digest.
+    std::cout << token << "\n";
+    std::cerr << "add to the configuration ([auth] keeps only the SHA-256 of the token), then reload (SIGHUP):\n\n"
+              << "[auth.tokens." << *name << "]\nsha256 = \"" << sha256_hex(token) << "\"\nscopes = " << json::serialize(list) << "\n";
+    return kExitOk;
+}
+
 int cmd_version(const ParsedOptions& o) {
     const SupportStatus s = support_status(CERTCONN_RELEASE_DATE);
     if (o.has("json")) {
@@ -247,92 +265,6 @@ const std::vector<Command>& commands() {
          {kConfigOption, {"socket", true, "admin socket path (default: <state_dir>/admin.sock)"}, kJsonOption}, cmd_status},
         {"config check", "validate the configuration and the plugins it names without starting anything; exit 2 on problems",
          {kConfigOption}, cmd_config_check},
-        {"submit pkcs", "submit a PKCS job: generate a key, issue it, deliver PKCS#12 encrypted to the device",
-         {kConfigOption, kSocketOption,
-          {"subject", true, "subject DN, e.g. \"CN=Alice,O=Example\""},
-          {"san", true, "subject alternative name TYPE:VALUE (email, upn, dns, uri, ip); repeatable", true},
-          {"device-key", true, "PEM file: the device's public key or certificate (RSA or EC)"},
-          {"key-type", true, "rsa2048 | rsa3072 | rsa4096 | p256 | p384 (default: the feature's default_key_type)"},
-          {"ca", true, "configured CA name (default: the feature's default_ca)"},
-          {"profile", true, "certificate profile of that CA"},
-          {"pfx-password", true, "PKCS#12 password (default: a random one, delivered encrypted)"},
-          {"legacy", false, "3DES/SHA-1 PKCS#12 for old clients"},
-          {"json", true, "the raw job document instead of the options above"},
-          {"id", true, "client-chosen job id (makes resubmission idempotent)"},
-          {"wait", false, "wait for the result"},
-          {"timeout", true, "seconds to wait (default 300)"},
-          {"out", true, "directory for result.json, pfx.cms and password.cms"}},
-         [](const ParsedOptions& o) { return cmd_submit("pkcs", o); }},
-        {"submit revoke", "submit a revoke job: revoke a certificate at its CA (CRL and OCSP show it at once)",
-         {kConfigOption, kSocketOption,
-          {"ca", true, "configured CA name (default: the feature's default_ca)"},
-          {"serial", true, "the certificate's serial number, hex"},
-          {"issuer", true, "the issuer DN; the CA refuses a serial of another issuer"},
-          {"reason", true, "RFC 5280 reason: unspecified | keyCompromise | cACompromise | affiliationChanged | superseded | "
-                           "cessationOfOperation | certificateHold | privilegeWithdrawn | aACompromise"},
-          {"json", true, "the raw job document instead of the options above"},
-          {"id", true, "client-chosen job id (makes resubmission idempotent)"},
-          {"wait", false, "wait for the result"},
-          {"timeout", true, "seconds to wait (default 300)"},
-          {"out", true, "directory for result.json"}},
-         [](const ParsedOptions& o) { return cmd_submit("revoke", o); }},
-        {"submit import", "submit an import job: open an administrator's PFX and deliver it encrypted to the device",
-         {kConfigOption, kSocketOption,
-          {"pfx", true, "the PFX (PKCS#12) file"},
-          {"encrypted-password", true, "its password, RSA-OAEP encrypted to a connector key, base64 (see `pfx encrypt-password`)"},
-          {"key-name", true, "the connector key the password is encrypted to (see `keys list`)"},
-          {"padding", true, "oaep-sha256 | oaep-sha384 | oaep-sha512 (default oaep-sha512)"},
-          {"purpose", true, "unassigned | smimeEncryption | smimeSigning | vpn | wifi (default unassigned)"},
-          {"upn", true, "user principal name the PFX belongs to"},
-          {"device-key", true, "PEM file: the device's public key or certificate (RSA or EC)"},
-          {"json", true, "the raw job document instead of the options above"},
-          {"id", true, "client-chosen job id (makes resubmission idempotent)"},
-          {"wait", false, "wait for the result"},
-          {"timeout", true, "seconds to wait (default 300)"},
-          {"out", true, "directory for result.json, pfx.cms and password.cms"}},
-         [](const ParsedOptions& o) { return cmd_submit("import", o); }},
-        {"submit", "submit FEATURE --json JOB.json [--wait --out DIR]: any feature's raw job document",
-         {kConfigOption, kSocketOption, {"json", true, "the job document ({\"request\": {...}} or the request itself)"},
-          {"id", true, "client-chosen job id"}, {"wait", false, "wait for the result"}, {"timeout", true, "seconds to wait (default 300)"},
-          {"out", true, "directory for result.json and the *.cms files"}},
-         nullptr, [](const std::string& feature, const ParsedOptions& o) { return cmd_submit(feature, o); }},
-        {"job show", "job show ID: a job's state and result", {kConfigOption, kSocketOption}, nullptr,
-         [](const std::string& id, const ParsedOptions& o) {
-             auto socket = admin_socket(o);
-             return socket ? show_job(id, o, *socket) : kExitProblems;
-         }},
-        {"scep approve", "scep approve TXID: issue a SCEP request that waits for approval", {kConfigOption, kSocketOption}, nullptr,
-         [](const std::string& tx, const ParsedOptions& o) {
-             auto socket = admin_socket(o);
-             return socket ? decide_scep(tx, true, *socket) : kExitProblems;
-         }},
-        {"scep deny", "scep deny TXID: refuse a SCEP request that waits for approval", {kConfigOption, kSocketOption}, nullptr,
-         [](const std::string& tx, const ParsedOptions& o) {
-             auto socket = admin_socket(o);
-             return socket ? decide_scep(tx, false, *socket) : kExitProblems;
-         }},
-        {"scep pending", "list SCEP requests waiting for approval", {kConfigOption, kSocketOption},
-         [](const ParsedOptions& o) {
-             auto socket = admin_socket(o);
-             return socket ? list_pending_scep(*socket) : kExitProblems;
-         }},
-        {"ca export", "print a configured CA's certificate chain (PEM, issuing CA first)",
-         {kConfigOption, kSocketOption, {"name", true, "the CA's name ([ca.<name>])"}},
-         [](const ParsedOptions& o) {
-             auto name = o.value("name");
-             if (!name) throw std::invalid_argument("ca export needs --name NAME");
-             auto socket = admin_socket(o);
-             return socket ? export_ca(*name, *socket) : kExitProblems;
-         }},
-        {"scep challenge", "create a one-time SCEP challenge, optionally bound to a subject and SANs (tenant-local)",
-         {kConfigOption, kSocketOption, {"profile", true, "the SCEP profile ([scep.profiles.<name>])"},
-          {"subject", true, "the subject DN the CSR must carry"},
-          {"san", true, "a SAN TYPE:VALUE the CSR must carry; repeatable (then exactly these)", true},
-          {"ttl", true, "validity: 90s, 30m, 1h (default), 7d"}},
-         [](const ParsedOptions& o) {
-             auto socket = admin_socket(o);
-             return socket ? create_scep_challenge(o, *socket) : kExitProblems;
-         }},
         {"keys create", "create a connector key (RSA) in the key store, or on a PKCS#11 token; prints its public key",
          {kConfigOption, {"name", true, "key name, as import jobs' key_name"}, {"size", true, "2048 | 3072 (default) | 4096"},
           {"pkcs11", true, "generate on this token instead: pkcs11:token=LABEL;pin-value=PIN (or pin-source=file:PATH)"}},
@@ -364,6 +296,10 @@ const std::vector<Command>& commands() {
           {"padding", true, "oaep-sha256 | oaep-sha384 | oaep-sha512 (default oaep-sha512)"},
           {"password-file", true, "read the password from this file (default: the first line of stdin)"}},
          pfx_encrypt_password},
+        {"token create", "create a bearer token for a TCP client (an MDM's intake, a monitoring probe); prints it once",
+         {{"name", true, "the token's name, as in [auth.tokens.<name>]"},
+          {"scopes", true, "comma-separated scopes, e.g. jobs:submit,jobs:read (see docs/security.md)"}},
+         cmd_token_create},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
         {"events", "list every event id (Markdown table, or JSON)", {kJsonOption, {"markdown", false, "Markdown table (default)"}},
          cmd_events},
@@ -371,13 +307,45 @@ const std::vector<Command>& commands() {
     return all;
 }
 
-void print_usage(std::ostream& out) {
+/// The admin socket named by --socket or by the configuration in `args` (which are not parsed
+/// otherwise: the command's own options are known only after discovery).
+std::optional<fs::path> socket_from_args(const std::vector<std::string>& args) {
+    ParsedOptions o;
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        for (const char* name : {"config", "socket"}) {
+            const std::string opt = std::string("--") + name;
+            if (args[i] == opt && i + 1 < args.size()) o.values[name] = args[i + 1];
+            else if (args[i].rfind(opt + "=", 0) == 0) o.values[name] = args[i].substr(opt.size() + 1);
+        }
+    }
+    return admin_socket(o);
+}
+
+void print_usage(std::ostream& out, const std::vector<std::string>& args = {}) {
     out << "usage: certconnector <command> [options]\n\ncommands:\n";
-    for (const auto& c : commands()) {
-        std::string name = c.name;
+    auto line = [&](std::string name, const std::string& summary) {
         if (name.size() < 21) name.resize(21, ' ');
         else name += ' ';
-        out << "  " << name << c.summary << "\n";
+        out << "  " << name << summary << "\n";
+    };
+    for (const auto& c : commands()) line(c.name, c.summary);
+    // Plugins' commands come from the running connector.
+    std::optional<fs::path> socket;
+    {
+        std::ostringstream ignored;  // a missing configuration is not an error for help
+        auto* old = std::cerr.rdbuf(ignored.rdbuf());
+        socket = socket_from_args(args);
+        std::cerr.rdbuf(old);
+    }
+    try {
+        if (!socket) throw std::runtime_error("no configuration");
+        const json::array found = discover_commands(*socket);
+        out << "\ncommands of the running connector (" << socket->string() << "):\n";
+        for (const auto& c : found)
+            line(std::string(c.at("name").as_string()), std::string(c.at("summary").as_string()));
+    } catch (const std::exception& e) {
+        out << "\nThe running connector adds its plugins' commands (submit, job show, scep ...); they are listed\n"
+               "here when its admin socket answers (" << e.what() << ").\n";
     }
     out << "\n`certconnector <command> --help` shows a command's options.\n";
 }
@@ -392,12 +360,48 @@ void print_command_help(const Command& c) {
     std::cout << "  --help            this text\n";
 }
 
+/// A command the running connector offers (registered by a plugin or the host).
+int run_discovered(const std::vector<std::string>& args) {
+    const auto socket = socket_from_args(args);
+    if (!socket) return kExitProblems;
+    json::array found;
+    try {
+        found = discover_commands(*socket);
+    } catch (const std::exception& e) {
+        std::string why = e.what();
+        while (!why.empty() && why.back() == '\n') why.pop_back();
+        std::cerr << "certconnector: '" << args[0] << "' is not a built-in command, and the running connector's commands are not "
+                  << "available: " << why << "\n";
+        return kExitProblems;
+    }
+    auto match = match_command(found, args);
+    if (!match) {
+        std::cerr << "certconnector: unknown command '" << args[0] << "'\n\n";
+        print_usage(std::cerr, args);
+        return kExitProblems;
+    }
+    std::vector<std::string> rest(args.begin() + static_cast<long>(match->second), args.end());
+    if (std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
+        print_admin_command_help(match->first);
+        return kExitOk;
+    }
+    try {
+        return run_admin_command(match->first, rest, *socket);
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "certconnector: " << e.what() << "\n";
+        return kExitProblems;
+    } catch (const std::exception& e) {
+        std::cerr << "certconnector: " << e.what() << "\n";
+        return kExitFailure;
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
     if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-        print_usage(args.empty() ? std::cerr : std::cout);
+        print_usage(args.empty() ? std::cerr : std::cout, args);
         return args.empty() ? kExitProblems : kExitOk;
     }
     if (args[0] == "--version") args[0] = "version";
@@ -413,11 +417,7 @@ int main(int argc, char** argv) {
             command = &c;
             words = 1;
         }
-    if (command == nullptr) {
-        std::cerr << "certconnector: unknown command '" << args[0] << "'\n\n";
-        print_usage(std::cerr);
-        return kExitProblems;
-    }
+    if (command == nullptr) return run_discovered(args);
     std::vector<std::string> rest(args.begin() + static_cast<long>(words), args.end());
     // `submit FEATURE` and `job show ID` take one positional word.
     std::string positional;

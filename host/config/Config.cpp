@@ -48,6 +48,17 @@ constexpr std::string_view kHostSchema = R"json({
       "retry_initial_ms": {"type": "integer", "min": 1, "max": 3600000},
       "retry_max_ms": {"type": "integer", "min": 1, "max": 86400000}
     }},
+    "auth": {"type": "table", "keys": {
+      "admin_group": {"type": "string", "description": "members of this group may use the admin socket (besides root and the service account)"},
+      "tokens": {"type": "table", "values": {"type": "table", "keys": {
+        "sha256": {"type": "string", "required": true, "description": "SHA-256 (hex) of the bearer token, as `certconnector token create` prints it"},
+        "scopes": {"type": "array", "required": true, "items": {"type": "string"}, "description": "what the token may do, e.g. [\"jobs:submit\", \"jobs:read\"]"}
+      }}},
+      "certificates": {"type": "table", "values": {"type": "table", "keys": {
+        "sha256": {"type": "string", "required": true, "description": "SHA-256 (hex) of the client certificate's DER (openssl x509 -outform DER | sha256sum)"},
+        "scopes": {"type": "array", "required": true, "items": {"type": "string"}}
+      }}}
+    }},
     "features": {"type": "table"},
     "ca": {"type": "table"},
     "tenant": {"type": "table"}
@@ -223,6 +234,31 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                 at("private key " + p.string() + " is accessible by group or others; expected mode 0600");
         }
     }
+    // Credentials: a digest of the right form and scopes with a name.
+    for (const char* kind : {"tokens", "certificates"}) {
+        const toml::table* table = doc.root["auth"][kind].as_table();
+        if (!table) continue;
+        for (const auto& [name, entry] : *table) {
+            const std::string where = std::string("auth.") + kind + "." + std::string(name.str());
+            auto at = [&](const toml::node& n, const std::string& key, std::string msg) {
+                problems.push_back({file, static_cast<int>(n.source().begin.line), static_cast<int>(n.source().begin.column),
+                                    where + "." + key, std::move(msg)});
+            };
+            if (const toml::node* d = entry.as_table() ? entry.as_table()->get("sha256") : nullptr; d && d->is_string()) {
+                const std::string v(*d->value<std::string_view>());
+                if (v.size() != 64 || v.find_first_not_of("0123456789abcdef") != std::string::npos)
+                    at(*d, "sha256", "expected 64 lower-case hex digits (a SHA-256 digest), found " + std::to_string(v.size()) + " characters");
+            }
+            if (const toml::array* a = entry.as_table() ? entry.as_table()->get_as<toml::array>("scopes") : nullptr) {
+                for (const auto& item : *a) {
+                    const auto v = item.value<std::string_view>();
+                    const bool ok = v && (*v == "*" || (!v->empty() && v->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789:_-") ==
+                                                                             std::string_view::npos));
+                    if (!ok) at(item, "scopes", "a scope is \"*\" or lower-case letters, digits, ':', '_' and '-' (e.g. \"jobs:submit\")");
+                }
+            }
+        }
+    }
     if (problems.size() != before) return std::nullopt;
 
     Config c;
@@ -259,6 +295,27 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     integer(root["log"]["archives"], c.log.archives);
     if (auto v = root["log"]["admin_debug"].value<bool>()) c.log.admin_debug = *v;
     if (auto v = root["log"]["operational_debug"].value<bool>()) c.log.operational_debug = *v;
+
+    if (auto v = root["auth"]["admin_group"].value<std::string>()) c.auth.admin_group = *v;
+    json::object effective_auth{{"admin_group", c.auth.admin_group}};
+    for (const char* kind : {"tokens", "certificates"}) {
+        auto& list = std::string_view(kind) == "tokens" ? c.auth.tokens : c.auth.certificates;
+        json::object shown;
+        if (const toml::table* table = root["auth"][kind].as_table()) {
+            for (const auto& [name, entry] : *table) {
+                Credential cred{std::string(name.str()), *entry.as_table()->get("sha256")->value<std::string>(), {}};
+                json::array scopes;
+                for (const auto& item : *entry.as_table()->get_as<toml::array>("scopes")) {
+                    cred.scopes.push_back(*item.value<std::string>());
+                    scopes.push_back(json::string(cred.scopes.back()));
+                }
+                // The digest of a random token is not a secret, but a prefix is enough to tell them apart.
+                shown[cred.name] = json::object{{"sha256", cred.sha256.substr(0, 12) + "..."}, {"scopes", scopes}};
+                list.push_back(std::move(cred));
+            }
+        }
+        effective_auth[kind] = std::move(shown);
+    }
 
     integer(root["jobs"]["concurrency"], c.jobs.concurrency);
     integer(root["jobs"]["lease_seconds"], c.jobs.lease_seconds);
@@ -316,10 +373,11 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                                          {"max_attempts", c.jobs.max_attempts},
                                          {"retry_initial_ms", c.jobs.retry_initial_ms},
                                          {"retry_max_ms", c.jobs.retry_max_ms}}},
+                   {"auth", effective_auth},
                    {"features", features}};
     for (const auto& [key, node] : root) {
         const std::string k(key.str());
-        if (k == "host" || k == "log" || k == "jobs" || k == "features") continue;
+        if (k == "host" || k == "log" || k == "jobs" || k == "auth" || k == "features") continue;
         c.effective[k] = to_json(node, schema.child(k), true);
     }
     return c;

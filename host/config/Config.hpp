@@ -57,6 +57,22 @@ struct LogSettings {
     bool operational_debug = false;
 };
 
+/// A credential a TCP caller may present ([auth.tokens.<name>], [auth.certificates.<name>]).
+struct Credential {
+    std::string name;
+    std::string sha256;               // lower-case hex: of the token, or of the certificate's DER
+    std::vector<std::string> scopes;  // e.g. "jobs:submit"; "*" = every scope
+};
+
+/// Who may do what ([auth]; docs/security.md). The admin socket admits root, the service
+/// account and members of admin_group; TCP callers are anonymous unless they present one of
+/// the credentials below.
+struct AuthSettings {
+    std::string admin_group;
+    std::vector<Credential> tokens;
+    std::vector<Credential> certificates;
+};
+
 /// A [ca.<name>] or [tenant] section: which plugin serves it and its settings.
 struct PluginSection {
     std::string plugin;
@@ -68,6 +84,7 @@ struct Config {
     HostSettings host;
     LogSettings log;
     JobSettings jobs;
+    AuthSettings auth;
     std::map<std::string, bool> features;  // as written in [features]
     std::map<std::string, PluginSection> cas;
     std::optional<PluginSection> tenant;

@@ -94,6 +94,12 @@ struct ResponseBuilder {
 Connector::Connector(LoadedConfiguration loaded, bool foreground)
     : config_file_(loaded.file), foreground_(foreground), scan_(std::move(loaded.scan)) {
     config_ = std::make_shared<const Config>(std::move(*loaded.config));
+    access_ = std::make_shared<const AccessPolicy>(config_->auth, config_->host.service_account);
+}
+
+std::shared_ptr<const AccessPolicy> Connector::access_policy() const {
+    std::lock_guard lock(state_mutex_);
+    return access_;
 }
 
 Connector::~Connector() {
@@ -298,8 +304,10 @@ void Connector::reload() {
     runtime_->set_config(applied_ptr);
     report_scan(loaded.scan);
     apply_plugins(*applied_ptr, loaded.scan, previous.get());
+    auto access = std::make_shared<const AccessPolicy>(applied_ptr->auth, applied_ptr->host.service_account);
     std::lock_guard lock(state_mutex_);
     config_ = applied_ptr;
+    access_ = std::move(access);
     scan_ = std::move(loaded.scan);
 }
 
@@ -391,46 +399,189 @@ json::object Connector::status() const {
     return s;
 }
 
+namespace {
+
+HttpResponseMessage text_response(unsigned status, const std::string& text) {
+    return make_response(status, "text/plain; charset=utf-8", text + "\n");
+}
+
+json::object origin_fields(const Principal& p, const RequestOrigin& origin) {
+    json::object f{{"remote", origin.remote_address}, {"principal", p.name.empty() ? "anonymous" : p.name}};
+    if (origin.admin) f["uid"] = origin.peer_uid;
+    if (origin.admin) f["pid"] = origin.peer_pid;
+    return f;
+}
+
+}  // namespace
+
+HttpResponseMessage Connector::deny(const Principal& principal, const RequestOrigin& origin, const std::string& what,
+                                    const std::string& scope) {
+    json::object fields = origin_fields(principal, origin);
+    fields["scope"] = scope;
+    // The message names no address or port, so a flood of refusals collapses in the event log.
+    const bool anonymous = !principal.authenticated();
+    log_->emit(CC_EV_AccessDenied, CC_LEVEL_WARNING,
+               (anonymous ? "anonymous request " : principal.name + ": ") + what + " refused: it needs scope '" + scope + "'", {},
+               fields);
+    if (anonymous) {
+        auto res = text_response(401, what + " needs credentials with scope '" + scope +
+                                          "' (a bearer token, a mapped TLS client certificate, or the admin socket)");
+        res.set(boost::beast::http::field::www_authenticate, "Bearer realm=\"certconnector\"");
+        return res;
+    }
+    return text_response(403, what + " needs scope '" + scope + "', which " + principal.name + " does not hold");
+}
+
 HttpResponseMessage Connector::dispatch(const HttpRequestMessage& request, const RequestOrigin& origin) {
     auto parsed = boost::urls::parse_origin_form(request.target());
-    if (!parsed) return make_response(400, "text/plain; charset=utf-8", "malformed request target\n");
+    if (!parsed) return text_response(400, "malformed request target");
     const std::string path = parsed->path();
     const std::string method(request.method_string());
+
+    const Principal principal = access_policy()->authenticate(origin, request[boost::beast::http::field::authorization]);
+    if (principal.refused) {
+        if (origin.admin) {
+            log_->emit(CC_EV_AdminSocketPeerRefused, CC_LEVEL_WARNING, principal.refusal, {}, origin_fields(principal, origin));
+            return text_response(403, principal.refusal);
+        }
+        log_->emit(CC_EV_CredentialRefused, CC_LEVEL_WARNING, principal.refusal, {}, origin_fields(principal, origin));
+        auto res = text_response(401, principal.refusal);
+        res.set(boost::beast::http::field::www_authenticate, "Bearer realm=\"certconnector\", error=\"invalid_token\"");
+        return res;
+    }
+
     if (path == "/healthz" && (method == "GET" || method == "HEAD")) {
         if (stopping_) return make_response(503, "application/json", R"({"status":"stopping"})");
         return make_response(200, "application/json", R"({"status":"ok"})");
     }
     if (path == "/status" && method == "GET") {
-        // Status names files and settings: only for this machine (loopback or the admin socket).
-        if (!origin.loopback) return make_response(403, "text/plain; charset=utf-8", "status is only served to local clients\n");
+        // Status names files, settings and plugins.
+        if (!principal.holds("status")) return deny(principal, origin, "GET /status", "status");
         return make_response(200, "application/json", json::serialize(status()));
     }
-    if (origin.admin && method == "GET" && path.rfind("/admin/ca/", 0) == 0) return describe_ca(path.substr(10));
-    if (auto match = runtime_->match_route(method, path)) return call_plugin_route(*match, request, origin);
-    return make_response(404, "text/plain; charset=utf-8", "no route for " + method + " " + path + "\n");
+    if (path == "/admin/commands" && method == "GET") {
+        if (!principal.authenticated()) return deny(principal, origin, "GET /admin/commands", "any");
+        return list_commands(principal);
+    }
+    if (path == "/admin/command" && method == "POST") return run_command(request, principal, origin);
+    if (auto match = runtime_->match_route(method, path)) {
+        if (!principal.holds(match->route->scope))
+            return deny(principal, origin, method + " " + match->route->path, match->route->scope);
+        return call_plugin_route(*match, request, origin, principal);
+    }
+    return text_response(404, "no route for " + method + " " + path);
 }
 
-HttpResponseMessage Connector::describe_ca(const std::string& name) {
+namespace {
+
+// The host's own administrative commands, listed and run like the plugins'.
+struct HostCommand {
+    const char* name;
+    const char* summary;
+    const char* arguments_json;
+    const char* scope;
+};
+const HostCommand kHostCommands[] = {
+    {"ca export", "print a configured CA's certificate chain (PEM, issuing CA first)",
+     R"j([{"name":"name","kind":"string","required":true,"help":"the CA's name ([ca.<name>])"}])j", "ca:read"},
+};
+
+}  // namespace
+
+HttpResponseMessage Connector::list_commands(const Principal& principal) {
+    json::array out;
+    auto add = [&](const std::string& name, const std::string& summary, const std::string& arguments, const std::string& scope,
+                   const std::string& owner) {
+        if (!principal.holds(scope)) return;
+        out.push_back(json::object{{"name", name}, {"summary", summary}, {"arguments", json::parse(arguments)}, {"scope", scope},
+                                   {"plugin", owner}});
+    };
+    for (const auto& c : kHostCommands) add(c.name, c.summary, c.arguments_json, c.scope, "host");
+    for (const auto& m : runtime_->commands())
+        add(m.command->name, m.command->summary, m.command->arguments_json, m.command->scope,
+            std::string(kind_name(m.owner->identity().kind)) + " '" + m.owner->identity().name + "'");
+    return make_response(200, "application/json", json::serialize(out));
+}
+
+HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, const Principal& principal,
+                                           const RequestOrigin& origin) {
+    std::error_code ec;
+    json::value body = json::parse(request.body(), ec);
+    if (ec || !body.is_object() || !body.as_object().contains("command") || !body.as_object().at("command").is_string())
+        return text_response(400, R"(expected {"command": "NAME", "arguments": {...}})");
+    const std::string name(body.as_object().at("command").as_string());
+    json::object arguments;
+    if (const auto* a = body.as_object().if_contains("arguments")) {
+        if (!a->is_object()) return text_response(400, "'arguments' must be a JSON object");
+        arguments = a->as_object();
+    }
+    auto audit = [&](int exit_code) {
+        json::object fields = origin_fields(principal, origin);
+        fields["command"] = name;
+        fields["exit_code"] = exit_code;
+        // Arguments are not logged: they may hold passwords (pfx-password) or key material.
+        log_->emit(CC_EV_AdminCommandRun, CC_LEVEL_INFO, principal.name + " ran '" + name + "' (exit " + std::to_string(exit_code) + ")",
+                   {}, fields);
+    };
+    for (const auto& c : kHostCommands) {
+        if (name != c.name) continue;
+        if (!principal.holds(c.scope)) return deny(principal, origin, "command '" + name + "'", c.scope);
+        json::object reply = export_ca(arguments);
+        audit(static_cast<int>(reply.at("exit_code").as_int64()));
+        return make_response(200, "application/json", json::serialize(reply));
+    }
+    auto match = runtime_->find_command(name);
+    if (!match) return text_response(404, "no administrative command '" + name + "' (see `certconnector help`)");
+    if (!principal.holds(match->command->scope)) return deny(principal, origin, "command '" + name + "'", match->command->scope);
+    const std::string args = json::serialize(arguments);
+    StringSink sink(64 * 1024 * 1024);
+    cc_sink s = sink.sink();
+    cc_error err = new_error();
+    const int rc = match->command->handler(match->command->handler_ctx, args.data(), args.size(), &s, &err);
+    json::value reply;
+    if (rc == CC_OK) reply = json::parse(sink.data, ec);
+    if (rc != CC_OK || ec || !reply.is_object()) {
+        const std::string why = rc != CC_OK ? (err.message[0] ? err.message : "failed without a message") : "the command's reply is not a JSON object";
+        audit(1);
+        // A usage error (bad arguments) exits 2 like the CLI's own; anything else 1.
+        return make_response(200, "application/json",
+                             json::serialize(json::object{{"exit_code", rc == CC_ERR_INVALID_ARGUMENT ? 2 : 1},
+                                                          {"stderr", "certconnector " + name + ": " + why + "\n"}}));
+    }
+    const auto* code = reply.as_object().if_contains("exit_code");
+    audit(code && code->is_int64() ? static_cast<int>(code->as_int64()) : 0);
+    return make_response(200, "application/json", json::serialize(reply));
+}
+
+json::object Connector::export_ca(const json::object& arguments) {
+    auto fail = [](const std::string& why) {
+        return json::object{{"exit_code", 1}, {"stderr", "certconnector ca export: " + why + "\n"}};
+    };
+    const auto* n = arguments.if_contains("name");
+    if (!n || !n->is_string()) return json::object{{"exit_code", 2}, {"stderr", "certconnector ca export: needs --name NAME\n"}};
+    const std::string name(n->as_string());
     const auto cfg = runtime_->config();
     auto section = cfg->cas.find(name);
-    if (section == cfg->cas.end()) return make_response(404, "text/plain; charset=utf-8", "no CA named '" + name + "' is configured\n");
+    if (section == cfg->cas.end()) return fail("no CA named '" + name + "' is configured");
     auto gen = runtime_->find(CC_KIND_CA, section->second.plugin);
     auto handle = gen ? gen->ca_handles.find(name) : decltype(gen->ca_handles.end()){};
-    if (!gen || handle == gen->ca_handles.end())
-        return make_response(503, "text/plain; charset=utf-8", "CA '" + name + "' is not open\n");
+    if (!gen || handle == gen->ca_handles.end()) return fail("CA '" + name + "' is not open");
     const cc_ca_api* api = gen->api.ca;
     if (api->struct_size <= offsetof(cc_ca_api, describe) || api->describe == nullptr)
-        return make_response(501, "text/plain; charset=utf-8", "the plugin behind CA '" + name + "' cannot describe it\n");
+        return fail("the plugin behind CA '" + name + "' cannot describe it");
     StringSink sink;
     cc_sink s = sink.sink();
     cc_error err = new_error();
-    if (api->describe(gen->api.instance, handle->second, &s, &err) != CC_OK)
-        return make_response(500, "text/plain; charset=utf-8", std::string(err.message) + "\n");
-    return make_response(200, "application/json", sink.data);
+    if (api->describe(gen->api.instance, handle->second, &s, &err) != CC_OK) return fail(err.message);
+    std::error_code ec;
+    const json::value d = json::parse(sink.data, ec);
+    if (ec || !d.is_object() || !d.as_object().contains("chain_pem") || !d.as_object().at("chain_pem").is_string())
+        return fail("the plugin's description has no chain_pem");
+    return json::object{{"exit_code", 0}, {"stdout", d.as_object().at("chain_pem").as_string()}};
 }
 
 HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch& match, const HttpRequestMessage& request,
-                                                 const RequestOrigin& origin) {
+                                                 const RequestOrigin& origin, const Principal& principal) {
     auto parsed = boost::urls::parse_origin_form(request.target());
     const std::string method(request.method_string());
     const std::string path = parsed->path();
@@ -443,9 +594,12 @@ HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch
     std::vector<cc_http_header> headers;
     for (std::size_t i = 0; i + 1 < header_storage.size(); i += 2)
         headers.push_back({header_storage[i].c_str(), header_storage[i + 1].c_str()});
+    std::vector<const char*> scopes;
+    for (const auto& sc : principal.scopes) scopes.push_back(sc.c_str());
     const cc_http_request req{sizeof(cc_http_request), method.c_str(), path.c_str(), query.c_str(),
                               request.body().data(), request.body().size(), headers.data(), headers.size(),
-                              origin.remote_address.c_str(), origin.loopback ? 1 : 0};
+                              origin.remote_address.c_str(), principal.origin == CC_ORIGIN_ADMIN_SOCKET ? 1 : 0,
+                              static_cast<uint32_t>(principal.origin), principal.name.c_str(), scopes.data(), scopes.size()};
     ResponseBuilder builder;
     const cc_http_response resp{
         sizeof(cc_http_response), &builder,

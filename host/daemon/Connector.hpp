@@ -2,6 +2,7 @@
 // together, serves /healthz and /status, reloads on SIGHUP and drains on SIGTERM/SIGINT.
 #pragma once
 
+#include "auth/AccessPolicy.hpp"
 #include "config/Config.hpp"
 #include "eventlog/EventLog.hpp"
 #include "http/HttpServer.hpp"
@@ -51,9 +52,16 @@ public:
 
 private:
     HttpResponseMessage dispatch(const HttpRequestMessage& request, const RequestOrigin& origin);
-    HttpResponseMessage describe_ca(const std::string& name);
+    /// 401 (anonymous or refused credentials) or 403 (authenticated, wrong scope), with event 700.
+    HttpResponseMessage deny(const Principal& principal, const RequestOrigin& origin, const std::string& what,
+                             const std::string& scope);
+    HttpResponseMessage list_commands(const Principal& principal);
+    HttpResponseMessage run_command(const HttpRequestMessage& request, const Principal& principal, const RequestOrigin& origin);
+    /// The host's own admin command `ca export`.
+    boost::json::object export_ca(const boost::json::object& arguments);
     HttpResponseMessage call_plugin_route(const PluginRuntime::RouteMatch& match, const HttpRequestMessage& request,
-                                          const RequestOrigin& origin);
+                                          const RequestOrigin& origin, const Principal& principal);
+    std::shared_ptr<const AccessPolicy> access_policy() const;
     void report_scan(const PluginScan& scan);
     /// Brings the published plugins in line with `config` and `scan`.
     void apply_plugins(const Config& config, const PluginScan& scan, const Config* previous);
@@ -63,6 +71,7 @@ private:
     std::filesystem::path config_file_;
     bool foreground_;
     std::shared_ptr<const Config> config_;
+    std::shared_ptr<const AccessPolicy> access_;  // rebuilt on reload: tokens can change
     PluginScan scan_;
     std::unique_ptr<EventLog> log_;
     std::unique_ptr<PluginRuntime> runtime_;

@@ -13,6 +13,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <stdexcept>
@@ -210,9 +211,17 @@ struct HttpServer::Impl {
             local_stream::socket socket = co_await unix_acceptor->async_accept(asio::make_strand(io), asio::redirect_error(asio::use_awaitable, ec));
             if (ec == asio::error::operation_aborted || stopping) co_return;
             if (ec) continue;
+            RequestOrigin origin{"local", true, true};
+            ucred cred{};
+            socklen_t len = sizeof cred;
+            if (::getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && len == sizeof cred) {
+                origin.peer_uid = static_cast<long>(cred.uid);
+                origin.peer_gid = static_cast<long>(cred.gid);
+                origin.peer_pid = static_cast<long>(cred.pid);
+            }
             auto ex = socket.get_executor();
             beast::basic_stream<local_stream> stream(std::move(socket));
-            asio::co_spawn(ex, run_session(std::move(stream), RequestOrigin{"local", true, true}), asio::detached);
+            asio::co_spawn(ex, run_session(std::move(stream), std::move(origin)), asio::detached);
         }
     }
 };

@@ -87,7 +87,19 @@ int svc_tenant_call(void* host_ctx, const char* op, const char* req, cc_sink* ou
 int svc_register_route(void* host_ctx, const char* method, const char* path, cc_http_handler handler,
                        void* handler_ctx, cc_error* error) {
     PluginContext& ctx = ctx_of(host_ctx);
-    return ctx.runtime->register_route(ctx, method, path, handler, handler_ctx, error);
+    return ctx.runtime->register_route(ctx, method, path, nullptr, handler, handler_ctx, error);
+}
+int svc_http_register(void* host_ctx, const cc_http_route* route, cc_error* error) {
+    PluginContext& ctx = ctx_of(host_ctx);
+    if (route == nullptr || route->struct_size < offsetof(cc_http_route, handler_ctx) + sizeof(void*)) {
+        set_error(error, CC_ERR_INVALID_ARGUMENT, "cc_http_route is missing or too short (struct_size)");
+        return CC_ERR_INVALID_ARGUMENT;
+    }
+    return ctx.runtime->register_route(ctx, route->method, route->path, route->scope, route->handler, route->handler_ctx, error);
+}
+int svc_admin_register_command(void* host_ctx, const cc_admin_command* command, cc_error* error) {
+    PluginContext& ctx = ctx_of(host_ctx);
+    return ctx.runtime->register_command(ctx, command, error);
 }
 
 int svc_key_decrypt(void* host_ctx, const char* key_name, const char* padding, const char* ciphertext, size_t len,
@@ -160,7 +172,8 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
     ctx.state_dir = state.string();
     ctx.services = cc_host_services{sizeof(cc_host_services), CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR, &ctx,
                                     &svc_log_event, &svc_config_json, &svc_state_dir, &svc_ca_issue,
-                                    &svc_ca_revoke, &svc_tenant_call, &svc_register_route, &svc_key_decrypt, &svc_ca_query};
+                                    &svc_ca_revoke, &svc_tenant_call, &svc_register_route, &svc_key_decrypt, &svc_ca_query,
+                                    &svc_http_register, &svc_admin_register_command};
 
     const std::string label = "plugin '" + library->file.stem().string() + "' (" + library->file.string() + "): ";
     auto fail = [&](const std::string& why) -> std::shared_ptr<const Generation> {
@@ -299,8 +312,98 @@ bool PluginRuntime::reserved_path(std::string_view path) {
     return path == "/healthz" || path == "/status" || path.substr(0, 7) == "/admin/";
 }
 
-int PluginRuntime::register_route(PluginContext& ctx, const char* method, const char* path, cc_http_handler handler,
-                                  void* handler_ctx, cc_error* error) {
+namespace {
+
+bool valid_scope(std::string_view s) {
+    return !s.empty() && s.size() <= 64 && s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789:_-") == std::string_view::npos;
+}
+
+bool valid_command_name(std::string_view s) {
+    if (s.empty() || s.size() > 64 || s.front() == ' ' || s.back() == ' ' || s.find("  ") != std::string_view::npos) return false;
+    if (s.front() < 'a' || s.front() > 'z') return false;
+    return s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789- ") == std::string_view::npos;
+}
+
+/// Checks a command's argument description (abi.h); returns why it is wrong, or "".
+std::string check_arguments(const std::string& text) {
+    std::error_code ec;
+    const json::value v = json::parse(text, ec);
+    if (ec || !v.is_array()) return "arguments_json is not a JSON array";
+    for (const auto& a : v.get_array()) {
+        if (!a.is_object()) return "arguments_json: every entry is an object";
+        const auto& o = a.get_object();
+        const auto* name = o.if_contains("name");
+        const auto* kind = o.if_contains("kind");
+        if (!name || !name->is_string() || name->get_string().empty() ||
+            name->get_string().find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") != json::string::npos)
+            return "arguments_json: each argument needs a \"name\" of lower-case letters, digits and '-'";
+        static const std::vector<std::string> kinds = {"string", "strings", "flag", "file", "output_dir"};
+        if (!kind || !kind->is_string() || std::find(kinds.begin(), kinds.end(), std::string(kind->get_string())) == kinds.end())
+            return "arguments_json: argument '" + std::string(name->get_string()) + "' has no valid \"kind\" (string, strings, flag, file, output_dir)";
+        for (const auto& [k, val] : o)
+            if (k != "name" && k != "kind" && k != "required" && k != "positional" && k != "help")
+                return "arguments_json: argument '" + std::string(name->get_string()) + "' has an unknown key '" + std::string(k) + "'";
+    }
+    return "";
+}
+
+}  // namespace
+
+bool PluginRuntime::reserved_command(std::string_view name) {
+    static const std::vector<std::string_view> host = {"run", "plugins", "status", "config", "keys", "pfx", "version",
+                                                        "events", "help", "token", "ca export"};
+    for (const auto& h : host)
+        if (name == h || (name.size() > h.size() && name.substr(0, h.size()) == h && name[h.size()] == ' ')) return true;
+    return false;
+}
+
+int PluginRuntime::register_command(PluginContext& ctx, const cc_admin_command* command, cc_error* error) {
+    auto refuse = [&](int code, const std::string& why) {
+        set_error(error, code, why);
+        return code;
+    };
+    if (!ctx.accepting_routes) return refuse(CC_ERR_INVALID_ARGUMENT, "admin commands can only be registered during init");
+    if (command == nullptr || command->struct_size < offsetof(cc_admin_command, handler_ctx) + sizeof(void*))
+        return refuse(CC_ERR_INVALID_ARGUMENT, "cc_admin_command is missing or too short (struct_size)");
+    if (command->name == nullptr || !valid_command_name(command->name))
+        return refuse(CC_ERR_INVALID_ARGUMENT, "an admin command name is lower-case words separated by one space, e.g. \"scep approve\"");
+    const std::string name = command->name;
+    if (command->handler == nullptr) return refuse(CC_ERR_INVALID_ARGUMENT, "admin command '" + name + "' has no handler");
+    if (command->scope == nullptr || !valid_scope(command->scope))
+        return refuse(CC_ERR_INVALID_ARGUMENT, "admin command '" + name + "' needs a scope (lower-case letters, digits, ':', '_', '-')");
+    if (reserved_command(name)) return refuse(CC_ERR_CONFLICT, "admin command '" + name + "' is reserved for the host");
+    const std::string arguments = command->arguments_json ? command->arguments_json : "[]";
+    if (auto why = check_arguments(arguments); !why.empty()) return refuse(CC_ERR_INVALID_ARGUMENT, "admin command '" + name + "': " + why);
+    for (const auto& gen : generations()) {
+        const PluginIdentity& owner = gen->identity();
+        if (owner.kind == ctx.identity.kind && owner.name == ctx.identity.name) continue;  // being replaced
+        for (const auto& c : gen->context->commands)
+            if (c.name == name) return refuse(CC_ERR_CONFLICT, "admin command '" + name + "' is already registered by " + describe(owner));
+    }
+    for (const auto& c : ctx.commands)
+        if (c.name == name) return refuse(CC_ERR_CONFLICT, "admin command '" + name + "' registered twice");
+    ctx.commands.push_back({name, command->summary ? command->summary : "", arguments, command->scope, command->handler,
+                            command->handler_ctx});
+    return CC_OK;
+}
+
+std::optional<PluginRuntime::CommandMatch> PluginRuntime::find_command(std::string_view name) const {
+    for (const auto& gen : generations())
+        for (const auto& c : gen->context->commands)
+            if (c.name == name) return CommandMatch{gen, &c};
+    return std::nullopt;
+}
+
+std::vector<PluginRuntime::CommandMatch> PluginRuntime::commands() const {
+    std::vector<CommandMatch> out;
+    for (const auto& gen : generations())
+        for (const auto& c : gen->context->commands) out.push_back({gen, &c});
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.command->name < b.command->name; });
+    return out;
+}
+
+int PluginRuntime::register_route(PluginContext& ctx, const char* method, const char* path, const char* scope,
+                                  cc_http_handler handler, void* handler_ctx, cc_error* error) {
     auto refuse = [&](int code, const std::string& why) {
         set_error(error, code, why);
         return code;
@@ -308,7 +411,11 @@ int PluginRuntime::register_route(PluginContext& ctx, const char* method, const 
     if (!ctx.accepting_routes) return refuse(CC_ERR_INVALID_ARGUMENT, "routes can only be registered during init");
     if (method == nullptr || path == nullptr || handler == nullptr || path[0] != '/')
         return refuse(CC_ERR_INVALID_ARGUMENT, "a route needs a method, a path starting with '/' and a handler");
-    HttpRoute route{method, path, handler, handler_ctx};
+    const std::string scope_text = scope ? scope : "";
+    if (!scope_text.empty() && !valid_scope(scope_text))
+        return refuse(CC_ERR_INVALID_ARGUMENT, "route " + std::string(method) + " " + path + ": scope '" + scope_text +
+                                                   "' is not lower-case letters, digits, ':', '_', '-'");
+    HttpRoute route{method, path, scope_text, handler, handler_ctx};
     if (reserved_path(route.path)) return refuse(CC_ERR_CONFLICT, "path " + route.path + " is reserved for the host");
     for (const auto& gen : generations()) {
         const PluginIdentity& owner = gen->identity();
@@ -322,7 +429,9 @@ int PluginRuntime::register_route(PluginContext& ctx, const char* method, const 
         if (r.method == route.method && r.path == route.path)
             return refuse(CC_ERR_CONFLICT, "route " + route.method + " " + route.path + " registered twice");
     ctx.routes.push_back(route);
-    log_.emit(CC_EV_HttpRouteRegistered, CC_LEVEL_DEBUG, route.method + " " + route.path + " -> " + describe(ctx.identity));
+    log_.emit(CC_EV_HttpRouteRegistered, CC_LEVEL_DEBUG,
+              route.method + " " + route.path + " -> " + describe(ctx.identity) +
+                  (route.scope.empty() ? " (public)" : " (scope " + route.scope + ")"));
     return CC_OK;
 }
 

@@ -30,7 +30,8 @@ class PluginRuntime;
 
 struct HttpRoute {
     std::string method;
-    std::string path;  // exact, or a prefix when it ends in '/'
+    std::string path;   // exact, or a prefix when it ends in '/'
+    std::string scope;  // what a caller must hold; "" = public
     cc_http_handler handler = nullptr;
     void* handler_ctx = nullptr;
 
@@ -40,6 +41,16 @@ struct HttpRoute {
     }
 };
 
+/// An administrative command a plugin registered (cc_admin_command).
+struct AdminCommand {
+    std::string name;     // "scep approve"
+    std::string summary;
+    std::string arguments_json;  // validated JSON array (abi.h)
+    std::string scope;
+    cc_admin_handler handler = nullptr;
+    void* handler_ctx = nullptr;
+};
+
 /// The host side of one plugin instance: what `host_ctx` points to.
 struct PluginContext {
     PluginRuntime* runtime = nullptr;
@@ -47,7 +58,8 @@ struct PluginContext {
     std::string config_json;
     std::string state_dir;
     std::vector<HttpRoute> routes;
-    bool accepting_routes = true;
+    std::vector<AdminCommand> commands;
+    bool accepting_routes = true;  // routes and commands: only during init
     cc_host_services services{};
 };
 
@@ -92,6 +104,17 @@ public:
     /// The longest registered route matching the request, if any.
     std::optional<RouteMatch> match_route(std::string_view method, std::string_view path) const;
 
+    struct CommandMatch {
+        std::shared_ptr<const Generation> owner;  // keeps the handler's library loaded
+        const AdminCommand* command = nullptr;
+    };
+    /// The command registered under `name`, if any.
+    std::optional<CommandMatch> find_command(std::string_view name) const;
+    /// Every registered command, by name.
+    std::vector<CommandMatch> commands() const;
+    /// Names the host's CLI owns; plugins cannot register them (or a command under them).
+    static bool reserved_command(std::string_view name);
+
     /// Health of a generation as JSON {"healthy":bool,"detail":...}.
     std::string health(const Generation& generation) const;
 
@@ -106,8 +129,9 @@ public:
     /// The connector keys of the current configuration.
     std::shared_ptr<KeyStore> keys();
     int tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error);
-    int register_route(PluginContext& ctx, const char* method, const char* path, cc_http_handler handler,
-                       void* handler_ctx, cc_error* error);
+    int register_route(PluginContext& ctx, const char* method, const char* path, const char* scope,
+                       cc_http_handler handler, void* handler_ctx, cc_error* error);
+    int register_command(PluginContext& ctx, const cc_admin_command* command, cc_error* error);
 
     /// Paths the host serves itself; plugins cannot register them.
     static bool reserved_path(std::string_view path);

@@ -4,6 +4,7 @@
 #include "PendingRequests.hpp"
 #include "ScepMessage.hpp"
 
+#include <certconn/admin.hpp>
 #include <certconn/crypto.hpp>
 #include <certconn/sdk.hpp>
 
@@ -98,12 +99,13 @@ class ScepFeature final : public certconn::sdk::FeaturePlugin {
 public:
     explicit ScepFeature(certconn::sdk::Host& host) : host_(host), pending_(host.state_dir() / "pending.db") {
         const auto config = json::parse(host.config_json()).as_object();
-        // Approval of pending requests: local clients only (the CLI uses the admin socket).
-        host.route("GET", "/scep/v1/pending", [this](const HttpRequest& r) {
-            if (!r.local) return HttpResponse{403, {{"Content-Type", "text/plain"}}, "local clients only\n"};
+        // Approval of pending requests: callers holding scep:approve (the host checks it; the
+        // CLI's `scep pending|approve|deny` come through the admin socket).
+        host.route("GET", "/scep/v1/pending", "scep:approve", [this](const HttpRequest&) {
             return HttpResponse{200, {{"Content-Type", "application/json"}}, json::serialize(pending_.list("pending"))};
         });
-        host.route("POST", "/scep/v1/pending/decide", [this](const HttpRequest& r) { return decide(r); });
+        host.route("POST", "/scep/v1/pending/decide", "scep:approve", [this](const HttpRequest& r) { return decide(r); });
+        register_approval_commands(host);
         notifications_ = std::make_unique<scep::NotificationOutbox>(
             host.state_dir() / "notifications.db",
             [this](const scep::NotificationOutbox::Delivery& d) { host_.tenant_call(d.operation, d.body); },
@@ -357,8 +359,43 @@ private:
         return reply(scep::success_reply_content(req, degenerate, p.ra_cert.get(), p.ra_key.get()));
     }
 
+    void register_approval_commands(certconn::sdk::Host& host) {
+        using certconn::sdk::AdminArguments;
+        using certconn::sdk::AdminReply;
+        host.admin_command("scep pending", "list SCEP requests waiting for approval", "scep:approve", "[]", [this](std::string_view) {
+            const json::array rows = pending_.list("pending");
+            std::string out = rows.empty() ? "no pending SCEP requests\n" : "";
+            for (const auto& r : rows)
+                out += std::string(r.at("transaction_id").as_string()) + "  profile " + std::string(r.at("profile").as_string()) +
+                       "  subject " + std::string(r.at("subject").as_string()) + "  since " + std::string(r.at("received_at").as_string()) + "\n";
+            return AdminReply::ok(out).json();
+        });
+        for (const bool approve : {true, false}) {
+            const std::string verb = approve ? "approve" : "deny";
+            host.admin_command("scep " + verb,
+                               approve ? "scep approve TXID: issue a SCEP request that waits for approval"
+                                       : "scep deny TXID: refuse a SCEP request that waits for approval",
+                               "scep:approve",
+                               R"j([{"name":"transaction","kind":"string","positional":true,"required":true,"help":"the transaction id (see scep pending)"}])j",
+                               [this, approve, verb](std::string_view text) {
+                                   const std::string id = AdminArguments(text).required("transaction");
+                                   const auto [ok, message] = decide_transaction(id, approve);
+                                   return ok ? AdminReply::ok(message).json() : AdminReply::failed("certconnector scep " + verb + ": " + message).json();
+                               });
+        }
+    }
+
+    /// Approves or denies a pending transaction; (false, why) when it is unknown or decided.
+    std::pair<bool, std::string> decide_transaction(const std::string& id, bool approve) {
+        if (!pending_.decide(id, approve)) {
+            const auto row = pending_.find(id);
+            return {false, row ? "transaction " + id + " was already " + row->status + "\n" : "no pending transaction " + id + "\n"};
+        }
+        host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO, std::string("transaction ") + (approve ? "approved" : "denied") + " by an administrator", id);
+        return {true, "transaction " + id + (approve ? " approved" : " denied") + "; the client gets its answer at its next poll\n"};
+    }
+
     HttpResponse decide(const HttpRequest& r) {
-        if (!r.local) return {403, {{"Content-Type", "text/plain"}}, "local clients only\n"};
         std::error_code ec;
         const json::value doc = json::parse(r.body, ec);
         const json::object* o = !ec && doc.is_object() ? &doc.as_object() : nullptr;
@@ -369,12 +406,8 @@ private:
             return {400, {{"Content-Type", "text/plain"}}, "expected {\"transaction_id\": ..., \"decision\": \"approve\" | \"deny\"}\n"};
         const std::string id(tx->as_string());
         const bool approve = decision->as_string() == "approve";
-        if (!pending_.decide(id, approve)) {
-            const auto row = pending_.find(id);
-            return {row ? 409 : 404, {{"Content-Type", "text/plain"}},
-                    row ? "transaction " + id + " was already " + row->status + "\n" : "no pending transaction " + id + "\n"};
-        }
-        host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO, std::string("transaction ") + (approve ? "approved" : "denied") + " by an administrator", id);
+        if (const auto [ok, message] = decide_transaction(id, approve); !ok)
+            return {pending_.find(id) ? 409 : 404, {{"Content-Type", "text/plain"}}, message};
         return {200, {{"Content-Type", "application/json"}},
                 json::serialize(json::object{{"transaction_id", id}, {"status", approve ? "approved" : "denied"}})};
     }

@@ -1,6 +1,7 @@
 // tenant-local: the embedded tenant. A SQLite job queue fed over the host HTTP server
 // (POST /tenant/v1/jobs, GET /tenant/v1/jobs/{id}) and the CLI; the protocol is specified in
 // docs/tenant-protocol.md so another connector can speak it as a client.
+#include "JobCommands.hpp"
 #include "JobQueue.hpp"
 #include "ScepLedger.hpp"
 
@@ -9,7 +10,6 @@
 
 #include <boost/json.hpp>
 
-#include <regex>
 
 namespace {
 
@@ -19,8 +19,6 @@ using certconn::sdk::HttpRequest;
 using certconn::sdk::HttpResponse;
 
 constexpr const char* kSchema = R"json({"type":"table","keys":{
-  "intake_token": {"type":"string","secret":true,
-    "description":"bearer token that lets remote clients use /tenant/v1; local clients never need it"},
   "scep_challenges": {"type":"table","values":{"type":"string","secret":true},
     "description":"static SCEP challenge per SCEP profile name"}
 }})json";
@@ -37,11 +35,13 @@ class LocalTenant final : public certconn::sdk::TenantPlugin {
 public:
     explicit LocalTenant(certconn::sdk::Host& host)
         : host_(host), queue_(host.state_dir() / "jobs.db"), scep_(host.state_dir() / "scep.db", static_challenges(host)) {
-        const auto config = json::parse(host.config_json()).as_object();
-        if (const auto* t = config.if_contains("intake_token")) token_ = t->as_string().c_str();
-        host.route("POST", "/tenant/v1/jobs", [this](const HttpRequest& r) { return guard(r, [&] { return submit(r); }); });
-        host.route("GET", "/tenant/v1/jobs/", [this](const HttpRequest& r) { return guard(r, [&] { return show(r); }); });
-        host.route("POST", "/tenant/v1/scep/challenges", [this](const HttpRequest& r) { return guard(r, [&] { return challenge(r); }); });
+        // The host admits only callers holding the scope (the admin socket, or a configured
+        // token or client certificate: docs/security.md) before these handlers run.
+        host.route("POST", "/tenant/v1/jobs", "jobs:submit", [this](const HttpRequest& r) { return guard(r, [&] { return submit(r); }); });
+        host.route("GET", "/tenant/v1/jobs/", "jobs:read", [this](const HttpRequest& r) { return guard(r, [&] { return show(r); }); });
+        host.route("POST", "/tenant/v1/scep/challenges", "scep:challenge",
+                   [this](const HttpRequest& r) { return guard(r, [&] { return challenge(r); }); });
+        certconn::tenant_local::register_job_commands(host, queue_, scep_);
     }
 
     std::string claim_jobs(const std::string& features_json, uint32_t max_jobs, uint32_t lease_seconds) override {
@@ -93,12 +93,7 @@ private:
     }
 
     template <class Fn>
-    HttpResponse guard(const HttpRequest& r, Fn&& fn) {
-        if (!r.local) {
-            const std::string expected = "Bearer " + token_;
-            if (token_.empty() || r.header("authorization") != expected)
-                return problem(403, "the job intake is only open to local clients or with the intake token");
-        }
+    HttpResponse guard(const HttpRequest&, Fn&& fn) {
         try {
             return fn();
         } catch (const Error& e) {
@@ -113,21 +108,18 @@ private:
         json::value doc = json::parse(r.body, ec);
         if (ec || !doc.is_object()) return problem(400, "the body must be a JSON object: {\"feature\": ..., \"request\": {...}}");
         const json::object& o = doc.get_object();
-        static const std::regex feature_re("[a-z][a-z0-9-]{0,62}");
-        static const std::regex id_re("[A-Za-z0-9._:-]{1,128}");
         const auto* feature = o.if_contains("feature");
-        if (!feature || !feature->is_string() || !std::regex_match(std::string(feature->as_string()), feature_re))
-            return problem(400, "'feature' must name a feature, e.g. \"pkcs\"");
+        if (!feature || !feature->is_string()) return problem(400, "'feature' must name a feature, e.g. \"pkcs\"");
         const auto* request = o.if_contains("request");
         if (!request || !request->is_object()) return problem(400, "'request' must be a JSON object");
         std::string id;
         if (const auto* given = o.if_contains("id")) {
-            if (!given->is_string() || !std::regex_match(std::string(given->as_string()), id_re))
-                return problem(400, "'id' must match [A-Za-z0-9._:-]{1,128}");
+            if (!given->is_string()) return problem(400, "'id' must match [A-Za-z0-9._:-]{1,128}");
             id = given->as_string().c_str();
         } else {
             id = certconn::crypto::uuid4();
         }
+        certconn::tenant_local::check_job_fields(std::string(feature->as_string()), id);
         for (const auto& [key, value] : o)
             if (key != "feature" && key != "request" && key != "id")
                 return problem(400, "unknown field '" + std::string(key) + "' (expected feature, request, id)");
@@ -178,9 +170,8 @@ private:
     certconn::sdk::Host& host_;
     certconn::tenant_local::JobQueue queue_;
     certconn::tenant_local::ScepLedger scep_;
-    std::string token_;
 };
 
 }  // namespace
 
-CERTCONN_PLUGIN(LocalTenant, "local", "0.1.0", "2026-11-24", "Embedded tenant: SQLite job queue with REST intake", kSchema)
+CERTCONN_PLUGIN(LocalTenant, "local", "0.2.0", "2026-11-24", "Embedded tenant: SQLite job queue with REST intake", kSchema)

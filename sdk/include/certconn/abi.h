@@ -8,6 +8,22 @@
  *  - Every struct starts with `struct_size`. Structs only ever grow by appending fields; a
  *    reader checks struct_size before touching a field that a newer minor version added.
  *  - A host speaking ABI M.N loads plugins built for M.0 .. M.N.
+ *  - Versioning: appending a field to a struct, a function to a table or a value to an enum
+ *    bumps CERTCONN_ABI_MINOR; removing, reordering or changing the meaning of anything bumps
+ *    CERTCONN_ABI_MAJOR. Every released version's header hash is recorded in
+ *    sdk/abi-versions.txt, and a test fails when this file changes without a new version there.
+ *  - Threads: unless an entry says otherwise, the host may call a plugin's functions from any
+ *    thread and several calls may overlap (a plugin synchronises its own state); init and
+ *    destroy are never concurrent with any other call of the same instance.
+ *  - Fixed-size structs that cannot carry struct_size (cc_sink, cc_http_header) are frozen:
+ *    they never change within a major version.
+ *
+ * History:
+ *  1.0  first version.
+ *  1.1  cc_host_services: key_decrypt, ca_query (already present in 1.0 builds of this tree,
+ *       now counted), http_register (routes with a required scope), admin_register_command;
+ *       cc_ca_api.query; cc_http_request: origin, principal, scopes;
+ *       cc_http_request.local now means "admin socket" only (loopback TCP is anonymous).
  */
 #ifndef CERTCONN_ABI_H
 #define CERTCONN_ABI_H
@@ -20,7 +36,7 @@ extern "C" {
 #endif
 
 #define CERTCONN_ABI_MAJOR 1
-#define CERTCONN_ABI_MINOR 0
+#define CERTCONN_ABI_MINOR 1
 
 /* Names of the two exports every plugin provides (as Boost.DLL aliases: exported data
  * pointers to the functions; see CERTCONN_C_EXPORT_PLUGIN below). */
@@ -57,7 +73,7 @@ typedef struct cc_error {
     char message[CC_ERROR_MESSAGE_MAX];
 } cc_error;
 
-/* Caller-owned output buffer. The callee calls write() any number of times; the bytes are
+/* Frozen (no struct_size). Caller-owned output buffer. The callee calls write() any number of times; the bytes are
  * appended. write() returns 0 on success, non-zero when the caller refuses more data (for
  * example because a size limit was reached). */
 typedef struct cc_sink {
@@ -102,10 +118,23 @@ typedef enum cc_log_level {
 /* ---------------------------------------------------------------------------------------- */
 /* HTTP routes a plugin serves through the host HTTP server                                 */
 
+/* Frozen (no struct_size). */
 typedef struct cc_http_header {
     const char *name;
     const char *value;
 } cc_http_header;
+
+/* Who sent a request, as the host authenticated it (since 1.1). Only the administrator is
+ * privileged: a TCP peer, loopback included, is anonymous unless it authenticates. */
+typedef enum cc_request_origin {
+    CC_ORIGIN_ANONYMOUS = 0,          /* TCP peer without credentials (devices, the public)    */
+    CC_ORIGIN_TOKEN = 1,              /* TCP peer with a configured bearer token               */
+    CC_ORIGIN_CLIENT_CERTIFICATE = 2, /* TCP peer with a TLS client certificate mapped in config */
+    CC_ORIGIN_ADMIN_SOCKET = 3        /* the admin socket; peer checked with SO_PEERCRED       */
+} cc_request_origin;
+
+/* The scope that an admin-socket peer holds: every scope. */
+#define CC_SCOPE_ALL "*"
 
 typedef struct cc_http_request {
     uint32_t struct_size;
@@ -117,7 +146,13 @@ typedef struct cc_http_request {
     const cc_http_header *headers;
     size_t header_count;
     const char *remote_address; /* "ip:port" of the peer, "local" for the admin socket     */
-    int local;                  /* non-zero: from this machine (admin socket or loopback)  */
+    int local;                  /* non-zero: the admin socket (1.0 hosts: also loopback TCP)  */
+    /* since 1.1 */
+    uint32_t origin;            /* a cc_request_origin                                      */
+    const char *principal;      /* "token:<name>", "certificate:<name>", "uid:<n>"; "" when
+                                   anonymous. Safe to log.                                  */
+    const char *const *scopes;  /* the scopes the principal holds ("*" = all)               */
+    size_t scope_count;
 } cc_http_request;
 
 /* The host-side response under construction. Valid only during the handler call. */
@@ -134,6 +169,45 @@ typedef struct cc_http_response {
  * several calls may run at once. */
 typedef int (*cc_http_handler)(void *handler_ctx, const cc_http_request *request,
                                const cc_http_response *response, cc_error *error);
+
+/* A route a plugin serves (since 1.1). The host answers 401 (no credentials) or 403 (wrong
+ * scope) itself, before the handler runs, when the caller lacks `scope`. */
+typedef struct cc_http_route {
+    uint32_t struct_size;
+    const char *method;        /* "GET", "POST", ...                                         */
+    const char *path;          /* exact, or a prefix when it ends in '/'                     */
+    const char *scope;         /* required scope, e.g. "jobs:submit"; NULL or "" = public    */
+    cc_http_handler handler;
+    void *handler_ctx;
+} cc_http_route;
+
+/* ---------------------------------------------------------------------------------------- */
+/* Administrative commands (since 1.1), as Kea's hook libraries register control commands: a
+ * plugin registers them at init; the CLI lists them (GET /admin/commands on the admin socket)
+ * and runs them (POST /admin/command). The host enforces `scope` before the handler runs.
+ *
+ * `arguments_json` describes the command line, a JSON array of objects:
+ *   {"name": "subject", "kind": "string" | "strings" | "flag" | "file" | "output_dir",
+ *    "required": bool, "positional": bool, "help": "..."}
+ * "file": the CLI reads the file (as the calling user) and sends its bytes base64-encoded;
+ * "output_dir": stays in the CLI, which writes the reply's "files" there.
+ *
+ * The handler receives the arguments as a JSON object and writes a reply JSON object:
+ *   {"exit_code": 0, "stdout": "...", "stderr": "...", "files": {"name": "<base64>"},
+ *    "next": {"arguments": {...}, "delay_ms": 100}}
+ * "next" asks the CLI to call the same command again (waiting without holding a worker). */
+typedef int (*cc_admin_handler)(void *handler_ctx, const char *arguments_json, size_t arguments_len,
+                                cc_sink *reply_json, cc_error *error);
+
+typedef struct cc_admin_command {
+    uint32_t struct_size;
+    const char *name;           /* lower-case words separated by one space: "scep approve"     */
+    const char *summary;        /* one line for `certconnector help`                            */
+    const char *arguments_json; /* see above; NULL = no arguments                               */
+    const char *scope;          /* required scope, e.g. "scep:approve"; never empty             */
+    cc_admin_handler handler;
+    void *handler_ctx;
+} cc_admin_command;
 
 /* ---------------------------------------------------------------------------------------- */
 /* Services the host offers a plugin. The table and `host_ctx` stay valid until the plugin
@@ -170,7 +244,8 @@ typedef struct cc_host_services {
                        cc_sink *response_json, cc_error *error);
 
     /* Serves `method` requests whose path equals `path`, or starts with it when `path` ends
-     * in '/'. Only during init. The route lives as long as this plugin instance. */
+     * in '/'. Only during init. The route lives as long as this plugin instance. The route is
+     * public (any caller); use http_register (1.1) for a route that needs a scope. */
     int (*http_register_route)(void *host_ctx, const char *method, const char *path,
                                cc_http_handler handler, void *handler_ctx, cc_error *error);
 
@@ -187,6 +262,15 @@ typedef struct cc_host_services {
      * answers CC_ERR_NOT_SUPPORTED for a CA plugin without query. Check struct_size first. */
     int (*ca_query)(void *host_ctx, const char *ca_name, const char *request_json,
                     cc_sink *response_json, cc_error *error);
+
+    /* since 1.1 (check struct_size) ------------------------------------------------------ */
+
+    /* Registers a route with the scope it requires. Only during init. Paths the host serves
+     * itself (/healthz, /status, /admin/...) are refused with CC_ERR_CONFLICT. */
+    int (*http_register)(void *host_ctx, const cc_http_route *route, cc_error *error);
+
+    /* Registers an administrative command. Only during init; names are unique per host. */
+    int (*admin_register_command)(void *host_ctx, const cc_admin_command *command, cc_error *error);
 } cc_host_services;
 
 /* ---------------------------------------------------------------------------------------- */

@@ -67,6 +67,11 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(404, CaOcspFailed, OPERATIONAL, "CA", "an OCSP request could not be answered")            \
     X(410, ConnectorKeyMissing, ADMIN, "Keys", "a job needs a connector key this connector does not hold") \
     X(411, ConnectorKeyFailed, OPERATIONAL, "Keys", "a connector key could not be used (token or file unavailable)") \
+    /* general: who may do what (docs/security.md) */                                        \
+    X(700, AccessDenied, OPERATIONAL, "Access", "a request lacked the scope its route or command needs (401/403)") \
+    X(701, AdminSocketPeerRefused, ADMIN, "Access", "a local user outside root, the service account and [auth] admin_group used the admin socket") \
+    X(702, CredentialRefused, OPERATIONAL, "Access", "a TCP caller presented a bearer token that matches no [auth.tokens] entry") \
+    X(703, AdminCommandRun, ADMIN, "Access", "an administrative command ran: who, which command, exit code") \
     /* PKCS */                                                                                  \
     X(1000, PkcsRequestSuccess, ADMIN, "PKCS", "PKCS request fulfilled and sent to the tenant") \
     X(1001, PkcsRequestFailure, ADMIN, "PKCS", "PKCS request could not be fulfilled or sent")  \

@@ -125,6 +125,13 @@ inline void throw_if_failed(int status, const cc_error& error, std::string_view 
 
 }  // namespace detail
 
+/// Who sent a request, as the host authenticated it (cc_request_origin).
+enum class Origin { anonymous = CC_ORIGIN_ANONYMOUS, token = CC_ORIGIN_TOKEN,
+                    client_certificate = CC_ORIGIN_CLIENT_CERTIFICATE, admin_socket = CC_ORIGIN_ADMIN_SOCKET };
+
+/// The scope argument of Host::route for a route anyone may call (devices, CRL/OCSP clients).
+inline constexpr std::string_view kPublic{};
+
 /// One HTTP request as a route handler sees it. Views are valid during the handler call.
 struct HttpRequest {
     std::string_view method;
@@ -133,7 +140,15 @@ struct HttpRequest {
     std::string_view body;
     std::vector<std::pair<std::string_view, std::string_view>> headers;
     std::string_view remote_address;
-    bool local = false;  // admin socket or loopback peer
+    bool local = false;  // the admin socket (kept for 1.0 plugins; prefer origin)
+    Origin origin = Origin::anonymous;
+    std::string_view principal;  // "token:<name>", "certificate:<name>", "uid:<n>"; empty when anonymous
+    std::vector<std::string_view> scopes;
+
+    /// Whether the caller holds `scope` (the admin socket holds every scope).
+    bool has_scope(std::string_view scope) const {
+        return std::any_of(scopes.begin(), scopes.end(), [&](std::string_view s) { return s == scope || s == CC_SCOPE_ALL; });
+    }
 
     /// The first header named `name` (case-insensitive), or an empty view.
     std::string_view header(std::string_view name) const {
@@ -216,13 +231,48 @@ public:
         return out;
     }
 
-    /// Serves `method` on `path` (prefix when it ends in '/'). Only from the constructor.
-    void route(const std::string& method, const std::string& path, RouteHandler handler) {
-        routes_.push_back(std::move(handler));
+    /// Serves `method` on `path` (prefix when it ends in '/') to callers holding `scope`; the
+    /// host refuses the others (401/403) before the handler runs. `kPublic`: anyone. Only from
+    /// the constructor.
+    void route(const std::string& method, const std::string& path, std::string_view scope, RouteHandler handler) {
         cc_error error = detail::make_error();
-        const int status = s_->http_register_route(s_->host_ctx, method.c_str(), path.c_str(),
-                                                   &Host::dispatch, &routes_.back(), &error);
-        detail::throw_if_failed(status, error, "route " + method + " " + path);
+        const std::string scope_text(scope);
+        if (s_->struct_size <= offsetof(cc_host_services, http_register) || s_->http_register == nullptr) {
+            // A 1.0 host cannot enforce scopes: refuse rather than serve a privileged route openly.
+            if (!scope_text.empty())
+                throw Error(CC_ERR_NOT_SUPPORTED, "route " + method + " " + path + " needs scope '" + scope_text +
+                                                      "', which this host (SDK 1.0) cannot enforce");
+            routes_.push_back(std::move(handler));
+            detail::throw_if_failed(s_->http_register_route(s_->host_ctx, method.c_str(), path.c_str(), &Host::dispatch,
+                                                            &routes_.back(), &error),
+                                    error, "route " + method + " " + path);
+            return;
+        }
+        routes_.push_back(std::move(handler));
+        const cc_http_route route{sizeof(cc_http_route), method.c_str(), path.c_str(), scope_text.c_str(), &Host::dispatch,
+                                  &routes_.back()};
+        detail::throw_if_failed(s_->http_register(s_->host_ctx, &route, &error), error, "route " + method + " " + path);
+    }
+    /// A public route (anyone may call it): route(method, path, kPublic, handler).
+    void route(const std::string& method, const std::string& path, RouteHandler handler) {
+        route(method, path, kPublic, std::move(handler));
+    }
+
+    /// Turns the JSON arguments of an admin command into its reply JSON (see abi.h and
+    /// certconn/admin.hpp for helpers). Runs on a host worker thread.
+    using AdminHandler = std::function<std::string(std::string_view arguments_json)>;
+
+    /// Registers administrative command `name` ("scep approve"), which callers holding `scope`
+    /// may run through `certconnector NAME ...`. Only from the constructor.
+    void admin_command(const std::string& name, const std::string& summary, const std::string& scope,
+                       const std::string& arguments_json, AdminHandler handler) {
+        if (s_->struct_size <= offsetof(cc_host_services, admin_register_command) || s_->admin_register_command == nullptr)
+            throw Error(CC_ERR_NOT_SUPPORTED, "this host (SDK 1.0) has no administrative commands");
+        commands_.push_back(std::move(handler));
+        const cc_admin_command command{sizeof(cc_admin_command), name.c_str(), summary.c_str(), arguments_json.c_str(),
+                                       scope.c_str(), &Host::run_command, &commands_.back()};
+        cc_error error = detail::make_error();
+        detail::throw_if_failed(s_->admin_register_command(s_->host_ctx, &command, &error), error, "admin command '" + name + "'");
     }
 
 private:
@@ -248,6 +298,11 @@ private:
             request.body = std::string_view(req->body, req->body_len);
             request.remote_address = req->remote_address;
             request.local = req->struct_size > offsetof(cc_http_request, local) && req->local != 0;
+            if (req->struct_size > offsetof(cc_http_request, scope_count)) {
+                request.origin = static_cast<Origin>(req->origin);
+                request.principal = req->principal != nullptr ? req->principal : "";
+                for (size_t i = 0; i < req->scope_count; ++i) request.scopes.emplace_back(req->scopes[i]);
+            }
             request.headers.reserve(req->header_count);
             for (size_t i = 0; i < req->header_count; ++i)
                 request.headers.emplace_back(req->headers[i].name, req->headers[i].value);
@@ -260,8 +315,15 @@ private:
         });
     }
 
+    static int run_command(void* ctx, const char* arguments, size_t len, cc_sink* reply, cc_error* error) noexcept {
+        return detail::guarded(error, [&] {
+            detail::write_sink(reply, (*static_cast<AdminHandler*>(ctx))(std::string_view(arguments, len)));
+        });
+    }
+
     const cc_host_services* s_;
-    std::list<RouteHandler> routes_;  // stable addresses: handler_ctx points into it
+    std::list<RouteHandler> routes_;      // stable addresses: handler_ctx points into it
+    std::list<AdminHandler> commands_;    // likewise
 };
 
 /// Base of every plugin class.
