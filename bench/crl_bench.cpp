@@ -119,7 +119,7 @@ json::object revocation_rate(const fs::path& work, int jobs, bool batches) {
     ::chmod(dir.c_str(), 0755);
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "revoke"});
     const std::string base = "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                             "[jobs]\nconcurrency = 8\n[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+                             "[jobs]\nconcurrency = 8\n" + test_token_config() + "[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
                              "[revoke]\nbatch_size = " + std::string(batches ? "100" : "1") + "\n";
     write_file(dir / "c.toml", base + "[features]\nrevoke = false\n");
     // Start once so the CA exists, then give it `jobs` certificates to revoke.
@@ -148,7 +148,7 @@ json::object revocation_rate(const fs::path& work, int jobs, bool batches) {
     const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
     for (int i = 0; i < jobs; ++i) {
         const json::object job{{"feature", "revoke"}, {"request", json::object{{"serial", serials[static_cast<std::size_t>(i)]}, {"reason", "superseded"}}}};
-        if (http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job)).status != 201) throw std::runtime_error("submit failed");
+        if (http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job), kTestToken).status != 201) throw std::runtime_error("submit failed");
     }
     const fs::path jobs_db = dir / "state" / "plugins" / "tenant-local" / "jobs.db";
     auto count = [&](const char* where) {

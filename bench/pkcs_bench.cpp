@@ -125,7 +125,7 @@ ConnectorRates connector_rate(const std::string& key_type, int concurrency, int 
     ::chmod(dir.c_str(), 0755);
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "pkcs"});
     write_file(dir / "c.toml", "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                               "[jobs]\nconcurrency = " + std::to_string(concurrency) + "\n[tenant]\nplugin = \"local\"\n"
+                               "[jobs]\nconcurrency = " + std::to_string(concurrency) + "\n" + test_token_config() + "[tenant]\nplugin = \"local\"\n"
                                "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
                                "[pkcs]\nescrow_key = \"" + (work / "ca" / "escrow.key").string() + "\"\n");
     const std::string enabled = read_file(dir / "c.toml");
@@ -148,7 +148,7 @@ ConnectorRates connector_rate(const std::string& key_type, int concurrency, int 
                                                         {"sans", json::array{"email:bench@example.com"}},
                                                         {"key_type", key_type},
                                                         {"device_key_pem", device_pem}}}};
-        if (http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job)).status != 201) throw std::runtime_error("submit failed");
+        if (http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job), kTestToken).status != 201) throw std::runtime_error("submit failed");
     }
     const double intake = jobs / seconds_since(intake_start);
     write_file(dir / "c.toml", enabled);

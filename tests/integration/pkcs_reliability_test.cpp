@@ -25,8 +25,8 @@ struct PkcsInstallation {
         install_fixture(plugins, "good", "fixture-ca");
         REQUIRE(run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null | openssl pkey -pubout -out " +
                           device_key.string()).exit_code == 0);
-        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                           "[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n" + extra);
+        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n" +
+                           test_token_config() + "[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n" + extra);
     }
 
     std::uint16_t start(Daemon& daemon) const {
@@ -124,7 +124,7 @@ TEST_CASE("kill -9 in the middle of 200 jobs: every job ends with exactly one re
             std::snprintf(id, sizeof id, "job-%03d", i);
             const json::object job{{"id", id}, {"feature", "pkcs"},
                                    {"request", json::object{{"subject", std::string("CN=") + id}, {"key_type", "p256"}, {"device_key_pem", device}}}};
-            REQUIRE(http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job)).status == 201);
+            REQUIRE(http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job), kTestToken).status == 201);
         }
         REQUIRE(eventually([&] { return count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") >= 30; }, std::chrono::seconds(120)));
         first.signal(SIGKILL);

@@ -140,8 +140,15 @@ struct HttpResult {
     std::string retry_after;
 };
 
+/// A bearer token tests and benches configure for their TCP job intake ([auth.tokens.test]),
+/// since loopback callers are anonymous; its SHA-256 is what the configuration holds.
+inline constexpr const char* kTestToken = "cct_test-intake-token";
+inline std::string test_token_config(const std::string& scopes = R"(["jobs:submit", "jobs:read"])") {
+    return "[auth.tokens.test]\nsha256 = \"249fbea89a7bd994a422a178b22bbb971cbecfea6c3bf57cc8734d78caa6f386\"\nscopes = " + scopes + "\n";
+}
+
 inline HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,
-                               const std::string& body = {}) {
+                               const std::string& body = {}, const std::string& bearer = {}) {
     namespace beast = boost::beast;
     namespace http = beast::http;
     boost::asio::io_context io;
@@ -151,6 +158,7 @@ inline HttpResult http_request(std::uint16_t port, const std::string& method, co
     http::request<http::string_body> req{http::string_to_verb(method), target, 11};
     req.set(http::field::host, "127.0.0.1");
     req.set(http::field::user_agent, "certconn-test");
+    if (!bearer.empty()) req.set(http::field::authorization, "Bearer " + bearer);
     req.body() = body;
     req.prepare_payload();
     http::write(stream, req);

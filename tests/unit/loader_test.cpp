@@ -48,11 +48,11 @@ TEST_CASE("a broken plugin among good ones is refused with its own reason; the g
     const auto& major = report_for(scan, "broken-abi-major.so");
     CHECK(major.event_id == CC_EV_PluginAbiMismatch);
     CHECK(major.reason == "plugin 'broken-abi-major' (" + (dir / "broken-abi-major.so").string() +
-                              "): built for SDK 2.1, this host speaks 1.0-1.0");
+                              "): built for SDK 2.1, this host speaks 1.0-1.1");
 
     const auto& minor = report_for(scan, "broken-abi-minor.so");
     CHECK(minor.event_id == CC_EV_PluginAbiMismatch);
-    CHECK_THAT(minor.reason, Catch::EndsWith("built for SDK 1.1, this host speaks 1.0-1.0"));
+    CHECK_THAT(minor.reason, Catch::EndsWith("built for SDK 1.2, this host speaks 1.0-1.1"));
 
     const auto& no_init = report_for(scan, "broken-no-init.so");
     CHECK(no_init.event_id == CC_EV_PluginExportMissing);
