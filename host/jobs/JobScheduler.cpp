@@ -180,7 +180,10 @@ void JobScheduler::run(const json::object& job) {
         StringSink sink;
         cc_sink s = sink.sink();
         cc_error err = new_error();
-        const int rc = gen->api.feature->run_job(gen->api.instance, doc_json.c_str(), &s, &err);
+        const cc_feature_api* api = gen->api.feature;
+        const int rc = api->struct_size > offsetof(cc_feature_api, run_job_len) && api->run_job_len != nullptr
+                           ? api->run_job_len(gen->api.instance, doc_json.c_str(), doc_json.size(), &s, &err)
+                           : api->run_job(gen->api.instance, doc_json.c_str(), &s, &err);
         if (rc == CC_OK) {
             std::error_code ec;
             json::value parsed = json::parse(sink.data, ec);

@@ -15,6 +15,21 @@
  *  - Threads: unless an entry says otherwise, the host may call a plugin's functions from any
  *    thread and several calls may overlap (a plugin synchronises its own state); init and
  *    destroy are never concurrent with any other call of the same instance.
+ *    Per entry point:
+ *      query                      any thread, also in short-lived processes (`config check`);
+ *                                 no side effects, may run without init ever following.
+ *      init, destroy              once each per instance, on the host's control thread.
+ *      cc_ca_api.open/close       on the control thread, during init/destroy of the instance.
+ *      run_job, run_job_len       scheduler workers; up to [jobs] concurrency calls overlap.
+ *      result_delivered           the outbox's delivery thread; overlaps with run_job.
+ *      issue, revoke, query       any thread (job workers, HTTP workers); calls overlap.
+ *      claim_jobs                 the scheduler's claim thread, one call at a time.
+ *      complete_job               the outbox's delivery thread, one call at a time.
+ *      cc_tenant_api.call, health any thread; calls overlap.
+ *      cc_http_handler,
+ *      cc_admin_handler           HTTP workers ([host] workers); calls overlap.
+ *    Host services may be called from any of these threads, and from threads the plugin
+ *    starts, until destroy returns.
  *  - Fixed-size structs that cannot carry struct_size (cc_sink, cc_http_header) are frozen:
  *    they never change within a major version.
  *
@@ -22,7 +37,8 @@
  *  1.0  first version.
  *  1.1  cc_host_services: key_decrypt, ca_query (already present in 1.0 builds of this tree,
  *       now counted), http_register (routes with a required scope), admin_register_command;
- *       cc_ca_api.query; cc_http_request: origin, principal, scopes;
+ *       cc_ca_api.query; cc_feature_api.run_job_len; cc_http_request: origin, principal,
+ *       scopes;
  *       cc_http_request.local now means "admin socket" only (loopback TCP is anonymous).
  */
 #ifndef CERTCONN_ABI_H
@@ -286,6 +302,11 @@ typedef struct cc_feature_api {
      * result of `job_id` to the tenant; `message` says why when it failed. The feature may
      * now drop per-job state it kept to make a re-run idempotent. */
     void (*result_delivered)(void *instance, const char *job_id, int delivered, const char *message);
+    /* since 1.1, optional: run_job with the document's length (jobs carrying a PFX are large;
+     * the host calls this one instead of run_job when present, so nothing is strlen'ed). The
+     * document is still NUL-terminated. */
+    int (*run_job_len)(void *instance, const char *job_json, size_t job_len, cc_sink *result_json,
+                       cc_error *error);
 } cc_feature_api;
 
 /* CA plugins: one instance serves every [ca.<name>] whose plugin = this plugin. */

@@ -442,6 +442,9 @@ struct Thunks {
     static int run_job(void* instance, const char* job, cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).run_job(job)); });
     }
+    static int run_job_len(void* instance, const char* job, size_t len, cc_sink* out, cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).run_job(std::string(job, len))); });
+    }
     static int ca_open(void* instance, const char* name, const char* config, void** handle,
                        cc_error* error) noexcept {
         return guarded(error, [&] {
@@ -499,7 +502,7 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
         api->tenant = nullptr;
         // Only the table of the plugin's own kind is instantiated.
         if constexpr (kind_of<P>() == CC_KIND_FEATURE) {
-            static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job, &T::result_delivered};
+            static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job, &T::result_delivered, &T::run_job_len};
             api->feature = &feature;
         } else if constexpr (kind_of<P>() == CC_KIND_CA) {
             static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open,   &T::ca_close,    &T::ca_issue,
