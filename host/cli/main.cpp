@@ -4,6 +4,7 @@
 #include "cli/AdminCommands.hpp"
 #include "cli/KeyCommands.hpp"
 #include "daemon/Connector.hpp"
+#include "daemon/Privileges.hpp"
 #include "http/AdminClient.hpp"
 #include "status/SupportPolicy.hpp"
 
@@ -71,7 +72,18 @@ std::optional<fs::path> admin_socket(const ParsedOptions& o) {
 const OptionSpec kSocketOption{"socket", true, "admin socket path (default: <state_dir>/admin.sock)"};
 
 int cmd_run(const ParsedOptions& o) {
-    LoadedConfiguration loaded = load_configuration(config_path(o));
+    // Before anything from the plugin directory is opened: a plugin's query export is plugin code.
+    std::vector<ConfigProblem> problems;
+    auto doc = parse_config_file(config_path(o), problems);
+    if (doc) {
+        try {
+            become_service_account(*doc);
+        } catch (const std::exception& e) {
+            std::cerr << "certconnector: not started: " << e.what() << "\n";
+            return kExitFailure;
+        }
+    }
+    LoadedConfiguration loaded = doc ? load_configuration(*doc) : load_configuration(config_path(o));
     if (!loaded.config) {
         print_problems(loaded);
         std::cerr << "certconnector: not started: " << loaded.problems.size() << " configuration problem(s)\n";

@@ -20,10 +20,21 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 
 LoadedConfiguration load_configuration(const fs::path& file, const std::optional<fs::path>& plugin_dir) {
+    std::vector<ConfigProblem> problems;
+    auto doc = parse_config_file(file, problems);
+    if (!doc) {
+        LoadedConfiguration out;
+        out.file = file;
+        out.problems = std::move(problems);
+        return out;
+    }
+    return load_configuration(*doc, plugin_dir);
+}
+
+LoadedConfiguration load_configuration(const ConfigDocument& document, const std::optional<fs::path>& plugin_dir) {
     LoadedConfiguration out;
-    out.file = file;
-    auto doc = parse_config_file(file, out.problems);
-    if (!doc) return out;
+    out.file = document.file;
+    const ConfigDocument* doc = &document;
     out.scan = scan_plugins(plugin_dir.value_or(doc->plugin_dir()), LoaderPolicy::for_service_account(doc->service_account()));
     if (out.scan.directory_problem) out.plugin_problems.push_back(*out.scan.directory_problem);
     for (const auto& f : out.scan.files)

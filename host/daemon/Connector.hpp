@@ -33,6 +33,9 @@ struct LoadedConfiguration {
 /// `plugin_dir` overrides the directory named in the file (a reload keeps the running one).
 LoadedConfiguration load_configuration(const std::filesystem::path& file,
                                        const std::optional<std::filesystem::path>& plugin_dir = std::nullopt);
+/// The same for a document already read (`run` reads it before switching to the service account).
+LoadedConfiguration load_configuration(const ConfigDocument& document,
+                                       const std::optional<std::filesystem::path>& plugin_dir = std::nullopt);
 
 /// A plugin file as `certconnector plugins` and `/status` describe it.
 boost::json::object describe_plugin_file(const PluginFileReport& report);

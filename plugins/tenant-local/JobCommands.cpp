@@ -221,6 +221,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
             {"name":"ttl","kind":"string","help":"validity: 90s, 30m, 1h (default), 7d"}])j",
         [&scep](std::string_view text) {
             AdminArguments a(text);
+            if (a.value("profile").value_or("").empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'profile' (the SCEP profile) is required");
             const std::int64_t ttl = a.value("ttl") ? ttl_seconds(*a.value("ttl")) : 3600;
             if (ttl < 60 || ttl > 7 * 86400) throw Error(CC_ERR_INVALID_ARGUMENT, "--ttl must be 60 s .. 7 d");
             json::object answer;

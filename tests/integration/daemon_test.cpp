@@ -124,7 +124,7 @@ TEST_CASE("plugins and config check name a broken plugin with its reason while t
     CHECK(plugins.exit_code == 0);
     CHECK_THAT(plugins.output, Catch::Contains("broken-abi-major.so: REFUSED   plugin 'broken-abi-major'") &&
                                    Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.1"));
-    CHECK_THAT(plugins.output, Catch::Contains("fixture-ca.so: loadable  ca 'fixture' 0.3.0  SDK 1.0  released 2026-11-01"));
+    CHECK_THAT(plugins.output, Catch::Contains("fixture-ca.so: loadable  ca 'fixture' 0.3.0  SDK 1.1  released 2026-11-01"));
 
     auto as_json = run_cli({"plugins", "--dir", inst.plugins.string(), "--json"});
     REQUIRE(as_json.exit_code == 0);
@@ -255,12 +255,14 @@ TEST_CASE("TLS: the listener speaks TLS 1.2 and 1.3 and refuses older versions")
     CHECK(daemon.wait_exit() == 0);
 }
 
-TEST_CASE("started as root with a service account, the daemon drops to that account after binding") {
+TEST_CASE("started as root with a service account, the daemon becomes that account before any plugin code runs") {
     if (::geteuid() != 0) {
         WARN("not root: privilege drop cannot be exercised here");
         return;
     }
     Installation inst;
+    ::chmod(inst.dir.path().c_str(), 0755);  // the service account reads the plugins (as from /usr/lib)
+    install_fixture(inst.plugins, "good", "fixture-uid");
     write_file(inst.config, read_file(inst.config) + "");
     std::string text = read_file(inst.config);
     text.insert(text.find("listen"), "service_account = \"nobody\"\n");
@@ -278,6 +280,9 @@ TEST_CASE("started as root with a service account, the daemon drops to that acco
     CHECK(st.st_uid == nobody->pw_uid);
     CHECK((st.st_mode & 0777) == 0700);
     CHECK(http_request(port, "POST", "/fixture/issue", R"({"csr":"x"})").status == 200);  // plugins work as nobody
+    // Plugin code never ran as root: not its init, and not its query export at the scan either.
+    const std::string who = "query " + std::to_string(nobody->pw_uid) + " init " + std::to_string(nobody->pw_uid);
+    CHECK(http_request(port, "GET", "/fixture/uid").body == who);
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }
