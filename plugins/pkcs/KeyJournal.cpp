@@ -24,18 +24,18 @@ std::optional<JournalEntry> KeyJournal::find(const std::string& job_id) {
     auto s = db_.prepare("SELECT key_pem, csr_pem FROM journal WHERE job_id = ?");
     s.bind(1, job_id);
     if (!s.step()) return std::nullopt;
-    return JournalEntry{s.text(0), s.text(1)};
+    return JournalEntry{sdk::Secret(s.text(0)), s.text(1)};
 }
 
 JournalEntry KeyJournal::put(const std::string& job_id, const JournalEntry& entry) {
     std::lock_guard lock(mutex_);
     db_.prepare("INSERT INTO journal (job_id, key_pem, csr_pem) VALUES (?, ?, ?) ON CONFLICT(job_id) DO NOTHING")
-        .bind_all(job_id, entry.key_pem, entry.csr_pem)
+        .bind_all(job_id, entry.key_pem.reveal(), entry.csr_pem)
         .run();
     auto s = db_.prepare("SELECT key_pem, csr_pem FROM journal WHERE job_id = ?");
     s.bind(1, job_id);
     s.step();
-    return JournalEntry{s.text(0), s.text(1)};
+    return JournalEntry{sdk::Secret(s.text(0)), s.text(1)};
 }
 
 void KeyJournal::remove(const std::string& job_id) {
