@@ -188,7 +188,7 @@ std::string KeyStore::create(const std::string& name, int bits, const std::optio
 std::string KeyStore::add(const std::string& name, const std::string& path_or_uri) {
     check_name(name);
     if (path_or_uri.rfind("pkcs11:", 0) != 0 && !fs::path(path_or_uri).is_absolute())
-        throw std::invalid_argument("'" + path_or_uri + "' must be a pkcs11: URI or an absolute path");
+        throw std::invalid_argument("'" + redact_pin(path_or_uri) + "' must be a pkcs11: URI or an absolute path");
     if (fs::exists(directory_ / (name + ".pem"))) throw std::invalid_argument("key '" + name + "' already exists in " + directory_.string());
     crypto::PKey key;
     try {

@@ -99,6 +99,12 @@ TEST_CASE("a PIN in a pkcs11: URI is redacted wherever it is shown") {
         CHECK(shown.rfind("pkcs11:", 0) == 0);
     }
     CHECK(crypto::redact_pkcs11_uri("pkcs11:token=t;object=%zz;pin-value=531246").find("not shown") != std::string::npos);
+    // Wherever a URI ends up in a message: a reference that is not an absolute path, a key the
+    // engine cannot load (scheme in upper case: still a URI, not a file name).
+    test::TempDir dir;
+    KeyStore store(dir.path() / "keys");
+    CHECK_THROWS_WITH(store.add("k", "PKCS11:token=t;pin-value=531246"), !Catch::Contains("531246"));
+    CHECK_THROWS_WITH(crypto::load_private_key_from("PKCS11:token=t;object=k;pin-value=531246"), !Catch::Contains("531246"));
     // pin-source: the path is shown (percent-encoded by p11-kit), the file is not read.
     CHECK(crypto::redact_pkcs11_uri("pkcs11:token=t;object=k?pin-source=file:/etc/certconn/pin") ==
           "pkcs11:token=t;object=k?pin-source=file%3A%2Fetc%2Fcertconn%2Fpin");

@@ -149,7 +149,7 @@ std::string public_key_pem(const EVP_PKEY* key) {
 }
 
 PKey load_private_key_from(const std::string& path_or_uri) {
-    if (path_or_uri.rfind("pkcs11:", 0) == 0) {
+    if (is_pkcs11_uri(path_or_uri)) {  // any case: "PKCS11:...;pin-value=" must not end up in a file-name message
         static std::mutex engine_mutex;
         std::lock_guard lock(engine_mutex);
         ENGINE_load_builtin_engines();
