@@ -109,6 +109,7 @@ SchemaNode plugin_section_schema(const toml::node* section, const std::vector<Pl
     }
     SchemaNode s = section_schema(chosen);
     if (!chosen) s.additional = true;  // unknown plugin: only the "plugin" key can be judged
+    if (chosen && !chosen->schema) s.additional = true;  // reported by check_schemaless_sections()
     s.keys["plugin"] = plugin_key;
     return s;
 }
@@ -130,6 +131,55 @@ SchemaNode concrete_schema(const toml::table& root, const std::vector<PluginIden
     }
     schema.keys["tenant"] = plugin_section_schema(root.get("tenant"), plugins, CC_KIND_TENANT);
     return schema;
+}
+
+// A plugin that declares no configuration schema takes no configuration. Anything in its section
+// would reach the plugin, and the logged effective configuration, unchecked and unredacted (a
+// password there would be logged in clear), so the section must be empty: a feature's
+// [<name>] section, or a [ca.<name>] / [tenant] section beyond its "plugin" key.
+void check_schemaless_sections(const toml::table& root, const std::vector<PluginIdentity>& plugins, const std::string& file,
+                               std::vector<ConfigProblem>& problems) {
+    auto refuse = [&](const toml::node& section, const std::string& path, const std::string& plugin, bool plugin_key_allowed) {
+        const toml::table* table = section.as_table();
+        std::vector<std::string> keys;
+        toml::source_region where = section.source();
+        bool first = true;
+        if (table) {
+            for (const auto& [key, value] : *table) {
+                if (plugin_key_allowed && key.str() == "plugin") continue;
+                keys.push_back("'" + std::string(key.str()) + "'");
+                if (first || (key.source().begin.line > 0 && key.source().begin.line < where.begin.line)) where = key.source();
+                first = false;
+            }
+            if (keys.empty()) return;
+        }
+        std::string msg = "plugin '" + plugin + "' declares no configuration schema, so its section must be empty";
+        if (plugin_key_allowed) msg += " (only 'plugin' may be set)";
+        if (!keys.empty()) {
+            msg += "; found ";
+            for (std::size_t i = 0; i < keys.size(); ++i) msg += (i ? ", " : "") + keys[i];
+        }
+        problems.push_back({file, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column), path, msg});
+    };
+    auto schemaless = [&](const toml::node& section, cc_plugin_kind kind) -> const PluginIdentity* {
+        const toml::table* table = section.as_table();
+        if (!table) return nullptr;
+        const auto name = (*table)["plugin"].value<std::string_view>();
+        if (!name) return nullptr;
+        for (const auto& p : plugins)
+            if (p.kind == kind && p.name == *name) return p.schema ? nullptr : &p;
+        return nullptr;
+    };
+    for (const auto& p : plugins) {
+        if (p.kind != CC_KIND_FEATURE || p.schema) continue;
+        if (const toml::node* section = root.get(p.name)) refuse(*section, p.name, p.name, false);
+    }
+    if (const toml::table* cas = root["ca"].as_table()) {
+        for (const auto& [name, section] : *cas)
+            if (const PluginIdentity* p = schemaless(section, CC_KIND_CA)) refuse(section, "ca." + std::string(name.str()), p->name, true);
+    }
+    if (const toml::node* tenant = root.get("tenant"))
+        if (const PluginIdentity* p = schemaless(*tenant, CC_KIND_TENANT)) refuse(*tenant, "tenant", p->name, true);
 }
 
 json::object section_json(const toml::node& node, const SchemaNode* schema, bool redact) {
@@ -205,6 +255,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     SchemaNode known = schema;
     known.additional = true;  // reported above
     validate_node(doc.root, known, "", file, problems);
+    check_schemaless_sections(doc.root, plugins, file, problems);
 
     if (const toml::node* listen = doc.root["host"]["listen"].node(); listen && listen->is_string()) {
         try {

@@ -28,16 +28,7 @@ const EVP_MD* oaep_digest(const std::string& padding) {
     throw std::invalid_argument("unknown padding '" + padding + "' (expected oaep-sha256, oaep-sha384 or oaep-sha512)");
 }
 
-std::string redact_pin(const std::string& uri) {
-    std::string out = uri;
-    for (std::size_t at = out.find("pin-value="); at != std::string::npos; at = out.find("pin-value=", at + 1)) {
-        const std::size_t start = at + 10;
-        std::size_t end = out.find_first_of(";?&", start);
-        if (end == std::string::npos) end = out.size();
-        out.replace(start, end - start, "***");
-    }
-    return out;
-}
+std::string redact_pin(const std::string& uri) { return crypto::redact_pkcs11_uri(uri); }
 
 namespace {
 
@@ -63,16 +54,11 @@ void check_rv(CK_RV rv, const std::string& what) {
     }
 }
 
-std::string pin_of(P11KitUri* uri) {
-    if (const char* v = p11_kit_uri_get_pin_value(uri)) return v;
-    if (const char* source = p11_kit_uri_get_pin_source(uri)) {
-        std::string path = source;
-        if (path.rfind("file:", 0) == 0) path = path.substr(5);
-        std::string pin = crypto::read_file(path, "PIN file");
-        while (!pin.empty() && (pin.back() == '\n' || pin.back() == '\r')) pin.pop_back();
-        return pin;
-    }
-    throw std::invalid_argument("the pkcs11: URI carries no pin-value or pin-source; the token needs a login to create a key");
+sdk::Secret pin_of(const std::string& uri) {
+    sdk::Secret pin = crypto::pkcs11_pin(uri);
+    if (pin.empty())
+        throw std::invalid_argument("the pkcs11: URI carries no pin-value or pin-source; the token needs a login to create a key");
+    return pin;
 }
 
 // "pkcs11:token=T;object=x?pin-value=1" -> path attributes without object/id/type, then ours.
@@ -102,7 +88,7 @@ std::string pkcs11_generate_rsa(const std::string& text, const std::string& labe
     std::unique_ptr<P11KitUri, UriFree> uri(p11_kit_uri_new());
     if (const int rc = p11_kit_uri_parse(text.c_str(), P11_KIT_URI_FOR_ANY, uri.get()); rc != P11_KIT_URI_OK)
         throw std::invalid_argument("pkcs11: URI '" + redact_pin(text) + "': " + p11_kit_uri_message(rc));
-    const std::string pin = pin_of(uri.get());
+    const sdk::Secret pin = pin_of(text);
     std::unique_ptr<CK_FUNCTION_LIST*, ModulesRelease> modules(p11_kit_modules_load_and_initialize(0));
     if (!modules) throw std::runtime_error(std::string("cannot load the PKCS#11 modules: ") + p11_kit_message());
 
@@ -127,7 +113,7 @@ std::string pkcs11_generate_rsa(const std::string& text, const std::string& labe
                     f->C_CloseSession(s);
                 }
             } close{f, session};
-            CK_RV rv = f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(const_cast<char*>(pin.data())), pin.size());
+            CK_RV rv = f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(const_cast<char*>(pin.reveal_c_str())), pin.size());
             if (rv != CKR_USER_ALREADY_LOGGED_IN) check_rv(rv, "logging in to token '" + token + "'");
 
             // A label names one key: refuse to create a second object with it.
@@ -202,7 +188,7 @@ std::string KeyStore::create(const std::string& name, int bits, const std::optio
 std::string KeyStore::add(const std::string& name, const std::string& path_or_uri) {
     check_name(name);
     if (path_or_uri.rfind("pkcs11:", 0) != 0 && !fs::path(path_or_uri).is_absolute())
-        throw std::invalid_argument("'" + path_or_uri + "' must be a pkcs11: URI or an absolute path");
+        throw std::invalid_argument("'" + redact_pin(path_or_uri) + "' must be a pkcs11: URI or an absolute path");
     if (fs::exists(directory_ / (name + ".pem"))) throw std::invalid_argument("key '" + name + "' already exists in " + directory_.string());
     crypto::PKey key;
     try {

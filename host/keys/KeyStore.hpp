@@ -65,7 +65,8 @@ private:
 /// key object (with the PIN attribute of `uri`, if any).
 std::string pkcs11_generate_rsa(const std::string& uri, const std::string& label, int bits);
 
-/// `uri` with pin-value replaced by "***", for messages and listings.
+/// `uri` as it may be shown (crypto::redact_pkcs11_uri: parsed by p11-kit, PIN removed), for
+/// messages and listings.
 std::string redact_pin(const std::string& uri);
 
 }  // namespace certconn::host

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <cctype>
 #include <regex>
@@ -46,6 +47,57 @@ std::string ownership_problem(const fs::path& path, const LoaderPolicy& policy) 
         for (uid_t uid : policy.trusted_owners) owners += (owners.empty() ? "" : ", ") + std::to_string(uid);
         return "owned by uid " + std::to_string(st.st_uid) + "; expected root, the running user or the service account (uid " + owners + ")";
     }
+    return {};
+}
+
+namespace {
+
+std::string owner_of(uid_t uid) {
+    if (const passwd* pw = getpwuid(uid)) return std::string(pw->pw_name) + " (uid " + std::to_string(uid) + ")";
+    return "uid " + std::to_string(uid);
+}
+
+// Why directory `dir`, an ancestor of a plugin directory or file, is unsafe, or empty.
+std::string unsafe_ancestor(const fs::path& dir, const LoaderPolicy& policy) {
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0)
+        return "ancestor directory " + dir.string() + " cannot be checked: " + std::strerror(errno);
+    const bool world = st.st_mode & S_IWOTH, group = st.st_mode & S_IWGRP, trusted = policy.trusted_owners.count(st.st_uid) > 0;
+    if (!world && !group && trusted) return {};
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    std::string why = world ? "is writable by everyone" : group ? "is writable by its group" : "has an untrusted owner";
+    if (world && (st.st_mode & S_ISVTX)) why += " (the sticky bit does not help: its owner-created entries can still be swapped)";
+    return "ancestor directory " + dir.string() + " (owner " + owner_of(st.st_uid) + ", mode " + mode + ") " + why +
+           "; every directory above plugins must be owned by root or the service account and not group- or world-writable";
+}
+
+// The ancestors of `p` (not `p` itself), nearest first, up to and including "/".
+void add_ancestors(fs::path p, std::vector<fs::path>& out) {
+    if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();  // "a/b/" -> "a/b"
+    for (fs::path d = p.parent_path(); !d.empty(); d = d.parent_path()) {
+        if (std::find(out.begin(), out.end(), d) == out.end()) out.push_back(d);
+        if (d == d.parent_path()) break;
+    }
+}
+
+}  // namespace
+
+std::string ancestor_problem(const fs::path& path, const LoaderPolicy& policy) {
+    // Both the path as given (whoever can write a directory on it can re-point a symlink on it)
+    // and the path the kernel really opens, with every symlink resolved.
+    std::vector<fs::path> dirs;
+    std::error_code ec;
+    const fs::path given = fs::absolute(path, ec).lexically_normal();
+    if (ec) return "cannot make " + path.string() + " absolute: " + ec.message();
+    add_ancestors(given, dirs);
+    char* real = ::realpath(path.c_str(), nullptr);
+    if (real == nullptr) return "cannot resolve " + path.string() + ": " + std::strerror(errno);
+    const fs::path resolved(real);
+    std::free(real);
+    add_ancestors(resolved, dirs);
+    for (const auto& dir : dirs)
+        if (std::string why = unsafe_ancestor(dir, policy); !why.empty()) return why;
     return {};
 }
 
@@ -93,6 +145,7 @@ std::shared_ptr<PluginLibrary> open_plugin(const fs::path& file, const LoaderPol
     };
 
     if (std::string why = ownership_problem(file, policy); !why.empty()) return refuse(CC_EV_PluginFileUnsafe, why + "; refused");
+    if (std::string why = ancestor_problem(file, policy); !why.empty()) return refuse(CC_EV_PluginFileUnsafe, why + "; refused");
 
     auto lib = std::make_shared<PluginLibrary>();
     lib->file = file;
@@ -168,6 +221,10 @@ PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy) {
     }
     if (std::string why = ownership_problem(directory, policy); !why.empty()) {
         scan.directory_problem = "plugin directory " + directory.string() + " is " + why + "; no plugin loaded from it";
+        return scan;
+    }
+    if (std::string why = ancestor_problem(directory, policy); !why.empty()) {
+        scan.directory_problem = "plugin directory " + directory.string() + " is unsafe: " + why + "; no plugin loaded from it";
         return scan;
     }
     std::vector<fs::path> files;

@@ -61,4 +61,11 @@ PluginScan scan_plugins(const std::filesystem::path& directory, const LoaderPoli
 /// Why `path` (a plugin file or directory) is unsafe to load code from, or empty when safe.
 std::string ownership_problem(const std::filesystem::path& path, const LoaderPolicy& policy);
 
+/// Why a directory above `path` makes it unsafe to load code from, or empty when none does.
+/// Every ancestor of `path` as given and of its realpath(), up to "/", must be owned by a
+/// trusted owner (LoaderPolicy) and writable by neither group nor others: a sticky
+/// world-writable directory such as /tmp is refused too. The message names the directory, its
+/// owner and its mode.
+std::string ancestor_problem(const std::filesystem::path& path, const LoaderPolicy& policy);
+
 }  // namespace certconn::host

@@ -6,6 +6,7 @@
 #include <certconn/crypto.hpp>
 #include <certconn/job.hpp>
 #include <certconn/sdk.hpp>
+#include <certconn/secret.hpp>
 
 #include <boost/json.hpp>
 
@@ -21,12 +22,6 @@ namespace crypto = certconn::crypto;
 using certconn::sdk::Error;
 using certconn::sdk::status_name;
 using certconn::sdk::string_field;
-
-/// Zeroes a secret when it goes out of scope.
-struct Wiped {
-    std::string value;
-    ~Wiped() { OPENSSL_cleanse(value.data(), value.size()); }
-};
 
 /// Refuses a certificate that cannot serve `purpose` (Graph's intendedPurpose). Absent KU or
 /// EKU extensions allow everything, as RFC 5280 says.
@@ -101,9 +96,9 @@ public:
             return fail(id, e.code(), e.what());
         }
 
-        Wiped password;
+        certconn::sdk::Secret password;  // wiped when the job is done
         try {
-            password.value = host_.key_decrypt(key_name, padding, encrypted_password);
+            password = certconn::sdk::Secret(host_.key_decrypt(key_name, padding, encrypted_password));
         } catch (const Error& e) {
             if (e.retryable() && attempt < max_attempts) {
                 host_.log(CC_EV_PkcsImportReencryptFailedAttempt, CC_LEVEL_WARNING,
@@ -117,7 +112,7 @@ public:
         try {
             crypto::Pkcs12Contents contents;
             try {
-                contents = crypto::pkcs12_open(pfx, password.value);
+                contents = crypto::pkcs12_open(pfx, password);
             } catch (const std::invalid_argument& e) {
                 throw Error(CC_ERR_INVALID_ARGUMENT, e.what());
             }
@@ -132,7 +127,7 @@ public:
                 throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate expired on " + crypto::time_iso8601(X509_get0_notAfter(cert)));
             check_purpose(cert, contents.key.get(), purpose);
             result["pfx_cms"] = crypto::base64_encode(crypto::cms_encrypt(pfx, device));
-            result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(password.value, device));
+            result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(password.reveal(), device));
             result["thumbprint"] = crypto::fingerprint_hex(cert, EVP_sha1());  // lower case, as Graph has it
             result["thumbprint_sha256"] = crypto::fingerprint_hex(cert, EVP_sha256());
             result["serial"] = crypto::serial_hex(cert);

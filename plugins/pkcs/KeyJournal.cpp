@@ -2,7 +2,8 @@
 
 namespace certconn::pkcs {
 
-KeyJournal::KeyJournal(const std::filesystem::path& file) : db_(file, true) {
+// secure_delete: a delivered job's key is overwritten in the file, not merely unlinked from the b-tree.
+KeyJournal::KeyJournal(const std::filesystem::path& file) : db_(file, sqlite::Database::Options{true, true}) {
     db_.exec(R"(CREATE TABLE IF NOT EXISTS journal (
         job_id TEXT PRIMARY KEY,
         key_pem TEXT NOT NULL,
@@ -10,6 +11,7 @@ KeyJournal::KeyJournal(const std::filesystem::path& file) : db_(file, true) {
         created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now'))))");
     // Entries of jobs that never came back (cancelled at the tenant) or were resurrected.
     db_.exec("DELETE FROM journal WHERE created_at < strftime('%Y-%m-%dT%H:%M:%SZ','now','-7 days')");
+    if (db_.changes() > 0) db_.checkpoint_truncate();
 }
 
 KeyJournal::~KeyJournal() {
@@ -24,18 +26,18 @@ std::optional<JournalEntry> KeyJournal::find(const std::string& job_id) {
     auto s = db_.prepare("SELECT key_pem, csr_pem FROM journal WHERE job_id = ?");
     s.bind(1, job_id);
     if (!s.step()) return std::nullopt;
-    return JournalEntry{s.text(0), s.text(1)};
+    return JournalEntry{sdk::Secret(s.text(0)), s.text(1)};
 }
 
 JournalEntry KeyJournal::put(const std::string& job_id, const JournalEntry& entry) {
     std::lock_guard lock(mutex_);
     db_.prepare("INSERT INTO journal (job_id, key_pem, csr_pem) VALUES (?, ?, ?) ON CONFLICT(job_id) DO NOTHING")
-        .bind_all(job_id, entry.key_pem, entry.csr_pem)
+        .bind_all(job_id, entry.key_pem.reveal(), entry.csr_pem)
         .run();
     auto s = db_.prepare("SELECT key_pem, csr_pem FROM journal WHERE job_id = ?");
     s.bind(1, job_id);
     s.step();
-    return JournalEntry{s.text(0), s.text(1)};
+    return JournalEntry{sdk::Secret(s.text(0)), s.text(1)};
 }
 
 void KeyJournal::remove(const std::string& job_id) {
@@ -59,6 +61,10 @@ void KeyJournal::flush_locked() {
     }
     tx.commit();
     removed_.clear();
+    // The WAL still holds the frames that wrote the keys: fold it into the (zeroed) file and
+    // truncate it. Busy means a reader is active; the next flush, or SQLite's own checkpoint,
+    // gets there.
+    db_.checkpoint_truncate();
 }
 
 }  // namespace certconn::pkcs

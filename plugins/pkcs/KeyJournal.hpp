@@ -3,6 +3,7 @@
 // the same certificate instead of a second one. SQLite (WAL, synchronous=FULL), file mode 0600.
 #pragma once
 
+#include <certconn/secret.hpp>
 #include <certconn/sqlite.hpp>
 
 #include <filesystem>
@@ -14,7 +15,7 @@
 namespace certconn::pkcs {
 
 struct JournalEntry {
-    std::string key_pem;
+    sdk::Secret key_pem;  // the job's private key, PEM (wiped when the entry goes)
     std::string csr_pem;
 };
 

@@ -6,6 +6,7 @@
 #include <certconn/crypto.hpp>
 #include <certconn/job.hpp>
 #include <certconn/sdk.hpp>
+#include <certconn/secret.hpp>
 
 #include <boost/json.hpp>
 
@@ -21,6 +22,7 @@ namespace {
 namespace json = boost::json;
 namespace crypto = certconn::crypto;
 using certconn::sdk::Error;
+using certconn::sdk::Secret;
 using certconn::sdk::status_name;
 using certconn::sdk::string_field;
 using certconn::pkcs::JournalEntry;
@@ -36,10 +38,11 @@ json::object failure(const char* code, const std::string& message) {
     return {{"status", "failed"}, {"error", json::object{{"code", code}, {"message", message}}}};
 }
 
-std::string random_password() {
-    std::string p = crypto::base64_encode(crypto::random_bytes(18));  // 24 characters, 144 bits
+Secret random_password() {
+    Secret raw(crypto::random_bytes(18));
+    std::string p = crypto::base64_encode(raw.reveal());  // 24 characters, 144 bits
     for (auto& c : p) c = c == '+' ? 'x' : c == '/' ? 'y' : c;
-    return p;
+    return Secret(std::move(p));
 }
 
 class PkcsFeature final : public certconn::sdk::FeaturePlugin {
@@ -132,7 +135,8 @@ private:
     std::string issue(const std::string& id, const json::object& req, int attempt, int max_attempts) {
         if (attempt == 1) host_.log(CC_EV_PkcsDownloadedRequest, CC_LEVEL_INFO, "PKCS request received", id);
         // Inputs: every problem here is permanent.
-        std::string subject, key_type, ca, profile, password;
+        std::string subject, key_type, ca, profile;
+        Secret password;
         std::vector<crypto::SubjectAltName> sans;
         bool legacy = false;
         crypto::Recipient device;
@@ -145,7 +149,7 @@ private:
                 throw Error(CC_ERR_INVALID_ARGUMENT, "unknown key_type '" + key_type + "' (expected rsa2048, rsa3072, rsa4096, p256 or p384)");
             ca = string_field(req, {"ca"}, default_ca_);
             profile = string_field(req, {"profile"}, default_profile_);
-            password = string_field(req, {"pfx_password"}, "");
+            password = Secret(string_field(req, {"pfx_password"}, ""));
             if (const auto* l = req.if_contains("legacy")) {
                 if (!l->is_bool()) throw Error(CC_ERR_INVALID_ARGUMENT, "'legacy' must be true or false");
                 legacy = l->as_bool();
@@ -176,11 +180,11 @@ private:
         auto entry = journal_.find(id);
         if (!entry) {
             key = crypto::generate_key(key_type);
-            const JournalEntry fresh{crypto::private_key_pem(key.get()), crypto::make_csr_pem(key.get(), subject, sans)};
+            const JournalEntry fresh{Secret(crypto::private_key_pem(key.get())), crypto::make_csr_pem(key.get(), subject, sans)};
             entry = journal_.put(id, fresh);
-            if (entry->key_pem != fresh.key_pem) key.reset();  // a concurrent run journaled first
+            if (!entry->key_pem.equals(fresh.key_pem)) key.reset();  // a concurrent run journaled first
         }
-        if (!key) key = crypto::load_private_key(entry->key_pem);
+        if (!key) key = crypto::load_private_key(entry->key_pem.reveal());
 
         std::string issued_json;
         try {
@@ -205,11 +209,13 @@ private:
         if (password.empty()) password = random_password();
         const std::string p12 = crypto::pkcs12_der(key.get(), cert.get(), *chain, password, legacy,
                                                    crypto::name_string(X509_get_subject_name(cert.get())));
-        const std::string escrow = json::serialize(json::object{{"pkcs12", crypto::base64_encode(p12)}, {"password", password}});
+        // The escrow plaintext holds the password: wiped once sealed. (Boost.JSON's own
+        // temporaries are not wiped; the envelope below is what leaves the process.)
+        const Secret escrow(json::serialize(json::object{{"pkcs12", crypto::base64_encode(p12)}, {"password", password.reveal()}}));
         json::object result{{"status", "succeeded"},
                             {"pfx_cms", crypto::base64_encode(crypto::cms_encrypt(p12, device))},
-                            {"password_cms", crypto::base64_encode(crypto::cms_encrypt(password, device))},
-                            {"escrow_cms", crypto::base64_encode(crypto::cms_encrypt(escrow, escrow_recipient_))},
+                            {"password_cms", crypto::base64_encode(crypto::cms_encrypt(password.reveal(), device))},
+                            {"escrow_cms", crypto::base64_encode(crypto::cms_encrypt(escrow.reveal(), escrow_recipient_))},
                             {"certificate_pem", crypto::certificate_pem(cert.get())},
                             {"thumbprint", crypto::fingerprint_hex(cert.get(), EVP_sha1())},
                             {"thumbprint_sha256", crypto::fingerprint_hex(cert.get(), EVP_sha256())},
@@ -235,9 +241,9 @@ private:
             host_.log(CC_EV_PkcsRecryptRequestFailure, CC_LEVEL_ERROR, "re-encrypt request failed: " + message, id);
             return json::serialize(failure(code, message));
         };
-        std::string plain;
+        Secret plain;  // the escrow copy: PKCS#12 and its password
         try {
-            plain = crypto::cms_decrypt(crypto::base64_decode(string_field(req, {"escrow_cms"})), escrow_key_.get());
+            plain = Secret(crypto::cms_decrypt(crypto::base64_decode(string_field(req, {"escrow_cms"})), escrow_key_.get()));
         } catch (const std::exception& e) {
             return refuse(CC_EV_PkcsRecryptDecryptFailure, "invalid_argument",
                           std::string("the escrow copy cannot be decrypted with this connector's escrow key: ") + e.what());
@@ -245,10 +251,10 @@ private:
         host_.log(CC_EV_PkcsRecryptDecryptSuccess, CC_LEVEL_INFO, "escrow copy decrypted", id);
         json::object result{{"status", "succeeded"}};
         try {
-            const json::value escrow = json::parse(plain);
+            const json::value escrow = json::parse(plain.reveal());
             const crypto::Recipient device = crypto::Recipient::from_pem(string_field(req, {"device_key_pem"}));
             result["pfx_cms"] = crypto::base64_encode(crypto::cms_encrypt(crypto::base64_decode(escrow.at("pkcs12").as_string()), device));
-            result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(std::string(escrow.at("password").as_string()), device));
+            result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(std::string_view(escrow.at("password").as_string()), device));
         } catch (const std::exception& e) {
             return refuse(CC_EV_PkcsRecryptReencryptFailure, "invalid_argument", std::string("re-encryption failed: ") + e.what());
         }

@@ -28,7 +28,9 @@ json::object Job::to_json(bool with_result) const {
 }
 
 // synchronous=NORMAL: safe against a crash of the process; see OutboxStore for power loss.
-JobQueue::JobQueue(const std::filesystem::path& file) : db_(file, false) {
+// secure_delete: a pkcs request may carry a pfx_password; the copies an UPDATE of the row leaves
+// behind (status, lease, result) are zeroed instead of lingering in free space.
+JobQueue::JobQueue(const std::filesystem::path& file) : db_(file, sqlite::Database::Options{false, true}) {
     db_.exec(R"(CREATE TABLE IF NOT EXISTS jobs (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,

@@ -14,11 +14,25 @@
 
 namespace certconn::test {
 
+/// Where TempDir makes its directories: CERTCONN_TEST_TMP_DIR (a 0755 directory in the build
+/// tree) when the build defines it. Not /tmp: the plugin loader refuses plugin directories with
+/// a group- or world-writable ancestor, and /tmp is world-writable (sticky or not).
+inline std::filesystem::path temp_base() {
+#ifdef CERTCONN_TEST_TMP_DIR
+    const std::filesystem::path base(CERTCONN_TEST_TMP_DIR);
+    std::error_code ec;
+    if (std::filesystem::create_directories(base, ec)) ::chmod(base.c_str(), 0755);
+    return base;
+#else
+    return std::filesystem::temp_directory_path();
+#endif
+}
+
 /// A fresh directory (mode 0755) removed with everything in it at the end of the test.
 class TempDir {
 public:
     TempDir() {
-        std::string pattern = (std::filesystem::temp_directory_path() / "certconn-test-XXXXXX").string();
+        std::string pattern = (temp_base() / "certconn-test-XXXXXX").string();
         if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
         path_ = pattern;
         ::chmod(path_.c_str(), 0755);

@@ -179,3 +179,42 @@ TEST_CASE("schemas themselves are validated") {
                       Catch::Contains("schema.keys.a: unknown schema field 'typ'"));
     CHECK_THROWS_WITH(parse_schema(std::string_view("not json")), Catch::Contains("not valid JSON"));
 }
+
+TEST_CASE("a plugin without a configuration schema must have an empty section, so nothing in it is logged unchecked") {
+    TempDir dir;
+    const std::vector<PluginIdentity> plugins = {
+        plugin(CC_KIND_FEATURE, "import", nullptr),  // as the shipped import feature: no schema
+        plugin(CC_KIND_FEATURE, "pkcs", R"({"type":"table","keys":{"workers":{"type":"integer"}}})"),
+        plugin(CC_KIND_CA, "bare", nullptr),
+        plugin(CC_KIND_TENANT, "local", nullptr),
+    };
+    SECTION("empty sections, and a [ca]/[tenant] section holding only 'plugin', are fine") {
+        auto c = check(dir, "[import]\n[ca.corp]\nplugin = \"bare\"\n[tenant]\nplugin = \"local\"\n", plugins);
+        INFO(c.text());
+        CHECK(c.config);
+    }
+    SECTION("a feature section") {
+        auto c = check(dir, "[host]\nlisten = \"127.0.0.1:9443\"\n[import]\nwatch = \"x\"\nadmin_password = \"hunter2\"\n", plugins);
+        REQUIRE_FALSE(c.config);
+        REQUIRE(c.problems.size() == 1);
+        CHECK(c.problems[0].to_string() ==
+              dir.path().string() + "/connector.toml:4:1: import: plugin 'import' declares no configuration schema, so its section "
+                                    "must be empty; found 'admin_password', 'watch'");
+        CHECK_THAT(c.text(), !Catch::Contains("hunter2"));
+    }
+    SECTION("a CA section beyond its 'plugin' key") {
+        auto c = check(dir, "[ca.corp]\nplugin = \"bare\"\napi_key = \"s3cret-key\"\n", plugins);
+        REQUIRE_FALSE(c.config);
+        REQUIRE(c.problems.size() == 1);  // not also "unknown key"
+        CHECK_THAT(c.problems[0].to_string(),
+                   Catch::EndsWith("connector.toml:3:1: ca.corp: plugin 'bare' declares no configuration schema, so its section must "
+                                   "be empty (only 'plugin' may be set); found 'api_key'"));
+        CHECK_THAT(c.text(), !Catch::Contains("s3cret-key"));
+    }
+    SECTION("a tenant section beyond its 'plugin' key") {
+        auto c = check(dir, "[tenant]\nplugin = \"local\"\ntoken = \"t0ken\"\n", plugins);
+        REQUIRE_FALSE(c.config);
+        REQUIRE(c.problems.size() == 1);
+        CHECK_THAT(c.problems[0].to_string(), Catch::Contains(":3:1: tenant: plugin 'local' declares no configuration schema"));
+    }
+}

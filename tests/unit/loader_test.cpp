@@ -127,3 +127,91 @@ TEST_CASE("files owned by an untrusted user are refused") {
     CHECK(report.event_id == CC_EV_PluginFileUnsafe);
     CHECK_THAT(report.reason, Catch::Contains("owned by uid") && Catch::Contains("expected root, the running user or the service account"));
 }
+
+TEST_CASE("every directory above the plugin directory is checked: group- or world-writable, sticky or not, refuses it") {
+    TempDir root;  // under the build tree: its ancestors are safe (not /tmp)
+    const auto above = root / "opt";
+    const auto plugins = above / "certconnector" / "plugins";
+    std::filesystem::create_directories(plugins);
+    for (const auto& d : {above, above / "certconnector", plugins}) ::chmod(d.c_str(), 0755);
+    install_fixture(plugins, "good", "fixture-echo");
+    REQUIRE(scan_plugins(plugins, policy()).libraries.size() == 1);
+    CHECK(ancestor_problem(plugins, policy()).empty());
+
+    struct Case {
+        mode_t mode;
+        const char* why;
+    };
+    for (const Case& c : {Case{0775, "(owner root (uid 0), mode 0775) is writable by its group"},
+                          Case{0777, "(owner root (uid 0), mode 0777) is writable by everyone"},
+                          Case{01777, "(owner root (uid 0), mode 1777) is writable by everyone (the sticky bit does not help"}}) {
+        ::chmod(above.c_str(), c.mode);
+        const PluginScan scan = scan_plugins(plugins, policy());
+        INFO(scan.directory_problem.value_or("(none)"));
+        REQUIRE(scan.directory_problem);
+        CHECK_THAT(*scan.directory_problem, Catch::Contains("ancestor directory " + above.string() + " " + c.why) &&
+                                                Catch::Contains("no plugin loaded from it"));
+        CHECK(scan.libraries.empty());
+        // The file on its own is refused too (event 103), naming the same directory.
+        PluginFileReport report;
+        CHECK_FALSE(open_plugin(plugins / "fixture-echo.so", policy(), report));
+        CHECK(report.event_id == CC_EV_PluginFileUnsafe);
+        CHECK_THAT(report.reason, Catch::Contains("ancestor directory " + above.string()));
+    }
+    ::chmod(above.c_str(), 0755);
+
+    // An ancestor with an untrusted owner.
+    REQUIRE(::chown(above.c_str(), 12345, 0) == 0);
+    const PluginScan foreign = scan_plugins(plugins, policy());
+    REQUIRE(foreign.directory_problem);
+    CHECK_THAT(*foreign.directory_problem, Catch::Contains("ancestor directory " + above.string() + " (owner uid 12345, mode 0755) has an untrusted owner"));
+    REQUIRE(::chown(above.c_str(), 0, 0) == 0);
+    CHECK(scan_plugins(plugins, policy()).libraries.size() == 1);
+}
+
+TEST_CASE("symlinks are resolved: a plugin file or directory that really lives below a writable directory is refused") {
+    TempDir root;
+    const auto safe = root / "safe";
+    const auto open_dir = root / "open";  // the real home of the linked files: world-writable
+    std::filesystem::create_directories(safe / "plugins");
+    std::filesystem::create_directories(open_dir / "real-plugins");
+    ::chmod(safe.c_str(), 0755);
+    ::chmod((safe / "plugins").c_str(), 0755);
+    ::chmod((open_dir / "real-plugins").c_str(), 0755);
+    ::chmod(open_dir.c_str(), 0777);
+    const auto target = install_fixture(open_dir / "real-plugins", "good", "fixture-echo");
+
+    // A file symlink in a safe directory.
+    std::filesystem::create_symlink(target, safe / "plugins" / "linked.so");
+    const PluginScan scan = scan_plugins(safe / "plugins", policy());
+    REQUIRE_FALSE(scan.directory_problem);
+    const auto& linked = report_for(scan, "linked.so");
+    CHECK_FALSE(linked.accepted);
+    CHECK(linked.event_id == CC_EV_PluginFileUnsafe);
+    CHECK_THAT(linked.reason, Catch::Contains("ancestor directory " + open_dir.string() + " (owner root (uid 0), mode 0777)"));
+
+    // A directory symlink.
+    std::filesystem::create_symlink(open_dir / "real-plugins", safe / "plugins-link");
+    const PluginScan dir_scan = scan_plugins(safe / "plugins-link", policy());
+    REQUIRE(dir_scan.directory_problem);
+    CHECK_THAT(*dir_scan.directory_problem, Catch::Contains("ancestor directory " + open_dir.string()));
+
+    ::chmod(open_dir.c_str(), 0755);
+    CHECK(scan_plugins(safe / "plugins-link", policy()).libraries.size() == 1);
+}
+
+TEST_CASE("/tmp, world-writable with the sticky bit, is not an acceptable ancestor") {
+    std::string pattern = "/tmp/certconn-loader-XXXXXX";
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    ::chmod(pattern.c_str(), 0755);
+    struct stat st {};
+    REQUIRE(::stat("/tmp", &st) == 0);
+    if ((st.st_mode & 01002) != 01002) {
+        ::rmdir(pattern.c_str());
+        WARN("/tmp is not sticky and world-writable here; nothing to show");
+        return;
+    }
+    const std::string why = ancestor_problem(pattern, policy());
+    ::rmdir(pattern.c_str());
+    CHECK_THAT(why, Catch::StartsWith("ancestor directory /tmp (owner root (uid 0), mode 1777) is writable by everyone"));
+}

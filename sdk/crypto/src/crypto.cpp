@@ -9,12 +9,16 @@
 #include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 
+#include <p11-kit/uri.h>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -145,7 +149,7 @@ std::string public_key_pem(const EVP_PKEY* key) {
 }
 
 PKey load_private_key_from(const std::string& path_or_uri) {
-    if (path_or_uri.rfind("pkcs11:", 0) == 0) {
+    if (is_pkcs11_uri(path_or_uri)) {  // any case: "PKCS11:...;pin-value=" must not end up in a file-name message
         static std::mutex engine_mutex;
         std::lock_guard lock(engine_mutex);
         ENGINE_load_builtin_engines();
@@ -158,10 +162,101 @@ PKey load_private_key_from(const std::string& path_or_uri) {
         EVP_PKEY* key = ENGINE_load_private_key(engine, path_or_uri.c_str(), nullptr, nullptr);
         ENGINE_finish(engine);
         ENGINE_free(engine);
-        if (!key) throw_openssl("cannot load the private key " + path_or_uri + " from the token");
+        if (!key) {
+            try {
+                throw_openssl("cannot load the private key " + redact_pkcs11_uri(path_or_uri) + " from the token");
+            } catch (const CryptoError& e) {
+                throw CryptoError(scrub_pin(e.what(), path_or_uri));  // the engine's errors, in case they echo the PIN
+            }
+        }
         return PKey(key);
     }
     return load_private_key(read_file(path_or_uri, "private key file"));
+}
+
+// ---- PKCS#11 URIs ------------------------------------------------------------------------
+
+namespace {
+
+struct UriFree {
+    void operator()(P11KitUri* u) const noexcept { p11_kit_uri_free(u); }
+};
+using Uri = std::unique_ptr<P11KitUri, UriFree>;
+
+/// Parses `text` with p11-kit; null (and `why` set) when it cannot.
+Uri parse_pkcs11(std::string_view text, std::string& why) {
+    Uri uri(p11_kit_uri_new());
+    if (!uri) throw std::bad_alloc();
+    const std::string copy(text);
+    if (const int rc = p11_kit_uri_parse(copy.c_str(), P11_KIT_URI_FOR_ANY, uri.get()); rc != P11_KIT_URI_OK) {
+        why = p11_kit_uri_message(rc);
+        return nullptr;
+    }
+    return uri;
+}
+
+std::string pin_file_path(const char* source) {
+    std::string path = source;
+    if (path.rfind("file:", 0) == 0) path = path.substr(5);
+    return path;
+}
+
+}  // namespace
+
+bool is_pkcs11_uri(std::string_view text) {
+    static constexpr std::string_view scheme = "pkcs11:";
+    if (text.size() < scheme.size()) return false;
+    for (std::size_t i = 0; i < scheme.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(text[i])) != scheme[i]) return false;
+    return true;
+}
+
+std::string redact_pkcs11_uri(std::string_view text) {
+    if (!is_pkcs11_uri(text)) return std::string(text);
+    std::string why;
+    const Uri uri = parse_pkcs11(text, why);
+    if (!uri) return "pkcs11:(not shown: " + why + ")";
+    const bool had_pin = p11_kit_uri_get_pin_value(uri.get()) != nullptr;
+    p11_kit_uri_set_pin_value(uri.get(), nullptr);  // p11-kit wipes nothing; the parsed copy dies with `uri`
+    char* formatted = nullptr;
+    if (p11_kit_uri_format(uri.get(), P11_KIT_URI_FOR_ANY, &formatted) != P11_KIT_URI_OK || !formatted)
+        return "pkcs11:(not shown: cannot format)";
+    std::string out = formatted;
+    std::free(formatted);
+    if (had_pin) out += (out.find('?') == std::string::npos ? "?" : "&") + std::string("pin-value=***");
+    return out;
+}
+
+sdk::Secret pkcs11_pin(std::string_view text) {
+    std::string why;
+    const Uri uri = parse_pkcs11(text, why);
+    if (!uri) throw std::invalid_argument("pkcs11: URI " + redact_pkcs11_uri(text) + ": " + why);
+    if (const char* value = p11_kit_uri_get_pin_value(uri.get())) return sdk::Secret(std::string_view(value));
+    if (const char* source = p11_kit_uri_get_pin_source(uri.get())) {
+        const std::string path = pin_file_path(source);
+        std::ifstream in(path, std::ios::binary);
+        if (!in) throw std::invalid_argument("cannot read the PIN file " + path + " (pin-source of " + redact_pkcs11_uri(text) + ")");
+        std::string pin((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        // A PIN file holds one line; everything from the first line break on is not the PIN.
+        if (const auto end = pin.find_first_of("\r\n"); end != std::string::npos) {
+            sdk::wipe(pin.data() + end, pin.size() - end);
+            pin.resize(end);
+        }
+        return sdk::Secret(std::move(pin));
+    }
+    return {};
+}
+
+std::string scrub_pin(std::string message, std::string_view uri) noexcept {
+    try {
+        const sdk::Secret pin = pkcs11_pin(uri);
+        if (pin.size() < 4) return message;
+        for (auto at = message.find(pin.reveal()); at != std::string::npos; at = message.find(pin.reveal(), at + 3))
+            message.replace(at, pin.size(), "***");
+        return message;
+    } catch (...) {
+        return message;  // no readable PIN, nothing to scrub
+    }
 }
 
 // ---- certificates ----------------------------------------------------------------------
@@ -366,23 +461,26 @@ Request load_csr(std::string_view pem) {
 
 // ---- PKCS#12 ---------------------------------------------------------------------------
 
-std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const std::string& password, bool legacy,
-                       std::string_view friendly_name) {
+namespace {
+
+// `password` is NUL-terminated (std::string and sdk::Secret both are).
+std::string pkcs12_der_with(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, std::string_view password, bool legacy,
+                            std::string_view friendly_name) {
     STACK_OF(X509)* ca = sk_X509_new_null();
     for (const auto& c : chain) sk_X509_push(ca, c.get());
     const int pbe = legacy ? NID_pbe_WithSHA1And3_Key_TripleDES_CBC : NID_aes_256_cbc;
     const std::string name(friendly_name);
-    PKCS12* p12 = PKCS12_create_ex(password.c_str(), name.empty() ? nullptr : name.c_str(), key, leaf, ca, pbe, pbe,
+    PKCS12* p12 = PKCS12_create_ex(password.data(), name.empty() ? nullptr : name.c_str(), key, leaf, ca, pbe, pbe,
                                    PKCS12_DEFAULT_ITER, -1, 0, nullptr, nullptr);
     sk_X509_free(ca);  // the certificates belong to `chain`
     if (!p12) throw_openssl("building the PKCS#12");
     Pkcs12 owner(p12);
-    if (!PKCS12_set_mac(p12, password.c_str(), -1, nullptr, 0, PKCS12_DEFAULT_ITER, legacy ? EVP_sha1() : EVP_sha256()))
+    if (!PKCS12_set_mac(p12, password.data(), -1, nullptr, 0, PKCS12_DEFAULT_ITER, legacy ? EVP_sha1() : EVP_sha256()))
         throw_openssl("PKCS#12 MAC");
     return to_der(p12, i2d_PKCS12);
 }
 
-Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password) {
+Pkcs12Contents pkcs12_open_with(std::string_view der, std::string_view password) {
     const auto* p = reinterpret_cast<const unsigned char*>(der.data());
     Pkcs12 p12(d2i_PKCS12(nullptr, &p, static_cast<long>(der.size())));
     if (!p12) {
@@ -390,7 +488,7 @@ Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password) {
         throw std::invalid_argument("not a PKCS#12 (PFX) file");
     }
     // An empty password is tried both as "" and as absent, as Windows exports use either.
-    if (PKCS12_mac_present(p12.get()) && !PKCS12_verify_mac(p12.get(), password.c_str(), -1) &&
+    if (PKCS12_mac_present(p12.get()) && !PKCS12_verify_mac(p12.get(), password.data(), -1) &&
         !(password.empty() && PKCS12_verify_mac(p12.get(), nullptr, 0))) {
         ERR_clear_error();
         throw std::invalid_argument("the PFX password is wrong (its MAC does not verify)");
@@ -398,7 +496,7 @@ Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password) {
     EVP_PKEY* key = nullptr;
     X509* cert = nullptr;
     STACK_OF(X509)* ca = nullptr;
-    if (!PKCS12_parse(p12.get(), password.c_str(), &key, &cert, &ca)) {
+    if (!PKCS12_parse(p12.get(), password.data(), &key, &cert, &ca)) {
         const unsigned long err = ERR_peek_last_error();
         const bool unsupported = ERR_GET_REASON(err) == ERR_R_UNSUPPORTED || ERR_GET_LIB(err) == ERR_LIB_EVP;
         ERR_clear_error();
@@ -414,6 +512,22 @@ Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password) {
     if (!out.certificate) throw std::invalid_argument("the PFX holds no certificate for its private key");
     return out;
 }
+
+}  // namespace
+
+std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const std::string& password, bool legacy,
+                       std::string_view friendly_name) {
+    return pkcs12_der_with(key, leaf, chain, password, legacy, friendly_name);
+}
+
+std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const sdk::Secret& password, bool legacy,
+                       std::string_view friendly_name) {
+    return pkcs12_der_with(key, leaf, chain, password.reveal(), legacy, friendly_name);
+}
+
+Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password) { return pkcs12_open_with(der, password); }
+
+Pkcs12Contents pkcs12_open(std::string_view der, const sdk::Secret& password) { return pkcs12_open_with(der, password.reveal()); }
 
 LegacyProviders::LegacyProviders() {
     default_ = OSSL_PROVIDER_load(nullptr, "default");

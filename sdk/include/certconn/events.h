@@ -31,8 +31,8 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     /* general: plugins */                                                                      \
     X(100, PluginLoaded, OPERATIONAL, "Plugins", "a plugin was loaded and initialised")        \
     X(101, PluginUnloaded, OPERATIONAL, "Plugins", "a plugin generation was released")         \
-    X(102, PluginDirectoryUnsafe, OPERATIONAL, "Plugins", "the plugin directory is missing or writable by others; nothing loaded from it") \
-    X(103, PluginFileUnsafe, OPERATIONAL, "Plugins", "a plugin file is writable by others or has a foreign owner; refused") \
+    X(102, PluginDirectoryUnsafe, OPERATIONAL, "Plugins", "the plugin directory is missing, or it or a directory above it is writable by others or foreign-owned; nothing loaded from it") \
+    X(103, PluginFileUnsafe, OPERATIONAL, "Plugins", "a plugin file, or a directory above its real path, is writable by others or has a foreign owner; refused") \
     X(104, PluginLoadFailed, OPERATIONAL, "Plugins", "the dynamic loader could not load a plugin file") \
     X(105, PluginExportMissing, OPERATIONAL, "Plugins", "a plugin lacks a required export")    \
     X(106, PluginAbiMismatch, OPERATIONAL, "Plugins", "a plugin was built for an SDK version this host does not speak") \

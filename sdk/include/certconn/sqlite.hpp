@@ -95,9 +95,21 @@ private:
 
 class Database {
 public:
+    struct Options {
+        /// Every commit durable against power loss, not only against a crash of the process.
+        bool synchronous_full = true;
+        /// PRAGMA secure_delete=ON: deleted rows and freed pages are overwritten with zeros, so
+        /// a deleted private key or password does not linger in the file. For tables holding
+        /// secrets; pair it with checkpoint_truncate() after deleting, so the WAL lets go too.
+        bool secure_delete = false;
+    };
+
     /// Opens (creating, mode 0600) `file` with a WAL journal. `synchronous_full` makes every
     /// commit durable against power loss, not only against a crash of the process.
-    explicit Database(const std::filesystem::path& file, bool synchronous_full = true) {
+    explicit Database(const std::filesystem::path& file, bool synchronous_full = true)
+        : Database(file, Options{synchronous_full, false}) {}
+
+    Database(const std::filesystem::path& file, const Options& options) {
         if (sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
             const std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
             sqlite3_close(db_);
@@ -106,8 +118,9 @@ public:
         std::filesystem::permissions(file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
         sqlite3_busy_timeout(db_, 10000);
         exec("PRAGMA journal_mode=WAL");
-        exec(synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+        exec(options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
         exec("PRAGMA foreign_keys=ON");
+        if (options.secure_delete) exec("PRAGMA secure_delete=ON");
     }
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;
@@ -123,6 +136,16 @@ public:
         }
     }
     Statement prepare(std::string_view sql) { return Statement(db_, sql); }
+    /// Copies the WAL into the database file and truncates the WAL to zero bytes, so frames
+    /// holding deleted data leave the disk (with secure_delete, the database pages are already
+    /// zeroed). Returns false when readers kept part of the WAL in use (try again later).
+    bool checkpoint_truncate() {
+        int log = 0, done = 0;
+        const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log, &done);
+        if (rc == SQLITE_BUSY) return false;
+        if (rc != SQLITE_OK) throw Error(std::string("WAL checkpoint failed: ") + sqlite3_errmsg(db_), sqlite3_extended_errcode(db_));
+        return log == done;
+    }
     std::int64_t changes() const { return sqlite3_changes64(db_); }
     sqlite3* handle() const { return db_; }
 

@@ -4,6 +4,8 @@
 // bad input, with a message naming what was wrong.
 #pragma once
 
+#include <certconn/secret.hpp>
+
 #include <openssl/cms.h>
 #include <openssl/evp.h>
 #include <openssl/pkcs12.h>
@@ -55,7 +57,27 @@ PKey load_public_key(std::string_view pem);
 std::string private_key_pem(const EVP_PKEY* key);
 std::string public_key_pem(const EVP_PKEY* key);
 /// Loads a private key from a `pkcs11:` URI through OpenSSL's pkcs11 engine, else from a PEM file.
+/// Error messages show the URI redacted (redact_pkcs11_uri) and never the PIN.
 PKey load_private_key_from(const std::string& path_or_uri);
+
+// ---- PKCS#11 URIs (RFC 7512) -------------------------------------------------------------
+/// `text` as it may be shown in a message, event, status or log: a `pkcs11:` URI is parsed by
+/// p11-kit and formatted again without its PIN: a pin-value becomes "pin-value=***" (wherever
+/// it stood, percent-encoded or not); a pin-source keeps its path (the file's contents are
+/// never read here); attributes p11-kit does not know are dropped; a URI p11-kit cannot parse
+/// is not shown at all. Anything else (a file path) is returned unchanged.
+std::string redact_pkcs11_uri(std::string_view text);
+/// True when `text` starts with "pkcs11:" (in any case).
+bool is_pkcs11_uri(std::string_view text);
+/// The PIN a `pkcs11:` URI carries: its pin-value, else the contents of its pin-source file
+/// ("file:" prefix optional; trailing newlines removed); empty when it carries neither.
+/// Throws std::invalid_argument for an unparseable URI or an unreadable pin-source (the
+/// message names the URI redacted and the file, never its contents).
+sdk::Secret pkcs11_pin(std::string_view uri);
+/// `message` with every occurrence of the PIN `uri` carries replaced by "***": a last line of
+/// defence for text from libraries (OpenSSL's error queue, the pkcs11 engine) that might echo
+/// it. PINs shorter than 4 characters are left alone (any digit would match them).
+std::string scrub_pin(std::string message, std::string_view uri) noexcept;
 
 // ---- certificates ----------------------------------------------------------------------
 Cert load_certificate(std::string_view pem);
@@ -90,6 +112,8 @@ Request load_csr(std::string_view pem);
 /// Key + leaf + chain. Modern: AES-256-CBC with PBKDF2, SHA-256 MAC. Legacy: 3DES, SHA-1 MAC.
 std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const std::string& password,
                        bool legacy, std::string_view friendly_name = {});
+std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const sdk::Secret& password,
+                       bool legacy, std::string_view friendly_name = {});
 
 struct Pkcs12Contents {
     PKey key;
@@ -99,6 +123,7 @@ struct Pkcs12Contents {
 /// Opens a PKCS#12 (PBES2 or the classic 3DES/RC2 schemes; RC2 needs LegacyProviders).
 /// Throws std::invalid_argument: wrong password (MAC), no key, or no certificate of that key.
 Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password);
+Pkcs12Contents pkcs12_open(std::string_view der, const sdk::Secret& password);
 
 /// OpenSSL's legacy provider (single DES, RC2-40 PKCS#12), loaded while an instance lives.
 /// Loading any provider explicitly turns off the implicit default one, so "default" is
