@@ -187,7 +187,7 @@ TEST_CASE("http flood: 400 idle connections with 256 descriptors keep the admin 
     CHECK(records.size() < 200);
 }
 
-TEST_CASE("http max_connections: the 9th connection is served only when one of 8 closes; the admin socket is not counted") {
+TEST_CASE("http max_connections: the 9th connection is served only when one of 8 closes, the admin socket is not counted") {
     FloodInstallation inst("max_connections = 8\n", "");
     Daemon daemon(inst.config, inst.dir / "daemon.out");
     const auto port = inst.wait_ready(daemon);

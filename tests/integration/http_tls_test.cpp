@@ -172,7 +172,7 @@ TEST_CASE("http TLS client_ca: a client certificate from it is accepted, none is
     CHECK_THAT(inst.operational(), Catch::Contains("\"client_certificates\":true"));
 }
 
-TEST_CASE("http TLS reload: SIGHUP serves a renewed certificate; a broken one is refused with an event and the old one stays") {
+TEST_CASE("http TLS reload: SIGHUP serves a renewed certificate, a broken one is refused with an event and the old one stays") {
     TlsInstallation inst(false);
     Daemon daemon(inst.config, inst.dir / "daemon.out");
     const std::string port = inst.wait_ready(daemon);

@@ -350,7 +350,7 @@ TEST_CASE("http TLS client certificates: a verified one is reported by fingerpri
     server.http->stop();
 }
 
-TEST_CASE("http reload_tls: a new certificate serves new handshakes; a bad one throws naming the file and the old one stays") {
+TEST_CASE("http reload_tls: a new certificate serves new handshakes, a bad one throws naming the file and the old one stays") {
     Pki pki;
     Server server;
     server.http->listen_tcp("127.0.0.1:0", TlsSettings{pki.server_cert, pki.server_key, {}});
