@@ -29,9 +29,11 @@ constexpr std::string_view kHostSchema = R"json({
       "max_body_bytes": {"type": "integer", "min": 1024, "max": 67108864},
       "read_timeout_seconds": {"type": "integer", "min": 1, "max": 3600},
       "drain_timeout_seconds": {"type": "integer", "min": 0, "max": 600},
+      "max_connections": {"type": "integer", "min": 1, "max": 1000000, "description": "TCP connections served at once; at the cap the listener pauses until one closes (the admin socket is not counted)"},
       "tls": {"type": "table", "keys": {
-        "certificate": {"type": "string", "required": true, "description": "PEM certificate chain"},
-        "private_key": {"type": "string", "required": true, "description": "PEM private key, mode 0600"}
+        "certificate": {"type": "string", "required": true, "description": "PEM certificate chain; re-read on SIGHUP"},
+        "private_key": {"type": "string", "required": true, "description": "PEM private key, mode 0600; re-read on SIGHUP"},
+        "client_ca": {"type": "string", "description": "PEM bundle of CAs whose client certificates are verified and reported to authorization; clients without a certificate are still served"}
       }}
     }},
     "log": {"type": "table", "keys": {
@@ -269,7 +271,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     // Files the connector must be able to use.
     const fs::path base = doc.file.parent_path();
     if (const toml::table* tls = doc.root["host"]["tls"].as_table()) {
-        for (const char* key : {"certificate", "private_key"}) {
+        for (const char* key : {"certificate", "private_key", "client_ca"}) {
             const toml::node* n = tls->get(key);
             if (!n || !n->is_string()) continue;
             const fs::path p = resolve(base, *n->value<std::string_view>());
@@ -338,9 +340,11 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     integer(root["host"]["max_body_bytes"], h.max_body_bytes);
     if (auto v = root["host"]["read_timeout_seconds"].value<int64_t>()) h.read_timeout = std::chrono::seconds(*v);
     if (auto v = root["host"]["drain_timeout_seconds"].value<int64_t>()) h.drain_timeout = std::chrono::seconds(*v);
+    integer(root["host"]["max_connections"], h.max_connections);
     if (root["host"]["tls"].is_table()) {
         h.tls = TlsSettings{resolve(base, *root["host"]["tls"]["certificate"].value<std::string_view>()),
-                            resolve(base, *root["host"]["tls"]["private_key"].value<std::string_view>())};
+                            resolve(base, *root["host"]["tls"]["private_key"].value<std::string_view>()), {}};
+        if (auto v = root["host"]["tls"]["client_ca"].value<std::string_view>()) h.tls->client_ca = resolve(base, *v);
     }
     integer(root["log"]["max_file_mb"], c.log.max_file_mb);
     integer(root["log"]["archives"], c.log.archives);
@@ -408,8 +412,13 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                       {"max_header_bytes", h.max_header_bytes},
                       {"max_body_bytes", h.max_body_bytes},
                       {"read_timeout_seconds", h.read_timeout.count()},
-                      {"drain_timeout_seconds", h.drain_timeout.count()}};
-    if (h.tls) host["tls"] = json::object{{"certificate", h.tls->certificate.string()}, {"private_key", h.tls->private_key.string()}};
+                      {"drain_timeout_seconds", h.drain_timeout.count()},
+                      {"max_connections", h.max_connections}};
+    if (h.tls) {
+        json::object tls{{"certificate", h.tls->certificate.string()}, {"private_key", h.tls->private_key.string()}};
+        if (!h.tls->client_ca.empty()) tls["client_ca"] = h.tls->client_ca.string();
+        host["tls"] = std::move(tls);
+    }
     json::object features;
     for (const auto& p : plugins)
         if (p.kind == CC_KIND_FEATURE) features[p.name] = c.feature_enabled(p.name);

@@ -36,6 +36,9 @@ struct HostSettings {
     std::size_t max_body_bytes = 2 * 1024 * 1024;
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds drain_timeout{15};
+    // TCP connections served at once (the admin socket is not counted); at the cap the listener
+    // stops accepting until one closes. Also held below the descriptor limit (see HttpServer).
+    std::size_t max_connections = 1024;
     std::optional<TlsSettings> tls;
 
     std::filesystem::path admin_socket() const { return state_dir / "admin.sock"; }

@@ -225,7 +225,8 @@ int Connector::run() {
     started_at_ = std::chrono::system_clock::now();
     runtime_ = std::make_unique<PluginRuntime>(*log_, config_);
 
-    const HttpLimits limits{cfg.host.max_header_bytes, cfg.host.max_body_bytes, cfg.host.read_timeout, cfg.host.drain_timeout};
+    const HttpLimits limits{cfg.host.max_header_bytes, cfg.host.max_body_bytes, cfg.host.read_timeout, cfg.host.drain_timeout,
+                            cfg.host.max_connections};
     http_ = std::make_unique<HttpServer>(limits, cfg.host.io_threads, cfg.host.workers,
                                          [this](const HttpRequestMessage& r, const RequestOrigin& o) { return dispatch(r, o); },
                                          *log_);
@@ -277,6 +278,17 @@ int Connector::run() {
 }
 
 void Connector::reload() {
+    // The certificate and key files are re-read on every SIGHUP (renewed in place), whether or
+    // not the configuration file changed; their paths stay the running ones, like all of [host].
+    if (config_->host.tls) {
+        try {
+            http_->reload_tls(*config_->host.tls);
+        } catch (const std::exception& e) {
+            log_->emit(CC_EV_HttpTlsReloadFailed, CC_LEVEL_ERROR,
+                       std::string(e.what()) + "; the previous certificate keeps serving", {},
+                       {{"certificate", config_->host.tls->certificate.string()}});
+        }
+    }
     LoadedConfiguration loaded = load_configuration(config_file_, config_->host.plugin_dir);
     if (!loaded.config) {
         json::array problems;

@@ -2,6 +2,12 @@
 // local admin socket for the CLI. Requests are bounded in header size, body size and read
 // time; handlers run on a worker pool so a slow plugin never stalls the I/O threads; stop()
 // drains requests in flight before closing.
+//
+// Floods: at most max_connections TCP connections are served at once (held below the
+// process's descriptor limit, so descriptors stay for the admin socket, the event log and
+// plugins); at the cap the listener stops accepting until one closes. An accept that fails for
+// lack of descriptors or memory pauses the listener (100 ms, doubling to 1 s) instead of
+// retrying at once, and writes one event per episode. See docs/security-http.md.
 #pragma once
 
 #include "config/Config.hpp"
@@ -35,6 +41,7 @@ struct HttpLimits {
     std::size_t max_body_bytes = 2 * 1024 * 1024;
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds drain_timeout{15};
+    std::size_t max_connections = 1024;  // TCP connections at once; the admin socket is not counted
 };
 
 /// Where a request came from, as the transport saw it. Whether the peer is privileged is decided
@@ -66,8 +73,14 @@ public:
     HttpServer(const HttpServer&) = delete;
     HttpServer& operator=(const HttpServer&) = delete;
 
-    /// Binds the TCP listener; throws std::runtime_error with the address and the reason.
+    /// Binds the TCP listener; throws std::runtime_error with the address and the reason. With
+    /// `tls`: TLS 1.2/1.3 with Mozilla's "intermediate" policy; when tls->client_ca is set, a
+    /// client certificate is requested (not required) and verified against it.
     void listen_tcp(const std::string& address, const std::optional<TlsSettings>& tls);
+    /// Re-reads the TLS certificate, key and client CA bundle and uses them for new handshakes
+    /// (connections already open keep theirs). Throws std::runtime_error naming the file and the
+    /// reason when they cannot be used; the previous ones then keep serving.
+    void reload_tls(const TlsSettings& tls);
     /// Binds the admin socket (mode 0600), replacing a stale socket file.
     void listen_unix(const std::filesystem::path& socket_path);
     /// Starts the I/O threads.
@@ -77,6 +90,8 @@ public:
 
     std::uint16_t tcp_port() const { return tcp_port_; }
     std::size_t active_connections() const;
+    /// TCP connections served at once: max_connections, or less when the descriptor limit is lower.
+    std::size_t tcp_connection_limit() const;
 
 private:
     struct Impl;

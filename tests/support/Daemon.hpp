@@ -72,18 +72,24 @@ inline bool eventually(const std::function<bool()>& condition, std::chrono::mill
 }
 
 /// `certconnector run --config F` as a child process; SIGKILLed if a test forgets to stop it.
+/// With `nofile_limit`, the daemon runs with RLIMIT_NOFILE soft and hard set to it (through
+/// util-linux `prlimit`, which sets the limit and then execs the daemon: pid() stays the daemon's).
 class Daemon {
 public:
-    explicit Daemon(const std::filesystem::path& config, const std::filesystem::path& output) : output_(output) {
+    explicit Daemon(const std::filesystem::path& config, const std::filesystem::path& output,
+                    std::optional<unsigned> nofile_limit = std::nullopt)
+        : output_(output) {
         posix_spawn_file_actions_t actions;
         posix_spawn_file_actions_init(&actions);
         posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         posix_spawn_file_actions_adddup2(&actions, 1, 2);
         std::vector<std::string> args = {CERTCONNECTOR_BIN, "run", "--config", config.string()};
+        if (nofile_limit)
+            args.insert(args.begin(), {"prlimit", "--nofile=" + std::to_string(*nofile_limit) + ":" + std::to_string(*nofile_limit), "--"});
         std::vector<char*> argv;
         for (auto& a : args) argv.push_back(a.data());
         argv.push_back(nullptr);
-        if (posix_spawn(&pid_, CERTCONNECTOR_BIN, &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
+        if (posix_spawnp(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
         posix_spawn_file_actions_destroy(&actions);
     }
     ~Daemon() {

@@ -218,3 +218,31 @@ TEST_CASE("a plugin without a configuration schema must have an empty section, s
         CHECK_THAT(c.problems[0].to_string(), Catch::Contains(":3:1: tenant: plugin 'local' declares no configuration schema"));
     }
 }
+
+TEST_CASE("config: [host] max_connections and [host.tls] client_ca are typed, range-checked and in the effective configuration") {
+    TempDir dir;
+    auto defaults = check(dir, "");
+    REQUIRE(defaults.config);
+    CHECK(defaults.config->host.max_connections == 1024);
+    CHECK(defaults.config->effective.at("host").at("max_connections").to_number<long>() == 1024);
+
+    write_file(dir / "cert.pem", "x");
+    write_file(dir / "key.pem", "x");
+    ::chmod((dir / "key.pem").c_str(), 0600);
+    write_file(dir / "clients.pem", "x");
+    auto c = check(dir, "[host]\nmax_connections = 8\n[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n"
+                        "client_ca = \"clients.pem\"\n");
+    INFO(c.text());
+    REQUIRE(c.config);
+    CHECK(c.config->host.max_connections == 8);
+    REQUIRE(c.config->host.tls);
+    CHECK(c.config->host.tls->client_ca == dir.path() / "clients.pem");
+    CHECK(c.config->effective.at("host").at("tls").at("client_ca").as_string() == (dir.path() / "clients.pem").string());
+
+    auto zero = check(dir, "[host]\nmax_connections = 0\n");
+    CHECK_FALSE(zero.config);
+    CHECK_THAT(zero.text(), Catch::Contains("host.max_connections"));
+    auto missing = check(dir, "[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\nclient_ca = \"nope.pem\"\n");
+    CHECK_FALSE(missing.config);
+    CHECK_THAT(missing.text(), Catch::Contains("host.tls.client_ca: file not found"));
+}

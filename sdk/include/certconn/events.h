@@ -50,6 +50,10 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(202, HttpRouteRegistered, OPERATIONAL, "Http", "a plugin registered an HTTP route")      \
     X(203, HttpRequestRejected, OPERATIONAL, "Http", "a request was refused before routing (size, timeout, syntax)") \
     X(204, HttpHandlerFailed, OPERATIONAL, "Http", "a plugin's route handler failed")          \
+    X(205, HttpConnectionLimitReached, OPERATIONAL, "Http", "TCP connections reached [host] max_connections; accepting paused until one closes") \
+    X(206, HttpAcceptResumed, OPERATIONAL, "Http", "a listener (TCP or admin socket) accepts again after a pause (descriptor or memory shortage)") \
+    X(207, HttpTlsReloaded, OPERATIONAL, "Http", "the TLS certificate and key were re-read; new handshakes use them") \
+    X(208, HttpTlsReloadFailed, OPERATIONAL, "Http", "re-reading the TLS certificate or key failed; the previous ones keep serving") \
     /* general: jobs and the durable outbox */                                                 \
     X(300, JobClaimFailed, OPERATIONAL, "Jobs", "claiming jobs from the tenant failed; will retry") \
     X(301, JobRetryScheduled, OPERATIONAL, "Jobs", "a job failed transiently; it runs again after a backoff") \
