@@ -216,6 +216,35 @@ TEST_CASE("SCEP renewal: the tenant can veto every renewal (tenant-local allow_r
     CHECK(daemon.wait_exit() == 0);
 }
 
+TEST_CASE("SCEP renewal: a CA that cannot say whether the signer is revoked refuses the renewal (fail closed)") {
+    TempDir dir;
+    install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep"});
+    install_fixture(dir / "plugins", "good", "fixture-ca");  // forwards issuance to ca-local, answers no query
+    const fs::path config = dir / "c.toml";
+    write_file(config, kHost +
+                           "[tenant]\nplugin = \"local\"\nscep_challenges = { front = \"f\" }\n"
+                           "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+                           "[ca.front]\nplugin = \"fixture\"\nlabel = \"no queries\"\nforward_to = \"local\"\n"
+                           "[scep.profiles.front]\npath = \"/front\"\nca = \"front\"\n");
+    Daemon daemon(config, dir / "daemon.out");
+    const auto status = wait_for_status(daemon, config);
+    INFO(daemon.output());
+    REQUIRE_FALSE(status.empty());
+    const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
+    const fs::path ops = dir / "log" / "operational.jsonl";
+    const auto front = ScepEndpoint::of(port, "/front");
+
+    const Device gina = enroll(front, "CN=gina", {}, "f", "gina-enroll");
+    const auto r = renew(front, gina, "CN=gina", {}, "gina-renew");
+    CHECK(r.status == "2");
+    CHECK(r.fail_info == "4");  // badCertId
+    REQUIRE(logged(ops, CC_EV_ScepRenewalStatusUnknown, "gina-renew"));
+    CHECK_THAT(logged_message(ops, CC_EV_ScepRenewalStatusUnknown, "gina-renew"), Catch::Contains("cannot tell whether it is revoked"));
+
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
 namespace {
 
 /// The digest algorithm the CertRep's signer used.
