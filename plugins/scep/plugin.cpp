@@ -599,11 +599,9 @@ private:
                             "' is not the certificate's '" + crypto::name_string(X509_get_subject_name(old)) + "'");
         const auto old_sans = sans_of(old);
         const auto new_sans = sans_of(csr);
-        std::vector<std::string> added, dropped, san_list;
-        for (const auto& [der, text] : new_sans) {
-            san_list.push_back(text);
+        std::vector<std::string> added, dropped;
+        for (const auto& [der, text] : new_sans)
             if (!old_sans.contains(der)) added.push_back(text);
-        }
         for (const auto& [der, text] : old_sans)
             if (!new_sans.contains(der)) dropped.push_back(text);
         if (!added.empty())
@@ -632,22 +630,32 @@ private:
         if (const auto done = over_limit()) return limit_refusal(*done);
 
         // 6. The tenant may veto every renewal.
-        json::array sans_json;
-        for (const auto& t : san_list) sans_json.push_back(json::string(t));
-        const std::string verdict = host_.tenant_call(
-            "scep.validate",
-            json::serialize(json::object{{"renewal", true},
-                                         {"profile", p.name},
-                                         {"transaction_id", tx},
-                                         {"csr_pem", csr_text},
-                                         {"challenge", nullptr},
-                                         {"old_certificate_pem", crypto::certificate_pem(old)},
-                                         {"old_serial", serial},
-                                         {"old_not_after", crypto::time_iso8601(X509_get0_notAfter(old))},
-                                         {"original_serial", record->original_serial},
-                                         {"renewal_count", lineage.renewal_count},
-                                         {"subject", crypto::name_string(X509_REQ_get_subject_name(csr))},
-                                         {"sans", std::move(sans_json)}}));
+        json::array sans_json;  // "type:value", as challenges bind them (dns:, upn:, email:, uri:)
+        {
+            STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr);
+            for (const auto& san : crypto::read_sans(exts)) sans_json.push_back(json::string(san.type + ":" + san.value));
+            sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        }
+        std::string verdict;
+        try {
+            verdict = host_.tenant_call(
+                "scep.validate",
+                json::serialize(json::object{{"renewal", true},
+                                             {"profile", p.name},
+                                             {"transaction_id", tx},
+                                             {"csr_pem", csr_text},
+                                             {"challenge", nullptr},
+                                             {"old_certificate_pem", crypto::certificate_pem(old)},
+                                             {"old_serial", serial},
+                                             {"old_not_after", crypto::time_iso8601(X509_get0_notAfter(old))},
+                                             {"original_serial", record->original_serial},
+                                             {"renewal_count", lineage.renewal_count},
+                                             {"subject", crypto::name_string(X509_REQ_get_subject_name(csr))},
+                                             {"sans", std::move(sans_json)}}));
+        } catch (const Error& e) {
+            if (e.retryable()) throw;  // 503 with Retry-After: the device asks again later
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalTenantVeto, what + "the tenant could not decide (" + e.what() + "); refused");
+        }
         std::error_code ec;
         const json::value v = json::parse(verdict, ec);
         const auto* code = !ec && v.is_object() ? v.as_object().if_contains("code") : nullptr;
