@@ -401,7 +401,12 @@ std::string LocalCa::query(const std::string& request_json) {
         }
         const auto cert = store_->find_by_serial(serial);
         if (!cert) throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' issued no certificate with serial " + serial);
-        return json::serialize(json::object{{"serial", cert->serial}, {"certificate_pem", cert->certificate_pem}, {"status", cert->status}});
+        json::object answer{{"serial", cert->serial}, {"certificate_pem", cert->certificate_pem}, {"status", cert->status}};
+        if (cert->status == "revoked") {  // the reason lets a feature say why it refuses (scep renewal)
+            answer["revocation_reason"] = cert->revocation_reason;
+            answer["revoked_at"] = cert->revoked_at;
+        }
+        return json::serialize(answer);
     }
     throw sdk::Error(CC_ERR_NOT_SUPPORTED, "CA '" + name_ + "' answers no query '" + op + "' (known: certificate, crl)");
 }

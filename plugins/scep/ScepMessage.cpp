@@ -49,7 +49,7 @@ std::string signed_reply(const PkiRequest& req, const std::string& status, std::
     const unsigned flags = CMS_BINARY | CMS_PARTIAL | CMS_NOSMIMECAP;
     crypto::Cms cms(CMS_sign(nullptr, nullptr, nullptr, nullptr, flags));
     if (!cms) crypto::throw_openssl("CMS_sign");
-    CMS_SignerInfo* si = CMS_add1_signer(cms.get(), ra_cert, ra_key, req.digest ? req.digest : EVP_sha256(), flags);
+    CMS_SignerInfo* si = CMS_add1_signer(cms.get(), ra_cert, ra_key, reply_digest(req.digest), flags);
     if (!si) crypto::throw_openssl("CMS_add1_signer");
     auto add_printable = [&](const char* dotted, const std::string& v) {
         CMS_signed_add1_attr_by_OBJ(si, oid(dotted), V_ASN1_PRINTABLESTRING, v.data(), static_cast<int>(v.size()));
@@ -135,10 +135,16 @@ PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, 
             return req;
         }  // decrypting it needs OpenSSL's legacy provider, which the plugin loads (LegacyProviders)
     }
+    // Decrypted without naming the RA certificate (CMS_decrypt(3)): OpenSSL then tries every
+    // recipient with the RA key whether or not one succeeds and, when none does, decrypts with a
+    // random content key — its countermeasure to Bleichenbacher's attack on PKCS#1 v1.5 (MMA).
+    // A forged key transport and a corrupt content then fail alike, in content decryption, and
+    // pki_operation answers every decryption failure with the same badMessageCheck CertRep.
+    (void)ra_cert;
     crypto::Bio in = mem(envelope);
     crypto::Cms env(d2i_CMS_bio(in.get(), nullptr));
     crypto::Bio out(BIO_new(BIO_s_mem()));
-    if (!env || CMS_decrypt(env.get(), ra_key, ra_cert, nullptr, out.get(), CMS_BINARY) != 1) {
+    if (!env || CMS_decrypt(env.get(), ra_key, nullptr, nullptr, out.get(), CMS_BINARY) != 1) {
         std::string why;
         unsigned long code;
         while ((code = ERR_get_error()) != 0) {
@@ -151,6 +157,28 @@ PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, 
     }
     req.inner = bio_string(out.get());
     return req;
+}
+
+int digest_strength(const EVP_MD* md) {
+    if (!md) return 0;
+    switch (EVP_MD_get_type(md)) {
+        case NID_sha1: return 1;
+        case NID_sha224:
+        case NID_sha256:
+        case NID_sha384:
+        case NID_sha512:
+        case NID_sha512_224:
+        case NID_sha512_256:
+        case NID_sha3_224:
+        case NID_sha3_256:
+        case NID_sha3_384:
+        case NID_sha3_512: return 2;
+        default: return 0;  // MD5, MD4, MDC2, RIPEMD, ...
+    }
+}
+
+const EVP_MD* reply_digest(const EVP_MD* requested) {
+    return digest_strength(requested) > 0 ? requested : EVP_sha256();
 }
 
 std::string certs_only(const std::vector<X509*>& certificates) {

@@ -38,9 +38,17 @@ struct PkiRequest {
 
 using LegacyProviders = crypto::LegacyProviders;
 
-/// Parses and verifies `der`; decrypts its envelope with the RA key. Throws MalformedMessage.
+/// Parses and verifies `der`; decrypts its envelope with the RA key (`ra_cert` is not used to
+/// pick the recipient: see ScepMessage.cpp). Throws MalformedMessage.
 /// Single DES decrypts only while a LegacyProviders instance exists.
 PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, bool allow_single_des);
+
+/// How strong a message digest is for SCEP's purposes: 0 = refused everywhere (MD5, unknown),
+/// 1 = SHA-1 (only where a profile sets min_digest = "sha1"), 2 = SHA-2 or SHA-3.
+int digest_strength(const EVP_MD* md);
+/// The digest a CertRep is signed with: the request's when it is SHA-1 or stronger, otherwise
+/// SHA-256 — a reply is never signed with MD5.
+const EVP_MD* reply_digest(const EVP_MD* requested);
 
 /// CertRep SUCCESS carrying `certificates` (issued certificate first), encrypted to the requester.
 std::string success_reply(const PkiRequest& req, const std::vector<X509*>& certificates, X509* ra_cert, EVP_PKEY* ra_key);

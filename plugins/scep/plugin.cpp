@@ -1,5 +1,6 @@
 // scep: an RFC 8894 SCEP server. Each [scep.profiles.<name>] is an endpoint with its own CA,
 // certificate profile and RA certificate; the tenant validates every challenge.
+#include "IssuedCertificates.hpp"
 #include "NotificationOutbox.hpp"
 #include "PendingRequests.hpp"
 #include "ScepMessage.hpp"
@@ -12,6 +13,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 #include <sys/stat.h>
 
 #include <fstream>
@@ -43,7 +45,13 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
     "retry_after_seconds": {"type":"integer","min":1,"max":3600},
     "require_approval": {"type":"boolean","description":"requests wait for `certconnector scep approve` (default false)"},
     "renewal_window_days": {"type":"integer","min":0,"max":3650,
-      "description":"renewal (signed by a valid certificate this CA issued) only this close to expiry; 0 = any time (default)"}
+      "description":"renewal (signed by a valid certificate this profile issued) only this close to expiry; 0 = any time (default)"},
+    "max_renewals": {"type":"integer","min":0,"max":100000,
+      "description":"renewals allowed per original enrollment, counted over all its renewals (default 10; 0 = renewal refused)"},
+    "renewal_allow_san_subset": {"type":"boolean",
+      "description":"a renewal may drop SANs of the certificate it renews (default false: the same SAN set); never add one"},
+    "min_digest": {"type":"string","enum":["sha256","sha1"],
+      "description":"weakest message and CSR digest accepted (default sha256; sha1 for old clients). MD5 is always refused"}
   }}}
 }})json";
 
@@ -83,6 +91,10 @@ struct Profile {
     bool include_root = true;
     bool allow_single_des = false;
     int renewal_window_days = 0;
+    int max_renewals = 10;
+    bool renewal_allow_san_subset = false;
+    std::string min_digest = "sha256";
+    int min_digest_strength = 2;  // scep::digest_strength of min_digest
     bool require_approval = false;
     int max_concurrent = 32;
     int retry_after_seconds = 10;
@@ -137,6 +149,10 @@ public:
                         throw Error(CC_ERR_INVALID_ARGUMENT, "profile '" + p->name + "': next_ca_certificate " + file + " holds no certificate");
                 }
                 if (o.contains("renewal_window_days")) p->renewal_window_days = static_cast<int>(o.at("renewal_window_days").as_int64());
+                if (o.contains("max_renewals")) p->max_renewals = static_cast<int>(o.at("max_renewals").as_int64());
+                if (o.contains("renewal_allow_san_subset")) p->renewal_allow_san_subset = o.at("renewal_allow_san_subset").as_bool();
+                if (o.contains("min_digest")) p->min_digest = std::string(o.at("min_digest").as_string());
+                p->min_digest_strength = p->min_digest == "sha1" ? 1 : 2;
                 Profile* raw = p.get();
                 for (const std::string path : {p->path, p->path + "/pkiclient.exe"})
                     for (const char* method : {"GET", "POST"})
@@ -179,9 +195,10 @@ private:
         const std::string operation = query_value(r.query, "operation");
         try {
             if (operation == "GetCACaps")
+                // Only what this profile accepts: SHA-1 when min_digest allows it, never MD5.
                 return {200, {{"Content-Type", "text/plain"}},
-                        std::string("AES\nDES3\nSHA-256\nSHA-512\nSHA-1\nPOSTPKIOperation\nSCEPStandard\nRenewal\n") +
-                            (p.next_ca.empty() ? "" : "GetNextCACert\n")};
+                        std::string("AES\nDES3\nSHA-256\nSHA-512\n") + (p.min_digest_strength <= 1 ? "SHA-1\n" : "") +
+                            "POSTPKIOperation\nSCEPStandard\nRenewal\n" + (p.next_ca.empty() ? "" : "GetNextCACert\n")};
             ensure_ra(p);
             if (operation == "GetNextCACert") {
                 if (p.next_ca.empty())
@@ -248,28 +265,45 @@ private:
             host_.log(CC_EV_ScepRequestIssuedFailure, CC_LEVEL_ERROR, "SCEP request refused: " + why, tx);
             return reply(scep::failure_reply(req, info, p.ra_cert.get(), p.ra_key.get()));
         };
+        // Every message is signed with a digest at least as strong as the profile's min_digest
+        // (MD5 never); the refusal itself is signed with SHA-256.
+        if (scep::digest_strength(req.digest) < p.min_digest_strength) {
+            const std::string used = req.digest ? EVP_MD_get0_name(req.digest) : "an unknown digest";
+            req.digest = EVP_sha256();
+            return fail(scep::FailInfo::BadAlg, CC_EV_ScepAlgorithmRefused,
+                        "the message is signed with " + used + ", weaker than min_digest = " + p.min_digest);
+        }
         if (req.type == scep::MessageType::CertPoll) return poll(p, req, fail);
         if (req.type == scep::MessageType::GetCert || req.type == scep::MessageType::GetCRL) return lookup(p, req, fail);
         if (req.type != scep::MessageType::PKCSReq && req.type != scep::MessageType::RenewalReq)
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
                         "message type " + std::to_string(static_cast<int>(req.type)) + " is not a SCEP request type");
-        // Renewal: signed by a still-valid certificate this CA issued, it needs no challenge.
-        std::string renewal_problem;
-        const bool renewal = issued_by_us(p, req.signer.get(), renewal_problem);
-        if (req.type == scep::MessageType::RenewalReq && !renewal)
-            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure, "RenewalReq refused: " + renewal_problem);
-        if (!req.inner)
-            return fail(req.refused_cipher ? scep::FailInfo::BadAlg : scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure,
-                        req.decrypt_error);
+        if (req.refused_cipher) return fail(scep::FailInfo::BadAlg, CC_EV_ScepAlgorithmRefused, req.decrypt_error);
+        // Whatever went wrong inside the envelope — it does not decrypt, is not EnvelopedData, or
+        // does not hold a PKCS#10 — the device gets the same badMessageCheck CertRep; only the
+        // log says which (no padding or decryption oracle).
+        if (!req.inner) return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure, req.decrypt_error);
         const auto* cp = reinterpret_cast<const unsigned char*>(req.inner->data());
         crypto::Request csr(d2i_X509_REQ(nullptr, &cp, static_cast<long>(req.inner->size())));
         if (!csr) {
             ERR_clear_error();
-            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure, "the envelope does not hold a PKCS#10 request");
+            return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure, "the envelope does not hold a PKCS#10 request");
         }
         if (X509_REQ_verify(csr.get(), X509_REQ_get0_pubkey(csr.get())) != 1) {
             ERR_clear_error();
             return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure, "the CSR's signature does not verify");
+        }
+        {
+            int md_nid = NID_undef;
+            OBJ_find_sigid_algs(X509_REQ_get_signature_nid(csr.get()), &md_nid, nullptr);
+            const EVP_MD* csr_md = md_nid == NID_undef ? nullptr : EVP_get_digestbynid(md_nid);
+            // Ed25519/Ed448 CSRs have no separate digest (NID_undef): their strength is the algorithm's.
+            const bool pure = md_nid == NID_undef && (X509_REQ_get_signature_nid(csr.get()) == NID_ED25519 ||
+                                                      X509_REQ_get_signature_nid(csr.get()) == NID_ED448);
+            if (!pure && scep::digest_strength(csr_md) < p.min_digest_strength)
+                return fail(scep::FailInfo::BadAlg, CC_EV_ScepAlgorithmRefused,
+                            std::string("the CSR is signed with ") + (csr_md ? EVP_MD_get0_name(csr_md) : "an unknown digest") +
+                                ", weaker than min_digest = " + p.min_digest);
         }
         crypto::Bio bio(BIO_new(BIO_s_mem()));
         PEM_write_bio_X509_REQ(bio.get(), csr.get());
@@ -277,16 +311,15 @@ private:
         const long csr_len = BIO_get_mem_data(bio.get(), &data);
         const std::string csr_text(data, static_cast<std::size_t>(csr_len));
 
-        if (renewal) {
-            if (X509_NAME_cmp(X509_REQ_get_subject_name(csr.get()), X509_get_subject_name(req.signer.get())) != 0)
-                return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure, "a renewal must keep the subject of the certificate it renews");
-            host_.log(CC_EV_ScepVerifySuccess, CC_LEVEL_INFO,
-                      "renewal authorised by certificate " + crypto::serial_hex(req.signer.get()), tx);
-            return issue(p, req, csr.get(), csr_text, tx, "renew:" + crypto::serial_hex(req.signer.get()), fail);
-        }
+        // A RenewalReq, or a PKCSReq without a challenge signed by a certificate (not self-signed),
+        // is a renewal: the signing certificate is the credential. A PKCSReq carrying a challenge
+        // is an enrollment whoever signed it: the tenant validates the challenge.
+        const auto challenge = scep::challenge_password(csr.get());
+        const bool self_signed = X509_check_issued(req.signer.get(), req.signer.get()) == X509_V_OK;
+        if (req.type == scep::MessageType::RenewalReq || (!challenge && !self_signed))
+            return renew(p, req, csr.get(), csr_text, fail);
 
         // The tenant decides whether this device may enroll.
-        const auto challenge = scep::challenge_password(csr.get());
         const std::string verdict = host_.tenant_call(
             "scep.validate", json::serialize(json::object{{"profile", p.name}, {"transaction_id", tx}, {"csr_pem", csr_text},
                                                           {"challenge", challenge ? json::value(*challenge) : json::value(nullptr)}}));
@@ -307,7 +340,7 @@ private:
                 return reply(scep::pending_reply(req, p.ra_cert.get(), p.ra_key.get()));
             }
         }
-        return issue(p, req, csr.get(), csr_text, tx, "enroll", fail);
+        return issue(p, req, csr.get(), csr_text, tx, "enroll", Lineage{}, fail);
     }
 
     /// CertPoll (GetCertInitial): the state of a transaction that was left pending.
@@ -321,7 +354,7 @@ private:
         if (row->status == "denied")
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, "an administrator denied transaction " + req.transaction_id);
         crypto::Request csr = crypto::load_csr(row->csr_pem);
-        return issue(p, req, csr.get(), row->csr_pem, req.transaction_id, "enroll", fail);
+        return issue(p, req, csr.get(), row->csr_pem, req.transaction_id, "enroll", Lineage{}, fail);
     }
 
     /// GetCert and GetCRL: a certificate this profile's CA issued, or its CRL, named by an
@@ -412,19 +445,28 @@ private:
                 json::serialize(json::object{{"transaction_id", id}, {"status", approve ? "approved" : "denied"}})};
     }
 
-    template <class Fail>
-    HttpResponse issue(Profile& p, const scep::PkiRequest& req, X509_REQ* csr, const std::string& csr_text, const std::string& tx,
-                       const std::string& kind, Fail& fail) {
-        // The CA issues once per request id: a client resending the same request gets the same
-        // certificate; a new CSR or a renewal of another certificate is a new request.
+    /// The CA issues once per request id: a client resending the same request gets the same
+    /// certificate; a new CSR or a renewal of another certificate is a new request.
+    static std::string ca_request_id(const Profile& p, X509_REQ* csr, const std::string& kind, const std::string& tx) {
         unsigned char* der = nullptr;
         const int der_len = i2d_X509_REQ(csr, &der);
         unsigned char md[32];
         unsigned int md_len = 0;
         EVP_Digest(der, static_cast<std::size_t>(der_len), md, &md_len, EVP_sha256(), nullptr);
         OPENSSL_free(der);
-        const std::string request_id = "scep:" + p.name + ":" + kind + ":" + tx + ":" +
-                                       crypto::hex_encode(std::string_view(reinterpret_cast<char*>(md), 16));
+        return "scep:" + p.name + ":" + kind + ":" + tx + ":" + crypto::hex_encode(std::string_view(reinterpret_cast<char*>(md), 16));
+    }
+
+    /// Where an issued certificate sits in its enrollment's renewal chain (an enrollment: empty, 0).
+    struct Lineage {
+        std::string original_serial;
+        std::int64_t renewal_count = 0;
+    };
+
+    template <class Fail>
+    HttpResponse issue(Profile& p, const scep::PkiRequest& req, X509_REQ* csr, const std::string& csr_text, const std::string& tx,
+                       const std::string& kind, const Lineage& lineage, Fail& fail) {
+        const std::string request_id = ca_request_id(p, csr, kind, tx);
         std::string issued;
         try {
             issued = host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", request_id},
@@ -446,13 +488,22 @@ private:
                         "transaction " + tx + " was already used for another key");
         const std::string serial = crypto::serial_hex(cert.get());
         host_.log(CC_EV_ScepIssuedSuccess, CC_LEVEL_INFO, "certificate " + serial + " issued by CA '" + p.ca + "'", tx);
+        // The renewal ledger: what this certificate may later renew, and its place in the chain.
+        // Not recorded means it cannot renew (it can still enroll with a challenge): fail closed.
+        try {
+            issued_.record({p.ca, serial, p.name, lineage.original_serial.empty() ? serial : lineage.original_serial,
+                            lineage.renewal_count, tx, request_id, crypto::time_iso8601(X509_get0_notAfter(cert.get()))});
+        } catch (const std::exception& e) {
+            host_.log(CC_EV_ScepIssuedFailure, CC_LEVEL_ERROR,
+                      "certificate " + serial + " issued but not recorded in the renewal ledger (it cannot renew): " + e.what(), tx);
+        }
         notify(p, tx, csr_text, cert.get());
         return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
     }
 
-    /// Whether `cert` is a currently valid certificate issued under this profile's CA chain, and
-    /// within the renewal window. `why` says what is missing when not.
-    bool issued_by_us(const Profile& p, X509* cert, std::string& why) const {
+    /// Whether `cert` verifies, now, against this profile's CA chain (and is not self-signed).
+    /// `why` says what is missing when not.
+    bool chains_to_profile_ca(const Profile& p, X509* cert, std::string& why) const {
         if (X509_check_issued(cert, cert) == X509_V_OK) {
             why = "the request is signed by a self-signed certificate";
             return false;
@@ -472,16 +523,191 @@ private:
             ERR_clear_error();
             return false;
         }
+        return true;
+    }
+
+    /// A SAN as text for messages ("DNS:host", "email:a@b", "othername: UPN::u@d").
+    static std::string san_text(const GENERAL_NAME* gn) {
+        crypto::Bio bio(BIO_new(BIO_s_mem()));
+        GENERAL_NAME_print(bio.get(), const_cast<GENERAL_NAME*>(gn));
+        char* data = nullptr;
+        const long n = BIO_get_mem_data(bio.get(), &data);
+        return std::string(data, static_cast<std::size_t>(n));
+    }
+
+    /// The subjectAltNames of a certificate or request as a set: DER of each GeneralName (what
+    /// is compared, exactly) -> its text (what a message shows).
+    static std::map<std::string, std::string> san_set(GENERAL_NAMES* names) {
+        std::map<std::string, std::string> out;
+        for (int i = 0; names && i < sk_GENERAL_NAME_num(names); ++i) {
+            GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
+            unsigned char* der = nullptr;
+            const int len = i2d_GENERAL_NAME(gn, &der);
+            if (len <= 0) continue;
+            out.emplace(std::string(reinterpret_cast<char*>(der), static_cast<std::size_t>(len)), san_text(gn));
+            OPENSSL_free(der);
+        }
+        GENERAL_NAMES_free(names);
+        return out;
+    }
+    static std::map<std::string, std::string> sans_of(X509* cert) {
+        return san_set(static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+    }
+    static std::map<std::string, std::string> sans_of(X509_REQ* csr) {
+        STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr);
+        auto* names = exts ? static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts, NID_subject_alt_name, nullptr, nullptr)) : nullptr;
+        sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        return san_set(names);
+    }
+    static std::string joined(const std::vector<std::string>& items) {
+        std::string out;
+        for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+        return out;
+    }
+
+    /// A renewal: authorised by the certificate that signed the request instead of a challenge.
+    /// Each rule refuses with its own event (41xx) and failInfo:
+    ///   badMessageCheck — the signer does not verify against this profile's CA (or expired);
+    ///   badCertId       — the signer is revoked, the CA cannot say, or this profile did not issue it;
+    ///   badRequest      — the request is not allowed: another identity, outside the window,
+    ///                     max_renewals reached, or the tenant vetoed it.
+    template <class Fail>
+    HttpResponse renew(Profile& p, scep::PkiRequest& req, X509_REQ* csr, const std::string& csr_text, Fail& fail) {
+        const std::string& tx = req.transaction_id;
+        X509* old = req.signer.get();
+        const std::string serial = crypto::serial_hex(old);
+        const std::string what = "renewal by certificate " + serial + ": ";
+        std::string why;
+        if (!chains_to_profile_ca(p, old, why)) return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepRenewalSignerNotTrusted, what + why);
+
+        // 1. Not revoked, as the CA says now; no answer is no renewal.
+        std::string status, reason;
+        try {
+            const json::value answer = json::parse(host_.ca_query(p.ca, json::serialize(json::object{{"op", "certificate"}, {"serial", serial}})));
+            const auto& a = answer.as_object();
+            status = std::string(a.at("status").as_string());
+            if (const auto* r = a.if_contains("revocation_reason"); r && r->is_string()) reason = std::string(r->as_string());
+            if (const auto* pem = a.if_contains("certificate_pem"); pem && pem->is_string() &&
+                X509_cmp(crypto::load_certificate(std::string(pem->as_string())).get(), old) != 0)
+                status = "another certificate under that serial";
+        } catch (const std::exception& e) {
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalStatusUnknown,
+                        what + "CA '" + p.ca + "' cannot tell whether it is revoked (" + e.what() + "); refused");
+        }
+        if (status == "revoked")
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalSignerRevoked,
+                        what + "it is revoked" + (reason.empty() ? "" : " (" + reason + ")"));
+        if (status != "valid")
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalStatusUnknown,
+                        what + "CA '" + p.ca + "' reports status '" + status + "', not 'valid'; refused");
+
+        // 2. Issued by this SCEP server for this profile.
+        std::optional<scep::IssuedCertificate> record;
+        try {
+            record = issued_.find(p.ca, serial);
+        } catch (const std::exception& e) {
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile, what + "the renewal ledger cannot be read: " + e.what());
+        }
+        if (!record)
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile,
+                        what + "it was not issued by SCEP profile '" + p.name + "' (unknown to its renewal ledger); enroll with a challenge");
+        if (record->profile != p.name)
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile,
+                        what + "it was issued for SCEP profile '" + record->profile + "', not '" + p.name + "'");
+
+        // 3. Within the renewal window.
         if (p.renewal_window_days > 0) {
             int days = 0, secs = 0;
-            ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notAfter(cert));
-            if (days > p.renewal_window_days) {
-                why = "the certificate expires in " + std::to_string(days) + " days; renewal opens " +
-                      std::to_string(p.renewal_window_days) + " days before expiry";
-                return false;
-            }
+            ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notAfter(old));
+            if (days > p.renewal_window_days)
+                return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalOutsideWindow,
+                            what + "it expires in " + std::to_string(days) + " days; renewal opens " +
+                                std::to_string(p.renewal_window_days) + " days before expiry (renewal_window_days)");
         }
-        return true;
+
+        // 4. The same identity: subject, and SANs (a subset where the profile allows it).
+        if (X509_NAME_cmp(X509_REQ_get_subject_name(csr), X509_get_subject_name(old)) != 0)
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalIdentityMismatch,
+                        what + "the request's subject '" + crypto::name_string(X509_REQ_get_subject_name(csr)) +
+                            "' is not the certificate's '" + crypto::name_string(X509_get_subject_name(old)) + "'");
+        const auto old_sans = sans_of(old);
+        const auto new_sans = sans_of(csr);
+        std::vector<std::string> added, dropped;
+        for (const auto& [der, text] : new_sans)
+            if (!old_sans.contains(der)) added.push_back(text);
+        for (const auto& [der, text] : old_sans)
+            if (!new_sans.contains(der)) dropped.push_back(text);
+        if (!added.empty())
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalIdentityMismatch,
+                        what + "the request adds SANs the certificate does not have: " + joined(added));
+        if (!dropped.empty() && !p.renewal_allow_san_subset)
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalIdentityMismatch,
+                        what + "the request drops SANs of the certificate (renewal_allow_san_subset = false): " + joined(dropped));
+
+        // 5. At most max_renewals per original enrollment. A resent renewal the CA already
+        // answered is the same renewal, not another one.
+        const std::string kind = "renew:" + serial;
+        const std::string request_id = ca_request_id(p, csr, kind, tx);
+        const Lineage lineage{record->original_serial, record->renewal_count + 1};
+        auto over_limit = [&]() -> std::optional<std::int64_t> {
+            if (issued_.find_by_request(p.ca, request_id)) return std::nullopt;
+            const std::int64_t done = issued_.renewals_of(p.ca, record->original_serial);
+            if (done >= p.max_renewals) return done;
+            return std::nullopt;
+        };
+        auto limit_refusal = [&](std::int64_t done) {
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalLimitReached,
+                        what + "enrollment " + record->original_serial + " was renewed " + std::to_string(done) +
+                            " times; max_renewals = " + std::to_string(p.max_renewals));
+        };
+        if (const auto done = over_limit()) return limit_refusal(*done);
+
+        // 6. The tenant may veto every renewal.
+        json::array sans_json;  // "type:value", as challenges bind them (dns:, upn:, email:, uri:)
+        {
+            STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr);
+            for (const auto& san : crypto::read_sans(exts)) sans_json.push_back(json::string(san.type + ":" + san.value));
+            sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+        }
+        std::string verdict;
+        try {
+            verdict = host_.tenant_call(
+                "scep.validate",
+                json::serialize(json::object{{"renewal", true},
+                                             {"profile", p.name},
+                                             {"transaction_id", tx},
+                                             {"csr_pem", csr_text},
+                                             {"challenge", nullptr},
+                                             {"old_certificate_pem", crypto::certificate_pem(old)},
+                                             {"old_serial", serial},
+                                             {"old_not_after", crypto::time_iso8601(X509_get0_notAfter(old))},
+                                             {"original_serial", record->original_serial},
+                                             {"renewal_count", lineage.renewal_count},
+                                             {"subject", crypto::name_string(X509_REQ_get_subject_name(csr))},
+                                             {"sans", std::move(sans_json)}}));
+        } catch (const Error& e) {
+            if (e.retryable()) throw;  // 503 with Retry-After: the device asks again later
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalTenantVeto, what + "the tenant could not decide (" + e.what() + "); refused");
+        }
+        std::error_code ec;
+        const json::value v = json::parse(verdict, ec);
+        const auto* code = !ec && v.is_object() ? v.as_object().if_contains("code") : nullptr;
+        if (!code || !code->is_string() || code->as_string() != "Success") {
+            const auto* d = !ec && v.is_object() ? v.as_object().if_contains("errorDescription") : nullptr;
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalTenantVeto,
+                        what + "the tenant refused it: " + (code && code->is_string() ? std::string(code->as_string()) : "no answer code") +
+                            (d && d->is_string() ? " (" + std::string(d->as_string()) + ")" : ""));
+        }
+
+        // Counted and issued under one lock, so concurrent renewals cannot both take the last one.
+        std::lock_guard lock(renewal_mutex_);
+        if (const auto done = over_limit()) return limit_refusal(*done);
+        host_.log(CC_EV_ScepRenewalAuthorized, CC_LEVEL_INFO,
+                  "profile '" + p.name + "': renewal authorised by certificate " + serial + " (renewal " +
+                      std::to_string(lineage.renewal_count) + " of enrollment " + record->original_serial + ", max_renewals " +
+                      std::to_string(p.max_renewals) + ")",
+                  tx);
+        return issue(p, req, csr, csr_text, tx, kind, lineage, fail);
     }
 
     /// Queues the tenant's notification durably; the outbox thread sends it (notified()).
@@ -527,6 +753,8 @@ private:
 
     certconn::sdk::Host& host_;
     certconn::scep::PendingRequests pending_;
+    certconn::scep::IssuedCertificates issued_{host_.state_dir() / "issued.db"};  // the renewal ledger
+    std::mutex renewal_mutex_;
     std::unique_ptr<certconn::scep::LegacyProviders> legacy_;  // only when a profile allows single DES
     std::vector<std::unique_ptr<Profile>> profiles_;
     std::unique_ptr<certconn::scep::NotificationOutbox> notifications_;  // last: its thread stops first

@@ -128,6 +128,12 @@ json::object ScepLedger::validate(const json::object& request) {
     return {{"code", "Success"}};
 }
 
+json::object ScepLedger::validate_renewal(const json::object&, bool allowed) {
+    if (!allowed)
+        return {{"code", "RenewalNotAllowed"}, {"errorDescription", "this tenant does not allow SCEP renewals (allow_renewal = false)"}};
+    return {{"code", "Success"}};
+}
+
 void ScepLedger::record(const std::string& kind, const json::object& notification) {
     std::lock_guard lock(mutex_);
     const auto* tx = notification.if_contains("transaction_id");

@@ -22,6 +22,9 @@ public:
     ScepLedger(const std::filesystem::path& file, std::map<std::string, std::string> static_challenges);
     /// {"code": "Success"} or a refusal code with "errorDescription".
     boost::json::object validate(const boost::json::object& request);
+    /// A renewal (scep.validate with "renewal": true) carries no challenge: the scep feature
+    /// checked the old certificate. This tenant only says whether renewals are `allowed`.
+    boost::json::object validate_renewal(const boost::json::object& request, bool allowed);
     /// Creates a dynamic challenge; returns {"challenge", "expires_at"}.
     boost::json::object create_challenge(const std::string& profile, const std::string& subject,
                                          const std::vector<std::string>& sans, std::int64_t ttl_seconds);

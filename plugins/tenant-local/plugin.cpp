@@ -20,7 +20,9 @@ using certconn::sdk::HttpResponse;
 
 constexpr const char* kSchema = R"json({"type":"table","keys":{
   "scep_challenges": {"type":"table","values":{"type":"string","secret":true},
-    "description":"static SCEP challenge per SCEP profile name"}
+    "description":"static SCEP challenge per SCEP profile name"},
+  "allow_renewal": {"type":"boolean",
+    "description":"SCEP renewals (requests authorised by the device's certificate, no challenge) are allowed (default true); false vetoes every renewal"}
 }})json";
 
 HttpResponse json_response(int status, const json::value& body) {
@@ -69,7 +71,15 @@ public:
         std::error_code ec;
         json::value request = json::parse(request_json, ec);
         if (ec || !request.is_object()) throw Error(CC_ERR_INVALID_ARGUMENT, operation + ": request is not a JSON object");
-        if (operation == "scep.validate") return json::serialize(scep_.validate(request.as_object()));
+        if (operation == "scep.validate") {
+            const auto* renewal = request.as_object().if_contains("renewal");
+            if (renewal && renewal->is_bool() && renewal->as_bool()) {
+                const json::value config = json::parse(host_.config_json());
+                const auto* allow = config.as_object().if_contains("allow_renewal");
+                return json::serialize(scep_.validate_renewal(request.as_object(), !allow || !allow->is_bool() || allow->as_bool()));
+            }
+            return json::serialize(scep_.validate(request.as_object()));
+        }
         if (operation == "scep.notify_success" || operation == "scep.notify_failure") {
             scep_.record(operation.substr(12), request.as_object());
             return R"({"code":"Success"})";

@@ -8,7 +8,7 @@ set -uo pipefail
 source "$(dirname "$0")/lib.sh" scep "$@"
 
 # micromdm scepclient encrypts to every certificate GetCACert returns and only speaks RSA:
-# this CA is RSA throughout.
+# this CA is RSA throughout. It signs with SHA-1: its profile sets min_digest = "sha1".
 cat >"$work/c.toml" <<TOML
 [host]
 listen = "127.0.0.1:0"
@@ -27,6 +27,7 @@ pkcs = false
 path = "/scep"
 ca = "corp"
 allow_single_des = true
+min_digest = "sha1"
 [scep.profiles.strict]
 path = "/scep-strict"
 ca = "corp"

@@ -138,6 +138,18 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(4008, ScepNotifySuccess, OPERATIONAL, "SCEP", "tenant notified")                         \
     X(4009, ScepNotifyAttemptFailed, OPERATIONAL, "SCEP", "notifying the tenant failed; will retry") \
     X(4010, ScepNotifySaveToDiskFailed, OPERATIONAL, "SCEP", "could not persist the notification: the tenant cannot be told") \
+    /* SCEP renewal (a request authorised by a certificate instead of a challenge) */           \
+    X(4100, ScepRenewalAuthorized, OPERATIONAL, "SCEP", "renewal authorised: signer valid, unrevoked, issued for this profile, same identity, tenant agreed") \
+    X(4101, ScepRenewalSignerNotTrusted, OPERATIONAL, "SCEP", "renewal refused: the signer is self-signed, expired or not from this profile's CA") \
+    X(4102, ScepRenewalSignerRevoked, OPERATIONAL, "SCEP", "renewal refused: the CA reports the signer revoked") \
+    X(4103, ScepRenewalStatusUnknown, OPERATIONAL, "SCEP", "renewal refused: the CA could not say whether the signer is revoked (fail closed)") \
+    X(4104, ScepRenewalWrongProfile, OPERATIONAL, "SCEP", "renewal refused: the signer was not issued by this SCEP server for this profile") \
+    X(4105, ScepRenewalIdentityMismatch, OPERATIONAL, "SCEP", "renewal refused: the new request's subject or SANs differ from the certificate it renews") \
+    X(4106, ScepRenewalOutsideWindow, OPERATIONAL, "SCEP", "renewal refused: the certificate is not yet within renewal_window_days of expiry") \
+    X(4107, ScepRenewalLimitReached, OPERATIONAL, "SCEP", "renewal refused: the enrollment was renewed max_renewals times") \
+    X(4108, ScepRenewalTenantVeto, OPERATIONAL, "SCEP", "renewal refused by the tenant") \
+    /* SCEP message algorithms */                                                               \
+    X(4120, ScepAlgorithmRefused, OPERATIONAL, "SCEP", "a request used a digest weaker than the profile's min_digest, or a refused cipher") \
     /* health */                                                                                \
     X(5000, HealthMessageUploadSuccess, OPERATIONAL, "Health", "heartbeat sent to the tenant") \
     X(5001, HealthMessageUploadFailedAttempt, OPERATIONAL, "Health", "heartbeat failed; will retry") \
