@@ -45,8 +45,8 @@ void JobScheduler::stop(seconds drain) {
     {
         std::lock_guard lock(mutex_);
         for (const auto& claim : queue_)
-            log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO, "job " + text(claim.job, "id") + " not started before stop; its lease returns it",
-                      text(claim.job, "id"));
+            log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO, "job " + text(claim->job, "id") + " not started before stop; its lease returns it",
+                      text(claim->job, "id"));
         queue_.clear();
     }
     wake_.notify_all();
@@ -85,6 +85,7 @@ std::vector<std::string> JobScheduler::enabled_features() const {
 
 void JobScheduler::claim_loop() {
     while (!stopping_) {
+        renew_running();
         const auto cfg = runtime_.config();
         std::shared_ptr<const Generation> tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
         std::size_t queued;
@@ -138,7 +139,7 @@ void JobScheduler::claim_loop() {
         {
             std::lock_guard lock(mutex_);
             for (auto& job : jobs.as_array())
-                if (job.is_object()) queue_.push_back({std::move(job.as_object()), lease_until});
+                if (job.is_object()) queue_.push_back(std::make_shared<Claim>(Claim{std::move(job.as_object()), lease_until, {}, false}));
         }
         wake_.notify_all();
     }
@@ -146,23 +147,25 @@ void JobScheduler::claim_loop() {
 
 void JobScheduler::worker_loop() {
     for (;;) {
-        Claim claim;
+        std::shared_ptr<Claim> claim;
         {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
             if (queue_.empty()) return;  // stopping
             claim = std::move(queue_.front());
             queue_.erase(queue_.begin());
+            running_.push_back(claim);
             ++in_flight_;  // with the dequeue, under the lock: busy never under-counts
         }
-        const std::string id = text(claim.job, "id");
+        const std::string id = text(claim->job, "id");
         try {
-            run(claim);
+            run(*claim);
         } catch (const std::exception& e) {
             log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, "job " + id + ": " + e.what(), id);
         }
         {
             std::lock_guard lock(mutex_);  // under the lock: the claimer cannot miss this wake-up
+            std::erase(running_, claim);
             --in_flight_;
         }
         wake_.notify_all();
@@ -185,13 +188,43 @@ JobScheduler::Renewal JobScheduler::renew(Claim& claim, seconds lease, std::stri
     const auto asked = steady_clock::now();
     const int rc = tenant->api.tenant->call(tenant->api.instance, "jobs.renew_lease", request_json.c_str(), &s, &err);
     why = err.message;
+    std::lock_guard lock(mutex_);
     if (rc == CC_OK) {
-        claim.lease_until = asked + lease;
+        claim.lease_until = std::max(claim.lease_until, asked + lease);
         return Renewal::renewed;
     }
-    if (rc == CC_ERR_CONFLICT || rc == CC_ERR_NOT_FOUND) return Renewal::lost;
+    if (rc == CC_ERR_CONFLICT || rc == CC_ERR_NOT_FOUND) {
+        claim.lost = true;
+        return Renewal::lost;
+    }
     if (why.empty()) why = sdk::status_name(static_cast<cc_status>(rc));
+    claim.renew_not_before = steady_clock::now() + seconds(settings_.lease_seconds) / 10;  // no renewal storm
     return Renewal::unsupported;  // NOT_SUPPORTED, or the tenant could not say: keep within the lease we know
+}
+
+bool JobScheduler::lost(const Claim& claim) {
+    std::lock_guard lock(mutex_);
+    return claim.lost;
+}
+
+void JobScheduler::renew_running() {
+    const auto lease = seconds(settings_.lease_seconds);
+    std::vector<std::shared_ptr<Claim>> due;
+    {
+        std::lock_guard lock(mutex_);
+        const auto now = steady_clock::now();
+        for (const auto& claim : running_)
+            if (!claim->lost && now >= claim->renew_not_before && claim->lease_until - now < lease / 2) due.push_back(claim);
+    }
+    for (const auto& claim : due) {
+        std::string why;
+        const std::string id = text(claim->job, "id");
+        if (renew(*claim, lease, why) == Renewal::lost)
+            log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING,
+                      "job " + id + ": the tenant no longer grants this claim's lease (" + why +
+                          "); its run is abandoned when it returns, so it is not finished twice",
+                      id);
+    }
 }
 
 void JobScheduler::run(Claim& claim) {
@@ -234,12 +267,20 @@ void JobScheduler::run(Claim& claim) {
             break;
         }
         if (CC_STATUS_IS_RETRYABLE(rc) && attempt < settings_.max_attempts) {
+            if (lost(claim)) {
+                log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING, "job " + id + ": not retried, its lease was lost", id, {{"attempt", attempt}});
+                return;
+            }
             const auto wait = backoff(attempt);
             // The wait and the next attempt must fit in the lease, or the tenant hands the job
             // to another claim while this one still means to finish it. Margin: a tenth of the
             // lease, at least a second, for the attempt itself and clock skew.
             const auto margin = std::max<milliseconds>(seconds(1), seconds(settings_.lease_seconds) / 10);
-            if (steady_clock::now() + wait + margin > claim.lease_until) {
+            const auto lease_until = [&] {
+                std::lock_guard lock(mutex_);
+                return claim.lease_until;
+            }();
+            if (steady_clock::now() + wait + margin > lease_until) {
                 const auto wanted = duration_cast<seconds>(wait + margin) + seconds(settings_.lease_seconds);
                 std::string why;
                 const Renewal renewal = renew(claim, wanted, why);
@@ -274,6 +315,10 @@ void JobScheduler::run(Claim& claim) {
             {"error", json::object{{"code", sdk::status_name(static_cast<cc_status>(rc))}, {"message", err.message}, {"retryable", CC_STATUS_IS_RETRYABLE(rc)}}},
             {"attempts", attempt}});
         break;
+    }
+    if (lost(claim)) {  // renewing during the run found another claim owns the job now
+        log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING, "job " + id + ": finished after its lease was lost; the result is dropped", id);
+        return;
     }
     outbox_.put(id, feature, result);  // durable before the tenant hears of it
     log_.emit(CC_EV_JobResultStored, CC_LEVEL_DEBUG, "job " + id + " result stored", id);

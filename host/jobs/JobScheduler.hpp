@@ -40,10 +40,13 @@ public:
     std::int64_t outbox_size() { return outbox_.size(); }
 
 private:
-    /// A claimed job and how long its lease lasts (host clock; renewed as needed).
+    /// A claimed job and how long its lease lasts (host clock; renewed as needed). `job` does
+    /// not change after the claim; the other fields are guarded by mutex_.
     struct Claim {
         boost::json::object job;
         std::chrono::steady_clock::time_point lease_until;
+        std::chrono::steady_clock::time_point renew_not_before;  // after a refused renewal
+        bool lost = false;  // the tenant said this claim no longer holds the job
     };
     enum class Renewal { renewed, lost, unsupported };
 
@@ -51,6 +54,9 @@ private:
     void worker_loop();
     void delivery_loop();
     void run(Claim& claim);
+    /// Claim thread: renews the leases of running jobs that are past half their lease.
+    void renew_running();
+    bool lost(const Claim& claim);
     /// Asks the tenant to extend the claim's lease to `seconds` from now.
     Renewal renew(Claim& claim, std::chrono::seconds seconds, std::string& why);
     void deliver(const OutboxEntry& entry);
@@ -68,7 +74,8 @@ private:
     std::atomic<std::size_t> in_flight_{0};
     std::mutex mutex_;
     std::condition_variable wake_;
-    std::vector<Claim> queue_;  // claimed, waiting for a worker
+    std::vector<std::shared_ptr<Claim>> queue_;    // claimed, waiting for a worker
+    std::vector<std::shared_ptr<Claim>> running_;  // being run by a worker
     std::thread claimer_;
     std::vector<std::thread> workers_;
     // Delivery: its own lock and wake-up, so waking it never contends with claiming.

@@ -162,3 +162,19 @@ TEST_CASE("a tenant that cannot renew leases: the host never waits past the leas
     CHECK(f.count("completions", "r") == 1);
     CHECK_THAT(f.operational(), Catch::Contains("\"name\":\"JobLeaseLost\""));
 }
+
+TEST_CASE("a job running longer than its lease has the lease renewed while it runs and ends with one result") {
+    SchedulerFixture f("");
+    JobSettings settings;
+    settings.concurrency = 2;
+    settings.poll_interval_ms = 50;
+    settings.lease_seconds = 2;
+    const auto started = steady_clock::now();
+    f.start(settings);
+    f.submit("long", R"({"sleep_ms":3500})");
+    REQUIRE(f.eventually(seconds(10), [&] { return f.count("completions", "long") >= 1; }));
+    std::this_thread::sleep_until(started + seconds(7));  // past a second run's result, if there were one
+    CHECK(f.count("claims", "long") == 1);
+    CHECK(f.count("completions", "long") == 1);
+    CHECK(f.tenant().at("renewals").as_int64() >= 1);
+}
