@@ -63,7 +63,7 @@ int renew_status(JobQueue& q, const std::string& id, std::int64_t claim, std::ui
 
 }  // namespace
 
-TEST_CASE("a lease is renewed only for the claim that holds it, and never after it expired") {
+TEST_CASE("a lease is renewed only for the claim that holds it and never after it expired") {
     TempDir dir;
     JobQueue q(dir / "jobs.db");
     q.submit("pkcs", "{}", "a");

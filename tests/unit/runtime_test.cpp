@@ -248,7 +248,7 @@ TEST_CASE("destroying the runtime destroys its generations outside its lock: a d
     CHECK_THAT(destroyed, Catch::Contains("answer="));
 }
 
-TEST_CASE("reload: the new configuration is published with the generations built from it; an old generation keeps its own") {
+TEST_CASE("reload: the new configuration is published with the generations built from it and an old generation keeps its own") {
     Fixture f("[echo]\ngreeting = \"old\"\n");
     f.start(CC_KIND_CA, "fixture");
     auto old_echo = f.start(CC_KIND_FEATURE, "echo");  // held by "a request in flight" throughout
