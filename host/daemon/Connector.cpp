@@ -128,12 +128,27 @@ void Connector::report_scan(const PluginScan& scan) {
         if (!f.accepted) log_->emit(f.event_id, CC_LEVEL_ERROR, f.reason, {}, {{"file", f.file.string()}});
 }
 
-void Connector::apply_plugins(const Config& config, const PluginScan& scan, const Config* previous) {
+// Order of a (re)load, chosen so no plugin ever sees the new configuration through an old
+// generation, nor a new generation routed by the old configuration:
+//  1. every changed plugin is instantiated from the new configuration (passed explicitly; the
+//     runtime's published configuration is still the old one, and the old generations keep
+//     serving with it);
+//  2. the new configuration, the new generations and the retirements are published together
+//     by PluginRuntime::commit, under the runtime's lock: CA and tenant routing read the
+//     configuration and the generations under that same lock;
+//  3. the replaced generations finish the calls they have in flight with the configuration
+//     they were built from (their config_json and CA sections never change after init), and
+//     are destroyed on the runtime's reaper thread when the last call lets go.
+// A plugin whose init fails is left out of step 2: its previous generation keeps serving.
+void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, const PluginScan& scan, const Config* previous) {
+    const Config& config = *config_ptr;
+    std::vector<std::shared_ptr<const Generation>> fresh;
+    std::vector<std::pair<cc_plugin_kind, std::string>> retired;
     for (const auto& lib : scan.libraries) {
         const PluginIdentity& id = lib->identity;
         const auto current = runtime_->find(id.kind, id.name);
         if (!wanted(config, id)) {
-            if (current) runtime_->retire(id.kind, id.name);
+            if (current) retired.emplace_back(id.kind, id.name);
             if (id.kind == CC_KIND_FEATURE && (current || !previous))
                 log_->emit(CC_EV_PluginDisabled, CC_LEVEL_INFO,
                            "feature plugin '" + id.name + "' is present but disabled in [features]", {},
@@ -144,9 +159,9 @@ void Connector::apply_plugins(const Config& config, const PluginScan& scan, cons
                              !previous || section_fingerprint(config, id) != section_fingerprint(*previous, id);
         if (!changed) continue;
         std::string error;
-        auto gen = runtime_->instantiate(lib, error);
+        auto gen = runtime_->instantiate(lib, error, config_ptr);
         if (!gen) continue;  // the event is written; the previous generation (if any) keeps serving
-        runtime_->publish(gen);
+        fresh.push_back(gen);
         const SupportStatus support = support_status(id.release_date);
         if (support.state == SupportState::Outdated)
             log_->emit(CC_EV_PluginSupportWarning, CC_LEVEL_WARNING, std::string(kind_name(id.kind)) + " plugin '" + id.name +
@@ -160,8 +175,9 @@ void Connector::apply_plugins(const Config& config, const PluginScan& scan, cons
         bool present = false;
         for (const auto& lib : scan.libraries)
             present |= lib->identity.kind == gen->identity().kind && lib->identity.name == gen->identity().name;
-        if (!present) runtime_->retire(gen->identity().kind, gen->identity().name);
+        if (!present) retired.emplace_back(gen->identity().kind, gen->identity().name);
     }
+    runtime_->commit(config_ptr, std::move(fresh), retired);
 }
 
 void Connector::drop_privileges() {
@@ -239,7 +255,7 @@ int Connector::run() {
         return 1;
     }
     report_scan(scan_);
-    apply_plugins(cfg, scan_, nullptr);
+    apply_plugins(started_with, scan_, nullptr);
     try {
         jobs_ = std::make_unique<JobScheduler>(*runtime_, *log_, cfg.jobs, cfg.host.state_dir);
     } catch (const std::exception& e) {
@@ -324,9 +340,8 @@ void Connector::reload() {
     log_->set_debug(CC_CHANNEL_ADMIN, applied.log.admin_debug);
     log_->set_debug(CC_CHANNEL_OPERATIONAL, applied.log.operational_debug);
     auto applied_ptr = std::make_shared<const Config>(std::move(applied));
-    runtime_->set_config(applied_ptr);
     report_scan(loaded.scan);
-    apply_plugins(*applied_ptr, loaded.scan, previous.get());
+    apply_plugins(applied_ptr, loaded.scan, previous.get());  // publishes applied_ptr with its generations
     auto access = std::make_shared<const AccessPolicy>(applied_ptr->auth, applied_ptr->host.service_account);
     std::lock_guard lock(state_mutex_);
     config_ = applied_ptr;

@@ -67,7 +67,7 @@ private:
     std::shared_ptr<const AccessPolicy> access_policy() const;
     void report_scan(const PluginScan& scan);
     /// Brings the published plugins in line with `config` and `scan`.
-    void apply_plugins(const Config& config, const PluginScan& scan, const Config* previous);
+    void apply_plugins(const std::shared_ptr<const Config>& config, const PluginScan& scan, const Config* previous);
     void drop_privileges();
 
     mutable std::mutex state_mutex_;  // guards config_ and scan_ (read by /status)

@@ -15,6 +15,9 @@ namespace {
 
 std::int64_t now_ms() { return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count(); }
 
+// A tenant acknowledging a result slower than this is reported (JobResultDeliverySlow).
+constexpr milliseconds kDeliveryDeadline{10000};
+
 std::string text(const json::object& o, const char* key) {
     const auto* v = o.if_contains(key);
     return v && v->is_string() ? std::string(v->as_string()) : std::string();
@@ -28,6 +31,7 @@ JobScheduler::JobScheduler(PluginRuntime& runtime, EventLog& log, JobSettings se
 JobScheduler::~JobScheduler() { stop(seconds(0)); }
 
 void JobScheduler::start() {
+    deliverer_ = std::thread([this] { delivery_loop(); });
     claimer_ = std::thread([this] { claim_loop(); });
     for (int i = 0; i < settings_.concurrency; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
@@ -40,14 +44,23 @@ void JobScheduler::stop(seconds drain) {
     while (in_flight_ > 0 && steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(20));
     {
         std::lock_guard lock(mutex_);
-        for (const auto& job : queue_)
-            log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO, "job " + text(job, "id") + " not started before stop; its lease returns it",
-                      text(job, "id"));
+        for (const auto& claim : queue_)
+            log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO, "job " + text(claim->job, "id") + " not started before stop; its lease returns it",
+                      text(claim->job, "id"));
         queue_.clear();
     }
     wake_.notify_all();
     for (auto& w : workers_)
         if (w.joinable()) w.join();
+    // The delivery thread makes a last pass over the outbox until the drain deadline; what is
+    // left stays in the outbox and is reported after the next start.
+    {
+        std::lock_guard lock(delivery_mutex_);
+        delivery_stop_ = true;
+        delivery_deadline_ = deadline;
+    }
+    delivery_wake_.notify_all();
+    if (deliverer_.joinable()) deliverer_.join();
 }
 
 bool JobScheduler::sleep_unless_stopping(milliseconds duration) {
@@ -71,12 +84,8 @@ std::vector<std::string> JobScheduler::enabled_features() const {
 }
 
 void JobScheduler::claim_loop() {
-    auto last_delivery_scan = steady_clock::now() - hours(1);
     while (!stopping_) {
-        if (steady_clock::now() - last_delivery_scan > milliseconds(settings_.poll_interval_ms)) {
-            deliver_due();
-            last_delivery_scan = steady_clock::now();
-        }
+        renew_running();
         const auto cfg = runtime_.config();
         std::shared_ptr<const Generation> tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
         std::size_t queued;
@@ -90,7 +99,7 @@ void JobScheduler::claim_loop() {
         const std::size_t busy = in_flight_ + queued;
         const auto features = enabled_features();
         if (busy >= capacity) {
-            // Wake as soon as a worker frees a slot (the timeout only bounds outbox scans).
+            // Wake as soon as a worker frees a slot.
             std::unique_lock lock(mutex_);
             wake_.wait_for(lock, milliseconds(settings_.poll_interval_ms),
                            [&] { return stopping_ || in_flight_ + queue_.size() < capacity; });
@@ -106,6 +115,8 @@ void JobScheduler::claim_loop() {
         StringSink sink;
         cc_sink s = sink.sink();
         cc_error err = new_error();
+        // The lease is counted from before the call: the host never believes it longer than the tenant.
+        const auto lease_until = steady_clock::now() + seconds(settings_.lease_seconds);
         const int rc = tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(),
                                                       static_cast<uint32_t>(capacity - busy),
                                                       static_cast<uint32_t>(settings_.lease_seconds), &s, &err);
@@ -128,7 +139,7 @@ void JobScheduler::claim_loop() {
         {
             std::lock_guard lock(mutex_);
             for (auto& job : jobs.as_array())
-                if (job.is_object()) queue_.push_back(std::move(job.as_object()));
+                if (job.is_object()) queue_.push_back(std::make_shared<Claim>(Claim{std::move(job.as_object()), lease_until, {}, false}));
         }
         wake_.notify_all();
     }
@@ -136,33 +147,92 @@ void JobScheduler::claim_loop() {
 
 void JobScheduler::worker_loop() {
     for (;;) {
-        json::object job;
+        std::shared_ptr<Claim> claim;
         {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
             if (queue_.empty()) return;  // stopping
-            job = std::move(queue_.front());
+            claim = std::move(queue_.front());
             queue_.erase(queue_.begin());
+            running_.push_back(claim);
             ++in_flight_;  // with the dequeue, under the lock: busy never under-counts
         }
+        const std::string id = text(claim->job, "id");
         try {
-            run(job);
+            run(*claim);
         } catch (const std::exception& e) {
-            log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, "job " + text(job, "id") + ": " + e.what(), text(job, "id"));
+            log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, "job " + id + ": " + e.what(), id);
         }
         {
             std::lock_guard lock(mutex_);  // under the lock: the claimer cannot miss this wake-up
+            std::erase(running_, claim);
             --in_flight_;
         }
         wake_.notify_all();
     }
 }
 
-void JobScheduler::run(const json::object& job) {
+JobScheduler::Renewal JobScheduler::renew(Claim& claim, seconds lease, std::string& why) {
+    const auto cfg = runtime_.config();
+    auto tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
+    if (!tenant) {
+        why = "no tenant plugin is loaded";
+        return Renewal::unsupported;
+    }
+    json::object request{{"id", text(claim.job, "id")}, {"lease_seconds", lease.count()}};
+    if (const auto* token = claim.job.if_contains("claim")) request["claim"] = *token;  // the fencing token
+    const std::string request_json = json::serialize(request);
+    StringSink sink(64 * 1024);
+    cc_sink s = sink.sink();
+    cc_error err = new_error();
+    const auto asked = steady_clock::now();
+    const int rc = tenant->api.tenant->call(tenant->api.instance, "jobs.renew_lease", request_json.c_str(), &s, &err);
+    why = err.message;
+    std::lock_guard lock(mutex_);
+    if (rc == CC_OK) {
+        claim.lease_until = std::max(claim.lease_until, asked + lease);
+        return Renewal::renewed;
+    }
+    if (rc == CC_ERR_CONFLICT || rc == CC_ERR_NOT_FOUND) {
+        claim.lost = true;
+        return Renewal::lost;
+    }
+    if (why.empty()) why = sdk::status_name(static_cast<cc_status>(rc));
+    claim.renew_not_before = steady_clock::now() + seconds(settings_.lease_seconds) / 10;  // no renewal storm
+    return Renewal::unsupported;  // NOT_SUPPORTED, or the tenant could not say: keep within the lease we know
+}
+
+bool JobScheduler::lost(const Claim& claim) {
+    std::lock_guard lock(mutex_);
+    return claim.lost;
+}
+
+void JobScheduler::renew_running() {
+    const auto lease = seconds(settings_.lease_seconds);
+    std::vector<std::shared_ptr<Claim>> due;
+    {
+        std::lock_guard lock(mutex_);
+        const auto now = steady_clock::now();
+        for (const auto& claim : running_)
+            if (!claim->lost && now >= claim->renew_not_before && claim->lease_until - now < lease / 2) due.push_back(claim);
+    }
+    for (const auto& claim : due) {
+        std::string why;
+        const std::string id = text(claim->job, "id");
+        if (renew(*claim, lease, why) == Renewal::lost)
+            log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING,
+                      "job " + id + ": the tenant no longer grants this claim's lease (" + why +
+                          "); its run is abandoned when it returns, so it is not finished twice",
+                      id);
+    }
+}
+
+void JobScheduler::run(Claim& claim) {
+    const json::object& job = claim.job;
     const std::string id = text(job, "id");
     const std::string feature = text(job, "feature");
-    if (auto stored = outbox_.find(id)) {  // finished before a crash: report, don't redo
-        deliver(*stored);
+    if (outbox_.find(id)) {  // finished before a crash, or by an earlier claim: report, don't redo
+        wake_delivery();
         return;
     }
     std::string result;
@@ -197,7 +267,39 @@ void JobScheduler::run(const json::object& job) {
             break;
         }
         if (CC_STATUS_IS_RETRYABLE(rc) && attempt < settings_.max_attempts) {
+            if (lost(claim)) {
+                log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING, "job " + id + ": not retried, its lease was lost", id, {{"attempt", attempt}});
+                return;
+            }
             const auto wait = backoff(attempt);
+            // The wait and the next attempt must fit in the lease, or the tenant hands the job
+            // to another claim while this one still means to finish it. Margin: a tenth of the
+            // lease, at least a second, for the attempt itself and clock skew.
+            const auto margin = std::max<milliseconds>(seconds(1), seconds(settings_.lease_seconds) / 10);
+            const auto lease_until = [&] {
+                std::lock_guard lock(mutex_);
+                return claim.lease_until;
+            }();
+            if (steady_clock::now() + wait + margin > lease_until) {
+                const auto wanted = duration_cast<seconds>(wait + margin) + seconds(settings_.lease_seconds);
+                std::string why;
+                const Renewal renewal = renew(claim, wanted, why);
+                if (renewal == Renewal::lost) {
+                    log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING,
+                              "job " + id + ": the tenant no longer grants this claim's lease (" + why +
+                                  "); abandoned so it is not finished twice",
+                              id, {{"attempt", attempt}});
+                    return;
+                }
+                if (renewal == Renewal::unsupported) {
+                    log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING,
+                              "job " + id + ": retrying in " + std::to_string(wait.count()) +
+                                  " ms would outlast its lease, which the tenant did not renew (" + why +
+                                  "); abandoned, its lease returns it",
+                              id, {{"attempt", attempt}});
+                    return;
+                }
+            }
             log_.emit(CC_EV_JobRetryScheduled, CC_LEVEL_INFO,
                       "job " + id + " attempt " + std::to_string(attempt) + " failed (" + err.message + "); retrying in " +
                           std::to_string(wait.count()) + " ms",
@@ -214,18 +316,55 @@ void JobScheduler::run(const json::object& job) {
             {"attempts", attempt}});
         break;
     }
-    const std::string stored = outbox_.put(id, feature, result);
+    if (lost(claim)) {  // renewing during the run found another claim owns the job now
+        log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING, "job " + id + ": finished after its lease was lost; the result is dropped", id);
+        return;
+    }
+    outbox_.put(id, feature, result);  // durable before the tenant hears of it
     log_.emit(CC_EV_JobResultStored, CC_LEVEL_DEBUG, "job " + id + " result stored", id);
-    deliver({id, feature, stored, 0});
+    wake_delivery();
 }
 
+void JobScheduler::wake_delivery() {
+    {
+        std::lock_guard lock(delivery_mutex_);
+        delivery_pending_ = true;
+    }
+    delivery_wake_.notify_one();
+}
+
+void JobScheduler::delivery_loop() {
+    for (;;) {
+        {
+            std::unique_lock lock(delivery_mutex_);
+            // Woken by a stored result; otherwise rescans for deferred entries now and then.
+            delivery_wake_.wait_for(lock, milliseconds(std::max(settings_.poll_interval_ms, 50)),
+                                    [this] { return delivery_pending_ || delivery_stop_; });
+            delivery_pending_ = false;
+            if (delivery_stop_) break;
+        }
+        deliver_due();
+    }
+    deliver_due();  // the last pass at stop, bounded by the drain deadline
+}
+
+// Runs only on the delivery thread.
 void JobScheduler::deliver(const OutboxEntry& entry) {
     const auto cfg = runtime_.config();
     auto tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
     cc_error err = new_error();
     int rc = CC_ERR_UNAVAILABLE;
+    const auto started = steady_clock::now();
     if (tenant) rc = tenant->api.tenant->complete_job(tenant->api.instance, entry.job_id.c_str(), entry.result.c_str(), &err);
     else set_error(&err, CC_ERR_UNAVAILABLE, "no tenant plugin is loaded");
+    // A call into the plugin cannot be interrupted; a slow one is reported, and the entries
+    // after it wait their turn (claims and workers do not).
+    const auto took = duration_cast<milliseconds>(steady_clock::now() - started);
+    if (took > kDeliveryDeadline)
+        log_.emit(CC_EV_JobResultDeliverySlow, CC_LEVEL_WARNING,
+                  "the tenant took " + std::to_string(took.count()) + " ms to take job " + entry.job_id + "'s result (deadline " +
+                      std::to_string(kDeliveryDeadline.count()) + " ms)",
+                  entry.job_id, {{"ms", took.count()}});
     auto feature = runtime_.find(CC_KIND_FEATURE, entry.feature);
     const bool notify = feature && feature->api.feature->struct_size > offsetof(cc_feature_api, result_delivered) &&
                         feature->api.feature->result_delivered != nullptr;
@@ -246,7 +385,10 @@ void JobScheduler::deliver(const OutboxEntry& entry) {
 void JobScheduler::deliver_due() {
     try {
         for (const auto& entry : outbox_.due(now_ms(), 64)) {
-            if (stopping_) return;
+            {
+                std::lock_guard lock(delivery_mutex_);
+                if (delivery_stop_ && steady_clock::now() >= delivery_deadline_) return;
+            }
             deliver(entry);
         }
     } catch (const std::exception& e) {

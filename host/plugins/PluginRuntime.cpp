@@ -127,14 +127,74 @@ Generation::~Generation() {
                                      {}, identity_fields(identity(), library->file));
 }
 
+GenerationReaper::GenerationReaper() : thread_([this] { loop(); }) {}
+
+GenerationReaper::~GenerationReaper() { stop(); }
+
+void GenerationReaper::release(Generation* generation) noexcept {
+    if (generation == nullptr) return;
+    {
+        std::lock_guard lock(mutex_);
+        if (!stopped_) {
+            queue_.push_back(generation);
+            wake_.notify_one();
+            return;
+        }
+    }
+    delete generation;  // the reaper is gone: only at process teardown
+}
+
+void GenerationReaper::loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) {  // stopping, and nothing left: later releases are destroyed inline
+            stopped_ = true;
+            idle_.notify_all();
+            return;
+        }
+        Generation* next = queue_.front();
+        queue_.pop_front();
+        busy_ = true;
+        lock.unlock();
+        delete next;  // destroy() may call the host, which may release (and queue) other generations
+        lock.lock();
+        busy_ = false;
+        if (queue_.empty()) idle_.notify_all();
+    }
+}
+
+void GenerationReaper::wait_idle() {
+    if (std::this_thread::get_id() == thread_.get_id()) return;  // a destroy waiting on itself
+    std::unique_lock lock(mutex_);
+    idle_.wait(lock, [this] { return stopped_ || (queue_.empty() && !busy_); });
+}
+
+void GenerationReaper::stop() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable() && std::this_thread::get_id() != thread_.get_id()) thread_.join();
+}
+
 PluginRuntime::PluginRuntime(EventLog& log, std::shared_ptr<const Config> config)
     : log_(log), config_(std::move(config)) {}
 
 PluginRuntime::~PluginRuntime() {
-    std::lock_guard lock(mutex_);
-    published_.clear();
-    snapshot_ = std::make_shared<Snapshot>();
+    std::map<Key, std::shared_ptr<const Generation>> published;
+    {
+        std::lock_guard lock(mutex_);
+        published.swap(published_);
+        snapshot_ = std::make_shared<Snapshot>();
+    }
+    published.clear();  // outside the lock: the reaper's destroys may call find()
+    // Everything released so far is destroyed while this runtime (log, config) still exists.
+    reaper_->stop();
 }
+
+void PluginRuntime::wait_released() { reaper_->wait_idle(); }
 
 std::shared_ptr<const Config> PluginRuntime::config() const {
     std::lock_guard lock(mutex_);
@@ -148,9 +208,15 @@ void PluginRuntime::set_config(std::shared_ptr<const Config> config) {
 
 std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library,
                                                              std::string& error) {
+    return instantiate(library, error, config());
+}
+
+std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library,
+                                                             std::string& error, std::shared_ptr<const Config> cfg) {
     const PluginIdentity& id = library->identity;
-    const auto cfg = config();
-    auto gen = std::make_shared<Generation>();
+    // The last owner to let go hands the generation to the reaper (see PluginRuntime.hpp).
+    std::shared_ptr<Generation> gen(new Generation, [reaper = reaper_](Generation* g) { reaper->release(g); });
+    gen->config = cfg;
     gen->library = library;
     gen->loaded_at = std::chrono::system_clock::now();
     gen->context = std::make_unique<PluginContext>();
@@ -235,6 +301,27 @@ void PluginRuntime::publish(std::shared_ptr<const Generation> generation) {
         auto& slot = published_[{generation->identity().kind, generation->identity().name}];
         previous = std::move(slot);
         slot = std::move(generation);
+        rebuild_snapshot_locked();
+    }
+}
+
+void PluginRuntime::commit(std::shared_ptr<const Config> config, std::vector<std::shared_ptr<const Generation>> publish,
+                           const std::vector<std::pair<cc_plugin_kind, std::string>>& retire) {
+    std::vector<std::shared_ptr<const Generation>> previous;  // released outside the lock
+    {
+        std::lock_guard lock(mutex_);
+        for (const auto& key : retire) {
+            auto it = published_.find(key);
+            if (it == published_.end()) continue;
+            previous.push_back(std::move(it->second));
+            published_.erase(it);
+        }
+        for (auto& gen : publish) {
+            auto& slot = published_[{gen->identity().kind, gen->identity().name}];
+            previous.push_back(std::move(slot));
+            slot = std::move(gen);
+        }
+        if (config) config_ = std::move(config);
         rebuild_snapshot_locked();
     }
 }
@@ -440,7 +527,18 @@ int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* requ
         set_error(error, CC_ERR_INVALID_ARGUMENT, "CA name and request are required");
         return CC_ERR_INVALID_ARGUMENT;
     }
-    const auto cfg = config();
+    // Routing follows the published configuration and the generations published with it
+    // (commit()), read under one lock so they always belong together. What a caller's own
+    // generation was configured with (its config_json) plays no part here; the CA's sections
+    // are those its generation opened (ca_handles), fixed at instantiate.
+    std::shared_ptr<const Config> cfg;
+    std::shared_ptr<const Generation> gen;
+    {
+        std::lock_guard lock(mutex_);
+        cfg = config_;
+        if (auto s = cfg->cas.find(ca_name); s != cfg->cas.end())
+            if (auto it = published_.find({CC_KIND_CA, s->second.plugin}); it != published_.end()) gen = it->second;
+    }
     auto section = cfg->cas.find(ca_name);
     if (section == cfg->cas.end()) {
         std::string known;
@@ -449,7 +547,6 @@ int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* requ
                                                (known.empty() ? "none" : known) + ")");
         return CC_ERR_NOT_FOUND;
     }
-    auto gen = find(CC_KIND_CA, section->second.plugin);
     if (!gen) {
         set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "': its plugin '" + section->second.plugin + "' is not loaded");
         return CC_ERR_UNAVAILABLE;
@@ -471,12 +568,18 @@ int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* requ
 }
 
 int PluginRuntime::tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error) {
-    const auto cfg = config();
+    std::shared_ptr<const Config> cfg;
+    std::shared_ptr<const Generation> gen;
+    {
+        std::lock_guard lock(mutex_);  // the tenant of the published configuration (see ca_call)
+        cfg = config_;
+        if (cfg->tenant)
+            if (auto it = published_.find({CC_KIND_TENANT, cfg->tenant->plugin}); it != published_.end()) gen = it->second;
+    }
     if (!cfg->tenant) {
         set_error(error, CC_ERR_NOT_FOUND, "no tenant is configured ([tenant] section)");
         return CC_ERR_NOT_FOUND;
     }
-    auto gen = find(CC_KIND_TENANT, cfg->tenant->plugin);
     if (!gen) {
         set_error(error, CC_ERR_UNAVAILABLE, "tenant plugin '" + cfg->tenant->plugin + "' is not loaded");
         return CC_ERR_UNAVAILABLE;

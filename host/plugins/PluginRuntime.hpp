@@ -5,6 +5,12 @@
 // context it was given. Callers hold a shared_ptr<const Generation> for the duration of a
 // call, so publishing a newer generation never disturbs calls in flight; the old one is
 // destroyed, and its library unloaded, when the last call finishes.
+//
+// Whoever drops the last reference (an HTTP worker, a job worker, the control thread) only
+// hands the generation to the runtime's reaper thread: the plugin's destroy (and a CA's close)
+// runs there, never on a request thread and never under the runtime's mutex, so a destroy that
+// calls back into the host (log_event, tenant_call, ca_*) cannot deadlock a request, a reload
+// or shutdown. ~PluginRuntime drains the reaper before anything else it owns goes away.
 #pragma once
 
 #include "config/Config.hpp"
@@ -15,11 +21,14 @@
 #include <certconn/abi.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace certconn::host {
@@ -78,6 +87,39 @@ public:
     std::map<std::string, void*> ca_handles;        // CA plugins: opened [ca.<name>] sections
     std::map<std::string, std::string> ca_failures;  // CA plugins: sections that failed to open
     std::chrono::system_clock::time_point loaded_at;
+    /// The configuration this generation was instantiated from; context->config_json is its
+    /// section, fixed at instantiate and never changed (a reload builds a new generation).
+    std::shared_ptr<const Config> config;
+};
+
+/// The thread that destroys released generations (see the top of this file). Shared by the
+/// runtime and every generation's deleter, so a generation released after the runtime stopped
+/// its reaper is still destroyed (inline, on the releasing thread: only at process teardown).
+class GenerationReaper {
+public:
+    GenerationReaper();
+    ~GenerationReaper();
+    GenerationReaper(const GenerationReaper&) = delete;
+    GenerationReaper& operator=(const GenerationReaper&) = delete;
+
+    /// Takes ownership of `generation` and destroys it on the reaper thread.
+    void release(Generation* generation) noexcept;
+    /// Returns once every generation released so far has been destroyed.
+    void wait_idle();
+    /// Destroys what is queued (and whatever that releases), then joins the thread.
+    void stop();
+
+private:
+    void loop();
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::condition_variable idle_;
+    std::deque<Generation*> queue_;
+    bool busy_ = false;
+    bool stopping_ = false;
+    bool stopped_ = false;
+    std::thread thread_;
 };
 
 class PluginRuntime {
@@ -88,11 +130,22 @@ public:
     /// Runs init (and, for CA plugins, opens the CAs configured for it). On failure returns
     /// null, logs the event and fills `error`.
     std::shared_ptr<const Generation> instantiate(const std::shared_ptr<PluginLibrary>& library, std::string& error);
+    /// The same, from an explicit configuration (a reload builds generations from the
+    /// configuration it is about to publish, before publishing it: see commit()).
+    std::shared_ptr<const Generation> instantiate(const std::shared_ptr<PluginLibrary>& library, std::string& error,
+                                                  std::shared_ptr<const Config> config);
 
     /// Makes `generation` the one serving its (kind, name); the previous one retires.
     void publish(std::shared_ptr<const Generation> generation);
     /// Stops serving (kind, name); calls in flight finish on the retired generation.
     void retire(cc_plugin_kind kind, const std::string& name);
+    /// Publishes a configuration together with the generations built from it, and retires
+    /// (kind, name)s, in one step under the runtime's lock: no caller sees the new
+    /// configuration routed to generations built from the old one, or the reverse.
+    void commit(std::shared_ptr<const Config> config, std::vector<std::shared_ptr<const Generation>> publish,
+                const std::vector<std::pair<cc_plugin_kind, std::string>>& retire);
+    /// Returns once every generation released so far has been destroyed (tests, shutdown).
+    void wait_released();
 
     std::shared_ptr<const Generation> find(cc_plugin_kind kind, const std::string& name) const;
     std::vector<std::shared_ptr<const Generation>> generations() const;
@@ -143,6 +196,7 @@ private:
     void rebuild_snapshot_locked();
 
     EventLog& log_;
+    std::shared_ptr<GenerationReaper> reaper_ = std::make_shared<GenerationReaper>();
     mutable std::mutex mutex_;
     std::shared_ptr<const Config> config_;
     std::shared_ptr<KeyStore> keys_;

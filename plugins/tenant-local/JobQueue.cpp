@@ -97,6 +97,25 @@ std::vector<Job> JobQueue::claim(const std::vector<std::string>& features, std::
     return out;
 }
 
+void JobQueue::renew(const std::string& id, std::int64_t claim, std::uint32_t lease_seconds) {
+    std::lock_guard lock(mutex_);
+    const std::int64_t now = now_ms();
+    // An expired lease is not revived even if nobody claimed the job yet: from its expiry on,
+    // another claim may have it, and the holder must not go on believing it owns the job.
+    auto s = db_.prepare("UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND status = 'running' AND attempts = ? AND lease_until_ms >= ?");
+    s.bind_all(now + static_cast<std::int64_t>(lease_seconds) * 1000, id, claim, now).run();
+    if (db_.changes() == 1) return;
+    auto row = db_.prepare("SELECT status, attempts, lease_until_ms FROM jobs WHERE id = ?");
+    row.bind(1, id);
+    if (!row.step()) throw sdk::Error(CC_ERR_NOT_FOUND, "no job '" + id + "'");
+    const std::string status = row.text(0);
+    std::string why;
+    if (status != "running") why = "it is " + status;
+    else if (row.integer(1) != claim) why = "it was claimed again (claim " + std::to_string(row.integer(1)) + ")";
+    else why = "its lease expired";
+    throw sdk::Error(CC_ERR_CONFLICT, "job '" + id + "' is no longer held by claim " + std::to_string(claim) + ": " + why);
+}
+
 bool JobQueue::complete(const std::string& id, const std::string& status, const std::string& result_json) {
     std::lock_guard lock(mutex_);
     auto s = db_.prepare(

@@ -38,6 +38,11 @@ public:
     std::optional<Job> find(const std::string& id);
     /// Claims up to `max` queued (or lease-expired) jobs of `features`, oldest first.
     std::vector<Job> claim(const std::vector<std::string>& features, std::uint32_t max, std::uint32_t lease_seconds);
+    /// Extends the lease of a job still running under claim number `claim` (its attempts
+    /// count when claimed: the fencing token) to `lease_seconds` from now. Throws CONFLICT when
+    /// that claim has lost the job (finished, lease expired, or claimed again since), NOT_FOUND
+    /// for an unknown job.
+    void renew(const std::string& id, std::int64_t claim, std::uint32_t lease_seconds);
     /// Records the result; false when the job already has one (the first result stands).
     bool complete(const std::string& id, const std::string& status, const std::string& result_json);
     std::int64_t count(const std::string& status);

@@ -80,6 +80,17 @@ public:
             }
             return json::serialize(scep_.validate(request.as_object()));
         }
+        if (operation == "jobs.renew_lease") {  // {"id", "claim", "lease_seconds"}: docs/tenant-protocol.md
+            const json::object& o = request.as_object();
+            const auto* id = o.if_contains("id");
+            const auto* claim = o.if_contains("claim");
+            const auto* lease = o.if_contains("lease_seconds");
+            if (!id || !id->is_string() || !claim || !claim->is_int64() || !lease || !lease->is_int64() || lease->as_int64() < 1 ||
+                lease->as_int64() > 7 * 86400)
+                throw Error(CC_ERR_INVALID_ARGUMENT, "jobs.renew_lease needs \"id\", the \"claim\" it was handed and \"lease_seconds\" (1 .. 604800)");
+            queue_.renew(std::string(id->as_string()), claim->as_int64(), static_cast<uint32_t>(lease->as_int64()));
+            return json::serialize(json::object{{"id", id->as_string()}, {"lease_seconds", lease->as_int64()}});
+        }
         if (operation == "scep.notify_success" || operation == "scep.notify_failure") {
             scep_.record(operation.substr(12), request.as_object());
             return R"({"code":"Success"})";

@@ -49,3 +49,50 @@ TEST_CASE("submitting an id twice is idempotent for the same document, a conflic
     CHECK_THROWS_WITH(q.submit("pkcs", R"({"x":2})", "a"), Catch::Contains("already exists with a different document"));
     CHECK(q.count("queued") == 1);
 }
+
+namespace {
+
+int renew_status(JobQueue& q, const std::string& id, std::int64_t claim, std::uint32_t lease_seconds) {
+    try {
+        q.renew(id, claim, lease_seconds);
+        return CC_OK;
+    } catch (const certconn::sdk::Error& e) {
+        return e.code();
+    }
+}
+
+}  // namespace
+
+TEST_CASE("a lease is renewed only for the claim that holds it and never after it expired") {
+    TempDir dir;
+    JobQueue q(dir / "jobs.db");
+    q.submit("pkcs", "{}", "a");
+    q.submit("pkcs", "{}", "b");
+    auto first = q.claim({"pkcs"}, 10, 1);
+    REQUIRE(first.size() == 2);
+    CHECK(first[0].attempts == 1);  // the claim number the tenant hands out: the fencing token
+
+    // Renewed by its claim: still held after the original lease ran out.
+    CHECK(renew_status(q, "a", 1, 5) == CC_OK);
+    CHECK(renew_status(q, "a", 2, 5) == CC_ERR_CONFLICT);  // not this claim
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    auto again = q.claim({"pkcs"}, 10, 60);
+    REQUIRE(again.size() == 1);  // only b came back
+    CHECK(again[0].id == "b");
+    CHECK(again[0].attempts == 2);
+
+    // b's first claim lost it: that claim can renew no more; the new claim can.
+    CHECK(renew_status(q, "b", 1, 60) == CC_ERR_CONFLICT);
+    CHECK(renew_status(q, "b", 2, 60) == CC_OK);
+
+    // An expired lease is not revived, even when nobody claimed the job since.
+    q.submit("pkcs", "{}", "c");
+    REQUIRE(q.claim({"pkcs"}, 10, 1).size() == 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    CHECK(renew_status(q, "c", 1, 60) == CC_ERR_CONFLICT);
+
+    // A finished job, and an unknown one.
+    CHECK(q.complete("a", "succeeded", "{}"));
+    CHECK(renew_status(q, "a", 1, 60) == CC_ERR_CONFLICT);
+    CHECK(renew_status(q, "nope", 1, 60) == CC_ERR_NOT_FOUND);
+}

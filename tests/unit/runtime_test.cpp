@@ -3,7 +3,15 @@
 #include "support/TestFiles.hpp"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <catch2/catch.hpp>
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <future>
+#include <thread>
 
 using namespace certconn::host;
 using namespace certconn::test;
@@ -21,7 +29,7 @@ struct Fixture {
     explicit Fixture(const std::string& extra_toml = "") {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
-        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"}) install_fixture(plugins, "good", good);
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant", "fixture-reentrant"}) install_fixture(plugins, "good", good);
         install_fixture(plugins, "broken", "broken-init-throws");
         install_fixture(plugins, "broken", "broken-init-fails");
         write_file(dir / "c.toml", "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
@@ -68,6 +76,35 @@ std::pair<int, std::string> call(int (*fn)(PluginRuntime&, cc_sink*, cc_error*),
     cc_error err = new_error();
     const int rc = fn(rt, &s, &err);
     return {rc, rc == CC_OK ? sink.data : std::string(err.message)};
+}
+
+long thread_id() { return ::syscall(SYS_gettid); }
+
+/// Runs `fn` on a thread of its own and waits for it up to `limit`. A deadlock cannot be
+/// undone (the stuck thread cannot be cancelled), so it ends the test run with a message
+/// instead of hanging it.
+template <class Fn>
+void within(std::chrono::seconds limit, const char* what, Fn fn) {
+    auto done = std::make_shared<std::promise<void>>();
+    auto finished = done->get_future();
+    std::thread([done, fn]() mutable {
+        fn();
+        done->set_value();
+    }).detach();
+    if (finished.wait_for(limit) != std::future_status::ready) {
+        std::fprintf(stderr, "DEADLOCK: %s did not finish within %lld s\n", what, static_cast<long long>(limit.count()));
+        std::fflush(stderr);
+        std::_Exit(70);
+    }
+}
+
+/// What the "reentrant" fixture wrote when its destroy ran, once it exists (bounded wait).
+std::string wait_for_destroy(const std::filesystem::path& state) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!std::filesystem::exists(state / "destroyed") && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the fixture writes, then returns
+    return std::filesystem::exists(state / "destroyed") ? read_file(state / "destroyed") : std::string();
 }
 
 }  // namespace
@@ -156,6 +193,7 @@ TEST_CASE("hot swap: calls in flight finish on the old generation, which is rele
     CHECK(old_gen->api.feature->run_job(old_gen->api.instance, "{}", &s, &err) == CC_OK);  // old still works
     old_gen.reset();
     CHECK(watch.expired());
+    f.runtime->wait_released();  // destroyed on the reaper thread
     CHECK_THAT(f.operational(), Catch::Contains("\"name\":\"PluginUnloaded\""));
 
     f.runtime->retire(CC_KIND_FEATURE, "echo");
@@ -174,4 +212,85 @@ TEST_CASE("plugins get their own configuration section and a private state direc
     Fixture g("[echo]\ngreeting = \"hi\"\ntoken = \"abc\"\n");
     auto gen2 = g.start(CC_KIND_FEATURE, "echo");
     CHECK(gen2->context->config_json == R"({"greeting":"hi","token":"abc"})");
+}
+
+TEST_CASE("the last release of a generation destroys it on the reaper thread and not on the releasing request thread") {
+    Fixture f;
+    f.start(CC_KIND_TENANT, "fixture");
+    auto gen = f.start(CC_KIND_FEATURE, "reentrant");
+    const std::filesystem::path state = gen->context->state_dir;
+    f.runtime->retire(CC_KIND_FEATURE, "reentrant");  // a hot swap: only "the request" holds it now
+    long request_thread = 0;
+    // The request thread lets go; the plugin's destroy calls tenant_call (which takes the
+    // runtime's lock) from a thread it starts and waits for.
+    within(std::chrono::seconds(10), "releasing the last reference on a request thread", [&] {
+        request_thread = thread_id();
+        gen.reset();
+    });
+    const std::string destroyed = wait_for_destroy(state);
+    REQUIRE_FALSE(destroyed.empty());
+    CHECK_THAT(destroyed, Catch::Contains("answer={\"operation\":\"heartbeat\"}"));
+    CHECK_THAT(destroyed, !Catch::Contains("tid=" + std::to_string(request_thread) + "\n"));
+    CHECK_THAT(destroyed, !Catch::Contains("tid=" + std::to_string(thread_id()) + "\n"));
+    CHECK_THAT(f.operational(), Catch::Contains("destroy called the host from its own thread"));
+}
+
+TEST_CASE("destroying the runtime destroys its generations outside its lock: a destroy calling the host does not deadlock") {
+    Fixture f;
+    f.start(CC_KIND_TENANT, "fixture");
+    std::filesystem::path state;
+    {
+        auto gen = f.start(CC_KIND_FEATURE, "reentrant");
+        state = gen->context->state_dir;
+    }  // held by the runtime only
+    within(std::chrono::seconds(10), "destroying the runtime", [&] { f.runtime.reset(); });
+    const std::string destroyed = wait_for_destroy(state);
+    CHECK_THAT(destroyed, Catch::Contains("answer="));
+}
+
+TEST_CASE("reload: the new configuration is published with the generations built from it and an old generation keeps its own") {
+    Fixture f("[echo]\ngreeting = \"old\"\n");
+    f.start(CC_KIND_CA, "fixture");
+    auto old_echo = f.start(CC_KIND_FEATURE, "echo");  // held by "a request in flight" throughout
+    auto issue_label = [&] {
+        auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "test", "{}", s, e); },
+                              *f.runtime);
+        REQUIRE(rc == CC_OK);
+        return std::string(boost::json::parse(out).at("label").as_string());
+    };
+    auto own_section = [](const Generation& gen) {
+        StringSink sink;
+        cc_sink s = sink.sink();
+        cc_error err = new_error();
+        REQUIRE(gen.context->services.config_json(gen.context->services.host_ctx, &s, &err) == CC_OK);
+        return sink.data;
+    };
+    CHECK(own_section(*old_echo) == R"({"greeting":"old"})");
+    CHECK(issue_label() == "first");
+
+    auto changed = std::make_shared<Config>(*f.config);
+    changed->feature_sections["echo"]["greeting"] = "new";
+    changed->cas.at("test").settings["label"] = "changed";
+    const std::shared_ptr<const Config> next = changed;
+    std::string error;
+    auto new_echo = f.runtime->instantiate(f.library(CC_KIND_FEATURE, "echo"), error, next);
+    auto new_ca = f.runtime->instantiate(f.library(CC_KIND_CA, "fixture"), error, next);
+    REQUIRE(new_echo);
+    REQUIRE(new_ca);
+    // Built but not published: everything still routes by the old configuration.
+    CHECK(f.runtime->config() == f.config);
+    CHECK(issue_label() == "first");
+    CHECK(f.runtime->find(CC_KIND_FEATURE, "echo") == old_echo);
+
+    f.runtime->commit(next, {new_echo, new_ca}, {});
+    CHECK(f.runtime->config() == next);
+    CHECK(f.runtime->find(CC_KIND_FEATURE, "echo") == new_echo);
+    CHECK(issue_label() == "changed");
+    CHECK(own_section(*new_echo) == R"({"greeting":"new"})");
+    // The old generation, still in use, reads the section it was built from, through the
+    // host service and in its context, and remembers the configuration it came from.
+    CHECK(own_section(*old_echo) == R"({"greeting":"old"})");
+    CHECK(old_echo->context->config_json == R"({"greeting":"old"})");
+    CHECK(old_echo->config == f.config);
+    CHECK(new_echo->config == next);
 }

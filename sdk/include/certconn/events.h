@@ -63,6 +63,8 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(305, JobAbandoned, OPERATIONAL, "Jobs", "a job was left unfinished at stop; its lease returns it to the queue") \
     X(306, JobFeatureUnavailable, OPERATIONAL, "Jobs", "a claimed job's feature is not loaded; its lease returns it") \
     X(307, OutboxWriteFailed, OPERATIONAL, "Jobs", "a result could not be persisted; the job is not reported and will run again") \
+    X(308, JobLeaseLost, OPERATIONAL, "Jobs", "a job's lease could not be kept (lost, or not renewable for the wait); the host abandons it and the tenant's lease decides") \
+    X(309, JobResultDeliverySlow, OPERATIONAL, "Jobs", "the tenant took longer than the delivery deadline to acknowledge a result") \
     /* certificate authorities (CA plugins; relying-party services) */                         \
     X(400, CaHierarchyCreated, ADMIN, "CA", "a CA created its key pair and certificate")        \
     X(401, CaCrlPublished, OPERATIONAL, "CA", "a CRL was generated")                             \
