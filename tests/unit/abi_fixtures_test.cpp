@@ -66,7 +66,7 @@ TEST_CASE("the loader refuses a NULL info, a too-short struct, an unknown kind a
     for (const auto& f : b.scan.files) CHECK(f.event_id == CC_EV_PluginInfoInvalid);
 }
 
-TEST_CASE("init that leaves destroy NULL or the table incomplete is refused; nothing is published") {
+TEST_CASE("init that leaves destroy NULL or the table incomplete is refused - nothing is published") {
     Broken b({"broken-no-destroy", "broken-incomplete-table"});
     CHECK_THAT(b.init("no-destroy"), Catch::Contains("init succeeded but provided no destroy function"));
     CHECK_THAT(b.init("incomplete-table"), Catch::Contains("did not provide a complete cc_feature_api table"));

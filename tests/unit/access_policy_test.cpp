@@ -50,7 +50,7 @@ TEST_CASE("a loopback TCP caller without credentials is anonymous and holds no s
     CHECK_FALSE(p.holds("status"));
 }
 
-TEST_CASE("bearer tokens map to their own scopes; a wrong one is refused, not downgraded") {
+TEST_CASE("bearer tokens map to their own scopes - a wrong one is refused, not downgraded") {
     const AccessPolicy policy(settings(), "");
     const Principal intake = policy.authenticate(tcp(false), "Bearer cct_intake");
     CHECK(intake.origin == CC_ORIGIN_TOKEN);

@@ -11,7 +11,7 @@
 using certconn::tenant_local::JobQueue;
 using certconn::test::TempDir;
 
-TEST_CASE("jobs are claimed once per lease; an expired lease returns the job") {
+TEST_CASE("jobs are claimed once per lease - an expired lease returns the job") {
     TempDir dir;
     JobQueue q(dir / "jobs.db");
     q.submit("pkcs", "{}", "a");
@@ -29,7 +29,7 @@ TEST_CASE("jobs are claimed once per lease; an expired lease returns the job") {
     CHECK(q.claim({"scep", "pkcs"}, 10, 60).size() == 2);  // b's lease expired too, and c
 }
 
-TEST_CASE("the first result stands; unknown jobs are refused") {
+TEST_CASE("the first result stands - unknown jobs are refused") {
     TempDir dir;
     JobQueue q(dir / "jobs.db");
     q.submit("pkcs", "{}", "a");

@@ -54,7 +54,7 @@ TEST_CASE("a deleted journal entry's key is gone from journal.db and journal.db-
     CHECK_FALSE(file_contains(dir / "journal.db-wal", marker));
 }
 
-TEST_CASE("secure_delete is an option of the SQLite helper; without it a deleted row lingers (the control)") {
+TEST_CASE("secure_delete is an option of the SQLite helper - without it a deleted row lingers (the control)") {
     // Debian's SQLite defaults to secure_delete=ON, other builds do not: the journal asks for it.
     TempDir dir;
     auto pragma = [](sqlite::Database& d) {

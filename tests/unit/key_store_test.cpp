@@ -35,7 +35,7 @@ std::string oaep_encrypt(const std::string& public_pem, const std::string& plain
 
 }  // namespace
 
-TEST_CASE("connector keys: a file key decrypts OAEP with SHA-256/384/512; wrong padding, missing key and bad names are clear") {
+TEST_CASE("connector keys: a file key decrypts OAEP with SHA-256/384/512 - wrong padding, missing key and bad names are clear") {
     test::TempDir dir;
     KeyStore store(dir.path() / "keys");
     const std::string pub = store.create("mail", 2048, std::nullopt);

@@ -22,7 +22,7 @@ LoaderPolicy policy() { return LoaderPolicy::for_service_account(""); }
 
 }  // namespace
 
-TEST_CASE("a broken plugin among good ones is refused with its own reason; the good ones load") {
+TEST_CASE("a broken plugin among good ones is refused with its own reason - the good ones load") {
     TempDir dir;
     for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant", "fixture-c-echo"})
         install_fixture(dir.path(), "good", good);

@@ -53,7 +53,7 @@ std::string ocsp_request(X509* issuer, const char* serial_hex, bool nonce) {
 
 }  // namespace
 
-TEST_CASE("revocation reasons: RFC 5280 names in any common spelling; anything else is refused with the list") {
+TEST_CASE("revocation reasons: RFC 5280 names in any common spelling - anything else is refused with the list") {
     CHECK(reason_code("keyCompromise") == 1);
     CHECK(reason_code("key_compromise") == 1);  // DigiCert's spelling
     CHECK(reason_code("CessationOfOperation") == 5);
@@ -111,7 +111,7 @@ TEST_CASE("the CRL: signed by the CA, v2, numbered, with the revoked entries and
     CHECK(std::filesystem::exists(f.dir.path() / "crl.der"));
 }
 
-TEST_CASE("OCSP: good, revoked and unknown answers, signed by a delegated responder, nonce echoed; garbage is malformedRequest") {
+TEST_CASE("OCSP: good, revoked and unknown answers, signed by a delegated responder, nonce echoed - garbage is malformedRequest") {
     Fixture f;
     RevocationService service({"unit"}, f.ca.get(), f.key.get(), f.store, f.dir.path(), nullptr, false);
     auto status_of = [&](const char* serial, bool nonce) {

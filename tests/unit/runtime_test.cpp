@@ -159,7 +159,7 @@ TEST_CASE("an init that throws or fails is an event with the plugin's own messag
     CHECK_THAT(f.operational(), Catch::Contains("\"name\":\"PluginInitFailed\""));
 }
 
-TEST_CASE("feature jobs cross the ABI; exceptions come back as statuses") {
+TEST_CASE("feature jobs cross the ABI - exceptions come back as statuses") {
     Fixture f;
     auto gen = f.start(CC_KIND_FEATURE, "echo");
     StringSink sink;

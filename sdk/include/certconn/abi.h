@@ -18,8 +18,11 @@
  *    Per entry point:
  *      query                      any thread, also in short-lived processes (`config check`);
  *                                 no side effects, may run without init ever following.
- *      init, destroy              once each per instance, on the host's control thread.
- *      cc_ca_api.open/close       on the control thread, during init/destroy of the instance.
+ *      init                       once per instance, on the host's control thread.
+ *      destroy                    once, on the host's reaper thread, after the last call into
+ *                                 the instance has returned (never on a request thread).
+ *      cc_ca_api.open             on the control thread, right after init.
+ *      cc_ca_api.close            on the reaper thread, just before destroy.
  *      run_job, run_job_len       scheduler workers; up to [jobs] concurrency calls overlap.
  *      result_delivered           the outbox's delivery thread; overlaps with run_job.
  *      issue, revoke, query       any thread (job workers, HTTP workers); calls overlap.
