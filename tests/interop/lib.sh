@@ -26,15 +26,32 @@ start_connector() {
   return 1
 }
 
-# finish: stops the connector (it must exit 0: under the asan preset a sanitizer report makes it
-# fail), then the closing line ctest and CI read, and the exit status.
-finish() {
+# stop_connector: stops it (it must exit 0: under the asan preset a sanitizer report makes it
+# fail). The event log is complete afterwards: repeated identical events are summarised at stop.
+stop_connector() {
   if [ -n "${daemon:-}" ]; then
     kill -TERM "$daemon" 2>/dev/null
     if wait "$daemon"; then ok "the connector stopped cleanly (exit 0)"
     else fail "the connector stopped cleanly (exit 0)" "$(tail -n 40 "$work/daemon.out")"; fi
     daemon=""
   fi
+}
+
+# count_events ID FILE: how many events with that id were logged, counting those a summary
+# record stands for (fields.suppressed).
+count_events() {
+  $py -c "import json,sys
+n=0
+for line in open(sys.argv[2]):
+    e=json.loads(line)
+    if e['id']==int(sys.argv[1]): n+=1+e.get('fields',{}).get('suppressed',0)
+print(n)" "$1" "$2"
+}
+
+# finish: stops the connector if it still runs, then the closing line ctest and CI read, and the
+# exit status.
+finish() {
+  stop_connector
   echo
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]

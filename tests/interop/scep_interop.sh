@@ -150,7 +150,8 @@ check "the tenant recorded a success notification for each enrollment" "$py" -c 
 import sqlite3; c = sqlite3.connect('$work/state/plugins/tenant-local/scep.db')
 n = c.execute(\"select count(*) from scep_notifications where kind = 'success'\").fetchone()[0]
 assert n >= 5, n"
-check "4008 ScepNotifySuccess for each notification" bash -c "[ \$(grep -c '\"id\":4008' '$work/log/operational.jsonl') -ge 5 ]"
+stop_connector
+check "4008 ScepNotifySuccess for each notification" test "$(count_events 4008 "$work/log/operational.jsonl")" -ge 5
 check "the challenges never reach the logs" bash -c "! grep -rqF -e s3cret-challenge -e strict-challenge -e '$dyn' '$work/log'"
 
 finish
