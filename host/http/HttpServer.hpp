@@ -7,7 +7,7 @@
 // process's descriptor limit, so descriptors stay for the admin socket, the event log and
 // plugins); at the cap the listener stops accepting until one closes. An accept that fails for
 // lack of descriptors or memory pauses the listener (100 ms, doubling to 1 s) instead of
-// retrying at once, and writes one event per episode. See docs/security-http.md.
+// retrying at once, and writes one event per episode. See docs/security.md.
 #pragma once
 
 #include "config/Config.hpp"
