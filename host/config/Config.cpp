@@ -30,6 +30,7 @@ constexpr std::string_view kHostSchema = R"json({
       "read_timeout_seconds": {"type": "integer", "min": 1, "max": 3600},
       "drain_timeout_seconds": {"type": "integer", "min": 0, "max": 600},
       "max_connections": {"type": "integer", "min": 1, "max": 1000000, "description": "TCP connections served at once; at the cap the listener pauses until one closes (the admin socket is not counted)"},
+      "max_queued_requests": {"type": "integer", "min": 0, "max": 100000, "description": "TCP requests waiting for a busy worker; beyond that they get 503 with Retry-After (default 64)"},
       "tls": {"type": "table", "keys": {
         "certificate": {"type": "string", "required": true, "description": "PEM certificate chain; re-read on SIGHUP"},
         "private_key": {"type": "string", "required": true, "description": "PEM private key, mode 0600; re-read on SIGHUP"},
@@ -341,6 +342,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     if (auto v = root["host"]["read_timeout_seconds"].value<int64_t>()) h.read_timeout = std::chrono::seconds(*v);
     if (auto v = root["host"]["drain_timeout_seconds"].value<int64_t>()) h.drain_timeout = std::chrono::seconds(*v);
     integer(root["host"]["max_connections"], h.max_connections);
+    integer(root["host"]["max_queued_requests"], h.max_queued_requests);
     if (root["host"]["tls"].is_table()) {
         h.tls = TlsSettings{resolve(base, *root["host"]["tls"]["certificate"].value<std::string_view>()),
                             resolve(base, *root["host"]["tls"]["private_key"].value<std::string_view>()), {}};
@@ -413,7 +415,8 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                       {"max_body_bytes", h.max_body_bytes},
                       {"read_timeout_seconds", h.read_timeout.count()},
                       {"drain_timeout_seconds", h.drain_timeout.count()},
-                      {"max_connections", h.max_connections}};
+                      {"max_connections", h.max_connections},
+                      {"max_queued_requests", h.max_queued_requests}};
     if (h.tls) {
         json::object tls{{"certificate", h.tls->certificate.string()}, {"private_key", h.tls->private_key.string()}};
         if (!h.tls->client_ca.empty()) tls["client_ca"] = h.tls->client_ca.string();

@@ -39,6 +39,7 @@ struct HostSettings {
     // TCP connections served at once (the admin socket is not counted); at the cap the listener
     // stops accepting until one closes. Also held below the descriptor limit (see HttpServer).
     std::size_t max_connections = 1024;
+    std::size_t max_queued_requests = 64;  // TCP requests waiting for a worker; more get 503
     std::optional<TlsSettings> tls;
 
     std::filesystem::path admin_socket() const { return state_dir / "admin.sock"; }

@@ -242,7 +242,7 @@ int Connector::run() {
     runtime_ = std::make_unique<PluginRuntime>(*log_, config_);
 
     const HttpLimits limits{cfg.host.max_header_bytes, cfg.host.max_body_bytes, cfg.host.read_timeout, cfg.host.drain_timeout,
-                            cfg.host.max_connections};
+                            cfg.host.max_connections, cfg.host.max_queued_requests};
     http_ = std::make_unique<HttpServer>(limits, cfg.host.io_threads, cfg.host.workers,
                                          [this](const HttpRequestMessage& r, const RequestOrigin& o) { return dispatch(r, o); },
                                          *log_);

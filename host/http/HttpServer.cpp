@@ -246,6 +246,8 @@ struct HttpServer::Impl {
     asio::io_context io;
     asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
     asio::thread_pool workers;
+    std::size_t worker_count;
+    std::atomic<std::size_t> dispatched{0};  // requests handed to the workers, running or waiting
     std::vector<std::thread> io_threads;
     int io_thread_count;
     std::optional<tcp::acceptor> tcp_acceptor;
@@ -301,7 +303,7 @@ struct HttpServer::Impl {
     std::uint64_t next_connection = 0;
 
     Impl(HttpLimits l, int io_threads_, int worker_count, HttpDispatcher d, EventLog& lg)
-        : limits(l), dispatcher(std::move(d)), log(lg), workers(worker_count), io_thread_count(io_threads_) {}
+        : limits(l), dispatcher(std::move(d)), log(lg), workers(worker_count), worker_count(static_cast<std::size_t>(worker_count)), io_thread_count(io_threads_) {}
 
     std::uint64_t track(std::shared_ptr<Connection> c) {
         std::lock_guard lock(connections_mutex);
@@ -358,10 +360,28 @@ struct HttpServer::Impl {
             } else {
                 HttpRequestMessage req = parser.release();
                 keep_alive = req.keep_alive();
-                res = co_await asio::co_spawn(
-                    workers.get_executor(),
-                    [&]() -> asio::awaitable<HttpResponseMessage> { co_return dispatch(req, origin); },
-                    asio::use_awaitable);
+                // The worker pool's queue is bounded: past every worker busy and
+                // max_queued_requests waiting, a TCP request is answered at once instead of
+                // waiting without bound. The administrator (admin socket) is never turned away.
+                if (!origin.admin && dispatched.load() >= worker_count + limits.max_queued_requests) {
+                    log.emit(CC_EV_HttpOverloaded, CC_LEVEL_WARNING,
+                             "all " + std::to_string(worker_count) + " workers busy and " + std::to_string(limits.max_queued_requests) +
+                                 " requests waiting: answered 503 with Retry-After");
+                    res = error_response(503, "the connector is overloaded; retry later");
+                    res.set(http::field::retry_after, "1");
+                } else {
+                    ++dispatched;
+                    res = co_await asio::co_spawn(
+                        workers.get_executor(),
+                        [&]() -> asio::awaitable<HttpResponseMessage> {
+                            struct Done {
+                                std::atomic<std::size_t>& n;
+                                ~Done() { --n; }
+                            } done{dispatched};
+                            co_return dispatch(req, origin);
+                        },
+                        asio::use_awaitable);
+                }
                 res.version(req.version());
             }
             if (stopping) keep_alive = false;

@@ -42,6 +42,7 @@ struct HttpLimits {
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds drain_timeout{15};
     std::size_t max_connections = 1024;  // TCP connections at once; the admin socket is not counted
+    std::size_t max_queued_requests = 64;  // TCP requests waiting for a busy worker; more get 503
 };
 
 /// Where a request came from, as the transport saw it. Whether the peer is privileged is decided

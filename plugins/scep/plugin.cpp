@@ -41,7 +41,7 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
     "next_ca_certificate": {"type":"string","description":"rollover: PEM file (absolute path) with the next CA (and RA) certificates; enables GetNextCACert"},
     "allow_single_des": {"type":"boolean","description":"accept single-DES requests via OpenSSL's legacy provider (default false)"},
     "max_concurrent_requests": {"type":"integer","min":1,"max":10000,
-      "description":"PKIOperations processed at once; more get 429 with Retry-After (default 32)"},
+      "description":"PKIOperations processed at once; more get 429 with Retry-After (default 6; keep it below [host] workers, or the host queue answers first)"},
     "retry_after_seconds": {"type":"integer","min":1,"max":3600},
     "require_approval": {"type":"boolean","description":"requests wait for `certconnector scep approve` (default false)"},
     "renewal_window_days": {"type":"integer","min":0,"max":3650,
@@ -96,7 +96,7 @@ struct Profile {
     std::string min_digest = "sha256";
     int min_digest_strength = 2;  // scep::digest_strength of min_digest
     bool require_approval = false;
-    int max_concurrent = 32;
+    int max_concurrent = 6;  // below the host's default 8 workers, so the limit is what answers 429
     int retry_after_seconds = 10;
     std::vector<crypto::Cert> next_ca;  // GetNextCACert; empty when no rollover is configured
     std::atomic<int> in_flight{0};

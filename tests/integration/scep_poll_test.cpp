@@ -218,3 +218,96 @@ TEST_CASE("SCEP: over max_concurrent_requests a PKIOperation gets 429 with Retry
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }
+
+namespace {
+
+/// A daemon with the fixture tenant (it validates "slow:<ms>" challenges after a pause) and one
+/// SCEP profile; `host_extra` and `profile_extra` are appended to [host] and the profile.
+struct SlowTenantInstallation {
+    TempDir dir;
+    fs::path config = dir / "c.toml";
+    explicit SlowTenantInstallation(const std::string& host_extra, const std::string& profile_extra) {
+        install_plugins(dir / "plugins", {"ca-local", "scep"});
+        install_fixture(dir / "plugins", "good", "fixture-tenant");
+        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n" + host_extra +
+                               "[tenant]\nplugin = \"fixture\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+                               "[scep.profiles.one]\npath = \"/one\"\nca = \"local\"\n" + profile_extra);
+    }
+};
+
+std::string scep_request(const crypto::Cert& ra, const std::string& cn, const std::string& challenge) {
+    crypto::PKey key = crypto::generate_key("p256");
+    crypto::Cert self = scep::self_signed(key.get(), "CN=" + cn);
+    return scep::build_request({scep::MessageType::PKCSReq, "tx-" + cn, {}, scep::csr_with_challenge(key.get(), cn, challenge), nullptr, nullptr},
+                               self.get(), key.get(), ra.get());
+}
+
+}  // namespace
+
+TEST_CASE("SCEP: with the default workers and limit, the per-profile limit is what answers 429") {
+    SlowTenantInstallation inst("", "");  // [host] workers and max_concurrent_requests at their defaults
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto status = wait_for_status(daemon, inst.config);
+    INFO(daemon.output());
+    REQUIRE_FALSE(status.empty());
+    const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
+    const crypto::Cert ra = ra_of(port, "/one");
+    std::vector<std::thread> holders;
+    std::vector<HttpResult> held(6);
+    for (int i = 0; i < 6; ++i) {
+        const std::string message = scep_request(ra, "slow" + std::to_string(i), "slow:3000");
+        holders.emplace_back([&, i, message] { held[static_cast<std::size_t>(i)] = http_request(port, "POST", "/one?operation=PKIOperation", message); });
+    }
+    // All six hold a slot once each has been logged as received.
+    CHECK(eventually([&] {
+        const std::string log = read_file(inst.dir / "log" / "operational.jsonl");
+        for (int i = 0; i < 6; ++i)
+            if (log.find("tx-slow" + std::to_string(i)) == std::string::npos) return false;
+        return true;
+    }));
+    const auto refused = http_request(port, "POST", "/one?operation=PKIOperation", scep_request(ra, "seventh", "anything"));
+    CHECK(refused.status == 429);
+    CHECK_FALSE(refused.retry_after.empty());
+    for (auto& t : holders) t.join();
+    for (const auto& r : held) CHECK(r.status == 200);
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
+TEST_CASE("HTTP: past every worker busy and max_queued_requests waiting, TCP gets 503 with Retry-After and the admin socket still answers") {
+    SlowTenantInstallation inst("workers = 1\nmax_queued_requests = 1\n", "max_concurrent_requests = 100\n");
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto status = wait_for_status(daemon, inst.config);
+    INFO(daemon.output());
+    REQUIRE_FALSE(status.empty());
+    const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
+    const crypto::Cert ra = ra_of(port, "/one");
+    const std::string first = scep_request(ra, "running", "slow:4000");
+    HttpResult running;
+    std::thread a([&] { running = http_request(port, "POST", "/one?operation=PKIOperation", first); });
+    CHECK(eventually([&] { return read_file(inst.dir / "log" / "operational.jsonl").find("tx-running") != std::string::npos; }));
+    // While the only worker is busy, four more arrive: one can wait, the others must be refused.
+    std::vector<HttpResult> more(4);
+    std::vector<std::thread> senders;
+    for (std::size_t i = 0; i < more.size(); ++i)
+        senders.emplace_back([&, i] { more[i] = http_request(port, "GET", "/one?operation=GetCACaps"); });
+    for (auto& t : senders) t.join();
+    std::size_t refused = 0;
+    for (const auto& r : more) {
+        if (r.status == 503) {
+            ++refused;
+            CHECK(r.retry_after == "1");
+        } else {
+            CHECK(r.status == 200);  // the one that waited was served, not dropped
+        }
+    }
+    CHECK(refused >= 2);
+    // The administrator is never turned away by the queue bound.
+    CHECK(run_cli({"status", "--config", inst.config.string()}).exit_code == 0);
+    a.join();
+    CHECK(running.status == 200);
+    CHECK(http_request(port, "GET", "/one?operation=GetCACaps").status == 200);
+    CHECK(read_file(inst.dir / "log" / "operational.jsonl").find("\"id\":209") != std::string::npos);
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}

@@ -54,6 +54,7 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(206, HttpAcceptResumed, OPERATIONAL, "Http", "a listener (TCP or admin socket) accepts again after a pause (descriptor or memory shortage)") \
     X(207, HttpTlsReloaded, OPERATIONAL, "Http", "the TLS certificate and key were re-read; new handshakes use them") \
     X(208, HttpTlsReloadFailed, OPERATIONAL, "Http", "re-reading the TLS certificate or key failed; the previous ones keep serving") \
+    X(209, HttpOverloaded, OPERATIONAL, "Http", "every worker busy and the request queue full: a TCP request got 503 with Retry-After") \
     /* general: jobs and the durable outbox */                                                 \
     X(300, JobClaimFailed, OPERATIONAL, "Jobs", "claiming jobs from the tenant failed; will retry") \
     X(301, JobRetryScheduled, OPERATIONAL, "Jobs", "a job failed transiently; it runs again after a backoff") \
