@@ -147,3 +147,47 @@ TEST_CASE("trust boundary: loopback TCP is anonymous, the admin socket admits on
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }
+
+TEST_CASE("trust boundary: a TLS client certificate mapped in [auth.certificates] holds its scopes and an unmapped one stays anonymous") {
+    TempDir dir;
+    install_plugins(dir / "plugins", {"ca-local", "tenant-local"});
+    const std::string script =
+        "set -e; cd " + shell_quote(dir.path().string()) + "\n"
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1"
+        " -addext subjectAltName=IP:127.0.0.1 -keyout key.pem -out cert.pem 2>/dev/null\n"
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=clients -keyout ca.key -out ca.pem 2>/dev/null\n"
+        "printf 'extendedKeyUsage=clientAuth\\n' > client.ext\n"
+        "for n in mdm device; do openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=$n -keyout $n.key -out $n.csr 2>/dev/null;"
+        " openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile client.ext -out $n.pem 2>/dev/null; done\n"
+        "chmod 600 *.key key.pem\n"
+        "openssl x509 -in mdm.pem -outform DER | sha256sum | cut -d' ' -f1 > mdm.sha256\n";
+    const auto made = run_shell("bash -c " + shell_quote(script));
+    INFO(made.output);
+    REQUIRE(made.exit_code == 0);
+    std::string digest = read_file(dir / "mdm.sha256");
+    digest.erase(digest.find_last_not_of("\n ") + 1);
+    const fs::path config = dir / "c.toml";
+    write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+                       "[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\nclient_ca = \"ca.pem\"\n"
+                       "[auth.certificates.mdm]\nsha256 = \"" + digest + "\"\nscopes = [\"jobs:submit\"]\n"
+                       "[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n");
+    Daemon daemon(config, dir / "daemon.out");
+    const auto status = wait_for_status(daemon, config);
+    INFO(daemon.output());
+    REQUIRE_FALSE(status.empty());
+    const std::string url = "https://127.0.0.1:" + std::to_string(status.at("port").as_int64());
+    auto curl = [&](const std::string& client, const std::string& method, const std::string& path) {
+        const std::string cert = client.empty() ? "" : " --cert " + shell_quote((dir / (client + ".pem")).string()) + " --key " +
+                                                           shell_quote((dir / (client + ".key")).string());
+        const auto r = run_shell("curl -s -o /dev/null -w '%{http_code}' --cacert " + shell_quote((dir / "cert.pem").string()) + cert +
+                                 " -X " + method + " -d '{\"feature\":\"pkcs\",\"request\":{\"subject\":\"CN=x\"}}' " + url + path);
+        return r.output;
+    };
+    CHECK(curl("mdm", "POST", "/tenant/v1/jobs") == "201");
+    CHECK(curl("mdm", "GET", "/status") == "403");        // mapped, but without the scope
+    CHECK(curl("device", "POST", "/tenant/v1/jobs") == "401");  // verified by the same CA, not mapped: anonymous
+    CHECK(curl("", "POST", "/tenant/v1/jobs") == "401");
+    CHECK_THAT(read_file(dir / "log" / "operational.jsonl"), Catch::Contains("certificate:mdm"));
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
