@@ -42,8 +42,6 @@ struct Command {
     std::string summary;
     std::vector<OptionSpec> options;
     std::function<int(const ParsedOptions&)> run;
-    /// For commands taking one positional word (`submit FEATURE`, `job show ID`, ...).
-    std::function<int(const std::string&, const ParsedOptions&)> run_with_argument = nullptr;
 };
 
 fs::path config_path(const ParsedOptions& o) { return o.value("config").value_or(default_config().string()); }
@@ -372,6 +370,19 @@ void print_command_help(const Command& c) {
     std::cout << "  --help            this text\n";
 }
 
+/// Runs a command; a usage error (std::invalid_argument) exits 2, any other failure 1.
+int exit_code_of(const std::function<int()>& run) {
+    try {
+        return run();
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "certconnector: " << e.what() << "\n";
+        return kExitProblems;
+    } catch (const std::exception& e) {
+        std::cerr << "certconnector: " << e.what() << "\n";
+        return kExitFailure;
+    }
+}
+
 /// A command the running connector offers (registered by a plugin or the host).
 int run_discovered(const std::vector<std::string>& args) {
     const auto socket = socket_from_args(args);
@@ -397,15 +408,7 @@ int run_discovered(const std::vector<std::string>& args) {
         print_admin_command_help(match->first);
         return kExitOk;
     }
-    try {
-        return run_admin_command(match->first, rest, *socket);
-    } catch (const std::invalid_argument& e) {
-        std::cerr << "certconnector: " << e.what() << "\n";
-        return kExitProblems;
-    } catch (const std::exception& e) {
-        std::cerr << "certconnector: " << e.what() << "\n";
-        return kExitFailure;
-    }
+    return exit_code_of([&] { return run_admin_command(match->first, rest, *socket); });
 }
 
 }  // namespace
@@ -431,26 +434,9 @@ int main(int argc, char** argv) {
         }
     if (command == nullptr) return run_discovered(args);
     std::vector<std::string> rest(args.begin() + static_cast<long>(words), args.end());
-    // `submit FEATURE` and `job show ID` take one positional word.
-    std::string positional;
-    if (!command->run && !rest.empty() && rest[0].rfind("--", 0) != 0) {
-        positional = rest[0];
-        rest.erase(rest.begin());
-    }
     if (std::find(rest.begin(), rest.end(), "--help") != rest.end()) {
         print_command_help(*command);
         return kExitOk;
     }
-    try {
-        const ParsedOptions options = parse_options(rest, command->options, command->name);
-        if (command->run) return command->run(options);
-        if (positional.empty()) throw std::invalid_argument("'" + command->name + "' needs an argument (see --help)");
-        return command->run_with_argument(positional, options);
-    } catch (const std::invalid_argument& e) {
-        std::cerr << "certconnector: " << e.what() << "\n";
-        return kExitProblems;
-    } catch (const std::exception& e) {
-        std::cerr << "certconnector: " << e.what() << "\n";
-        return kExitFailure;
-    }
+    return exit_code_of([&] { return command->run(parse_options(rest, command->options, command->name)); });
 }

@@ -134,6 +134,17 @@ std::int64_t ttl_seconds(const std::string& ttl) {
     return n * factor;
 }
 
+/// The handler of `submit FEATURE`: the request from the options (or --json), then submit and wait.
+sdk::Host::AdminHandler submit_with(JobQueue& queue, const char* feature, json::object (*from_options)(const AdminArguments&)) {
+    return [&queue, feature, from_options](std::string_view text) {
+        AdminArguments a(text);
+        if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
+        json::object args = a.json();
+        json::object request = a.value("json") ? document_request(a, args) : from_options(a);
+        return submit(queue, feature, std::move(request), AdminArguments(json::serialize(args))).json();
+    };
+}
+
 }  // namespace
 
 void check_job_fields(const std::string& feature, const std::string& id) {
@@ -155,13 +166,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
         {"name":"profile","kind":"string","help":"certificate profile of that CA"},
         {"name":"pfx-password","kind":"string","help":"PKCS#12 password (default: a random one, delivered encrypted)"},
         {"name":"legacy","kind":"flag","help":"3DES/SHA-1 PKCS#12 for old clients"},)j" + json_arg + kWaitArguments + "]",
-        [&queue](std::string_view text) {
-            AdminArguments a(text);
-            if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
-            json::object args = a.json();
-            json::object request = a.value("json") ? document_request(a, args) : pkcs_request(a);
-            return submit(queue, "pkcs", std::move(request), AdminArguments(json::serialize(args))).json();
-        });
+        submit_with(queue, "pkcs", pkcs_request));
     host.admin_command(
         "submit revoke", "submit a revoke job: revoke a certificate at its CA (CRL and OCSP show it at once)", "jobs:submit",
         "[" R"j({"name":"ca","kind":"string","help":"configured CA name (default: the feature's default_ca)"},
@@ -169,13 +174,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
         {"name":"issuer","kind":"string","help":"the issuer DN; the CA refuses a serial of another issuer"},
         {"name":"reason","kind":"string","help":"RFC 5280 reason: unspecified | keyCompromise | cACompromise | affiliationChanged | superseded | cessationOfOperation | certificateHold | privilegeWithdrawn | aACompromise"},)j" +
             json_arg + kWaitArguments + "]",
-        [&queue](std::string_view text) {
-            AdminArguments a(text);
-            if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
-            json::object args = a.json();
-            json::object request = a.value("json") ? document_request(a, args) : revoke_request(a);
-            return submit(queue, "revoke", std::move(request), AdminArguments(json::serialize(args))).json();
-        });
+        submit_with(queue, "revoke", revoke_request));
     host.admin_command(
         "submit import", "submit an import job: open an administrator's PFX and deliver it encrypted to the device", "jobs:submit",
         "[" R"j({"name":"pfx","kind":"file","help":"the PFX (PKCS#12) file"},
@@ -186,13 +185,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
         {"name":"upn","kind":"string","help":"user principal name the PFX belongs to"},
         {"name":"device-key","kind":"file","help":"PEM file: the device's public key or certificate (RSA or EC)"},)j" +
             json_arg + kWaitArguments + "]",
-        [&queue](std::string_view text) {
-            AdminArguments a(text);
-            if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
-            json::object args = a.json();
-            json::object request = a.value("json") ? document_request(a, args) : import_request(a);
-            return submit(queue, "import", std::move(request), AdminArguments(json::serialize(args))).json();
-        });
+        submit_with(queue, "import", import_request));
     host.admin_command(
         "submit", "submit FEATURE --json JOB.json [--wait --out DIR]: any feature's raw job document", "jobs:submit",
         "[" R"j({"name":"feature","kind":"string","positional":true,"required":true,"help":"the feature, e.g. pkcs"},
