@@ -3,7 +3,14 @@
 
 #include <catch2/catch.hpp>
 
+#include "support/TestFiles.hpp"
+
 #include <openssl/x509.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 using namespace certconn::crypto;
 
@@ -92,4 +99,32 @@ TEST_CASE("encodings") {
     CHECK(u.size() == 36);
     CHECK(u[14] == '4');
     CHECK(uuid4() != u);
+}
+
+TEST_CASE("the pkcs11 engine never sees a PIN inside the URI, so what it prints to stderr holds none") {
+    // libp11 prints "The private key was not found at: <uri>" to stderr, which the daemon's
+    // journal keeps; the PIN therefore goes to the engine through its PIN control command.
+    certconn::test::TempDir dir;
+    const std::string captured = (dir / "stderr").string();
+    std::fflush(stderr);
+    const int saved = ::dup(2);
+    const int fd = ::open(captured.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE(fd >= 0);
+    ::dup2(fd, 2);
+    std::string message;
+    for (const char* uri : {"pkcs11:token=absent-token;object=k;type=private;pin-value=S3cretPin42",
+                            "pkcs11:token=absent-token;object=k?pin-value=S3cretPin42", "PKCS11:token=t;object=k;pin-value=S3cretPin42"}) {
+        try {
+            certconn::crypto::load_private_key_from(uri);
+        } catch (const std::exception& e) {
+            message += e.what();
+        }
+    }
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    ::close(fd);
+    CHECK_FALSE(message.empty());
+    CHECK(message.find("S3cretPin42") == std::string::npos);
+    CHECK(certconn::test::read_file(captured).find("S3cretPin42") == std::string::npos);
 }

@@ -193,6 +193,12 @@ TEST_CASE("http admin socket: each connection's origin carries the peer's uid, g
 }
 
 TEST_CASE("http accept out of descriptors: the listener pauses and reports once instead of spinning, then recovers") {
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer's runtime needs descriptors of its own to start the server's threads once
+    // this process has none left; the daemon-level flood test covers the same path under ASan.
+    WARN("skipped under AddressSanitizer");
+    return;
+#endif
     Server server;
     server.http->listen_tcp("127.0.0.1:0", std::nullopt);
     const auto port = server.http->tcp_port();

@@ -23,6 +23,7 @@
 #include <fstream>
 #include <iterator>
 #include <mutex>
+#include <optional>
 
 namespace certconn::crypto {
 
@@ -148,8 +149,18 @@ std::string public_key_pem(const EVP_PKEY* key) {
     return bio_string(bio.get());
 }
 
+namespace {
+/// The URI without its pin-value, for the engine; nullopt when it carries none.
+std::optional<std::string> without_pin_value(std::string_view text);
+/// Why p11-kit cannot parse `text` as a URI; empty when it can.
+std::string pkcs11_uri_problem(std::string_view text);
+}  // namespace
+
 PKey load_private_key_from(const std::string& path_or_uri) {
     if (is_pkcs11_uri(path_or_uri)) {  // any case: "PKCS11:...;pin-value=" must not end up in a file-name message
+        // The engine would take anything it cannot parse for a label and echo it, PIN and all.
+        if (const std::string why = pkcs11_uri_problem(path_or_uri); !why.empty())
+            throw CryptoError("not a valid pkcs11: URI (" + why + "): " + redact_pkcs11_uri(path_or_uri));
         static std::mutex engine_mutex;
         std::lock_guard lock(engine_mutex);
         ENGINE_load_builtin_engines();
@@ -159,7 +170,19 @@ PKey load_private_key_from(const std::string& path_or_uri) {
             ENGINE_free(engine);
             throw_openssl("cannot initialise the pkcs11 engine");
         }
-        EVP_PKEY* key = ENGINE_load_private_key(engine, path_or_uri.c_str(), nullptr, nullptr);
+        // libp11 prints the URI it was given to stderr when it finds no key there, so the PIN
+        // goes to the engine through its "PIN" control command, never inside the URI.
+        std::string engine_uri = path_or_uri;
+        if (auto stripped = without_pin_value(path_or_uri)) {
+            const sdk::Secret pin = pkcs11_pin(path_or_uri);
+            if (!ENGINE_ctrl_cmd_string(engine, "PIN", pin.reveal_c_str(), 0)) {
+                ENGINE_finish(engine);
+                ENGINE_free(engine);
+                throw_openssl("the pkcs11 engine refused the PIN for " + redact_pkcs11_uri(path_or_uri));
+            }
+            engine_uri = std::move(*stripped);
+        }
+        EVP_PKEY* key = ENGINE_load_private_key(engine, engine_uri.c_str(), nullptr, nullptr);
         ENGINE_finish(engine);
         ENGINE_free(engine);
         if (!key) {
@@ -193,6 +216,23 @@ Uri parse_pkcs11(std::string_view text, std::string& why) {
         return nullptr;
     }
     return uri;
+}
+
+std::string pkcs11_uri_problem(std::string_view text) {
+    std::string why;
+    return parse_pkcs11(text, why) ? std::string() : (why.empty() ? std::string("unparsable") : why);
+}
+
+std::optional<std::string> without_pin_value(std::string_view text) {
+    std::string why;
+    const Uri uri = parse_pkcs11(text, why);
+    if (!uri || p11_kit_uri_get_pin_value(uri.get()) == nullptr) return std::nullopt;
+    p11_kit_uri_set_pin_value(uri.get(), nullptr);
+    char* formatted = nullptr;
+    if (p11_kit_uri_format(uri.get(), P11_KIT_URI_FOR_ANY, &formatted) != P11_KIT_URI_OK || !formatted) return std::nullopt;
+    std::string out = formatted;
+    std::free(formatted);
+    return out;
 }
 
 std::string pin_file_path(const char* source) {
