@@ -1,10 +1,9 @@
 #include "jobs/JobScheduler.hpp"
 
+#include <certconn/backoff.hpp>
 #include <certconn/sdk.hpp>
 
 #include <boost/json.hpp>
-
-#include <random>
 
 namespace certconn::host {
 
@@ -69,11 +68,10 @@ bool JobScheduler::sleep_unless_stopping(milliseconds duration) {
 }
 
 milliseconds JobScheduler::backoff(int attempt) const {
-    thread_local std::mt19937 rng{std::random_device{}()};
-    double ms = settings_.retry_initial_ms * std::pow(2.0, attempt - 1);
-    ms = std::min<double>(ms, settings_.retry_max_ms);
-    std::uniform_real_distribution<double> jitter(0.8, 1.2);
-    return milliseconds(static_cast<std::int64_t>(ms * jitter(rng)));
+    // Exponential from retry_initial_ms, capped at retry_max_ms, then +-20% so retries that
+    // failed together do not hit the tenant or CA together again.
+    const sdk::Backoff policy{milliseconds(settings_.retry_initial_ms), milliseconds(settings_.retry_max_ms), 0.2};
+    return policy.delay(attempt);
 }
 
 std::vector<std::string> JobScheduler::enabled_features() const {

@@ -1,5 +1,7 @@
 #include "certconn/crypto.hpp"
 
+#include <certconn/time.hpp>
+
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/engine.h>
@@ -309,10 +311,8 @@ std::string name_string(const X509_NAME* name) {
 std::string time_iso8601(const ASN1_TIME* time) {
     struct tm tm {};
     if (!ASN1_TIME_to_tm(time, &tm)) throw_openssl("ASN1_TIME_to_tm");
-    char buf[80];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return buf;
+    // ASN1_TIME_to_tm gives UTC fields; timegm turns them back into a time_t without a time zone.
+    return sdk::utc_iso8601(std::chrono::system_clock::from_time_t(timegm(&tm)));
 }
 
 // ---- names and CSRs --------------------------------------------------------------------
