@@ -2,6 +2,8 @@
 
 #include "status/SupportPolicy.hpp"
 
+#include <certconn/sdk.hpp>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
@@ -574,7 +576,7 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
     const std::string args = json::serialize(arguments);
     StringSink sink(64 * 1024 * 1024);
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     const int rc = match->command->handler(match->command->handler_ctx, args.data(), args.size(), &s, &err);
     json::value reply;
     if (rc == CC_OK) reply = json::parse(sink.data, ec);
@@ -609,7 +611,7 @@ json::object Connector::export_ca(const json::object& arguments) {
         return fail("the plugin behind CA '" + name + "' cannot describe it");
     StringSink sink;
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     if (api->describe(gen->api.instance, handle->second, &s, &err) != CC_OK) return fail(err.message);
     std::error_code ec;
     const json::value d = json::parse(sink.data, ec);
@@ -646,7 +648,7 @@ HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch
             if (name && value) static_cast<ResponseBuilder*>(ctx)->headers.emplace_back(name, value);
         },
         builder.body.sink()};
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     const int rc = match.route->handler(match.route->handler_ctx, &req, &resp, &err);
     if (rc != CC_OK) {
         log_->emit(CC_EV_HttpHandlerFailed, CC_LEVEL_ERROR,

@@ -112,7 +112,7 @@ void JobScheduler::claim_loop() {
         const std::string names_json = json::serialize(names);
         StringSink sink;
         cc_sink s = sink.sink();
-        cc_error err = new_error();
+        cc_error err = sdk::detail::make_error();
         // The lease is counted from before the call: the host never believes it longer than the tenant.
         const auto lease_until = steady_clock::now() + seconds(settings_.lease_seconds);
         const int rc = tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(),
@@ -182,7 +182,7 @@ JobScheduler::Renewal JobScheduler::renew(Claim& claim, seconds lease, std::stri
     const std::string request_json = json::serialize(request);
     StringSink sink(64 * 1024);
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     const auto asked = steady_clock::now();
     const int rc = tenant->api.tenant->call(tenant->api.instance, "jobs.renew_lease", request_json.c_str(), &s, &err);
     why = err.message;
@@ -247,7 +247,7 @@ void JobScheduler::run(Claim& claim) {
         const std::string doc_json = json::serialize(doc);
         StringSink sink;
         cc_sink s = sink.sink();
-        cc_error err = new_error();
+        cc_error err = sdk::detail::make_error();
         const cc_feature_api* api = gen->api.feature;
         const int rc = api->struct_size > offsetof(cc_feature_api, run_job_len) && api->run_job_len != nullptr
                            ? api->run_job_len(gen->api.instance, doc_json.c_str(), doc_json.size(), &s, &err)
@@ -350,11 +350,11 @@ void JobScheduler::delivery_loop() {
 void JobScheduler::deliver(const OutboxEntry& entry) {
     const auto cfg = runtime_.config();
     auto tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     int rc = CC_ERR_UNAVAILABLE;
     const auto started = steady_clock::now();
     if (tenant) rc = tenant->api.tenant->complete_job(tenant->api.instance, entry.job_id.c_str(), entry.result.c_str(), &err);
-    else set_error(&err, CC_ERR_UNAVAILABLE, "no tenant plugin is loaded");
+    else sdk::detail::set_error(&err, CC_ERR_UNAVAILABLE, "no tenant plugin is loaded");
     // A call into the plugin cannot be interrupted; a slow one is reported, and the entries
     // after it wait their turn (claims and workers do not).
     const auto took = duration_cast<milliseconds>(steady_clock::now() - started);

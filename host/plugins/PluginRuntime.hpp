@@ -212,7 +212,4 @@ struct StringSink {
     cc_sink sink();
 };
 
-cc_error new_error();
-void set_error(cc_error* error, int code, const std::string& message);
-
 }  // namespace certconn::host
