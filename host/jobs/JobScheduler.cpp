@@ -180,7 +180,7 @@ JobScheduler::Renewal JobScheduler::renew(Claim& claim, seconds lease, std::stri
     json::object request{{"id", text(claim.job, "id")}, {"lease_seconds", lease.count()}};
     if (const auto* token = claim.job.if_contains("claim")) request["claim"] = *token;  // the fencing token
     const std::string request_json = json::serialize(request);
-    StringSink sink(64 * 1024);
+    StringSink sink(std::size_t{64} * 1024);
     cc_sink s = sink.sink();
     cc_error err = sdk::detail::make_error();
     const auto asked = steady_clock::now();

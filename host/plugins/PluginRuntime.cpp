@@ -200,7 +200,7 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
 }
 
 std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library,
-                                                             std::string& error, std::shared_ptr<const Config> cfg) {
+                                                             std::string& error, const std::shared_ptr<const Config>& cfg) {
     const PluginIdentity& id = library->identity;
     // The last owner to let go hands the generation to the reaper (see PluginRuntime.hpp).
     std::shared_ptr<Generation> gen(new Generation, [reaper = reaper_](Generation* g) { reaper->release(g); });
@@ -581,7 +581,7 @@ int PluginRuntime::tenant_call(const char* operation, const char* request, cc_si
 
 std::string PluginRuntime::health(const Generation& gen) const {
     if (gen.api.health == nullptr) return R"({"healthy":true})";
-    StringSink sink(64 * 1024);
+    StringSink sink(std::size_t{64} * 1024);
     cc_sink s = sink.sink();
     cc_error err = sdk::detail::make_error();
     if (gen.api.health(gen.api.instance, &s, &err) != CC_OK)

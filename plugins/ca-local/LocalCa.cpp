@@ -29,7 +29,7 @@ std::string read_text(const fs::path& p) {
 
 std::string str(const json::object& o, const char* key, std::string fallback) {
     const auto* v = o.if_contains(key);
-    return v ? std::string(v->as_string()) : fallback;
+    return v ? std::string(v->as_string()) : std::move(fallback);
 }
 
 std::int64_t num(const json::object& o, const char* key, std::int64_t fallback) {

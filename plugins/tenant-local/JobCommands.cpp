@@ -89,7 +89,7 @@ AdminReply job_reply(JobQueue& queue, const std::string& id, const AdminArgument
     return reply;
 }
 
-AdminReply submit(JobQueue& queue, const std::string& feature, json::object request, const AdminArguments& a) {
+AdminReply submit(JobQueue& queue, const std::string& feature, const json::object& request, const AdminArguments& a) {
     std::string id = a.value("id").value_or(crypto::uuid4());
     check_job_fields(feature, id);
     queue.submit(feature, json::serialize(request), id);
@@ -160,7 +160,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
             if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
             json::object args = a.json();
             json::object request = a.value("json") ? document_request(a, args) : pkcs_request(a);
-            return submit(queue, "pkcs", std::move(request), AdminArguments(json::serialize(args))).json();
+            return submit(queue, "pkcs", request, AdminArguments(json::serialize(args))).json();
         });
     host.admin_command(
         "submit revoke", "submit a revoke job: revoke a certificate at its CA (CRL and OCSP show it at once)", "jobs:submit",
@@ -174,7 +174,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
             if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
             json::object args = a.json();
             json::object request = a.value("json") ? document_request(a, args) : revoke_request(a);
-            return submit(queue, "revoke", std::move(request), AdminArguments(json::serialize(args))).json();
+            return submit(queue, "revoke", request, AdminArguments(json::serialize(args))).json();
         });
     host.admin_command(
         "submit import", "submit an import job: open an administrator's PFX and deliver it encrypted to the device", "jobs:submit",
@@ -191,7 +191,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
             if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
             json::object args = a.json();
             json::object request = a.value("json") ? document_request(a, args) : import_request(a);
-            return submit(queue, "import", std::move(request), AdminArguments(json::serialize(args))).json();
+            return submit(queue, "import", request, AdminArguments(json::serialize(args))).json();
         });
     host.admin_command(
         "submit", "submit FEATURE --json JOB.json [--wait --out DIR]: any feature's raw job document", "jobs:submit",
@@ -203,7 +203,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
             if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
             json::object args = a.json();
             json::object request = document_request(a, args);
-            return submit(queue, a.required("feature"), std::move(request), AdminArguments(json::serialize(args))).json();
+            return submit(queue, a.required("feature"), request, AdminArguments(json::serialize(args))).json();
         });
     host.admin_command("job show", "job show ID: a job's state and result", "jobs:read",
                        R"j([{"name":"id","kind":"string","positional":true,"required":true,"help":"the job id"}])j",
@@ -223,7 +223,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
             AdminArguments a(text);
             if (a.value("profile").value_or("").empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'profile' (the SCEP profile) is required");
             const std::int64_t ttl = a.value("ttl") ? ttl_seconds(*a.value("ttl")) : 3600;
-            if (ttl < 60 || ttl > 7 * 86400) throw Error(CC_ERR_INVALID_ARGUMENT, "--ttl must be 60 s .. 7 d");
+            if (ttl < 60 || ttl > std::int64_t{7} * 86400) throw Error(CC_ERR_INVALID_ARGUMENT, "--ttl must be 60 s .. 7 d");
             json::object answer;
             try {
                 answer = scep.create_challenge(a.required("profile"), a.value("subject").value_or(""), a.values("san"), ttl);

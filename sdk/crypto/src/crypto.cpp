@@ -1,5 +1,6 @@
 #include "certconn/crypto.hpp"
 
+#include <certconn/errno_message.hpp>
 #include <certconn/time.hpp>
 
 #include <openssl/bn.h>
@@ -413,10 +414,11 @@ std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION)* exts) {
             case GEN_URI: out.push_back({"uri", text(gn->d.uniformResourceIdentifier)}); break;
             case GEN_IPADD: {
                 const ASN1_OCTET_STRING* raw = gn->d.iPAddress;
-                char buf[64] = {0};
+                std::string ip = "(ipv6)";
                 if (raw->length == 4)
-                    std::snprintf(buf, sizeof buf, "%d.%d.%d.%d", raw->data[0], raw->data[1], raw->data[2], raw->data[3]);
-                out.push_back({"ip", buf[0] ? buf : "(ipv6)"});
+                    ip = std::to_string(raw->data[0]) + "." + std::to_string(raw->data[1]) + "." + std::to_string(raw->data[2]) + "." +
+                         std::to_string(raw->data[3]);
+                out.push_back({"ip", ip});
                 break;
             }
             case GEN_OTHERNAME: {
@@ -609,7 +611,7 @@ std::string read_file(const std::filesystem::path& path, std::string_view what) 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode) {
     const std::string tmp = path.string() + ".tmp";
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+    if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + sdk::errno_message(errno));
     ::fchmod(fd, mode);  // the umask may have narrowed it; never widened beyond `mode`
     std::size_t done = 0;
     while (done < data.size()) {
@@ -619,7 +621,7 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view data,
             const int err = errno;
             ::close(fd);
             ::unlink(tmp.c_str());
-            throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(err));
+            throw std::runtime_error("cannot write " + tmp + ": " + sdk::errno_message(err));
         }
         done += static_cast<std::size_t>(n);
     }
@@ -627,7 +629,7 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view data,
     ::close(fd);
     if (!synced || ::rename(tmp.c_str(), path.c_str()) != 0) {
         ::unlink(tmp.c_str());
-        throw std::runtime_error("cannot store " + path.string() + ": " + std::strerror(errno));
+        throw std::runtime_error("cannot store " + path.string() + ": " + sdk::errno_message(errno));
     }
 }
 
