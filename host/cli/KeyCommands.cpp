@@ -1,5 +1,6 @@
 #include "cli/KeyCommands.hpp"
 
+#include "daemon/Accounts.hpp"
 #include "keys/KeyStore.hpp"
 
 #include <boost/json.hpp>
@@ -22,10 +23,10 @@ namespace {
 /// Root creating keys for a daemon that runs as `account`: hand the store over to it.
 void give_to_service_account(const fs::path& dir, const std::string& name, const std::string& account) {
     if (::geteuid() != 0 || account.empty()) return;
-    const passwd* pw = ::getpwnam(account.c_str());
+    const auto pw = account_named(account);
     if (!pw) throw std::invalid_argument("service_account '" + account + "' does not exist");
     for (const fs::path& p : {dir, dir / (name + ".pem"), dir / (name + ".ref")})
-        if (fs::exists(p) && ::chown(p.c_str(), pw->pw_uid, pw->pw_gid) != 0)
+        if (fs::exists(p) && ::chown(p.c_str(), pw->uid, pw->gid) != 0)
             throw std::runtime_error("cannot give " + p.string() + " to " + account);
 }
 

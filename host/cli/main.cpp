@@ -30,7 +30,8 @@ constexpr int kExitFailure = 1;
 constexpr int kExitProblems = 2;
 
 fs::path default_config() {
-    if (const char* env = std::getenv("CERTCONNECTOR_CONFIG")) return env;
+    // getenv races only with setenv/putenv, which this program never calls.
+    if (const char* env = std::getenv("CERTCONNECTOR_CONFIG")) return env;  // NOLINT(concurrency-mt-unsafe): see above
     return "/etc/certconnector/certconnector.toml";
 }
 

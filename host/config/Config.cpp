@@ -280,7 +280,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
             const auto st = fs::status(p, ec);
             auto at = [&](std::string msg) {
                 problems.push_back({file, static_cast<int>(n->source().begin.line),
-                                    static_cast<int>(n->source().begin.column), std::string("host.tls.") + key, msg});
+                                    static_cast<int>(n->source().begin.column), std::string("host.tls.") + key, std::move(msg)});
             };
             if (ec || !fs::is_regular_file(st)) at("file not found: " + p.string());
             else if (std::string_view(key) == "private_key" &&

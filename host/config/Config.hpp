@@ -32,8 +32,8 @@ struct HostSettings {
     std::string service_account;
     int io_threads = 1;
     int workers = 8;
-    std::size_t max_header_bytes = 16 * 1024;
-    std::size_t max_body_bytes = 2 * 1024 * 1024;
+    std::size_t max_header_bytes = std::size_t{16} * 1024;
+    std::size_t max_body_bytes = std::size_t{2} * 1024 * 1024;
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds drain_timeout{15};
     // TCP connections served at once (the admin socket is not counted); at the cap the listener

@@ -1,6 +1,10 @@
 #include "daemon/Connector.hpp"
 
+#include "daemon/Accounts.hpp"
 #include "status/SupportPolicy.hpp"
+
+#include <certconn/errno_message.hpp>
+#include <certconn/sdk.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -97,7 +101,7 @@ bool wanted(const Config& c, const PluginIdentity& id) {
 struct ResponseBuilder {
     int status = 200;
     std::vector<std::pair<std::string, std::string>> headers;
-    StringSink body{64 * 1024 * 1024};
+    StringSink body{std::size_t{64} * 1024 * 1024};
 };
 
 }  // namespace
@@ -183,26 +187,26 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
 void Connector::drop_privileges() {
     const std::string& account = config_->host.service_account;
     if (account.empty()) return;
-    const passwd* pw = getpwnam(account.c_str());
+    const auto pw = account_named(account);
     if (geteuid() != 0) {
-        const passwd* me = getpwuid(geteuid());
-        if (!pw || pw->pw_uid != geteuid())
+        const auto me = account_of(geteuid());
+        if (!pw || pw->uid != geteuid())
             log_->emit(CC_EV_ServiceAccountMismatch, CC_LEVEL_WARNING,
-                       "running as '" + std::string(me ? me->pw_name : "?") + "', not as the configured service account '" +
+                       "running as '" + (me ? me->name : std::string("?")) + "', not as the configured service account '" +
                            account + "'");
         return;
     }
-    if (pw == nullptr) throw std::runtime_error("host.service_account: no user named '" + account + "'");
-    const uid_t uid = pw->pw_uid;
-    const gid_t gid = pw->pw_gid;
+    if (!pw) throw std::runtime_error("host.service_account: no user named '" + account + "'");
+    const uid_t uid = pw->uid;
+    const gid_t gid = pw->gid;
     for (const fs::path& p : {config_->host.state_dir, config_->host.log_dir, config_->host.admin_socket()})
         if (::chown(p.c_str(), uid, gid) != 0 && errno != ENOENT)
-            throw std::runtime_error("cannot hand " + p.string() + " to '" + account + "': " + std::strerror(errno));
+            throw std::runtime_error("cannot hand " + p.string() + " to '" + account + "': " + sdk::errno_message(errno));
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(config_->host.log_dir, ec))
         if (::chown(entry.path().c_str(), uid, gid) != 0) { /* reported when the log cannot be written */ }
-    if (initgroups(pw->pw_name, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
-        throw std::runtime_error("cannot switch to the service account '" + account + "': " + std::strerror(errno));
+    if (initgroups(pw->name.c_str(), gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+        throw std::runtime_error("cannot switch to the service account '" + account + "': " + sdk::errno_message(errno));
 }
 
 int Connector::run() {
@@ -231,7 +235,7 @@ int Connector::run() {
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-    ::signal(SIGPIPE, SIG_IGN);
+    if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR) throw std::runtime_error("cannot ignore SIGPIPE: " + sdk::errno_message(errno));
 
     log_ = std::make_unique<EventLog>(EventLogOptions{cfg.host.log_dir, cfg.log.max_file_mb * 1024 * 1024,
                                                       cfg.log.archives, cfg.log.admin_debug, cfg.log.operational_debug,
@@ -320,6 +324,7 @@ void Connector::reload() {
     const auto before = flatten(previous->effective);
     const auto after = flatten(next->effective);
     std::vector<std::string> keys;
+    keys.reserve(before.size() + after.size());
     for (const auto& [k, v] : before) keys.push_back(k);
     for (const auto& [k, v] : after)
         if (!before.count(k)) keys.push_back(k);
@@ -572,9 +577,9 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
     if (!match) return text_response(404, "no administrative command '" + name + "' (see `certconnector help`)");
     if (!principal.holds(match->command->scope)) return deny(principal, origin, "command '" + name + "'", match->command->scope);
     const std::string args = json::serialize(arguments);
-    StringSink sink(64 * 1024 * 1024);
+    StringSink sink(std::size_t{64} * 1024 * 1024);
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     const int rc = match->command->handler(match->command->handler_ctx, args.data(), args.size(), &s, &err);
     json::value reply;
     if (rc == CC_OK) reply = json::parse(sink.data, ec);
@@ -609,7 +614,7 @@ json::object Connector::export_ca(const json::object& arguments) {
         return fail("the plugin behind CA '" + name + "' cannot describe it");
     StringSink sink;
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     if (api->describe(gen->api.instance, handle->second, &s, &err) != CC_OK) return fail(err.message);
     std::error_code ec;
     const json::value d = json::parse(sink.data, ec);
@@ -646,7 +651,7 @@ HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch
             if (name && value) static_cast<ResponseBuilder*>(ctx)->headers.emplace_back(name, value);
         },
         builder.body.sink()};
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     const int rc = match.route->handler(match.route->handler_ctx, &req, &resp, &err);
     if (rc != CC_OK) {
         log_->emit(CC_EV_HttpHandlerFailed, CC_LEVEL_ERROR,

@@ -1,5 +1,9 @@
 #include "daemon/Privileges.hpp"
 
+#include "daemon/Accounts.hpp"
+
+#include <certconn/errno_message.hpp>
+
 #include <grp.h>
 #include <linux/capability.h>
 #include <pwd.h>
@@ -28,7 +32,7 @@ void set_capabilities(bool bind_service) {
         data[CAP_TO_INDEX(CAP_NET_BIND_SERVICE)].effective = CAP_TO_MASK(CAP_NET_BIND_SERVICE);
     }
     if (::syscall(SYS_capset, &header, data) != 0)
-        throw std::runtime_error(std::string("cannot set capabilities after switching user: ") + std::strerror(errno));
+        throw std::runtime_error(std::string("cannot set capabilities after switching user: ") + sdk::errno_message(errno));
 }
 
 }  // namespace
@@ -36,11 +40,11 @@ void set_capabilities(bool bind_service) {
 void become_service_account(const ConfigDocument& doc) {
     const std::string account = doc.service_account();
     if (account.empty() || ::geteuid() != 0) return;
-    const passwd* pw = ::getpwnam(account.c_str());
-    if (pw == nullptr) throw std::runtime_error("host.service_account: no user named '" + account + "'");
-    const uid_t uid = pw->pw_uid;
-    const gid_t gid = pw->pw_gid;
-    const std::string name = pw->pw_name;
+    const auto pw = account_named(account);
+    if (!pw) throw std::runtime_error("host.service_account: no user named '" + account + "'");
+    const uid_t uid = pw->uid;
+    const gid_t gid = pw->gid;
+    const std::string name = pw->name;
 
     // The directories the account must own; created here because the account may not be able to.
     const fs::path state = doc.state_dir();
@@ -53,7 +57,7 @@ void become_service_account(const ConfigDocument& doc) {
         if (ec) throw std::runtime_error("cannot create " + dir.string() + ": " + ec.message());
         ::chmod(dir.c_str(), static_cast<mode_t>(mode));
         if (::chown(dir.c_str(), uid, gid) != 0)
-            throw std::runtime_error("cannot hand " + dir.string() + " to '" + account + "': " + std::strerror(errno));
+            throw std::runtime_error("cannot hand " + dir.string() + " to '" + account + "': " + sdk::errno_message(errno));
         for (const auto& entry : fs::directory_iterator(dir, ec))
             if (entry.path().parent_path() == log_dir.lexically_normal()) (void)::chown(entry.path().c_str(), uid, gid);
     }
@@ -66,9 +70,9 @@ void become_service_account(const ConfigDocument& doc) {
     }
     const bool bind_service = port != 0 && port < 1024;
     if (bind_service && ::prctl(PR_SET_KEEPCAPS, 1L, 0L, 0L, 0L) != 0)
-        throw std::runtime_error(std::string("cannot keep CAP_NET_BIND_SERVICE: ") + std::strerror(errno));
+        throw std::runtime_error(std::string("cannot keep CAP_NET_BIND_SERVICE: ") + sdk::errno_message(errno));
     if (::initgroups(name.c_str(), gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)
-        throw std::runtime_error("cannot switch to the service account '" + account + "': " + std::strerror(errno));
+        throw std::runtime_error("cannot switch to the service account '" + account + "': " + sdk::errno_message(errno));
     if (bind_service) {
         set_capabilities(true);
         ::prctl(PR_SET_KEEPCAPS, 0L, 0L, 0L, 0L);

@@ -1,5 +1,7 @@
 #include "eventlog/EventLog.hpp"
 
+#include <certconn/time.hpp>
+
 #include <boost/json/serialize.hpp>
 #include <spdlog/logger.h>
 #include <spdlog/sinks/ansicolor_sink.h>
@@ -7,24 +9,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ctime>
-#include <cstdio>
 
 namespace certconn::host {
 
 namespace {
-
-std::string utc_timestamp() {
-    const auto now = std::chrono::system_clock::now();
-    const auto secs = std::chrono::system_clock::to_time_t(now);
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-    return buf;
-}
 
 std::shared_ptr<spdlog::logger> channel_logger(const EventLogOptions& o, const char* name) {
     auto path = (o.directory / (std::string(name) + ".jsonl")).string();
@@ -81,7 +69,7 @@ std::string EventLog::format_record(std::uint32_t id, cc_log_level level, std::s
                                     std::string_view source) {
     const cc_event_def* def = cc_event_find(id);
     boost::json::object record;
-    record["time"] = utc_timestamp();
+    record["time"] = sdk::utc_iso8601(std::chrono::system_clock::now(), true);
     record["id"] = id;
     record["name"] = def ? def->name : "UnknownEvent";
     record["channel"] = (def && def->channel == CC_CHANNEL_ADMIN) ? "Admin" : "Operational";
@@ -185,7 +173,7 @@ void EventLog::write(std::uint32_t id, cc_log_level level, std::string_view mess
     const auto& logger = channel == CC_CHANNEL_ADMIN ? admin_ : operational_;
     if (logger) logger->info(format_record(id, level, message, request_id, fields, source));
     if (stderr_) {
-        std::string line = utc_timestamp() + " " + level_name(level) + " [" +
+        std::string line = sdk::utc_iso8601(std::chrono::system_clock::now(), true) + " " + level_name(level) + " [" +
                            (channel == CC_CHANNEL_ADMIN ? "Admin " : "Operational ") + std::to_string(id) +
                            " " + (def ? def->name : "UnknownEvent") + "] ";
         if (source != "host") line += std::string(source) + ": ";

@@ -1,5 +1,7 @@
 #include "http/HttpServer.hpp"
 
+#include <certconn/backoff.hpp>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -180,7 +182,8 @@ bool peer_went_away(const beast::error_code& ec) {
 /// A listener whose accept keeps failing pauses with a growing delay and reports the episode
 /// once, instead of retrying at once (which spins a core and floods the event log).
 struct AcceptPause {
-    std::chrono::milliseconds next = kAcceptBackoffFirst;
+    static constexpr sdk::Backoff kPolicy{kAcceptBackoffFirst, kAcceptBackoffMax, 0.0};
+    int attempt = 0;  // delays taken in this episode
     bool paused = false;
     std::uint64_t failures = 0;
     std::chrono::steady_clock::time_point since;
@@ -194,16 +197,15 @@ struct AcceptPause {
         return true;
     }
     std::chrono::milliseconds delay() {
-        const auto d = next;
-        next = std::min(next * 2, kAcceptBackoffMax);
-        return d;
+        if (attempt < 64) ++attempt;  // past the cap already; keeps the counter from overflowing
+        return kPolicy.delay(attempt);
     }
     /// An accept succeeded; returns the failures of the episode that ended (0: none).
     std::uint64_t succeeded() {
         const auto n = paused ? failures : 0;
         paused = false;
         failures = 0;
-        next = kAcceptBackoffFirst;
+        attempt = 0;
         return n;
     }
 };

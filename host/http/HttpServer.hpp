@@ -37,8 +37,8 @@ using HttpRequestMessage = boost::beast::http::request<boost::beast::http::strin
 using HttpResponseMessage = boost::beast::http::response<boost::beast::http::string_body>;
 
 struct HttpLimits {
-    std::size_t max_header_bytes = 16 * 1024;
-    std::size_t max_body_bytes = 2 * 1024 * 1024;
+    std::size_t max_header_bytes = std::size_t{16} * 1024;
+    std::size_t max_body_bytes = std::size_t{2} * 1024 * 1024;
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds drain_timeout{15};
     std::size_t max_connections = 1024;  // TCP connections at once; the admin socket is not counted

@@ -1,10 +1,9 @@
 #include "jobs/JobScheduler.hpp"
 
+#include <certconn/backoff.hpp>
 #include <certconn/sdk.hpp>
 
 #include <boost/json.hpp>
-
-#include <random>
 
 namespace certconn::host {
 
@@ -69,11 +68,10 @@ bool JobScheduler::sleep_unless_stopping(milliseconds duration) {
 }
 
 milliseconds JobScheduler::backoff(int attempt) const {
-    thread_local std::mt19937 rng{std::random_device{}()};
-    double ms = settings_.retry_initial_ms * std::pow(2.0, attempt - 1);
-    ms = std::min<double>(ms, settings_.retry_max_ms);
-    std::uniform_real_distribution<double> jitter(0.8, 1.2);
-    return milliseconds(static_cast<std::int64_t>(ms * jitter(rng)));
+    // Exponential from retry_initial_ms, capped at retry_max_ms, then +-20% so retries that
+    // failed together do not hit the tenant or CA together again.
+    const sdk::Backoff policy{milliseconds(settings_.retry_initial_ms), milliseconds(settings_.retry_max_ms), 0.2};
+    return policy.delay(attempt);
 }
 
 std::vector<std::string> JobScheduler::enabled_features() const {
@@ -114,7 +112,7 @@ void JobScheduler::claim_loop() {
         const std::string names_json = json::serialize(names);
         StringSink sink;
         cc_sink s = sink.sink();
-        cc_error err = new_error();
+        cc_error err = sdk::detail::make_error();
         // The lease is counted from before the call: the host never believes it longer than the tenant.
         const auto lease_until = steady_clock::now() + seconds(settings_.lease_seconds);
         const int rc = tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(),
@@ -182,9 +180,9 @@ JobScheduler::Renewal JobScheduler::renew(Claim& claim, seconds lease, std::stri
     json::object request{{"id", text(claim.job, "id")}, {"lease_seconds", lease.count()}};
     if (const auto* token = claim.job.if_contains("claim")) request["claim"] = *token;  // the fencing token
     const std::string request_json = json::serialize(request);
-    StringSink sink(64 * 1024);
+    StringSink sink(std::size_t{64} * 1024);
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     const auto asked = steady_clock::now();
     const int rc = tenant->api.tenant->call(tenant->api.instance, "jobs.renew_lease", request_json.c_str(), &s, &err);
     why = err.message;
@@ -249,7 +247,7 @@ void JobScheduler::run(Claim& claim) {
         const std::string doc_json = json::serialize(doc);
         StringSink sink;
         cc_sink s = sink.sink();
-        cc_error err = new_error();
+        cc_error err = sdk::detail::make_error();
         const cc_feature_api* api = gen->api.feature;
         const int rc = api->struct_size > offsetof(cc_feature_api, run_job_len) && api->run_job_len != nullptr
                            ? api->run_job_len(gen->api.instance, doc_json.c_str(), doc_json.size(), &s, &err)
@@ -352,11 +350,11 @@ void JobScheduler::delivery_loop() {
 void JobScheduler::deliver(const OutboxEntry& entry) {
     const auto cfg = runtime_.config();
     auto tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     int rc = CC_ERR_UNAVAILABLE;
     const auto started = steady_clock::now();
     if (tenant) rc = tenant->api.tenant->complete_job(tenant->api.instance, entry.job_id.c_str(), entry.result.c_str(), &err);
-    else set_error(&err, CC_ERR_UNAVAILABLE, "no tenant plugin is loaded");
+    else sdk::detail::set_error(&err, CC_ERR_UNAVAILABLE, "no tenant plugin is loaded");
     // A call into the plugin cannot be interrupted; a slow one is reported, and the entries
     // after it wait their turn (claims and workers do not).
     const auto took = duration_cast<milliseconds>(steady_clock::now() - started);

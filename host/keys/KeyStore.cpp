@@ -47,8 +47,9 @@ std::string trim_padded(const unsigned char* text, std::size_t n) {
 
 void check_rv(CK_RV rv, const std::string& what) {
     if (rv != CKR_OK) {
-        char hex[32];
-        std::snprintf(hex, sizeof hex, "0x%08lX", static_cast<unsigned long>(rv));
+        char buf[32];
+        const std::string hex =
+            std::snprintf(buf, sizeof buf, "0x%08lX", static_cast<unsigned long>(rv)) > 0 ? std::string(buf) : std::string("0x?");
         std::string why = rv == CKR_PIN_INCORRECT ? " (wrong PIN)" : rv == CKR_PIN_LOCKED ? " (PIN locked)" : "";
         throw std::runtime_error(what + " failed: PKCS#11 error " + hex + why);
     }

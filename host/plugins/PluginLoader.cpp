@@ -1,5 +1,8 @@
 #include "plugins/PluginLoader.hpp"
 
+#include "daemon/Accounts.hpp"
+
+#include <certconn/errno_message.hpp>
 #include <certconn/events.h>
 
 
@@ -24,7 +27,7 @@ LoaderPolicy LoaderPolicy::for_service_account(const std::string& service_accoun
     LoaderPolicy p;
     p.trusted_owners = {0, geteuid()};
     if (!service_account.empty()) {
-        if (const passwd* pw = getpwnam(service_account.c_str())) p.trusted_owners.insert(pw->pw_uid);
+        if (const auto pw = account_named(service_account)) p.trusted_owners.insert(pw->uid);
     }
     return p;
 }
@@ -35,13 +38,23 @@ std::vector<PluginIdentity> PluginScan::identities() const {
     return out;
 }
 
+namespace {
+
+// "0644": the permission bits, as ls and chmod write them.
+std::string octal_mode(mode_t mode) {
+    std::string out(4, '0');
+    for (int i = 3; i >= 0; --i, mode >>= 3) out[static_cast<std::size_t>(i)] = static_cast<char>('0' + (mode & 7));
+    return out;
+}
+
+}  // namespace
+
 std::string ownership_problem(const fs::path& path, const LoaderPolicy& policy) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return "cannot stat: " + std::string(std::strerror(errno));
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    if (st.st_mode & S_IWOTH) return std::string("writable by everyone (mode ") + mode + "); expected no group/other write permission";
-    if (st.st_mode & S_IWGRP) return std::string("writable by its group (mode ") + mode + "); expected no group/other write permission";
+    if (::stat(path.c_str(), &st) != 0) return "cannot stat: " + sdk::errno_message(errno);
+    const std::string mode = octal_mode(st.st_mode);
+    if (st.st_mode & S_IWOTH) return "writable by everyone (mode " + mode + "); expected no group/other write permission";
+    if (st.st_mode & S_IWGRP) return "writable by its group (mode " + mode + "); expected no group/other write permission";
     if (!policy.trusted_owners.count(st.st_uid)) {
         std::string owners;
         for (uid_t uid : policy.trusted_owners) owners += (owners.empty() ? "" : ", ") + std::to_string(uid);
@@ -53,7 +66,7 @@ std::string ownership_problem(const fs::path& path, const LoaderPolicy& policy) 
 namespace {
 
 std::string owner_of(uid_t uid) {
-    if (const passwd* pw = getpwuid(uid)) return std::string(pw->pw_name) + " (uid " + std::to_string(uid) + ")";
+    if (const auto pw = account_of(uid)) return pw->name + " (uid " + std::to_string(uid) + ")";
     return "uid " + std::to_string(uid);
 }
 
@@ -61,11 +74,10 @@ std::string owner_of(uid_t uid) {
 std::string unsafe_ancestor(const fs::path& dir, const LoaderPolicy& policy) {
     struct stat st {};
     if (::stat(dir.c_str(), &st) != 0)
-        return "ancestor directory " + dir.string() + " cannot be checked: " + std::strerror(errno);
+        return "ancestor directory " + dir.string() + " cannot be checked: " + sdk::errno_message(errno);
     const bool world = st.st_mode & S_IWOTH, group = st.st_mode & S_IWGRP, trusted = policy.trusted_owners.count(st.st_uid) > 0;
     if (!world && !group && trusted) return {};
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    const std::string mode = octal_mode(st.st_mode);
     std::string why = world ? "is writable by everyone" : group ? "is writable by its group" : "has an untrusted owner";
     if (world && (st.st_mode & S_ISVTX)) why += " (the sticky bit does not help: its owner-created entries can still be swapped)";
     return "ancestor directory " + dir.string() + " (owner " + owner_of(st.st_uid) + ", mode " + mode + ") " + why +
@@ -92,7 +104,7 @@ std::string ancestor_problem(const fs::path& path, const LoaderPolicy& policy) {
     if (ec) return "cannot make " + path.string() + " absolute: " + ec.message();
     add_ancestors(given, dirs);
     char* real = ::realpath(path.c_str(), nullptr);
-    if (real == nullptr) return "cannot resolve " + path.string() + ": " + std::strerror(errno);
+    if (real == nullptr) return "cannot resolve " + path.string() + ": " + sdk::errno_message(errno);
     const fs::path resolved(real);
     std::free(real);
     add_ancestors(resolved, dirs);

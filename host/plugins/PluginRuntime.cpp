@@ -1,5 +1,7 @@
 #include "plugins/PluginRuntime.hpp"
 
+#include <certconn/sdk.hpp>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -13,20 +15,6 @@ namespace certconn::host {
 
 namespace json = boost::json;
 namespace fs = std::filesystem;
-
-cc_error new_error() {
-    cc_error e{};
-    e.struct_size = sizeof(cc_error);
-    return e;
-}
-
-void set_error(cc_error* error, int code, const std::string& message) {
-    if (error == nullptr || error->struct_size < sizeof(cc_error)) return;
-    error->code = code;
-    const std::size_t n = std::min(message.size(), sizeof(error->message) - 1);
-    std::memcpy(error->message, message.data(), n);
-    error->message[n] = '\0';
-}
 
 cc_sink StringSink::sink() {
     return cc_sink{this, [](void* ctx, const char* data, size_t len) -> int {
@@ -64,7 +52,7 @@ void svc_log_event(void* host_ctx, uint32_t id, int level, const char* request_i
 int svc_config_json(void* host_ctx, cc_sink* out, cc_error* error) {
     const std::string& text = ctx_of(host_ctx).config_json;
     if (out == nullptr || out->write(out->ctx, text.data(), text.size()) != 0) {
-        set_error(error, CC_ERR_INVALID_ARGUMENT, "sink refused the configuration");
+        sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT, "sink refused the configuration");
         return CC_ERR_INVALID_ARGUMENT;
     }
     return CC_OK;
@@ -92,7 +80,7 @@ int svc_register_route(void* host_ctx, const char* method, const char* path, cc_
 int svc_http_register(void* host_ctx, const cc_http_route* route, cc_error* error) {
     PluginContext& ctx = ctx_of(host_ctx);
     if (route == nullptr || route->struct_size < offsetof(cc_http_route, handler_ctx) + sizeof(void*)) {
-        set_error(error, CC_ERR_INVALID_ARGUMENT, "cc_http_route is missing or too short (struct_size)");
+        sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT, "cc_http_route is missing or too short (struct_size)");
         return CC_ERR_INVALID_ARGUMENT;
     }
     return ctx.runtime->register_route(ctx, route->method, route->path, route->scope, route->handler, route->handler_ctx, error);
@@ -212,7 +200,7 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
 }
 
 std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library,
-                                                             std::string& error, std::shared_ptr<const Config> cfg) {
+                                                             std::string& error, const std::shared_ptr<const Config>& cfg) {
     const PluginIdentity& id = library->identity;
     // The last owner to let go hands the generation to the reaper (see PluginRuntime.hpp).
     std::shared_ptr<Generation> gen(new Generation, [reaper = reaper_](Generation* g) { reaper->release(g); });
@@ -249,7 +237,7 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
     };
 
     gen->api.struct_size = sizeof(cc_plugin_api);
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     const int status = library->init(&ctx.services, &gen->api, &err);
     ctx.accepting_routes = false;
     if (status != CC_OK) {
@@ -267,7 +255,7 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
     if (id.kind == CC_KIND_CA) {
         for (const auto& [ca_name, section] : cfg->cas) {
             if (section.plugin != id.name) continue;
-            cc_error open_err = new_error();
+            cc_error open_err = sdk::detail::make_error();
             void* handle = nullptr;
             const std::string settings = json::serialize(section.settings);
             const int rc = gen->api.ca->open(gen->api.instance, ca_name.c_str(), settings.c_str(), &handle, &open_err);
@@ -377,20 +365,20 @@ int PluginRuntime::key_decrypt(PluginContext& ctx, const std::string& key_name, 
     try {
         const std::string plain = keys()->decrypt(key_name, padding, ciphertext);
         if (out == nullptr || out->write(out->ctx, plain.data(), plain.size()) != 0) {
-            set_error(error, CC_ERR_INVALID_ARGUMENT, "sink refused the plaintext");
+            sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT, "sink refused the plaintext");
             return CC_ERR_INVALID_ARGUMENT;
         }
         return CC_OK;
     } catch (const KeyStore::KeyNotHeld& e) {
         log_.emit(CC_EV_ConnectorKeyMissing, CC_LEVEL_ERROR, e.what(), {}, fields);
-        set_error(error, CC_ERR_NOT_FOUND, e.what());
+        sdk::detail::set_error(error, CC_ERR_NOT_FOUND, e.what());
         return CC_ERR_NOT_FOUND;
     } catch (const std::invalid_argument& e) {
-        set_error(error, CC_ERR_INVALID_ARGUMENT, e.what());
+        sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT, e.what());
         return CC_ERR_INVALID_ARGUMENT;
     } catch (const std::exception& e) {
         log_.emit(CC_EV_ConnectorKeyFailed, CC_LEVEL_ERROR, e.what(), {}, fields);
-        set_error(error, CC_ERR_UNAVAILABLE, e.what());
+        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE, e.what());
         return CC_ERR_UNAVAILABLE;
     }
 }
@@ -446,7 +434,7 @@ bool PluginRuntime::reserved_command(std::string_view name) {
 
 int PluginRuntime::register_command(PluginContext& ctx, const cc_admin_command* command, cc_error* error) {
     auto refuse = [&](int code, const std::string& why) {
-        set_error(error, code, why);
+        sdk::detail::set_error(error, code, why);
         return code;
     };
     if (!ctx.accepting_routes) return refuse(CC_ERR_INVALID_ARGUMENT, "admin commands can only be registered during init");
@@ -492,7 +480,7 @@ std::vector<PluginRuntime::CommandMatch> PluginRuntime::commands() const {
 int PluginRuntime::register_route(PluginContext& ctx, const char* method, const char* path, const char* scope,
                                   cc_http_handler handler, void* handler_ctx, cc_error* error) {
     auto refuse = [&](int code, const std::string& why) {
-        set_error(error, code, why);
+        sdk::detail::set_error(error, code, why);
         return code;
     };
     if (!ctx.accepting_routes) return refuse(CC_ERR_INVALID_ARGUMENT, "routes can only be registered during init");
@@ -524,7 +512,7 @@ int PluginRuntime::register_route(PluginContext& ctx, const char* method, const 
 
 int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* request, cc_sink* out, cc_error* error) {
     if (ca_name == nullptr || request == nullptr) {
-        set_error(error, CC_ERR_INVALID_ARGUMENT, "CA name and request are required");
+        sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT, "CA name and request are required");
         return CC_ERR_INVALID_ARGUMENT;
     }
     // Routing follows the published configuration and the generations published with it
@@ -543,24 +531,24 @@ int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* requ
     if (section == cfg->cas.end()) {
         std::string known;
         for (const auto& [n, s] : cfg->cas) known += (known.empty() ? "" : ", ") + n;
-        set_error(error, CC_ERR_NOT_FOUND, std::string("no CA named '") + ca_name + "' is configured (configured: " +
+        sdk::detail::set_error(error, CC_ERR_NOT_FOUND, std::string("no CA named '") + ca_name + "' is configured (configured: " +
                                                (known.empty() ? "none" : known) + ")");
         return CC_ERR_NOT_FOUND;
     }
     if (!gen) {
-        set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "': its plugin '" + section->second.plugin + "' is not loaded");
+        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "': its plugin '" + section->second.plugin + "' is not loaded");
         return CC_ERR_UNAVAILABLE;
     }
     auto handle = gen->ca_handles.find(ca_name);
     if (handle == gen->ca_handles.end()) {
         auto why = gen->ca_failures.find(ca_name);
-        set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "' is not open" +
+        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "' is not open" +
                                                  (why != gen->ca_failures.end() ? ": " + why->second : std::string()));
         return CC_ERR_UNAVAILABLE;
     }
     const cc_ca_api* api = gen->api.ca;
     if (op == CaOperation::query && (api->struct_size <= offsetof(cc_ca_api, query) || api->query == nullptr)) {
-        set_error(error, CC_ERR_NOT_SUPPORTED, std::string("CA '") + ca_name + "' (plugin '" + section->second.plugin + "') answers no queries");
+        sdk::detail::set_error(error, CC_ERR_NOT_SUPPORTED, std::string("CA '") + ca_name + "' (plugin '" + section->second.plugin + "') answers no queries");
         return CC_ERR_NOT_SUPPORTED;
     }
     auto fn = op == CaOperation::issue ? api->issue : op == CaOperation::revoke ? api->revoke : api->query;
@@ -577,15 +565,15 @@ int PluginRuntime::tenant_call(const char* operation, const char* request, cc_si
             if (auto it = published_.find({CC_KIND_TENANT, cfg->tenant->plugin}); it != published_.end()) gen = it->second;
     }
     if (!cfg->tenant) {
-        set_error(error, CC_ERR_NOT_FOUND, "no tenant is configured ([tenant] section)");
+        sdk::detail::set_error(error, CC_ERR_NOT_FOUND, "no tenant is configured ([tenant] section)");
         return CC_ERR_NOT_FOUND;
     }
     if (!gen) {
-        set_error(error, CC_ERR_UNAVAILABLE, "tenant plugin '" + cfg->tenant->plugin + "' is not loaded");
+        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE, "tenant plugin '" + cfg->tenant->plugin + "' is not loaded");
         return CC_ERR_UNAVAILABLE;
     }
     if (operation == nullptr || request == nullptr) {
-        set_error(error, CC_ERR_INVALID_ARGUMENT, "operation and request are required");
+        sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT, "operation and request are required");
         return CC_ERR_INVALID_ARGUMENT;
     }
     return gen->api.tenant->call(gen->api.instance, operation, request, out, error);
@@ -593,9 +581,9 @@ int PluginRuntime::tenant_call(const char* operation, const char* request, cc_si
 
 std::string PluginRuntime::health(const Generation& gen) const {
     if (gen.api.health == nullptr) return R"({"healthy":true})";
-    StringSink sink(64 * 1024);
+    StringSink sink(std::size_t{64} * 1024);
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = sdk::detail::make_error();
     if (gen.api.health(gen.api.instance, &s, &err) != CC_OK)
         return json::serialize(json::object{{"healthy", false}, {"detail", err.message}});
     std::error_code ec;

@@ -133,7 +133,7 @@ public:
     /// The same, from an explicit configuration (a reload builds generations from the
     /// configuration it is about to publish, before publishing it: see commit()).
     std::shared_ptr<const Generation> instantiate(const std::shared_ptr<PluginLibrary>& library, std::string& error,
-                                                  std::shared_ptr<const Config> config);
+                                                  const std::shared_ptr<const Config>& config);
 
     /// Makes `generation` the one serving its (kind, name); the previous one retires.
     void publish(std::shared_ptr<const Generation> generation);
@@ -206,13 +206,10 @@ private:
 
 /// A cc_sink appending to a string, refusing to grow past `limit` bytes.
 struct StringSink {
-    explicit StringSink(std::size_t limit = 64 * 1024 * 1024) : limit(limit) {}
+    explicit StringSink(std::size_t limit = std::size_t{64} * 1024 * 1024) : limit(limit) {}
     std::string data;
     std::size_t limit;
     cc_sink sink();
 };
-
-cc_error new_error();
-void set_error(cc_error* error, int code, const std::string& message);
 
 }  // namespace certconn::host

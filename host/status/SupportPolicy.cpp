@@ -1,6 +1,10 @@
 #include "status/SupportPolicy.hpp"
 
+#include <algorithm>
+#include <charconv>
 #include <cstdio>
+#include <string>
+#include <system_error>
 
 namespace certconn::host {
 
@@ -17,10 +21,10 @@ sys_days add_months(sys_days day, int n) {
 
 std::string format(sys_days day) {
     const year_month_day ymd{day};
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "%04d-%02u-%02u", static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
+    char buf[32];
+    const int n = std::snprintf(buf, sizeof buf, "%04d-%02u-%02u", static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
                   static_cast<unsigned>(ymd.day()));
-    return buf;
+    return n > 0 ? std::string(buf, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1)) : std::string();
 }
 
 }  // namespace
@@ -36,11 +40,16 @@ const char* support_state_name(SupportState state) {
 }
 
 std::optional<sys_days> parse_date(std::string_view text) {
+    // Exactly YYYY-MM-DD, digits only (from_chars reports what sscanf would silently accept).
+    if (text.size() != 10 || text[4] != '-' || text[7] != '-') return std::nullopt;
+    auto number = [&](std::size_t pos, std::size_t len, auto& out) {
+        const char* first = text.data() + pos;
+        const auto [end, ec] = std::from_chars(first, first + len, out);
+        return ec == std::errc{} && end == first + len;
+    };
     int y = 0;
     unsigned m = 0, d = 0;
-    char tail = 0;
-    if (text.size() != 10 || std::sscanf(std::string(text).c_str(), "%4d-%2u-%2u%c", &y, &m, &d, &tail) != 3)
-        return std::nullopt;
+    if (!number(0, 4, y) || !number(5, 2, m) || !number(8, 2, d)) return std::nullopt;
     const year_month_day ymd{year{y}, month{m}, day{d}};
     if (!ymd.ok()) return std::nullopt;
     return sys_days{ymd};

@@ -1,5 +1,7 @@
 #include "LocalCa.hpp"
 
+#include <certconn/time.hpp>
+
 #include <boost/json.hpp>
 
 #include <openssl/bn.h>
@@ -27,7 +29,7 @@ std::string read_text(const fs::path& p) {
 
 std::string str(const json::object& o, const char* key, std::string fallback) {
     const auto* v = o.if_contains(key);
-    return v ? std::string(v->as_string()) : fallback;
+    return v ? std::string(v->as_string()) : std::move(fallback);
 }
 
 std::int64_t num(const json::object& o, const char* key, std::int64_t fallback) {
@@ -331,11 +333,7 @@ std::string LocalCa::revoke(const std::string& request_json) {
     std::error_code ec;
     const json::value parsed = json::parse(request_json, ec);
     if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "revoke request is not a JSON object");
-    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-    char when_buf[32];
-    struct tm tm {};
-    std::strftime(when_buf, sizeof when_buf, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-    const std::string when = when_buf;
+    const std::string when = sdk::utc_iso8601(std::chrono::system_clock::now());
 
     const json::value* batch = parsed.get_object().if_contains("batch");
     if (!batch) {

@@ -91,7 +91,7 @@ RevocationService::RevocationService(RevocationSettings settings, X509* issuing_
       store_(store),
       directory_(std::move(directory)),
       host_(host) {
-    if (background) thread_ = std::jthread([this](std::stop_token stop) { refresher(stop); });
+    if (background) thread_ = std::jthread([this](const std::stop_token& stop) { refresher(stop); });
 }
 
 RevocationService::~RevocationService() {
@@ -238,7 +238,7 @@ std::shared_ptr<const std::string> RevocationService::publish() {
     return out;
 }
 
-void RevocationService::refresher(std::stop_token stop) {
+void RevocationService::refresher(const std::stop_token& stop) {
     Clock::time_point backoff_until{};  // after a failure: no retry before this
     while (!stop.stop_requested()) {
         {

@@ -57,7 +57,7 @@ public:
 
 private:
     std::shared_ptr<const std::string> publish();  // builds, signs, stores and caches a CRL
-    void refresher(std::stop_token stop);
+    void refresher(const std::stop_token& stop);
     void ensure_responder();  // issues or renews the delegated responder certificate
     void event(uint32_t id, cc_log_level level, const std::string& message, const std::string& fields = {}) const;
 

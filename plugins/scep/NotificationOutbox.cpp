@@ -1,7 +1,8 @@
 #include "NotificationOutbox.hpp"
 
+#include <certconn/backoff.hpp>
+
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 namespace certconn::scep {
@@ -86,8 +87,11 @@ void NotificationOutbox::run() {
             if (error.empty()) {
                 db_.prepare("DELETE FROM notifications WHERE seq = ?").bind(1, seq).run();
             } else {
-                const double backoff = std::min<double>(static_cast<double>(max_backoff_.count()),
-                                                        initial_backoff_.count() * std::pow(2.0, static_cast<double>(delivery.attempts)));
+                // delivery.attempts counts the failures before this one, so this is retry attempts + 1
+                // (bounded for the int: any count past 62 is at the cap anyway).
+                const auto backoff = certconn::sdk::Backoff{initial_backoff_, max_backoff_, 0.0}
+                                         .delay(static_cast<int>(std::min<std::int64_t>(delivery.attempts, 62)) + 1)
+                                         .count();
                 db_.prepare("UPDATE notifications SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? WHERE seq = ?")
                     .bind_all(now_ms() + static_cast<std::int64_t>(backoff), error, seq)
                     .run();

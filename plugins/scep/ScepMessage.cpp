@@ -4,6 +4,7 @@
 #include <openssl/bn.h>
 #include <openssl/pkcs7.h>
 
+#include <charconv>
 #include <map>
 #include <mutex>
 
@@ -64,7 +65,7 @@ std::string signed_reply(const PkiRequest& req, const std::string& status, std::
     add_octets(kRecipientNonce, req.sender_nonce);
     add_octets(kSenderNonce, crypto::random_bytes(16));
     static const char kEmpty[] = "";  // a FAILURE carries no content; BIO_new_mem_buf refuses a null pointer
-    crypto::Bio content = mem(envelope ? std::string_view(*envelope) : std::string_view(kEmpty, 0));
+    crypto::Bio content = mem(envelope ? std::string_view(*envelope) : std::string_view(kEmpty));
     if (!CMS_final(cms.get(), content.get(), nullptr, flags)) crypto::throw_openssl("signing the CertRep");
     const int len = i2d_CMS_ContentInfo(cms.get(), nullptr);
     std::string out(static_cast<std::size_t>(len), '\0');
@@ -112,7 +113,11 @@ PkiRequest parse_request(std::string_view der, EVP_PKEY* ra_key, X509* ra_cert, 
     req.transaction_id = attr_string(si, kTransactionId, V_ASN1_PRINTABLESTRING);
     req.sender_nonce = attr_string(si, kSenderNonce, V_ASN1_OCTET_STRING);
     if (type.empty() || req.transaction_id.empty()) throw MalformedMessage("messageType or transactionID missing");
-    req.type = static_cast<MessageType>(std::atoi(type.c_str()));
+    // Not a number: type 0, which the plugin answers as "not a SCEP request type" (as atoi did,
+    // but from_chars cannot overflow into undefined behaviour).
+    int type_number = 0;
+    if (std::from_chars(type.data(), type.data() + type.size(), type_number).ec != std::errc{}) type_number = 0;
+    req.type = static_cast<MessageType>(type_number);
 
     // The envelope: its cipher decides the reply's (single DES is answered with 3DES).
     const std::string envelope = bio_string(content.get());

@@ -154,7 +154,7 @@ public:
                 if (o.contains("min_digest")) p->min_digest = std::string(o.at("min_digest").as_string());
                 p->min_digest_strength = p->min_digest == "sha1" ? 1 : 2;
                 Profile* raw = p.get();
-                for (const std::string path : {p->path, p->path + "/pkiclient.exe"})
+                for (const std::string& path : {p->path, p->path + "/pkiclient.exe"})
                     for (const char* method : {"GET", "POST"})
                         host.route(method, path, [this, raw](const HttpRequest& r) { return handle(*raw, r); });
                 if (p->allow_single_des && !legacy_) legacy_ = std::make_unique<scep::LegacyProviders>();

@@ -89,7 +89,7 @@ AdminReply job_reply(JobQueue& queue, const std::string& id, const AdminArgument
     return reply;
 }
 
-AdminReply submit(JobQueue& queue, const std::string& feature, json::object request, const AdminArguments& a) {
+AdminReply submit(JobQueue& queue, const std::string& feature, const json::object& request, const AdminArguments& a) {
     std::string id = a.value("id").value_or(crypto::uuid4());
     check_job_fields(feature, id);
     queue.submit(feature, json::serialize(request), id);
@@ -141,7 +141,7 @@ sdk::Host::AdminHandler submit_with(JobQueue& queue, const char* feature, json::
         if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
         json::object args = a.json();
         json::object request = a.value("json") ? document_request(a, args) : from_options(a);
-        return submit(queue, feature, std::move(request), AdminArguments(json::serialize(args))).json();
+        return submit(queue, feature, request, AdminArguments(json::serialize(args))).json();
     };
 }
 
@@ -196,7 +196,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
             if (auto polled = a.value("poll_job")) return job_reply(queue, *polled, a).json();
             json::object args = a.json();
             json::object request = document_request(a, args);
-            return submit(queue, a.required("feature"), std::move(request), AdminArguments(json::serialize(args))).json();
+            return submit(queue, a.required("feature"), request, AdminArguments(json::serialize(args))).json();
         });
     host.admin_command("job show", "job show ID: a job's state and result", "jobs:read",
                        R"j([{"name":"id","kind":"string","positional":true,"required":true,"help":"the job id"}])j",
@@ -216,7 +216,7 @@ void register_job_commands(sdk::Host& host, JobQueue& queue, ScepLedger& scep) {
             AdminArguments a(text);
             if (a.value("profile").value_or("").empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'profile' (the SCEP profile) is required");
             const std::int64_t ttl = a.value("ttl") ? ttl_seconds(*a.value("ttl")) : 3600;
-            if (ttl < 60 || ttl > 7 * 86400) throw Error(CC_ERR_INVALID_ARGUMENT, "--ttl must be 60 s .. 7 d");
+            if (ttl < 60 || ttl > std::int64_t{7} * 86400) throw Error(CC_ERR_INVALID_ARGUMENT, "--ttl must be 60 s .. 7 d");
             json::object answer;
             try {
                 answer = scep.create_challenge(a.required("profile"), a.value("subject").value_or(""), a.values("san"), ttl);

@@ -4,6 +4,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <certconn/crypto.hpp>
+#include <certconn/time.hpp>
 
 #include <openssl/crypto.h>
 
@@ -71,9 +72,8 @@ json::object ScepLedger::create_challenge(const std::string& profile, const std:
     if (sans.empty()) s.bind_null(4);
     else s.bind(4, json::serialize(san_list));
     s.bind(5, expires).run();
-    const auto t = static_cast<std::time_t>(expires / 1000);
-    char when[32];
-    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    const std::string when =
+        certconn::sdk::utc_iso8601(std::chrono::system_clock::time_point(std::chrono::milliseconds(expires)));
     return {{"challenge", challenge}, {"profile", profile}, {"expires_at", when}};
 }
 

@@ -86,7 +86,7 @@ public:
             const auto* claim = o.if_contains("claim");
             const auto* lease = o.if_contains("lease_seconds");
             if (!id || !id->is_string() || !claim || !claim->is_int64() || !lease || !lease->is_int64() || lease->as_int64() < 1 ||
-                lease->as_int64() > 7 * 86400)
+                lease->as_int64() > std::int64_t{7} * 86400)
                 throw Error(CC_ERR_INVALID_ARGUMENT, "jobs.renew_lease needs \"id\", the \"claim\" it was handed and \"lease_seconds\" (1 .. 604800)");
             queue_.renew(std::string(id->as_string()), claim->as_int64(), static_cast<uint32_t>(lease->as_int64()));
             return json::serialize(json::object{{"id", id->as_string()}, {"lease_seconds", lease->as_int64()}});
@@ -171,7 +171,7 @@ private:
         }
         std::int64_t ttl = 3600;
         if (const auto* t = o.if_contains("ttl_seconds")) {
-            if (!t->is_int64() || t->as_int64() < 60 || t->as_int64() > 7 * 86400) return problem(400, "'ttl_seconds' must be 60 .. 604800");
+            if (!t->is_int64() || t->as_int64() < 60 || t->as_int64() > std::int64_t{7} * 86400) return problem(400, "'ttl_seconds' must be 60 .. 604800");
             ttl = t->as_int64();
         }
         try {

@@ -2,6 +2,8 @@
 #include "plugins/PluginRuntime.hpp"
 #include "support/TestFiles.hpp"
 
+#include <certconn/sdk.hpp>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <catch2/catch.hpp>
@@ -73,7 +75,7 @@ struct Fixture {
 std::pair<int, std::string> call(int (*fn)(PluginRuntime&, cc_sink*, cc_error*), PluginRuntime& rt) {
     StringSink sink;
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = certconn::sdk::detail::make_error();
     const int rc = fn(rt, &s, &err);
     return {rc, rc == CC_OK ? sink.data : std::string(err.message)};
 }
@@ -164,7 +166,7 @@ TEST_CASE("feature jobs cross the ABI - exceptions come back as statuses") {
     auto gen = f.start(CC_KIND_FEATURE, "echo");
     StringSink sink;
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = certconn::sdk::detail::make_error();
     CHECK(gen->api.feature->run_job(gen->api.instance, R"({"id":"1"})", &s, &err) == CC_OK);
     CHECK(sink.data == R"({"id":"1"})");
     const int rc = gen->api.feature->run_job(gen->api.instance, R"({"kind":"transient"})", &s, &err);
@@ -189,7 +191,7 @@ TEST_CASE("hot swap: calls in flight finish on the old generation, which is rele
 
     StringSink sink;
     cc_sink s = sink.sink();
-    cc_error err = new_error();
+    cc_error err = certconn::sdk::detail::make_error();
     CHECK(old_gen->api.feature->run_job(old_gen->api.instance, "{}", &s, &err) == CC_OK);  // old still works
     old_gen.reset();
     CHECK(watch.expired());
@@ -261,7 +263,7 @@ TEST_CASE("reload: the new configuration is published with the generations built
     auto own_section = [](const Generation& gen) {
         StringSink sink;
         cc_sink s = sink.sink();
-        cc_error err = new_error();
+        cc_error err = certconn::sdk::detail::make_error();
         REQUIRE(gen.context->services.config_json(gen.context->services.host_ctx, &s, &err) == CC_OK);
         return sink.data;
     };

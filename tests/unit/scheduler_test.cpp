@@ -4,6 +4,8 @@
 #include "jobs/JobScheduler.hpp"
 #include "support/TestFiles.hpp"
 
+#include <certconn/sdk.hpp>
+
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
@@ -63,7 +65,7 @@ struct SchedulerFixture {
     void submit(const std::string& id, const std::string& request_json) {
         StringSink sink;
         cc_sink s = sink.sink();
-        cc_error err = new_error();
+        cc_error err = certconn::sdk::detail::make_error();
         const std::string req = R"({"id":")" + id + R"(","feature":"echo","request":)" + request_json + "}";
         REQUIRE(runtime->tenant_call("fixture.submit", req.c_str(), &s, &err) == CC_OK);
     }

@@ -1,5 +1,8 @@
 #include "certconn/crypto.hpp"
 
+#include <certconn/errno_message.hpp>
+#include <certconn/time.hpp>
+
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/engine.h>
@@ -349,10 +352,8 @@ std::string name_string(const X509_NAME* name) {
 std::string time_iso8601(const ASN1_TIME* time) {
     struct tm tm {};
     if (!ASN1_TIME_to_tm(time, &tm)) throw_openssl("ASN1_TIME_to_tm");
-    char buf[80];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return buf;
+    // ASN1_TIME_to_tm gives UTC fields; timegm turns them back into a time_t without a time zone.
+    return sdk::utc_iso8601(std::chrono::system_clock::from_time_t(timegm(&tm)));
 }
 
 // ---- names and CSRs --------------------------------------------------------------------
@@ -453,10 +454,11 @@ std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION)* exts) {
             case GEN_URI: out.push_back({"uri", text(gn->d.uniformResourceIdentifier)}); break;
             case GEN_IPADD: {
                 const ASN1_OCTET_STRING* raw = gn->d.iPAddress;
-                char buf[64] = {0};
+                std::string ip = "(ipv6)";
                 if (raw->length == 4)
-                    std::snprintf(buf, sizeof buf, "%d.%d.%d.%d", raw->data[0], raw->data[1], raw->data[2], raw->data[3]);
-                out.push_back({"ip", buf[0] ? buf : "(ipv6)"});
+                    ip = std::to_string(raw->data[0]) + "." + std::to_string(raw->data[1]) + "." + std::to_string(raw->data[2]) + "." +
+                         std::to_string(raw->data[3]);
+                out.push_back({"ip", ip});
                 break;
             }
             case GEN_OTHERNAME: {
@@ -649,7 +651,7 @@ std::string read_file(const std::filesystem::path& path, std::string_view what) 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode) {
     const std::string tmp = path.string() + ".tmp";
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(errno));
+    if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + sdk::errno_message(errno));
     ::fchmod(fd, mode);  // the umask may have narrowed it; never widened beyond `mode`
     std::size_t done = 0;
     while (done < data.size()) {
@@ -659,7 +661,7 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view data,
             const int err = errno;
             ::close(fd);
             ::unlink(tmp.c_str());
-            throw std::runtime_error("cannot write " + tmp + ": " + std::strerror(err));
+            throw std::runtime_error("cannot write " + tmp + ": " + sdk::errno_message(err));
         }
         done += static_cast<std::size_t>(n);
     }
@@ -667,7 +669,7 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view data,
     ::close(fd);
     if (!synced || ::rename(tmp.c_str(), path.c_str()) != 0) {
         ::unlink(tmp.c_str());
-        throw std::runtime_error("cannot store " + path.string() + ": " + std::strerror(errno));
+        throw std::runtime_error("cannot store " + path.string() + ": " + sdk::errno_message(errno));
     }
 }
 

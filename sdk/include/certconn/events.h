@@ -159,7 +159,7 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(5002, HealthMessageUploadFailure, OPERATIONAL, "Health", "heartbeat failed")
 
 /* CC_EV_<Name> = id */
-#define CERTCONN_EVENT_ENUM_ITEM(id, name, channel, category, meaning) CC_EV_##name = id,
+#define CERTCONN_EVENT_ENUM_ITEM(id, name, channel, category, meaning) CC_EV_##name = (id),
 typedef enum cc_event_id { CERTCONN_EVENTS(CERTCONN_EVENT_ENUM_ITEM) } cc_event_id;
 #undef CERTCONN_EVENT_ENUM_ITEM
 

@@ -65,7 +65,7 @@ public:
 
     /// The bytes. The view is valid while this Secret lives and is not assigned; `data()` is
     /// followed by a NUL, so it may be passed where a C string is expected.
-    std::string_view reveal() const noexcept { return data_ ? std::string_view(data_, size_) : std::string_view("", 0); }
+    std::string_view reveal() const noexcept { return data_ ? std::string_view(data_, size_) : std::string_view(""); }
     /// reveal().data() as a NUL-terminated C string (for OpenSSL and PKCS#11 calls).
     const char* reveal_c_str() const noexcept { return data_ ? data_ : ""; }
 
