@@ -35,7 +35,7 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using local_stream = asio::local::stream_protocol;
 
-HttpResponseMessage make_response(unsigned status, std::string content_type, std::string body) {
+HttpResponseMessage make_response(unsigned status, const std::string& content_type, std::string body) {
     HttpResponseMessage res{static_cast<http::status>(status), 11};
     res.set(http::field::server, "certconnector/" CERTCONN_VERSION);
     res.set(http::field::content_type, content_type);
@@ -275,7 +275,10 @@ struct HttpServer::Impl {
         TcpSlot& operator=(const TcpSlot&) = delete;
         TcpSlot& operator=(TcpSlot&&) = delete;
         ~TcpSlot() {
-            if (impl_ != nullptr) impl_->release_tcp();
+            try {
+                if (impl_ != nullptr) impl_->release_tcp();
+            } catch (...) {  // posting to a stopped loop: nothing is waiting for the slot any more
+            }
         }
 
     private:
@@ -545,7 +548,14 @@ struct HttpServer::Impl {
 HttpServer::HttpServer(HttpLimits limits, int io_threads, int workers, HttpDispatcher dispatcher, EventLog& log)
     : impl_(std::make_unique<Impl>(limits, std::max(1, io_threads), std::max(1, workers), std::move(dispatcher), log)) {}
 
-HttpServer::~HttpServer() { stop(); }
+HttpServer::~HttpServer() {
+    try {
+        stop();
+    } catch (const std::exception& e) {  // a destructor must not throw; stop() already ran its course
+        impl_->log.emit(CC_EV_HttpServerError, CC_LEVEL_ERROR, std::string("stopping the HTTP server: ") + e.what());
+    } catch (...) {
+    }
+}
 
 void HttpServer::listen_tcp(const std::string& address, const std::optional<TlsSettings>& tls) {
     auto [host, port] = split_listen_address(address);

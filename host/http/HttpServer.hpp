@@ -65,7 +65,7 @@ struct RequestOrigin {
 using HttpDispatcher = std::function<HttpResponseMessage(const HttpRequestMessage&, const RequestOrigin&)>;
 
 /// A plain response with the given status, content type and body.
-HttpResponseMessage make_response(unsigned status, std::string content_type, std::string body);
+HttpResponseMessage make_response(unsigned status, const std::string& content_type, std::string body);
 
 class HttpServer {
 public:
