@@ -29,8 +29,12 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-double round3(double v) { return std::round(v * 1000) / 1000; }
+double seconds_since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+}
+double round3(double v) {
+    return std::round(v * 1000) / 1000;
+}
 
 std::string random_serial() {
     std::string b = crypto::random_bytes(16);
@@ -38,7 +42,9 @@ std::string random_serial() {
     return ca_local::IssuanceStore::canonical_serial(crypto::hex_encode(b));
 }
 
-const char* reason_for(std::size_t i) { return i % 4 == 0 ? "keyCompromise" : i % 4 == 1 ? "superseded" : "unspecified"; }
+const char* reason_for(std::size_t i) {
+    return i % 4 == 0 ? "keyCompromise" : i % 4 == 1 ? "superseded" : "unspecified";
+}
 
 json::object crl_generation(std::size_t entries, const fs::path& dir) {
     fs::create_directories(dir);
@@ -89,14 +95,15 @@ json::object crl_generation(std::size_t entries, const fs::path& dir) {
         static_cast<std::size_t>(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(crl.get()))) != entries)
         throw std::runtime_error("our CRL does not verify or lacks entries");
 
-    write_file(dir / "ca.cnf",
-               "[ca]\ndefault_ca = bench\n[bench]\ndatabase = " + (dir / "index.txt").string() + "\ncrlnumber = " +
-                   (dir / "crlnumber").string() + "\ncertificate = " + (dir / "ca.pem").string() + "\nprivate_key = " +
-                   (dir / "ca.key").string() + "\ndefault_md = sha256\ndefault_crl_days = 2\nunique_subject = no\ncrl_extensions = crl_ext\n"
-                   "[crl_ext]\nauthorityKeyIdentifier = keyid:always\n");
+    write_file(dir / "ca.cnf", "[ca]\ndefault_ca = bench\n[bench]\ndatabase = " + (dir / "index.txt").string() +
+                                   "\ncrlnumber = " + (dir / "crlnumber").string() + "\ncertificate = " +
+                                   (dir / "ca.pem").string() + "\nprivate_key = " + (dir / "ca.key").string() +
+                                   "\ndefault_md = sha256\ndefault_crl_days = 2\nunique_subject = no\ncrl_extensions = crl_ext\n"
+                                   "[crl_ext]\nauthorityKeyIdentifier = keyid:always\n");
     write_file(dir / "crlnumber", "01\n");
     const auto cli_start = Clock::now();
-    const CliResult cli = run_shell("openssl ca -gencrl -batch -config " + (dir / "ca.cnf").string() + " -out " + (dir / "openssl.pem").string());
+    const CliResult cli =
+        run_shell("openssl ca -gencrl -batch -config " + (dir / "ca.cnf").string() + " -out " + (dir / "openssl.pem").string());
     const double cli_s = seconds_since(cli_start);
     if (cli.exit_code != 0) throw std::runtime_error("openssl ca -gencrl failed: " + cli.output);
     run_shell("openssl crl -in " + (dir / "openssl.pem").string() + " -outform DER -out " + (dir / "openssl.der").string());
@@ -118,14 +125,19 @@ json::object revocation_rate(const fs::path& work, int jobs, bool batches) {
     fs::create_directories(dir / "plugins");
     ::chmod(dir.c_str(), 0755);
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "revoke"});
-    const std::string base = "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                             "[jobs]\nconcurrency = 8\n" + test_token_config() + "[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
-                             "[revoke]\nbatch_size = " + std::string(batches ? "100" : "1") + "\n";
+    const std::string base =
+        "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+        "[jobs]\nconcurrency = 8\n" +
+        test_token_config() +
+        "[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+        "[revoke]\nbatch_size = " +
+        std::string(batches ? "100" : "1") + "\n";
     write_file(dir / "c.toml", base + "[features]\nrevoke = false\n");
     // Start once so the CA exists, then give it `jobs` certificates to revoke.
     {
         Daemon daemon(dir / "c.toml", dir / "daemon.out");
-        if (wait_for_status(daemon, dir / "c.toml").empty()) throw std::runtime_error("connector did not start: " + daemon.output());
+        if (wait_for_status(daemon, dir / "c.toml").empty())
+            throw std::runtime_error("connector did not start: " + daemon.output());
         daemon.signal(SIGTERM);
         daemon.wait_exit();
     }
@@ -133,8 +145,9 @@ json::object revocation_rate(const fs::path& work, int jobs, bool batches) {
     {
         sqlite::Database db(dir / "state" / "plugins" / "ca-local" / "local" / "issued.db", false);
         sqlite::Transaction tx(db);
-        auto s = db.prepare("INSERT INTO certificates (serial, subject, sans, not_before, not_after, profile, requester, certificate_pem) "
-                            "VALUES (?, 'CN=x', '[]', '2026-01-01T00:00:00Z', '2027-01-01T00:00:00Z', 'default', 'bench', '-')");
+        auto s = db.prepare(
+            "INSERT INTO certificates (serial, subject, sans, not_before, not_after, profile, requester, certificate_pem) "
+            "VALUES (?, 'CN=x', '[]', '2026-01-01T00:00:00Z', '2027-01-01T00:00:00Z', 'default', 'bench', '-')");
         for (int i = 0; i < jobs; ++i) {
             serials.push_back(random_serial());
             s.bind(1, serials.back()).run();
@@ -147,8 +160,11 @@ json::object revocation_rate(const fs::path& work, int jobs, bool batches) {
     if (status.empty()) throw std::runtime_error("connector did not start: " + daemon.output());
     const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
     for (int i = 0; i < jobs; ++i) {
-        const json::object job{{"feature", "revoke"}, {"request", json::object{{"serial", serials[static_cast<std::size_t>(i)]}, {"reason", "superseded"}}}};
-        if (http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job), kTestToken).status != 201) throw std::runtime_error("submit failed");
+        const json::object job{
+            {"feature", "revoke"},
+            {"request", json::object{{"serial", serials[static_cast<std::size_t>(i)]}, {"reason", "superseded"}}}};
+        if (http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job), kTestToken).status != 201)
+            throw std::runtime_error("submit failed");
     }
     const fs::path jobs_db = dir / "state" / "plugins" / "tenant-local" / "jobs.db";
     auto count = [&](const char* where) {
@@ -160,7 +176,8 @@ json::object revocation_rate(const fs::path& work, int jobs, bool batches) {
     write_file(dir / "c.toml", base);
     daemon.signal(SIGHUP);
     // The clock starts when the first job leaves the queue: reload latency is not throughput.
-    if (!eventually([&] { return count("status != 'queued'") > 0; }, std::chrono::seconds(60))) throw std::runtime_error("no job started");
+    if (!eventually([&] { return count("status != 'queued'") > 0; }, std::chrono::seconds(60)))
+        throw std::runtime_error("no job started");
     const auto start = Clock::now();
     while (count("status IN ('succeeded','failed')") < jobs) {
         if (seconds_since(start) > 600) throw std::runtime_error("jobs did not finish");
@@ -171,12 +188,8 @@ json::object revocation_rate(const fs::path& work, int jobs, bool batches) {
     daemon.signal(SIGTERM);
     daemon.wait_exit();
     if (failed != 0) throw std::runtime_error(std::to_string(failed) + " revoke jobs failed");
-    return {{"bench", "crl"},
-            {"measure", "revocations_through_jobs"},
-            {"batches", batches},
-            {"jobs", jobs},
-            {"job_concurrency", 8},
-            {"revocations_per_s", std::round(rate * 10) / 10}};
+    return {{"bench", "crl"},       {"measure", "revocations_through_jobs"},          {"batches", batches}, {"jobs", jobs},
+            {"job_concurrency", 8}, {"revocations_per_s", std::round(rate * 10) / 10}};
 }
 
 }  // namespace
@@ -189,7 +202,8 @@ int main(int argc, char** argv) {
         const json::object unbatched = revocation_rate(work.path(), quick ? 200 : 1000, false);
         std::cout << json::serialize(unbatched) << std::endl;
         json::object batched = revocation_rate(work.path(), quick ? 200 : 1000, true);
-        batched["vs_unbatched"] = std::round(batched["revocations_per_s"].as_double() / unbatched.at("revocations_per_s").as_double() * 10) / 10;
+        batched["vs_unbatched"] =
+            std::round(batched["revocations_per_s"].as_double() / unbatched.at("revocations_per_s").as_double() * 10) / 10;
         std::cout << json::serialize(batched) << std::endl;
     } catch (const std::exception& e) {
         std::cerr << "bench-crl: " << e.what() << "\n";

@@ -26,7 +26,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 /// Runs `jobs` calls of `fn` spread over `threads` threads; returns jobs per second.
 double run_parallel(int jobs, int threads, const std::function<void()>& fn) {
@@ -35,9 +37,11 @@ double run_parallel(int jobs, int threads, const std::function<void()>& fn) {
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t)
         pool.emplace_back([&] {
-            while (next.fetch_add(1) < jobs) fn();
+            while (next.fetch_add(1) < jobs)
+                fn();
         });
-    for (auto& t : pool) t.join();
+    for (auto& t : pool)
+        t.join();
     return jobs / seconds_since(start);
 }
 
@@ -99,16 +103,24 @@ void primitive_job_with_decodes(const std::string& key_type, const Ca& ca, const
 
 /// The same pipeline with the openssl command line, one job in `dir`.
 void cli_job(const std::string& key_type, const fs::path& dir, const fs::path& ca_dir) {
-    const std::string alg = key_type == "p256" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256" : "-algorithm RSA -pkeyopt rsa_keygen_bits:2048";
+    const std::string alg =
+        key_type == "p256" ? "-algorithm EC -pkeyopt ec_paramgen_curve:P-256" : "-algorithm RSA -pkeyopt rsa_keygen_bits:2048";
     const std::string d = dir.string(), c = ca_dir.string();
     const std::string script =
-        "set -e; cd " + d + "; openssl genpkey " + alg + " -out k.pem 2>/dev/null;"
+        "set -e; cd " + d + "; openssl genpkey " + alg +
+        " -out k.pem 2>/dev/null;"
         " openssl req -new -key k.pem -subj '/CN=bench/O=Example' -addext subjectAltName=email:bench@example.com -out r.pem;"
-        " openssl x509 -req -in r.pem -CA " + c + "/ca.pem -CAkey " + c + "/ca.key -set_serial 0x$(openssl rand -hex 16) -days 365 -out c.pem 2>/dev/null;"
-        " openssl pkcs12 -export -inkey k.pem -in c.pem -certfile " + c + "/ca.pem -passout pass:bench-password-123456789 -out p.p12;"
-        " openssl cms -encrypt -binary -aes256 -in p.p12 -outform DER -out p.cms -recip " + c + "/device.crt -keyopt rsa_padding_mode:oaep;"
-        " printf bench-password-123456789 > pw; openssl cms -encrypt -binary -aes256 -in pw -outform DER -out pw.cms -recip " + c +
-        "/device.crt -keyopt rsa_padding_mode:oaep";
+        " openssl x509 -req -in r.pem -CA " +
+        c + "/ca.pem -CAkey " + c +
+        "/ca.key -set_serial 0x$(openssl rand -hex 16) -days 365 -out c.pem 2>/dev/null;"
+        " openssl pkcs12 -export -inkey k.pem -in c.pem -certfile " +
+        c +
+        "/ca.pem -passout pass:bench-password-123456789 -out p.p12;"
+        " openssl cms -encrypt -binary -aes256 -in p.p12 -outform DER -out p.cms -recip " +
+        c +
+        "/device.crt -keyopt rsa_padding_mode:oaep;"
+        " printf bench-password-123456789 > pw; openssl cms -encrypt -binary -aes256 -in pw -outform DER -out pw.cms -recip " +
+        c + "/device.crt -keyopt rsa_padding_mode:oaep";
     if (run_shell("bash -c " + shell_quote(script)).exit_code != 0) throw std::runtime_error("openssl pipeline failed in " + d);
 }
 
@@ -119,15 +131,20 @@ struct ConnectorRates {
 
 /// Fills the queue with the pkcs feature disabled, then enables it (SIGHUP) and times the
 /// processing alone: claim, key, CSR, issuance, PKCS#12, CMS, outbox, report.
-ConnectorRates connector_rate(const std::string& key_type, int concurrency, int jobs, const fs::path& work, const std::string& device_pem) {
+ConnectorRates connector_rate(const std::string& key_type, int concurrency, int jobs, const fs::path& work,
+                              const std::string& device_pem) {
     const fs::path dir = work / ("connector-" + key_type + "-" + std::to_string(concurrency));
     fs::create_directories(dir / "plugins");
     ::chmod(dir.c_str(), 0755);
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "pkcs"});
-    write_file(dir / "c.toml", "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                               "[jobs]\nconcurrency = " + std::to_string(concurrency) + "\n" + test_token_config() + "[tenant]\nplugin = \"local\"\n"
-                               "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
-                               "[pkcs]\nescrow_key = \"" + (work / "ca" / "escrow.key").string() + "\"\n");
+    write_file(dir / "c.toml",
+               "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+               "[jobs]\nconcurrency = " +
+                   std::to_string(concurrency) + "\n" + test_token_config() +
+                   "[tenant]\nplugin = \"local\"\n"
+                   "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+                   "[pkcs]\nescrow_key = \"" +
+                   (work / "ca" / "escrow.key").string() + "\"\n");
     const std::string enabled = read_file(dir / "c.toml");
     write_file(dir / "c.toml", enabled + "[features]\npkcs = false\n");
     Daemon daemon(dir / "c.toml", dir / "daemon.out");
@@ -148,7 +165,8 @@ ConnectorRates connector_rate(const std::string& key_type, int concurrency, int 
                                                         {"sans", json::array{"email:bench@example.com"}},
                                                         {"key_type", key_type},
                                                         {"device_key_pem", device_pem}}}};
-        if (http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job), kTestToken).status != 201) throw std::runtime_error("submit failed");
+        if (http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job), kTestToken).status != 201)
+            throw std::runtime_error("submit failed");
     }
     const double intake = jobs / seconds_since(intake_start);
     write_file(dir / "c.toml", enabled);
@@ -205,7 +223,8 @@ int main(int argc, char** argv) {
         const int primitive_jobs = quick ? (rsa ? 20 : 200) : (rsa ? 80 : 2000);
         const int cli_jobs = quick ? 4 : (rsa ? 12 : 24);
         for (int concurrency : {1, 2}) {
-            const double primitive = run_parallel(primitive_jobs, concurrency, [&] { primitive_job(key_type, ca, device, escrow); });
+            const double primitive =
+                run_parallel(primitive_jobs, concurrency, [&] { primitive_job(key_type, ca, device, escrow); });
             const double with_decodes =
                 run_parallel(primitive_jobs, concurrency, [&] { primitive_job_with_decodes(key_type, ca, device_pem, escrow); });
             std::atomic<int> slot{0};

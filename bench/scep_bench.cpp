@@ -38,7 +38,9 @@ Device make_device(int i) {
 
 /// A PKCS#10 with the challenge, DER. Every enrollment gets its own subject: scepserver refuses a
 /// second certificate for a subject that already has a valid one.
-std::string csr_der(EVP_PKEY* key, const std::string& cn) { return scep::csr_with_challenge(key, cn, "benchpw"); }
+std::string csr_der(EVP_PKEY* key, const std::string& cn) {
+    return scep::csr_with_challenge(key, cn, "benchpw");
+}
 
 /// The certificate requests are encrypted to: ours answers CA+RA PKCS#7 (RA first), scepserver one DER certificate.
 crypto::Cert recipient(std::uint16_t port, const std::string& path) {
@@ -52,8 +54,8 @@ struct Result {
     int failed = 0;
 };
 
-Result run(std::uint16_t port, const std::string& path, X509* ra, const std::vector<Device>& devices, int concurrency, int requests,
-           int& serial, std::string* a_success = nullptr) {
+Result run(std::uint16_t port, const std::string& path, X509* ra, const std::vector<Device>& devices, int concurrency,
+           int requests, int& serial, std::string* a_success = nullptr) {
     std::vector<std::string> messages;
     for (int i = 0; i < requests; ++i) {
         const Device& d = devices[static_cast<std::size_t>(i) % devices.size()];
@@ -71,7 +73,8 @@ Result run(std::uint16_t port, const std::string& path, X509* ra, const std::vec
                 const auto t0 = Clock::now();
                 bool ok = false;
                 try {
-                    const auto r = http_request(port, "POST", path + "?operation=PKIOperation", messages[static_cast<std::size_t>(i)]);
+                    const auto r =
+                        http_request(port, "POST", path + "?operation=PKIOperation", messages[static_cast<std::size_t>(i)]);
                     ok = r.status == 200 && scep::read_reply(r.body, ra).status == "0";
                     if (ok && a_success && i == 0) *a_success = r.body;
                 } catch (const std::exception&) {
@@ -80,10 +83,13 @@ Result run(std::uint16_t port, const std::string& path, X509* ra, const std::vec
                 if (!ok) ++failed;
             }
         });
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+        t.join();
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     std::sort(latencies.begin(), latencies.end());
-    auto pct = [&](double q) { return latencies[std::min(latencies.size() - 1, static_cast<std::size_t>(q * static_cast<double>(latencies.size())))]; };
+    auto pct = [&](double q) {
+        return latencies[std::min(latencies.size() - 1, static_cast<std::size_t>(q * static_cast<double>(latencies.size())))];
+    };
     // Successful enrollments per second: a server that fails fast must not look faster.
     return {(requests - failed.load()) / seconds, pct(0.50), pct(0.99), failed.load()};
 }
@@ -91,7 +97,8 @@ Result run(std::uint16_t port, const std::string& path, X509* ra, const std::vec
 /// In-process: the private-key operations of one enrollment on the connector's side, and
 /// (`client_reply` non-empty) also what the load generator does with each answer (parse and
 /// verify the CertRep), since it runs on the same cores.
-double primitive_bound(int threads, int per_thread, const Device& device, const std::string& client_reply = {}, X509* reply_ra = nullptr) {
+double primitive_bound(int threads, int per_thread, const Device& device, const std::string& client_reply = {},
+                       X509* reply_ra = nullptr) {
     crypto::PKey ra_key = crypto::generate_key("rsa2048");
     crypto::Cert ra = scep::self_signed(ra_key.get(), "CN=bound RA");
     crypto::PKey ca_key = crypto::generate_key("rsa3072");
@@ -102,13 +109,14 @@ double primitive_bound(int threads, int per_thread, const Device& device, const 
     for (int t = 0; t < threads; ++t)
         pool.emplace_back([&] {
             for (int i = 0; i < per_thread; ++i) {
-                auto parsed = scep::parse_request(message, ra_key.get(), ra.get(), false);  // RA decrypt
-                crypto::Cert leaf = scep::self_signed(ca_key.get(), "CN=leaf");             // CA signature
+                auto parsed = scep::parse_request(message, ra_key.get(), ra.get(), false);        // RA decrypt
+                crypto::Cert leaf = scep::self_signed(ca_key.get(), "CN=leaf");                   // CA signature
                 scep::failure_reply(parsed, scep::FailInfo::BadRequest, ra.get(), ra_key.get());  // RA signature
                 if (!client_reply.empty()) scep::read_reply(client_reply, reply_ra);              // the load generator's part
             }
         });
-    for (auto& t : pool) t.join();
+    for (auto& t : pool)
+        t.join();
     return threads * per_thread / std::chrono::duration<double>(Clock::now() - start).count();
 }
 
@@ -118,7 +126,8 @@ int main(int argc, char** argv) {
     if (!std::getenv("CERTCONN_BENCH_NETNS")) {  // re-run inside a private network namespace
         const std::string self = fs::canonical("/proc/self/exe").string();
         std::string args;
-        for (int i = 1; i < argc; ++i) args += " " + shell_quote(argv[i]);
+        for (int i = 1; i < argc; ++i)
+            args += " " + shell_quote(argv[i]);
         const std::string inner = "ip link set lo up && CERTCONN_BENCH_NETNS=1 exec " + shell_quote(self) + args;
         execlp("unshare", "unshare", "-n", "--", "sh", "-c", inner.c_str(), nullptr);
         std::cerr << "bench-scep: cannot run unshare -n (needs root or CAP_SYS_ADMIN)\n";
@@ -132,10 +141,12 @@ int main(int argc, char** argv) {
     ::chmod((work / "connector").c_str(), 0755);
     install_plugins(work / "connector" / "plugins", {"ca-local", "tenant-local", "scep"});
     const fs::path config = work / "connector" / "c.toml";
-    write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\nworkers = 32\n"
-                       "[tenant]\nplugin = \"local\"\nscep_challenges = { bench = \"benchpw\" }\n"
-                       "[ca.local]\nplugin = \"local\"\nalgorithm = \"rsa3072\"\n"
-                       "[scep.profiles.bench]\npath = \"/scep\"\nca = \"local\"\nmax_concurrent_requests = 64\n");
+    write_file(
+        config,
+        "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\nworkers = 32\n"
+        "[tenant]\nplugin = \"local\"\nscep_challenges = { bench = \"benchpw\" }\n"
+        "[ca.local]\nplugin = \"local\"\nalgorithm = \"rsa3072\"\n"
+        "[scep.profiles.bench]\npath = \"/scep\"\nca = \"local\"\nmax_concurrent_requests = 64\n");
     Daemon connector(config, work / "connector" / "daemon.out");
     const auto status = wait_for_status(connector, config);
     if (status.empty()) throw std::runtime_error("connector did not start: " + connector.output());
@@ -153,11 +164,18 @@ int main(int argc, char** argv) {
         execlp("scepserver", "scepserver", "-depot", d.c_str(), "-port", p.c_str(), "-challenge", "benchpw", nullptr);
         _exit(127);
     }
-    if (!eventually([&] { try { return http_request(peer_port, "GET", "/scep?operation=GetCACaps").status == 200; } catch (...) { return false; } }))
+    if (!eventually([&] {
+            try {
+                return http_request(peer_port, "GET", "/scep?operation=GetCACaps").status == 200;
+            } catch (...) {
+                return false;
+            }
+        }))
         throw std::runtime_error("scepserver did not start");
 
     std::vector<Device> devices;
-    for (int i = 0; i < 8; ++i) devices.push_back(make_device(i));
+    for (int i = 0; i < 8; ++i)
+        devices.push_back(make_device(i));
     const crypto::Cert ours_ra = recipient(port, "/scep");
     const crypto::Cert peer_ra = recipient(peer_port, "/scep");
     int serial = 0;
@@ -169,19 +187,28 @@ int main(int argc, char** argv) {
         const Result theirs = run(peer_port, "/scep", peer_ra.get(), devices, concurrency, requests, serial);
         const double bound = primitive_bound(std::min(concurrency, cores), quick ? 20 : 60, devices[0]);
         // The same machine also runs the load generator: its share lowers what any server can reach here.
-        const double shared_bound = a_reply.empty() ? 0 : primitive_bound(std::min(concurrency, cores), quick ? 20 : 60, devices[0], a_reply, ours_ra.get());
+        const double shared_bound =
+            a_reply.empty() ? 0
+                            : primitive_bound(std::min(concurrency, cores), quick ? 20 : 60, devices[0], a_reply, ours_ra.get());
         auto r1 = [](double v) { return std::round(v * 10) / 10; };
         json::object line{{"bench", "scep"},
                           {"concurrency", concurrency},
                           {"requests", requests},
-                          {"connector", json::object{{"enrollments_per_s", r1(ours.per_second)}, {"p50_ms", r1(ours.p50_ms)}, {"p99_ms", r1(ours.p99_ms)}, {"failed", ours.failed}}},
-                          {"scepserver", json::object{{"enrollments_per_s", r1(theirs.per_second)}, {"p50_ms", r1(theirs.p50_ms)}, {"p99_ms", r1(theirs.p99_ms)}, {"failed", theirs.failed}}},
+                          {"connector", json::object{{"enrollments_per_s", r1(ours.per_second)},
+                                                     {"p50_ms", r1(ours.p50_ms)},
+                                                     {"p99_ms", r1(ours.p99_ms)},
+                                                     {"failed", ours.failed}}},
+                          {"scepserver", json::object{{"enrollments_per_s", r1(theirs.per_second)},
+                                                      {"p50_ms", r1(theirs.p50_ms)},
+                                                      {"p99_ms", r1(theirs.p99_ms)},
+                                                      {"failed", theirs.failed}}},
                           {"vs_scepserver", r1(ours.per_second / theirs.per_second)},
                           {"p99_vs_scepserver", std::round(ours.p99_ms / theirs.p99_ms * 100) / 100},
                           {"primitive_bound_per_s", r1(bound)},
                           {"of_primitive_bound", std::round(ours.per_second / bound * 1000) / 1000},
                           {"bound_with_load_generator_per_s", r1(shared_bound)},
-                          {"scepserver_x3_of_that_bound", shared_bound > 0 ? std::round(3 * theirs.per_second / shared_bound * 1000) / 1000 : 0.0},
+                          {"scepserver_x3_of_that_bound",
+                           shared_bound > 0 ? std::round(3 * theirs.per_second / shared_bound * 1000) / 1000 : 0.0},
                           {"target_vs_scepserver", 3},
                           {"target_of_primitive_bound", 0.5}};
         std::cout << json::serialize(line) << std::endl;

@@ -37,7 +37,9 @@ const std::vector<OptionSpec> kLocationOptions = {
 
 json::array discover_commands(const fs::path& socket) {
     const AdminReply reply = admin_request(socket, "GET", "/admin/commands");
-    if (reply.status != 200) throw std::runtime_error("the connector refused to list its commands (HTTP " + std::to_string(reply.status) + "): " + reply.body);
+    if (reply.status != 200)
+        throw std::runtime_error("the connector refused to list its commands (HTTP " + std::to_string(reply.status) +
+                                 "): " + reply.body);
     // (the body is the connector's one-line reason)
     std::error_code ec;
     json::value v = json::parse(reply.body, ec);
@@ -45,7 +47,8 @@ json::array discover_commands(const fs::path& socket) {
     return v.as_array();
 }
 
-std::optional<std::pair<json::object, std::size_t>> match_command(const json::array& commands, const std::vector<std::string>& words) {
+std::optional<std::pair<json::object, std::size_t>> match_command(const json::array& commands,
+                                                                  const std::vector<std::string>& words) {
     std::optional<std::pair<json::object, std::size_t>> best;
     for (const auto& c : commands) {
         if (!c.is_object()) continue;
@@ -63,7 +66,13 @@ void print_admin_command_help(const json::object& command) {
     const std::string name = str(command, "name");
     std::string positional;
     for (const auto& a : command.at("arguments").as_array())
-        if (flag(a.as_object(), "positional")) positional += " " + [&] { std::string n = str(a.as_object(), "name"); for (auto& ch : n) ch = static_cast<char>(std::toupper(ch)); return n; }();
+        if (flag(a.as_object(), "positional"))
+            positional += " " + [&] {
+                std::string n = str(a.as_object(), "name");
+                for (auto& ch : n)
+                    ch = static_cast<char>(std::toupper(ch));
+                return n;
+            }();
     std::cout << "usage: certconnector " << name << positional << " [options]\n\n"
               << str(command, "summary") << "\n(from the " << str(command, "plugin") << "; needs scope '" << str(command, "scope")
               << "')\n\noptions:\n";
@@ -71,10 +80,14 @@ void print_admin_command_help(const json::object& command) {
         const auto& o = a.as_object();
         if (flag(o, "positional")) continue;
         const std::string kind = str(o, "kind");
-        std::string text = "--" + str(o, "name") + (kind == "flag" ? "" : kind == "file" ? " FILE" : kind == "output_dir" ? " DIR" : " VALUE");
+        std::string text = "--" + str(o, "name") +
+                           (kind == "flag"         ? ""
+                            : kind == "file"       ? " FILE"
+                            : kind == "output_dir" ? " DIR"
+                                                   : " VALUE");
         text.resize(std::max<std::size_t>(text.size() + 1, 24), ' ');
-        std::cout << "  " << text << str(o, "help") << (kind == "strings" ? " (repeatable)" : "") << (flag(o, "required") ? " (required)" : "")
-                  << "\n";
+        std::cout << "  " << text << str(o, "help") << (kind == "strings" ? " (repeatable)" : "")
+                  << (flag(o, "required") ? " (required)" : "") << "\n";
     }
     for (const auto& o : kLocationOptions) {
         std::string text = "--" + o.name + " VALUE";
@@ -112,7 +125,8 @@ int run_admin_command(const json::object& command, const std::vector<std::string
     }
     json::object arguments;
     for (std::size_t i = 0; i < positionals.size(); ++i) {
-        if (i < words.size()) arguments[str(positionals[i], "name")] = words[i];
+        if (i < words.size())
+            arguments[str(positionals[i], "name")] = words[i];
         else if (flag(positionals[i], "required"))
             throw std::invalid_argument("'" + name + "' needs " + str(positionals[i], "name") + " (see --help)");
     }
@@ -129,12 +143,16 @@ int run_admin_command(const json::object& command, const std::vector<std::string
             if (options.has(arg)) arguments[arg] = true;
         } else if (kind == "strings") {
             json::array list;
-            for (const auto& v : options.all(arg)) list.push_back(json::string(v));
+            for (const auto& v : options.all(arg))
+                list.push_back(json::string(v));
             if (!list.empty()) arguments[arg] = std::move(list);
         } else if (auto v = options.value(arg)) {
-            if (kind == "file") arguments[arg] = crypto::base64_encode(crypto::read_file(*v, "--" + arg));  // read as the caller
-            else if (kind == "output_dir") out_dir = fs::path(*v);
-            else arguments[arg] = *v;
+            if (kind == "file")
+                arguments[arg] = crypto::base64_encode(crypto::read_file(*v, "--" + arg));  // read as the caller
+            else if (kind == "output_dir")
+                out_dir = fs::path(*v);
+            else
+                arguments[arg] = *v;
         }
         if (flag(o, "required") && !arguments.contains(arg) && !(kind == "output_dir" && out_dir))
             throw std::invalid_argument("'" + name + "' needs --" + arg + " (see --help)");
@@ -142,7 +160,8 @@ int run_admin_command(const json::object& command, const std::vector<std::string
 
     for (;;) {
         const json::object request{{"command", name}, {"arguments", arguments}};
-        const AdminReply reply = admin_request(socket, "POST", "/admin/command", json::serialize(request), std::chrono::seconds(120));
+        const AdminReply reply =
+            admin_request(socket, "POST", "/admin/command", json::serialize(request), std::chrono::seconds(120));
         if (reply.status != 200) {
             std::cerr << "certconnector " << name << ": the connector refused (HTTP " << reply.status << "): " << reply.body;
             return 1;
@@ -171,7 +190,8 @@ int run_admin_command(const json::object& command, const std::vector<std::string
             const auto& n = next->as_object();
             if (const auto* a = n.if_contains("arguments"); a && a->is_object()) arguments = a->as_object();
             const auto* d = n.if_contains("delay_ms");
-            std::this_thread::sleep_for(std::chrono::milliseconds(d && d->is_int64() ? std::clamp<std::int64_t>(d->as_int64(), 10, 10000) : 200));
+            std::this_thread::sleep_for(
+                std::chrono::milliseconds(d && d->is_int64() ? std::clamp<std::int64_t>(d->as_int64(), 10, 10000) : 200));
             continue;
         }
         const auto* code = r.if_contains("exit_code");

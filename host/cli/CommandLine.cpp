@@ -24,8 +24,7 @@ ParsedOptions parse_options(const std::vector<std::string>& args, const std::vec
     ParsedOptions out;
     for (std::size_t i = 0; i < args.size(); ++i) {
         const std::string& arg = args[i];
-        if (arg.rfind("--", 0) != 0)
-            throw std::invalid_argument("unexpected argument '" + arg + "' for '" + command + "'");
+        if (arg.rfind("--", 0) != 0) throw std::invalid_argument("unexpected argument '" + arg + "' for '" + command + "'");
         std::string name = arg.substr(2);
         std::optional<std::string> inline_value;
         if (auto eq = name.find('='); eq != std::string::npos) {
@@ -48,9 +47,12 @@ ParsedOptions parse_options(const std::vector<std::string>& args, const std::vec
             if (i + 1 >= args.size()) throw std::invalid_argument("option --" + name + " needs a value");
             value = args[++i];
         }
-        if (spec->repeatable) out.lists[name].push_back(value);
-        else if (out.values.count(name)) throw std::invalid_argument("option --" + name + " given twice");
-        else out.values[name] = value;
+        if (spec->repeatable)
+            out.lists[name].push_back(value);
+        else if (out.values.count(name))
+            throw std::invalid_argument("option --" + name + " given twice");
+        else
+            out.values[name] = value;
     }
     return out;
 }

@@ -11,7 +11,7 @@
 namespace certconn::host {
 
 struct OptionSpec {
-    std::string name;   // without "--"
+    std::string name;  // without "--"
     bool takes_value;
     std::string help;
     bool repeatable = false;

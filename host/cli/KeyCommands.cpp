@@ -51,8 +51,8 @@ int keys_create(const ParsedOptions& o, const fs::path& keys_dir, const std::str
     KeyStore store(keys_dir);
     const std::string pem = store.create(name, bits, o.value("pkcs11"));
     give_to_service_account(keys_dir, name, service_account);
-    std::cerr << "created RSA-" << bits << " key '" << name << "' " << (o.value("pkcs11") ? "on the token" : "in " + keys_dir.string())
-              << "; its public key follows\n";
+    std::cerr << "created RSA-" << bits << " key '" << name << "' "
+              << (o.value("pkcs11") ? "on the token" : "in " + keys_dir.string()) << "; its public key follows\n";
     std::cout << pem;
     return 0;
 }
@@ -61,7 +61,8 @@ int keys_add(const ParsedOptions& o, const fs::path& keys_dir, const std::string
     const std::string name = need(o, "name", "keys add");
     const auto uri = o.value("pkcs11");
     const auto file = o.value("file");
-    if (uri.has_value() == file.has_value()) throw std::invalid_argument("keys add needs exactly one of --pkcs11 URI and --file PATH");
+    if (uri.has_value() == file.has_value())
+        throw std::invalid_argument("keys add needs exactly one of --pkcs11 URI and --file PATH");
     KeyStore store(keys_dir);
     const std::string pem = store.add(name, uri ? *uri : fs::absolute(*file).string());
     give_to_service_account(keys_dir, name, service_account);
@@ -82,12 +83,16 @@ int keys_list(const ParsedOptions& o, const fs::path& keys_dir) {
     if (o.has("json")) {
         json::array out;
         for (const auto& k : keys)
-            out.push_back(json::object{{"name", k.name}, {"location", k.location}, {"key_type", k.key_type},
-                                       {"spki_sha256", k.spki_sha256}, {"problem", k.problem}});
+            out.push_back(json::object{{"name", k.name},
+                                       {"location", k.location},
+                                       {"key_type", k.key_type},
+                                       {"spki_sha256", k.spki_sha256},
+                                       {"problem", k.problem}});
         std::cout << json::serialize(out) << "\n";
         return 0;
     }
-    if (keys.empty()) std::cout << "no connector keys in " << keys_dir.string() << " (create one: certconnector keys create --name K)\n";
+    if (keys.empty())
+        std::cout << "no connector keys in " << keys_dir.string() << " (create one: certconnector keys create --name K)\n";
     for (const auto& k : keys) {
         std::cout << k.name << "  " << (k.key_type.empty() ? "?" : k.key_type) << "  " << k.location;
         if (!k.spki_sha256.empty()) std::cout << "  spki-sha256:" << k.spki_sha256;
@@ -109,7 +114,8 @@ int pfx_encrypt_password(const ParsedOptions& o) {
     } else {
         std::getline(std::cin, password);
     }
-    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r'))
+        password.pop_back();
     std::unique_ptr<EVP_PKEY_CTX, crypto::Deleter<EVP_PKEY_CTX_free>> ctx(EVP_PKEY_CTX_new(key.get(), nullptr));
     std::size_t len = 0;
     const auto* in = reinterpret_cast<const unsigned char*>(password.data());

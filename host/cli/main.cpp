@@ -35,7 +35,8 @@ fs::path default_config() {
     return "/etc/certconnector/certconnector.toml";
 }
 
-const OptionSpec kConfigOption{"config", true, "configuration file (default: $CERTCONNECTOR_CONFIG or /etc/certconnector/certconnector.toml)"};
+const OptionSpec kConfigOption{"config", true,
+                               "configuration file (default: $CERTCONNECTOR_CONFIG or /etc/certconnector/certconnector.toml)"};
 const OptionSpec kJsonOption{"json", false, "machine-readable output"};
 
 struct Command {
@@ -45,19 +46,24 @@ struct Command {
     std::function<int(const ParsedOptions&)> run;
 };
 
-fs::path config_path(const ParsedOptions& o) { return o.value("config").value_or(default_config().string()); }
+fs::path config_path(const ParsedOptions& o) {
+    return o.value("config").value_or(default_config().string());
+}
 
 /// The configuration file's document, or nullopt after printing why it cannot be read.
 std::optional<ConfigDocument> read_config_document(const ParsedOptions& o) {
     std::vector<ConfigProblem> problems;
     auto doc = parse_config_file(config_path(o), problems);
-    for (const auto& p : problems) std::cerr << p.to_string() << "\n";
+    for (const auto& p : problems)
+        std::cerr << p.to_string() << "\n";
     return doc;
 }
 
 void print_problems(const LoadedConfiguration& loaded) {
-    for (const auto& p : loaded.problems) std::cerr << p.to_string() << "\n";
-    for (const auto& p : loaded.plugin_problems) std::cerr << p << "\n";
+    for (const auto& p : loaded.problems)
+        std::cerr << p.to_string() << "\n";
+    for (const auto& p : loaded.plugin_problems)
+        std::cerr << p << "\n";
 }
 
 /// The admin socket of the instance the configuration file describes.
@@ -107,8 +113,8 @@ int cmd_config_check(const ParsedOptions& o) {
         std::cerr << file.string() << ": " << count << " problem(s)\n";
         return kExitProblems;
     }
-    std::cout << file.string() << ": OK (" << loaded.scan.libraries.size() << " plugin(s) in "
-              << loaded.scan.directory.string() << ")\n";
+    std::cout << file.string() << ": OK (" << loaded.scan.libraries.size() << " plugin(s) in " << loaded.scan.directory.string()
+              << ")\n";
     return kExitOk;
 }
 
@@ -122,7 +128,8 @@ int cmd_plugins(const ParsedOptions& o) {
         scan = scan_plugins(doc->plugin_dir(), LoaderPolicy::for_service_account(doc->service_account()));
     }
     json::array files;
-    for (const auto& f : scan.files) files.push_back(describe_plugin_file(f));
+    for (const auto& f : scan.files)
+        files.push_back(describe_plugin_file(f));
     if (o.has("json")) {
         json::object out{{"directory", scan.directory.string()}, {"plugins", files}};
         if (scan.directory_problem) out["directory_problem"] = *scan.directory_problem;
@@ -180,7 +187,8 @@ int cmd_status(const ParsedOptions& o) {
               << "  state: " << str(s.at("state")) << ", pid " << str(s.at("pid")) << ", up " << str(s.at("uptime_seconds"))
               << " s, listening on " << str(s.at("listen")) << "\n";
     std::cout << "  tenant: ";
-    if (s.at("tenant").is_null()) std::cout << "not configured\n";
+    if (s.at("tenant").is_null())
+        std::cout << "not configured\n";
     else
         std::cout << str(s.at("tenant").at("plugin")) << " ("
                   << (s.at("tenant").at("connected").as_bool() ? "connected" : "NOT connected") << ")\n";
@@ -191,7 +199,8 @@ int cmd_status(const ParsedOptions& o) {
     std::cout << "\n  CAs:";
     if (s.at("cas").as_array().empty()) std::cout << " none";
     for (const auto& c : s.at("cas").as_array())
-        std::cout << " " << str(c.at("name")) << " [" << str(c.at("plugin")) << "]" << (c.at("open").as_bool() ? "" : " (NOT open)");
+        std::cout << " " << str(c.at("name")) << " [" << str(c.at("plugin")) << "]"
+                  << (c.at("open").as_bool() ? "" : " (NOT open)");
     std::cout << "\n  plugins:\n";
     for (const auto& p : s.at("plugins").as_array()) {
         const auto& po = p.as_object();
@@ -222,23 +231,23 @@ int cmd_token_create(const ParsedOptions& o) {
     // The token goes to stdout once; the configuration keeps only its digest.
     std::cout << token << "\n";
     std::cerr << "add to the configuration ([auth] keeps only the SHA-256 of the token), then reload (SIGHUP):\n\n"
-              << "[auth.tokens." << *name << "]\nsha256 = \"" << sha256_hex(token) << "\"\nscopes = " << json::serialize(list) << "\n";
+              << "[auth.tokens." << *name << "]\nsha256 = \"" << sha256_hex(token) << "\"\nscopes = " << json::serialize(list)
+              << "\n";
     return kExitOk;
 }
 
 int cmd_version(const ParsedOptions& o) {
     const SupportStatus s = support_status(CERTCONN_RELEASE_DATE);
     if (o.has("json")) {
-        std::cout << json::serialize(json::object{
-                         {"version", CERTCONN_VERSION},
-                         {"release_date", CERTCONN_RELEASE_DATE},
-                         {"sdk", std::to_string(CERTCONN_ABI_MAJOR) + "." + std::to_string(CERTCONN_ABI_MINOR)},
-                         {"support", json::object{{"state", support_state_name(s.state)}, {"message", s.message}}}})
+        std::cout << json::serialize(
+                         json::object{{"version", CERTCONN_VERSION},
+                                      {"release_date", CERTCONN_RELEASE_DATE},
+                                      {"sdk", std::to_string(CERTCONN_ABI_MAJOR) + "." + std::to_string(CERTCONN_ABI_MINOR)},
+                                      {"support", json::object{{"state", support_state_name(s.state)}, {"message", s.message}}}})
                   << "\n";
     } else {
-        std::cout << "certconnector " CERTCONN_VERSION " (released " CERTCONN_RELEASE_DATE "; plugin SDK "
-                  << CERTCONN_ABI_MAJOR << "." << CERTCONN_ABI_MINOR << "; " << support_state_name(s.state) << ": "
-                  << s.message << ")\n";
+        std::cout << "certconnector " CERTCONN_VERSION " (released " CERTCONN_RELEASE_DATE "; plugin SDK " << CERTCONN_ABI_MAJOR
+                  << "." << CERTCONN_ABI_MINOR << "; " << support_state_name(s.state) << ": " << s.message << ")\n";
     }
     return kExitOk;
 }
@@ -249,8 +258,11 @@ int cmd_events(const ParsedOptions& o) {
         json::array out;
         for (std::size_t i = 0; i < cc_event_def_count; ++i) {
             const auto& e = cc_event_defs[i];
-            out.push_back(json::object{{"id", e.id}, {"name", e.name}, {"channel", channel(e.channel)},
-                                       {"category", e.category}, {"meaning", e.meaning}});
+            out.push_back(json::object{{"id", e.id},
+                                       {"name", e.name},
+                                       {"channel", channel(e.channel)},
+                                       {"category", e.category},
+                                       {"meaning", e.meaning}});
         }
         std::cout << json::serialize(out) << "\n";
         return kExitOk;
@@ -261,8 +273,8 @@ int cmd_events(const ParsedOptions& o) {
                  "| id | name | channel | category | meaning |\n|----|------|---------|----------|---------|\n";
     for (std::size_t i = 0; i < cc_event_def_count; ++i) {
         const auto& e = cc_event_defs[i];
-        std::cout << "| " << e.id << " | " << e.name << " | " << channel(e.channel) << " | " << e.category << " | "
-                  << e.meaning << " |\n";
+        std::cout << "| " << e.id << " | " << e.name << " | " << channel(e.channel) << " | " << e.category << " | " << e.meaning
+                  << " |\n";
     }
     return kExitOk;
 }
@@ -270,49 +282,67 @@ int cmd_events(const ParsedOptions& o) {
 const std::vector<Command>& commands() {
     static const std::vector<Command> all = {
         {"run", "run the connector in the foreground (SIGTERM/SIGINT stop, SIGHUP reloads)", {kConfigOption}, cmd_run},
-        {"plugins", "list plugin files: loadable or refused and why, kind, version, SDK, release date",
-         {kConfigOption, {"dir", true, "scan this directory instead of the configured one"}, kJsonOption}, cmd_plugins},
-        {"status", "ask the running instance: version, uptime, features, CAs, tenant, plugins' support state",
-         {kConfigOption, {"socket", true, "admin socket path (default: <state_dir>/admin.sock)"}, kJsonOption}, cmd_status},
-        {"config check", "validate the configuration and the plugins it names without starting anything; exit 2 on problems",
-         {kConfigOption}, cmd_config_check},
-        {"keys create", "create a connector key (RSA) in the key store, or on a PKCS#11 token; prints its public key",
-         {kConfigOption, {"name", true, "key name, as import jobs' key_name"}, {"size", true, "2048 | 3072 (default) | 4096"},
+        {"plugins",
+         "list plugin files: loadable or refused and why, kind, version, SDK, release date",
+         {kConfigOption, {"dir", true, "scan this directory instead of the configured one"}, kJsonOption},
+         cmd_plugins},
+        {"status",
+         "ask the running instance: version, uptime, features, CAs, tenant, plugins' support state",
+         {kConfigOption, {"socket", true, "admin socket path (default: <state_dir>/admin.sock)"}, kJsonOption},
+         cmd_status},
+        {"config check",
+         "validate the configuration and the plugins it names without starting anything; exit 2 on problems",
+         {kConfigOption},
+         cmd_config_check},
+        {"keys create",
+         "create a connector key (RSA) in the key store, or on a PKCS#11 token; prints its public key",
+         {kConfigOption,
+          {"name", true, "key name, as import jobs' key_name"},
+          {"size", true, "2048 | 3072 (default) | 4096"},
           {"pkcs11", true, "generate on this token instead: pkcs11:token=LABEL;pin-value=PIN (or pin-source=file:PATH)"}},
          [](const ParsedOptions& o) {
              auto doc = read_config_document(o);
              return doc ? keys_create(o, doc->keys_dir(), doc->service_account()) : kExitProblems;
          }},
-        {"keys add", "refer to an existing key under a name: a token object, or a PEM file other connectors share",
-         {kConfigOption, {"name", true, "key name"}, {"pkcs11", true, "pkcs11: URI of the private key object"},
+        {"keys add",
+         "refer to an existing key under a name: a token object, or a PEM file other connectors share",
+         {kConfigOption,
+          {"name", true, "key name"},
+          {"pkcs11", true, "pkcs11: URI of the private key object"},
           {"file", true, "PEM private key file (0600)"}},
          [](const ParsedOptions& o) {
              auto doc = read_config_document(o);
              return doc ? keys_add(o, doc->keys_dir(), doc->service_account()) : kExitProblems;
          }},
-        {"keys export-public", "print a connector key's public key (PEM), for whoever encrypts PFX passwords",
+        {"keys export-public",
+         "print a connector key's public key (PEM), for whoever encrypts PFX passwords",
          {kConfigOption, {"name", true, "key name"}},
          [](const ParsedOptions& o) {
              auto doc = read_config_document(o);
              return doc ? keys_export_public(o, doc->keys_dir()) : kExitProblems;
          }},
-        {"keys list", "list connector keys: name, type, where it lives, SHA-256 of its public key, and whether it loads",
+        {"keys list",
+         "list connector keys: name, type, where it lives, SHA-256 of its public key, and whether it loads",
          {kConfigOption, kJsonOption},
          [](const ParsedOptions& o) {
              auto doc = read_config_document(o);
              return doc ? keys_list(o, doc->keys_dir()) : kExitProblems;
          }},
-        {"pfx encrypt-password", "encrypt a PFX password to a connector's public key (RSA-OAEP), base64, for an import job",
+        {"pfx encrypt-password",
+         "encrypt a PFX password to a connector's public key (RSA-OAEP), base64, for an import job",
          {{"key-public", true, "the connector key's public key (PEM, from `keys export-public`)"},
           {"padding", true, "oaep-sha256 | oaep-sha384 | oaep-sha512 (default oaep-sha512)"},
           {"password-file", true, "read the password from this file (default: the first line of stdin)"}},
          pfx_encrypt_password},
-        {"token create", "create a bearer token for a TCP client (an MDM's intake, a monitoring probe); prints it once",
+        {"token create",
+         "create a bearer token for a TCP client (an MDM's intake, a monitoring probe); prints it once",
          {{"name", true, "the token's name, as in [auth.tokens.<name>]"},
           {"scopes", true, "comma-separated scopes, e.g. jobs:submit,jobs:read (see docs/security.md)"}},
          cmd_token_create},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
-        {"events", "list every event id (Markdown table, or JSON)", {kJsonOption, {"markdown", false, "Markdown table (default)"}},
+        {"events",
+         "list every event id (Markdown table, or JSON)",
+         {kJsonOption, {"markdown", false, "Markdown table (default)"}},
          cmd_events},
     };
     return all;
@@ -325,8 +355,10 @@ std::optional<fs::path> socket_from_args(const std::vector<std::string>& args) {
     for (std::size_t i = 0; i < args.size(); ++i) {
         for (const char* name : {"config", "socket"}) {
             const std::string opt = std::string("--") + name;
-            if (args[i] == opt && i + 1 < args.size()) o.values[name] = args[i + 1];
-            else if (args[i].rfind(opt + "=", 0) == 0) o.values[name] = args[i].substr(opt.size() + 1);
+            if (args[i] == opt && i + 1 < args.size())
+                o.values[name] = args[i + 1];
+            else if (args[i].rfind(opt + "=", 0) == 0)
+                o.values[name] = args[i].substr(opt.size() + 1);
         }
     }
     return admin_socket(o);
@@ -335,11 +367,14 @@ std::optional<fs::path> socket_from_args(const std::vector<std::string>& args) {
 void print_usage(std::ostream& out, const std::vector<std::string>& args = {}) {
     out << "usage: certconnector <command> [options]\n\ncommands:\n";
     auto line = [&](std::string name, const std::string& summary) {
-        if (name.size() < 21) name.resize(21, ' ');
-        else name += ' ';
+        if (name.size() < 21)
+            name.resize(21, ' ');
+        else
+            name += ' ';
         out << "  " << name << summary << "\n";
     };
-    for (const auto& c : commands()) line(c.name, c.summary);
+    for (const auto& c : commands())
+        line(c.name, c.summary);
     // Plugins' commands come from the running connector.
     std::optional<fs::path> socket;
     {
@@ -356,7 +391,8 @@ void print_usage(std::ostream& out, const std::vector<std::string>& args = {}) {
             line(std::string(c.at("name").as_string()), std::string(c.at("summary").as_string()));
     } catch (const std::exception& e) {
         out << "\nThe running connector adds its plugins' commands (submit, job show, scep ...); they are listed\n"
-               "here when its admin socket answers (" << e.what() << ").\n";
+               "here when its admin socket answers ("
+            << e.what() << ").\n";
     }
     out << "\n`certconnector <command> --help` shows a command's options.\n";
 }
@@ -393,7 +429,8 @@ int run_discovered(const std::vector<std::string>& args) {
         found = discover_commands(*socket);
     } catch (const std::exception& e) {
         std::string why = e.what();
-        while (!why.empty() && why.back() == '\n') why.pop_back();
+        while (!why.empty() && why.back() == '\n')
+            why.pop_back();
         std::cerr << "certconnector: '" << args[0] << "' is not a built-in command, and the running connector's commands are not "
                   << "available: " << why << "\n";
         return kExitProblems;

@@ -94,8 +94,7 @@ SchemaNode section_schema(const PluginIdentity* plugin) {
 
 // A [ca.<name>] / [tenant] section: "plugin" names one of `candidates`; the rest follows that
 // plugin's schema.
-SchemaNode plugin_section_schema(const toml::node* section, const std::vector<PluginIdentity>& plugins,
-                                 cc_plugin_kind kind) {
+SchemaNode plugin_section_schema(const toml::node* section, const std::vector<PluginIdentity>& plugins, cc_plugin_kind kind) {
     SchemaNode plugin_key;
     plugin_key.type = SchemaNode::Type::String;
     plugin_key.required = true;
@@ -111,7 +110,7 @@ SchemaNode plugin_section_schema(const toml::node* section, const std::vector<Pl
         }
     }
     SchemaNode s = section_schema(chosen);
-    if (!chosen) s.additional = true;  // unknown plugin: only the "plugin" key can be judged
+    if (!chosen) s.additional = true;                    // unknown plugin: only the "plugin" key can be judged
     if (chosen && !chosen->schema) s.additional = true;  // reported by check_schemaless_sections()
     s.keys["plugin"] = plugin_key;
     return s;
@@ -160,7 +159,8 @@ void check_schemaless_sections(const toml::table& root, const std::vector<Plugin
         if (plugin_key_allowed) msg += " (only 'plugin' may be set)";
         if (!keys.empty()) {
             msg += "; found ";
-            for (std::size_t i = 0; i < keys.size(); ++i) msg += (i ? ", " : "") + keys[i];
+            for (std::size_t i = 0; i < keys.size(); ++i)
+                msg += (i ? ", " : "") + keys[i];
         }
         problems.push_back({file, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column), path, msg});
     };
@@ -179,7 +179,8 @@ void check_schemaless_sections(const toml::table& root, const std::vector<Plugin
     }
     if (const toml::table* cas = root["ca"].as_table()) {
         for (const auto& [name, section] : *cas)
-            if (const PluginIdentity* p = schemaless(section, CC_KIND_CA)) refuse(section, "ca." + std::string(name.str()), p->name, true);
+            if (const PluginIdentity* p = schemaless(section, CC_KIND_CA))
+                refuse(section, "ca." + std::string(name.str()), p->name, true);
     }
     if (const toml::node* tenant = root.get("tenant"))
         if (const PluginIdentity* p = schemaless(*tenant, CC_KIND_TENANT)) refuse(*tenant, "tenant", p->name, true);
@@ -203,8 +204,7 @@ const char* kind_name(cc_plugin_kind kind) {
 }
 
 fs::path ConfigDocument::plugin_dir() const {
-    if (auto dir = root["host"]["plugin_dir"].value<std::string_view>())
-        return resolve(file.parent_path(), *dir);
+    if (auto dir = root["host"]["plugin_dir"].value<std::string_view>()) return resolve(file.parent_path(), *dir);
     return HostSettings{}.plugin_dir;
 }
 
@@ -232,8 +232,7 @@ std::optional<ConfigDocument> parse_config_file(const fs::path& file, std::vecto
         ConfigDocument doc{fs::absolute(file).lexically_normal(), toml::parse_file(file.string())};
         return doc;
     } catch (const toml::parse_error& e) {
-        problems.push_back({file.string(), static_cast<int>(e.source().begin.line),
-                            static_cast<int>(e.source().begin.column), "",
+        problems.push_back({file.string(), static_cast<int>(e.source().begin.line), static_cast<int>(e.source().begin.column), "",
                             "TOML syntax error: " + std::string(e.description())});
         return std::nullopt;
     }
@@ -249,11 +248,12 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     for (const auto& [key, value] : doc.root) {
         if (schema.child(key.str())) continue;
         std::vector<std::string> names;
-        for (const auto& [n, s] : schema.keys) names.push_back(n);
+        for (const auto& [n, s] : schema.keys)
+            names.push_back(n);
         std::string msg = "unknown section: neither a host section nor a present feature plugin";
         if (auto hint = closest_match(key.str(), names); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
-        problems.push_back({file, static_cast<int>(key.source().begin.line),
-                            static_cast<int>(key.source().begin.column), std::string(key.str()), msg});
+        problems.push_back({file, static_cast<int>(key.source().begin.line), static_cast<int>(key.source().begin.column),
+                            std::string(key.str()), msg});
     }
     SchemaNode known = schema;
     known.additional = true;  // reported above
@@ -279,10 +279,11 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
             std::error_code ec;
             const auto st = fs::status(p, ec);
             auto at = [&](std::string msg) {
-                problems.push_back({file, static_cast<int>(n->source().begin.line),
-                                    static_cast<int>(n->source().begin.column), std::string("host.tls.") + key, std::move(msg)});
+                problems.push_back({file, static_cast<int>(n->source().begin.line), static_cast<int>(n->source().begin.column),
+                                    std::string("host.tls.") + key, std::move(msg)});
             };
-            if (ec || !fs::is_regular_file(st)) at("file not found: " + p.string());
+            if (ec || !fs::is_regular_file(st))
+                at("file not found: " + p.string());
             else if (std::string_view(key) == "private_key" &&
                      (st.permissions() & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none)
                 at("private key " + p.string() + " is accessible by group or others; expected mode 0600");
@@ -301,14 +302,18 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
             if (const toml::node* d = entry.as_table() ? entry.as_table()->get("sha256") : nullptr; d && d->is_string()) {
                 const std::string v(*d->value<std::string_view>());
                 if (v.size() != 64 || v.find_first_not_of("0123456789abcdef") != std::string::npos)
-                    at(*d, "sha256", "expected 64 lower-case hex digits (a SHA-256 digest), found " + std::to_string(v.size()) + " characters");
+                    at(*d, "sha256",
+                       "expected 64 lower-case hex digits (a SHA-256 digest), found " + std::to_string(v.size()) + " characters");
             }
             if (const toml::array* a = entry.as_table() ? entry.as_table()->get_as<toml::array>("scopes") : nullptr) {
                 for (const auto& item : *a) {
                     const auto v = item.value<std::string_view>();
-                    const bool ok = v && (*v == "*" || (!v->empty() && v->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789:_-") ==
-                                                                             std::string_view::npos));
-                    if (!ok) at(item, "scopes", "a scope is \"*\" or lower-case letters, digits, ':', '_' and '-' (e.g. \"jobs:submit\")");
+                    const bool ok =
+                        v && (*v == "*" || (!v->empty() && v->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789:_-") ==
+                                                               std::string_view::npos));
+                    if (!ok)
+                        at(item, "scopes",
+                           "a scope is \"*\" or lower-case letters, digits, ':', '_' and '-' (e.g. \"jobs:submit\")");
                 }
             }
         }
@@ -345,7 +350,8 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     integer(root["host"]["max_queued_requests"], h.max_queued_requests);
     if (root["host"]["tls"].is_table()) {
         h.tls = TlsSettings{resolve(base, *root["host"]["tls"]["certificate"].value<std::string_view>()),
-                            resolve(base, *root["host"]["tls"]["private_key"].value<std::string_view>()), {}};
+                            resolve(base, *root["host"]["tls"]["private_key"].value<std::string_view>()),
+                            {}};
         if (auto v = root["host"]["tls"]["client_ca"].value<std::string_view>()) h.tls->client_ca = resolve(base, *v);
     }
     integer(root["log"]["max_file_mb"], c.log.max_file_mb);
@@ -382,7 +388,8 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     integer(root["jobs"]["retry_max_ms"], c.jobs.retry_max_ms);
 
     if (const toml::table* f = root["features"].as_table())
-        for (const auto& [name, value] : *f) c.features[std::string(name.str())] = *value.value<bool>();
+        for (const auto& [name, value] : *f)
+            c.features[std::string(name.str())] = *value.value<bool>();
 
     json::object effective_sections;
     auto plugin_section = [&](const toml::node& node, const SchemaNode* s) {

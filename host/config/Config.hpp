@@ -46,11 +46,11 @@ struct HostSettings {
 };
 
 struct JobSettings {
-    int concurrency = 4;               // jobs running at once
-    int lease_seconds = 300;           // a claim not completed by then returns to the queue
-    int poll_interval_ms = 250;        // how often to ask the tenant for work when idle
-    int max_attempts = 5;              // runs of a job that keeps failing transiently
-    int retry_initial_ms = 1000;       // first backoff; doubles per attempt
+    int concurrency = 4;          // jobs running at once
+    int lease_seconds = 300;      // a claim not completed by then returns to the queue
+    int poll_interval_ms = 250;   // how often to ask the tenant for work when idle
+    int max_attempts = 5;         // runs of a job that keeps failing transiently
+    int retry_initial_ms = 1000;  // first backoff; doubles per attempt
     int retry_max_ms = 60000;
 };
 
@@ -115,13 +115,11 @@ struct ConfigDocument {
 };
 
 /// Parses `file`; a syntax error becomes a problem and returns nullopt.
-std::optional<ConfigDocument> parse_config_file(const std::filesystem::path& file,
-                                                std::vector<ConfigProblem>& problems);
+std::optional<ConfigDocument> parse_config_file(const std::filesystem::path& file, std::vector<ConfigProblem>& problems);
 
 /// Validates the whole document against the host's schema and the plugins' schemas; returns
 /// the typed configuration when there is no problem.
-std::optional<Config> validate_config(const ConfigDocument& document,
-                                      const std::vector<PluginIdentity>& plugins,
+std::optional<Config> validate_config(const ConfigDocument& document, const std::vector<PluginIdentity>& plugins,
                                       std::vector<ConfigProblem>& problems);
 
 /// "host:port" or "[v6]:port"; throws std::invalid_argument naming what is wrong.

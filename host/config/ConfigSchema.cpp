@@ -19,9 +19,9 @@ namespace {
 
 SchemaNode::Type parse_type(std::string_view name, const std::string& path) {
     using T = SchemaNode::Type;
-    static const std::map<std::string_view, T> types = {
-        {"string", T::String}, {"integer", T::Integer}, {"float", T::Float}, {"boolean", T::Boolean},
-        {"array", T::Array},   {"table", T::Table},     {"any", T::Any}};
+    static const std::map<std::string_view, T> types = {{"string", T::String},   {"integer", T::Integer}, {"float", T::Float},
+                                                        {"boolean", T::Boolean}, {"array", T::Array},     {"table", T::Table},
+                                                        {"any", T::Any}};
     if (auto it = types.find(name); it != types.end()) return it->second;
     throw std::invalid_argument(path + ".type: unknown type '" + std::string(name) +
                                 "' (expected string, integer, float, boolean, array, table or any)");
@@ -55,7 +55,8 @@ bool matches(const toml::node& node, SchemaNode::Type t) {
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
     std::vector<std::size_t> row(b.size() + 1);
-    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t j = 0; j <= b.size(); ++j)
+        row[j] = j;
     for (std::size_t i = 1; i <= a.size(); ++i) {
         std::size_t diag = row[0];
         row[0] = i;
@@ -72,10 +73,9 @@ std::string join_path(const std::string& base, std::string_view key) {
     return base.empty() ? std::string(key) : base + "." + std::string(key);
 }
 
-void add(std::vector<ConfigProblem>& problems, const std::string& file, const toml::source_region& where,
-         const std::string& key, std::string message) {
-    problems.push_back({file, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column), key,
-                        std::move(message)});
+void add(std::vector<ConfigProblem>& problems, const std::string& file, const toml::source_region& where, const std::string& key,
+         std::string message) {
+    problems.push_back({file, static_cast<int>(where.begin.line), static_cast<int>(where.begin.column), key, std::move(message)});
 }
 
 }  // namespace
@@ -98,9 +98,8 @@ std::string type_name(const toml::node& node) {
 SchemaNode parse_schema(const json::value& doc, const std::string& path) {
     if (!doc.is_object()) throw std::invalid_argument(path + ": expected a JSON object");
     const json::object& o = doc.get_object();
-    static const std::vector<std::string> known = {"type", "required", "secret", "description", "enum",
-                                                   "min",  "max",      "items",  "keys",        "values",
-                                                   "additional"};
+    static const std::vector<std::string> known = {"type", "required", "secret", "description", "enum",      "min",
+                                                   "max",  "items",    "keys",   "values",      "additional"};
     SchemaNode node;
     for (const auto& [key, value] : o) {
         const std::string k(key);
@@ -169,8 +168,8 @@ std::string closest_match(std::string_view word, const std::vector<std::string>&
     return best;
 }
 
-void validate_node(const toml::node& node, const SchemaNode& schema, const std::string& key_path,
-                   const std::string& file, std::vector<ConfigProblem>& problems) {
+void validate_node(const toml::node& node, const SchemaNode& schema, const std::string& key_path, const std::string& file,
+                   std::vector<ConfigProblem>& problems) {
     if (!matches(node, schema.type)) {
         add(problems, file, node.source(), key_path,
             std::string("expected ") + schema_type_name(schema.type) + ", found " + type_name(node));
@@ -180,10 +179,10 @@ void validate_node(const toml::node& node, const SchemaNode& schema, const std::
         const std::string value(*node.value<std::string_view>());
         if (std::find(schema.allowed.begin(), schema.allowed.end(), value) == schema.allowed.end()) {
             std::string list;
-            for (const auto& a : schema.allowed) list += (list.empty() ? "" : ", ") + a;
+            for (const auto& a : schema.allowed)
+                list += (list.empty() ? "" : ", ") + a;
             std::string msg = "'" + value + "' is not one of: " + list;
-            if (auto hint = closest_match(value, schema.allowed); !hint.empty())
-                msg += " (did you mean '" + hint + "'?)";
+            if (auto hint = closest_match(value, schema.allowed); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
             add(problems, file, node.source(), key_path, msg);
         }
     }
@@ -208,17 +207,20 @@ void validate_node(const toml::node& node, const SchemaNode& schema, const std::
     const toml::table* table = node.as_table();
     if (table == nullptr || (schema.keys.empty() && !schema.values)) return;
     std::vector<std::string> names;
-    for (const auto& [name, sub] : schema.keys) names.push_back(name);
+    for (const auto& [name, sub] : schema.keys)
+        names.push_back(name);
     for (const auto& [key, value] : *table) {
         const std::string path = join_path(key_path, key.str());
         if (const SchemaNode* sub = schema.child(key.str())) {
             validate_node(value, *sub, path, file, problems);
         } else if (!schema.additional) {
             std::string msg = "unknown key '" + std::string(key.str()) + "'";
-            if (auto hint = closest_match(key.str(), names); !hint.empty()) msg += " (did you mean '" + hint + "'?)";
+            if (auto hint = closest_match(key.str(), names); !hint.empty())
+                msg += " (did you mean '" + hint + "'?)";
             else if (!names.empty()) {
                 std::string list;
-                for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+                for (const auto& n : names)
+                    list += (list.empty() ? "" : ", ") + n;
                 msg += " (expected one of: " + list + ")";
             }
             add(problems, file, key.source(), path, msg);
@@ -252,9 +254,12 @@ json::value to_json(const toml::node& node, const SchemaNode* schema, bool redac
         }
         default: {
             std::ostringstream text;  // dates and times: their TOML spelling
-            if (auto d = node.as_date()) text << *d;
-            else if (auto t = node.as_time()) text << *t;
-            else if (auto dt = node.as_date_time()) text << *dt;
+            if (auto d = node.as_date())
+                text << *d;
+            else if (auto t = node.as_time())
+                text << *t;
+            else if (auto dt = node.as_date_time())
+                text << *dt;
             return json::string(text.str());
         }
     }

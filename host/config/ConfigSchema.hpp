@@ -56,8 +56,8 @@ struct ConfigProblem {
 };
 
 /// Validates `node` against `schema`; appends one problem per violation.
-void validate_node(const toml::node& node, const SchemaNode& schema, const std::string& key_path,
-                   const std::string& file, std::vector<ConfigProblem>& problems);
+void validate_node(const toml::node& node, const SchemaNode& schema, const std::string& key_path, const std::string& file,
+                   std::vector<ConfigProblem>& problems);
 
 /// The candidate closest to `word` when it is a plausible typo, else empty.
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);

@@ -155,8 +155,7 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
             if (current) retired.emplace_back(id.kind, id.name);
             if (id.kind == CC_KIND_FEATURE && (current || !previous))
                 log_->emit(CC_EV_PluginDisabled, CC_LEVEL_INFO,
-                           "feature plugin '" + id.name + "' is present but disabled in [features]", {},
-                           {{"plugin", id.name}});
+                           "feature plugin '" + id.name + "' is present but disabled in [features]", {}, {{"plugin", id.name}});
             continue;
         }
         const bool changed = !current || current->library->file != lib->file || current->identity().version != id.version ||
@@ -168,11 +167,11 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
         fresh.push_back(gen);
         const SupportStatus support = support_status(id.release_date);
         if (support.state == SupportState::Outdated)
-            log_->emit(CC_EV_PluginSupportWarning, CC_LEVEL_WARNING, std::string(kind_name(id.kind)) + " plugin '" + id.name +
-                                                                         "' " + id.version + ": " + support.message);
+            log_->emit(CC_EV_PluginSupportWarning, CC_LEVEL_WARNING,
+                       std::string(kind_name(id.kind)) + " plugin '" + id.name + "' " + id.version + ": " + support.message);
         else if (support.state == SupportState::Unsupported)
-            log_->emit(CC_EV_PluginUnsupported, CC_LEVEL_ERROR, std::string(kind_name(id.kind)) + " plugin '" + id.name +
-                                                                    "' " + id.version + ": " + support.message);
+            log_->emit(CC_EV_PluginUnsupported, CC_LEVEL_ERROR,
+                       std::string(kind_name(id.kind)) + " plugin '" + id.name + "' " + id.version + ": " + support.message);
     }
     // Plugins whose file disappeared from the directory stop serving.
     for (const auto& gen : runtime_->generations()) {
@@ -204,7 +203,8 @@ void Connector::drop_privileges() {
             throw std::runtime_error("cannot hand " + p.string() + " to '" + account + "': " + sdk::errno_message(errno));
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(config_->host.log_dir, ec))
-        if (::chown(entry.path().c_str(), uid, gid) != 0) { /* reported when the log cannot be written */ }
+        if (::chown(entry.path().c_str(), uid, gid) != 0) { /* reported when the log cannot be written */
+        }
     if (initgroups(pw->name.c_str(), gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
         throw std::runtime_error("cannot switch to the service account '" + account + "': " + sdk::errno_message(errno));
 }
@@ -237,19 +237,18 @@ int Connector::run() {
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
     if (::signal(SIGPIPE, SIG_IGN) == SIG_ERR) throw std::runtime_error("cannot ignore SIGPIPE: " + sdk::errno_message(errno));
 
-    log_ = std::make_unique<EventLog>(EventLogOptions{cfg.host.log_dir, cfg.log.max_file_mb * 1024 * 1024,
-                                                      cfg.log.archives, cfg.log.admin_debug, cfg.log.operational_debug,
-                                                      foreground_});
+    log_ = std::make_unique<EventLog>(EventLogOptions{cfg.host.log_dir, cfg.log.max_file_mb * 1024 * 1024, cfg.log.archives,
+                                                      cfg.log.admin_debug, cfg.log.operational_debug, foreground_});
     log_->emit(CC_EV_ConfigurationLoaded, CC_LEVEL_INFO, "configuration " + config_file_.string(), {},
                {{"configuration", cfg.effective}});
     started_at_ = std::chrono::system_clock::now();
     runtime_ = std::make_unique<PluginRuntime>(*log_, config_);
 
-    const HttpLimits limits{cfg.host.max_header_bytes, cfg.host.max_body_bytes, cfg.host.read_timeout, cfg.host.drain_timeout,
-                            cfg.host.max_connections, cfg.host.max_queued_requests};
-    http_ = std::make_unique<HttpServer>(limits, cfg.host.io_threads, cfg.host.workers,
-                                         [this](const HttpRequestMessage& r, const RequestOrigin& o) { return dispatch(r, o); },
-                                         *log_);
+    const HttpLimits limits{cfg.host.max_header_bytes, cfg.host.max_body_bytes,  cfg.host.read_timeout,
+                            cfg.host.drain_timeout,    cfg.host.max_connections, cfg.host.max_queued_requests};
+    http_ = std::make_unique<HttpServer>(
+        limits, cfg.host.io_threads, cfg.host.workers,
+        [this](const HttpRequestMessage& r, const RequestOrigin& o) { return dispatch(r, o); }, *log_);
     try {
         http_->listen_tcp(cfg.host.listen, cfg.host.tls);
         http_->listen_unix(cfg.host.admin_socket());
@@ -271,9 +270,11 @@ int Connector::run() {
 
     const SupportStatus support = support_status(CERTCONN_RELEASE_DATE);
     log_->emit(CC_EV_ServiceStarted, support.state == SupportState::Supported ? CC_LEVEL_INFO : CC_LEVEL_WARNING,
-               "certconnector " CERTCONN_VERSION " started (pid " + std::to_string(getpid()) + "; " + support.message + ")",
-               {}, {{"version", CERTCONN_VERSION}, {"listen", cfg.host.listen}, {"port", http_->tcp_port()},
-                    {"admin_socket", cfg.host.admin_socket().string()}});
+               "certconnector " CERTCONN_VERSION " started (pid " + std::to_string(getpid()) + "; " + support.message + ")", {},
+               {{"version", CERTCONN_VERSION},
+                {"listen", cfg.host.listen},
+                {"port", http_->tcp_port()},
+                {"admin_socket", cfg.host.admin_socket().string()}});
 
     for (;;) {
         int sig = 0;
@@ -312,7 +313,8 @@ void Connector::reload() {
     LoadedConfiguration loaded = load_configuration(config_file_, config_->host.plugin_dir);
     if (!loaded.config) {
         json::array problems;
-        for (const auto& p : loaded.problems) problems.push_back(json::string(p.to_string()));
+        for (const auto& p : loaded.problems)
+            problems.push_back(json::string(p.to_string()));
         log_->emit(CC_EV_ConfigurationReloadFailed, CC_LEVEL_ERROR,
                    std::to_string(loaded.problems.size()) + " problem(s) in " + config_file_.string() +
                        "; keeping the running configuration: " + loaded.problems.front().to_string(),
@@ -325,7 +327,8 @@ void Connector::reload() {
     const auto after = flatten(next->effective);
     std::vector<std::string> keys;
     keys.reserve(before.size() + after.size());
-    for (const auto& [k, v] : before) keys.push_back(k);
+    for (const auto& [k, v] : before)
+        keys.push_back(k);
     for (const auto& [k, v] : after)
         if (!before.count(k)) keys.push_back(k);
     for (const auto& key : keys) {
@@ -383,9 +386,9 @@ json::object Connector::status() const {
         if (f.accepted && f.identity) {
             auto gen = runtime_->find(f.identity->kind, f.identity->name);
             const bool serving = gen && gen->library->file == f.file;
-            o["status"] = serving ? "loaded" : (f.identity->kind == CC_KIND_FEATURE && !cfg->feature_enabled(f.identity->name))
-                                                   ? "disabled"
-                                                   : "not in use";
+            o["status"] = serving                                                                            ? "loaded"
+                          : (f.identity->kind == CC_KIND_FEATURE && !cfg->feature_enabled(f.identity->name)) ? "disabled"
+                                                                                                             : "not in use";
         }
         plugins.push_back(std::move(o));
     }
@@ -536,10 +539,11 @@ HttpResponseMessage Connector::list_commands(const Principal& principal) {
     auto add = [&](const std::string& name, const std::string& summary, const std::string& arguments, const std::string& scope,
                    const std::string& owner) {
         if (!principal.holds(scope)) return;
-        out.push_back(json::object{{"name", name}, {"summary", summary}, {"arguments", json::parse(arguments)}, {"scope", scope},
-                                   {"plugin", owner}});
+        out.push_back(json::object{
+            {"name", name}, {"summary", summary}, {"arguments", json::parse(arguments)}, {"scope", scope}, {"plugin", owner}});
     };
-    for (const auto& c : kHostCommands) add(c.name, c.summary, c.arguments_json, c.scope, "host");
+    for (const auto& c : kHostCommands)
+        add(c.name, c.summary, c.arguments_json, c.scope, "host");
     for (const auto& m : runtime_->commands())
         add(m.command->name, m.command->summary, m.command->arguments_json, m.command->scope,
             std::string(kind_name(m.owner->identity().kind)) + " '" + m.owner->identity().name + "'");
@@ -563,8 +567,8 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
         fields["command"] = name;
         fields["exit_code"] = exit_code;
         // Arguments are not logged: they may hold passwords (pfx-password) or key material.
-        log_->emit(CC_EV_AdminCommandRun, CC_LEVEL_INFO, principal.name + " ran '" + name + "' (exit " + std::to_string(exit_code) + ")",
-                   {}, fields);
+        log_->emit(CC_EV_AdminCommandRun, CC_LEVEL_INFO,
+                   principal.name + " ran '" + name + "' (exit " + std::to_string(exit_code) + ")", {}, fields);
     };
     for (const auto& c : kHostCommands) {
         if (name != c.name) continue;
@@ -584,7 +588,8 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
     json::value reply;
     if (rc == CC_OK) reply = json::parse(sink.data, ec);
     if (rc != CC_OK || ec || !reply.is_object()) {
-        const std::string why = rc != CC_OK ? (err.message[0] ? err.message : "failed without a message") : "the command's reply is not a JSON object";
+        const std::string why = rc != CC_OK ? (err.message[0] ? err.message : "failed without a message")
+                                            : "the command's reply is not a JSON object";
         audit(1);
         // A usage error (bad arguments) exits 2 like the CLI's own; anything else 1.
         return make_response(200, "application/json",
@@ -638,19 +643,29 @@ HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch
     for (std::size_t i = 0; i + 1 < header_storage.size(); i += 2)
         headers.push_back({header_storage[i].c_str(), header_storage[i + 1].c_str()});
     std::vector<const char*> scopes;
-    for (const auto& sc : principal.scopes) scopes.push_back(sc.c_str());
-    const cc_http_request req{sizeof(cc_http_request), method.c_str(), path.c_str(), query.c_str(),
-                              request.body().data(), request.body().size(), headers.data(), headers.size(),
-                              origin.remote_address.c_str(), principal.origin == CC_ORIGIN_ADMIN_SOCKET ? 1 : 0,
-                              static_cast<uint32_t>(principal.origin), principal.name.c_str(), scopes.data(), scopes.size()};
+    for (const auto& sc : principal.scopes)
+        scopes.push_back(sc.c_str());
+    const cc_http_request req{sizeof(cc_http_request),
+                              method.c_str(),
+                              path.c_str(),
+                              query.c_str(),
+                              request.body().data(),
+                              request.body().size(),
+                              headers.data(),
+                              headers.size(),
+                              origin.remote_address.c_str(),
+                              principal.origin == CC_ORIGIN_ADMIN_SOCKET ? 1 : 0,
+                              static_cast<uint32_t>(principal.origin),
+                              principal.name.c_str(),
+                              scopes.data(),
+                              scopes.size()};
     ResponseBuilder builder;
-    const cc_http_response resp{
-        sizeof(cc_http_response), &builder,
-        [](void* ctx, int status) { static_cast<ResponseBuilder*>(ctx)->status = status; },
-        [](void* ctx, const char* name, const char* value) {
-            if (name && value) static_cast<ResponseBuilder*>(ctx)->headers.emplace_back(name, value);
-        },
-        builder.body.sink()};
+    const cc_http_response resp{sizeof(cc_http_response), &builder,
+                                [](void* ctx, int status) { static_cast<ResponseBuilder*>(ctx)->status = status; },
+                                [](void* ctx, const char* name, const char* value) {
+                                    if (name && value) static_cast<ResponseBuilder*>(ctx)->headers.emplace_back(name, value);
+                                },
+                                builder.body.sink()};
     cc_error err = sdk::detail::make_error();
     const int rc = match.route->handler(match.route->handler_ctx, &req, &resp, &err);
     if (rc != CC_OK) {
@@ -664,7 +679,8 @@ HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch
     if (builder.status < 100 || builder.status > 599) builder.status = 500;
     HttpResponseMessage res{static_cast<boost::beast::http::status>(builder.status), 11};
     res.set(boost::beast::http::field::server, "certconnector/" CERTCONN_VERSION);
-    for (const auto& [name, value] : builder.headers) res.insert(name, value);
+    for (const auto& [name, value] : builder.headers)
+        res.insert(name, value);
     res.body() = std::move(builder.body.data);
     res.prepare_payload();
     return res;

@@ -25,8 +25,8 @@ namespace certconn::host {
 struct LoadedConfiguration {
     std::filesystem::path file;
     PluginScan scan;
-    std::optional<Config> config;             // set when there is no config problem
-    std::vector<ConfigProblem> problems;      // configuration problems (fatal)
+    std::optional<Config> config;              // set when there is no config problem
+    std::vector<ConfigProblem> problems;       // configuration problems (fatal)
     std::vector<std::string> plugin_problems;  // refused plugin files (the others still load)
 };
 

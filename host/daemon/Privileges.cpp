@@ -50,7 +50,8 @@ void become_service_account(const ConfigDocument& doc) {
     const fs::path state = doc.state_dir();
     const fs::path base = doc.file.parent_path();
     fs::path log_dir = "/var/log/certconnector";
-    if (auto v = doc.root["host"]["log_dir"].value<std::string>()) log_dir = fs::path(*v).is_absolute() ? fs::path(*v) : base / *v;
+    if (auto v = doc.root["host"]["log_dir"].value<std::string>())
+        log_dir = fs::path(*v).is_absolute() ? fs::path(*v) : base / *v;
     for (const auto& [dir, mode] : {std::pair{state, 0700}, std::pair{log_dir.lexically_normal(), 0750}}) {
         std::error_code ec;
         fs::create_directories(dir, ec);

@@ -64,9 +64,8 @@ EventLog::~EventLog() {
     flush();
 }
 
-std::string EventLog::format_record(std::uint32_t id, cc_log_level level, std::string_view message,
-                                    std::string_view request_id, const boost::json::object& fields,
-                                    std::string_view source) {
+std::string EventLog::format_record(std::uint32_t id, cc_log_level level, std::string_view message, std::string_view request_id,
+                                    const boost::json::object& fields, std::string_view source) {
     const cc_event_def* def = cc_event_find(id);
     boost::json::object record;
     record["time"] = sdk::utc_iso8601(std::chrono::system_clock::now(), true);
@@ -82,9 +81,8 @@ std::string EventLog::format_record(std::uint32_t id, cc_log_level level, std::s
     return boost::json::serialize(record);
 }
 
-void EventLog::emit(std::uint32_t id, cc_log_level level, std::string_view message,
-                    std::string_view request_id, const boost::json::object& fields,
-                    std::string_view source) {
+void EventLog::emit(std::uint32_t id, cc_log_level level, std::string_view message, std::string_view request_id,
+                    const boost::json::object& fields, std::string_view source) {
     const cc_event_def* def = cc_event_find(id);
     const cc_channel channel = def ? def->channel : CC_CHANNEL_OPERATIONAL;
     if (level == CC_LEVEL_DEBUG && !debug_[channel]) return;
@@ -138,8 +136,8 @@ void EventLog::write_summary(const Recent& r) {
     boost::json::object fields = r.fields;
     fields["suppressed"] = r.suppressed;
     const auto window_ms = window_.count();
-    const std::string window = window_ms % 1000 == 0 ? std::to_string(window_ms / 1000) + " s"
-                                                     : std::to_string(window_ms) + " ms";
+    const std::string window =
+        window_ms % 1000 == 0 ? std::to_string(window_ms / 1000) + " s" : std::to_string(window_ms) + " ms";
     write(r.id, r.level,
           std::to_string(r.suppressed) + " similar events suppressed (identical within " + window + "): " + r.message,
           r.request_id, fields, r.source);
@@ -157,8 +155,8 @@ void EventLog::end_windows(std::chrono::steady_clock::time_point now, bool all) 
 }
 
 void EventLog::sweep_loop() {
-    const auto period = std::clamp<std::chrono::milliseconds>(window_ / 2, std::chrono::milliseconds(50),
-                                                              std::chrono::milliseconds(5000));
+    const auto period =
+        std::clamp<std::chrono::milliseconds>(window_ / 2, std::chrono::milliseconds(50), std::chrono::milliseconds(5000));
     std::unique_lock lock(recent_mutex_);
     while (!closing_) {
         sweep_wake_.wait_for(lock, period, [this] { return closing_; });
@@ -174,8 +172,8 @@ void EventLog::write(std::uint32_t id, cc_log_level level, std::string_view mess
     if (logger) logger->info(format_record(id, level, message, request_id, fields, source));
     if (stderr_) {
         std::string line = sdk::utc_iso8601(std::chrono::system_clock::now(), true) + " " + level_name(level) + " [" +
-                           (channel == CC_CHANNEL_ADMIN ? "Admin " : "Operational ") + std::to_string(id) +
-                           " " + (def ? def->name : "UnknownEvent") + "] ";
+                           (channel == CC_CHANNEL_ADMIN ? "Admin " : "Operational ") + std::to_string(id) + " " +
+                           (def ? def->name : "UnknownEvent") + "] ";
         if (source != "host") line += std::string(source) + ": ";
         line += message;
         if (!request_id.empty()) line += " (request " + std::string(request_id) + ")";
@@ -184,7 +182,9 @@ void EventLog::write(std::uint32_t id, cc_log_level level, std::string_view mess
     }
 }
 
-void EventLog::set_debug(cc_channel channel, bool enabled) { debug_[channel] = enabled; }
+void EventLog::set_debug(cc_channel channel, bool enabled) {
+    debug_[channel] = enabled;
+}
 
 void EventLog::flush() {
     {

@@ -27,14 +27,16 @@
 #include <thread>
 #include <unordered_map>
 
-namespace spdlog { class logger; }
+namespace spdlog {
+class logger;
+}
 
 namespace certconn::host {
 
 struct EventLogOptions {
-    std::filesystem::path directory;       // empty: no files, stderr only
+    std::filesystem::path directory;  // empty: no files, stderr only
     std::uint64_t max_file_bytes = 50ull * 1024 * 1024;
-    std::size_t archives = 5;              // rotated files kept per channel
+    std::size_t archives = 5;  // rotated files kept per channel
     bool admin_debug = false;
     bool operational_debug = false;
     bool to_stderr = false;
@@ -51,18 +53,16 @@ public:
     EventLog& operator=(const EventLog&) = delete;
 
     /// Writes event `id`. `source` names the writer ("host" or the plugin).
-    void emit(std::uint32_t id, cc_log_level level, std::string_view message,
-              std::string_view request_id = {}, const boost::json::object& fields = {},
-              std::string_view source = "host");
+    void emit(std::uint32_t id, cc_log_level level, std::string_view message, std::string_view request_id = {},
+              const boost::json::object& fields = {}, std::string_view source = "host");
 
     void set_debug(cc_channel channel, bool enabled);
     /// Writes the summaries of events suppressed so far (ending their windows) and flushes the files.
     void flush();
 
     /// The JSON record emit() writes for these arguments (for tests and tools).
-    static std::string format_record(std::uint32_t id, cc_log_level level, std::string_view message,
-                                     std::string_view request_id, const boost::json::object& fields,
-                                     std::string_view source);
+    static std::string format_record(std::uint32_t id, cc_log_level level, std::string_view message, std::string_view request_id,
+                                     const boost::json::object& fields, std::string_view source);
 
 private:
     // One recently written event and how many identical ones were held back since.

@@ -77,7 +77,9 @@ std::string openssl_errors() {
     return out.empty() ? "no detail from OpenSSL" : out;
 }
 
-[[noreturn]] void tls_failure(const std::string& what) { throw std::runtime_error(what + ": " + openssl_errors()); }
+[[noreturn]] void tls_failure(const std::string& what) {
+    throw std::runtime_error(what + ": " + openssl_errors());
+}
 
 std::string hex_lower(const unsigned char* data, std::size_t size) {
     static const char digits[] = "0123456789abcdef";
@@ -174,8 +176,8 @@ constexpr std::chrono::milliseconds kAcceptBackoffMax{1000};
 
 /// The peer went away between connect and accept: nothing is wrong with the listener.
 bool peer_went_away(const beast::error_code& ec) {
-    return ec == asio::error::connection_aborted || ec == asio::error::try_again ||
-           ec == asio::error::would_block || ec == asio::error::interrupted ||
+    return ec == asio::error::connection_aborted || ec == asio::error::try_again || ec == asio::error::would_block ||
+           ec == asio::error::interrupted ||
            (ec.category() == boost::system::system_category() && (ec.value() == EPROTO || ec.value() == EPERM));
 }
 
@@ -212,7 +214,9 @@ struct AcceptPause {
 
 /// Descriptors kept free of TCP connections for the admin socket, the event log, databases
 /// and plugins: 64, or a quarter of a smaller limit.
-rlim_t descriptor_reserve(rlim_t limit) { return std::min<rlim_t>(64, limit / 4); }
+rlim_t descriptor_reserve(rlim_t limit) {
+    return std::min<rlim_t>(64, limit / 4);
+}
 
 /// TCP connections the process can hold: `wanted`, lowered to fit the descriptor limit after
 /// raising the soft limit as far as the hard limit allows. `limit` receives the soft limit.
@@ -241,10 +245,10 @@ struct HttpServer::Impl {
     HttpDispatcher dispatcher;
     EventLog& log;
     // Declared before io: a session frame destroyed with io releases its TCP slot here.
-    std::atomic<std::size_t> tcp_open{0};   // TCP connections accepted and not yet closed
-    std::size_t tcp_cap = 1;                // connection_budget(limits.max_connections)
+    std::atomic<std::size_t> tcp_open{0};  // TCP connections accepted and not yet closed
+    std::size_t tcp_cap = 1;               // connection_budget(limits.max_connections)
     rlim_t descriptor_limit = RLIM_INFINITY;
-    std::atomic<bool> torn_down{false};     // io threads are gone: post nothing any more
+    std::atomic<bool> torn_down{false};  // io threads are gone: post nothing any more
     asio::io_context io;
     asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
     asio::thread_pool workers;
@@ -257,7 +261,7 @@ struct HttpServer::Impl {
     std::filesystem::path unix_path;
     // Both accept loops, their timers and the acceptors' closing live on this strand.
     asio::strand<asio::io_context::executor_type> accept_strand{asio::make_strand(io)};
-    asio::steady_timer tcp_wakeup{accept_strand};   // waits below the cap; cancelled when one closes
+    asio::steady_timer tcp_wakeup{accept_strand};  // waits below the cap; cancelled when one closes
     asio::steady_timer tcp_backoff{accept_strand};
     asio::steady_timer unix_backoff{accept_strand};
     bool tls_enabled = false;
@@ -308,7 +312,12 @@ struct HttpServer::Impl {
     std::uint64_t next_connection = 0;
 
     Impl(HttpLimits l, int io_threads_, int worker_count, HttpDispatcher d, EventLog& lg)
-        : limits(l), dispatcher(std::move(d)), log(lg), workers(worker_count), worker_count(static_cast<std::size_t>(worker_count)), io_thread_count(io_threads_) {}
+        : limits(l),
+          dispatcher(std::move(d)),
+          log(lg),
+          workers(worker_count),
+          worker_count(static_cast<std::size_t>(worker_count)),
+          io_thread_count(io_threads_) {}
 
     std::uint64_t track(std::shared_ptr<Connection> c) {
         std::lock_guard lock(connections_mutex);
@@ -344,9 +353,8 @@ struct HttpServer::Impl {
             beast::error_code ec;
             co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
             conn->idle = false;
-            if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
-                ec == asio::error::connection_reset || ec == beast::error::timeout || ec == asio::error::eof ||
-                ec == asio::ssl::error::stream_truncated)
+            if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+                ec == beast::error::timeout || ec == asio::error::eof || ec == asio::ssl::error::stream_truncated)
                 co_return;
             HttpResponseMessage res;
             bool keep_alive = false;
@@ -370,8 +378,8 @@ struct HttpServer::Impl {
                 // waiting without bound. The administrator (admin socket) is never turned away.
                 if (!origin.admin && dispatched.load() >= worker_count + limits.max_queued_requests) {
                     log.emit(CC_EV_HttpOverloaded, CC_LEVEL_WARNING,
-                             "all " + std::to_string(worker_count) + " workers busy and " + std::to_string(limits.max_queued_requests) +
-                                 " requests waiting: answered 503 with Retry-After");
+                             "all " + std::to_string(worker_count) + " workers busy and " +
+                                 std::to_string(limits.max_queued_requests) + " requests waiting: answered 503 with Retry-After");
                     res = error_response(503, "the connector is overloaded; retry later");
                     res.set(http::field::retry_after, "1");
                 } else {
@@ -425,7 +433,8 @@ struct HttpServer::Impl {
         beast::error_code ec;
         co_await stream.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
-            log.emit(CC_EV_HttpRequestRejected, CC_LEVEL_DEBUG, origin.remote_address + ": TLS handshake failed: " + ec.message());
+            log.emit(CC_EV_HttpRequestRejected, CC_LEVEL_DEBUG,
+                     origin.remote_address + ": TLS handshake failed: " + ec.message());
             co_return;
         }
         fill_client_certificate(stream.native_handle(), origin);
@@ -454,8 +463,8 @@ struct HttpServer::Impl {
                 // At the cap: accept nothing (pending connections wait in the kernel's backlog)
                 // until a connection closes and release_tcp() cancels the wait.
                 log.emit(CC_EV_HttpConnectionLimitReached, CC_LEVEL_WARNING,
-                         std::to_string(tcp_cap) + " TCP connections open; not accepting until one closes",
-                         {}, {{"max_connections", limits.max_connections}, {"limit", tcp_cap}});
+                         std::to_string(tcp_cap) + " TCP connections open; not accepting until one closes", {},
+                         {{"max_connections", limits.max_connections}, {"limit", tcp_cap}});
                 while (tcp_open.load() >= tcp_cap && !stopping) {
                     beast::error_code ignored;
                     tcp_wakeup.expires_at(asio::steady_timer::time_point::max());
@@ -464,7 +473,8 @@ struct HttpServer::Impl {
                 continue;
             }
             beast::error_code ec;
-            tcp::socket socket = co_await tcp_acceptor->async_accept(asio::make_strand(io), asio::redirect_error(asio::use_awaitable, ec));
+            tcp::socket socket =
+                co_await tcp_acceptor->async_accept(asio::make_strand(io), asio::redirect_error(asio::use_awaitable, ec));
             if (ec == asio::error::operation_aborted || stopping) co_return;
             if (ec && peer_went_away(ec)) continue;
             if (ec) {
@@ -510,7 +520,8 @@ struct HttpServer::Impl {
         AcceptPause pause;
         for (;;) {
             beast::error_code ec;
-            local_stream::socket socket = co_await unix_acceptor->async_accept(asio::make_strand(io), asio::redirect_error(asio::use_awaitable, ec));
+            local_stream::socket socket =
+                co_await unix_acceptor->async_accept(asio::make_strand(io), asio::redirect_error(asio::use_awaitable, ec));
             if (ec == asio::error::operation_aborted || stopping) co_return;
             if (ec && peer_went_away(ec)) continue;
             if (ec) {
@@ -586,8 +597,8 @@ void HttpServer::listen_tcp(const std::string& address, const std::optional<TlsS
     if (impl_->tcp_cap < impl_->limits.max_connections)
         limit += ": max_connections " + std::to_string(impl_->limits.max_connections) + " lowered to fit the descriptor limit " +
                  std::to_string(impl_->descriptor_limit);
-    boost::json::object fields{{"port", tcp_port_}, {"max_connections", impl_->limits.max_connections},
-                               {"connection_limit", impl_->tcp_cap}};
+    boost::json::object fields{
+        {"port", tcp_port_}, {"max_connections", impl_->limits.max_connections}, {"connection_limit", impl_->tcp_cap}};
     if (tls) {
         fields["certificate_sha256"] = certificate_sha256(SSL_CTX_get0_certificate(impl_->tls_context->native_handle()));
         fields["client_certificates"] = !tls->client_ca.empty();
@@ -615,7 +626,9 @@ void HttpServer::reload_tls(const TlsSettings& tls) {
                     {}, fields);
 }
 
-std::size_t HttpServer::tcp_connection_limit() const { return impl_->tcp_cap; }
+std::size_t HttpServer::tcp_connection_limit() const {
+    return impl_->tcp_cap;
+}
 
 void HttpServer::listen_unix(const std::filesystem::path& socket_path) {
     std::error_code fs_ec;
@@ -639,7 +652,8 @@ void HttpServer::listen_unix(const std::filesystem::path& socket_path) {
 }
 
 void HttpServer::start() {
-    for (int i = 0; i < impl_->io_thread_count; ++i) impl_->io_threads.emplace_back([this] { impl_->io.run(); });
+    for (int i = 0; i < impl_->io_thread_count; ++i)
+        impl_->io_threads.emplace_back([this] { impl_->io.run(); });
 }
 
 std::size_t HttpServer::active_connections() const {
@@ -665,7 +679,8 @@ void HttpServer::stop() {
         for (auto& [id, conn] : s.connections)
             if (conn->idle) Impl::close_on_strand(conn);
         s.connections_done.wait_for(lock, s.limits.drain_timeout, [&] { return s.connections.empty(); });
-        for (auto& [id, conn] : s.connections) Impl::close_on_strand(conn);
+        for (auto& [id, conn] : s.connections)
+            Impl::close_on_strand(conn);
     }
     s.work.reset();
     // Give closed sessions a moment to unwind, then stop the loop for good.

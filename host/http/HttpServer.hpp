@@ -41,7 +41,7 @@ struct HttpLimits {
     std::size_t max_body_bytes = std::size_t{2} * 1024 * 1024;
     std::chrono::seconds read_timeout{30};
     std::chrono::seconds drain_timeout{15};
-    std::size_t max_connections = 1024;  // TCP connections at once; the admin socket is not counted
+    std::size_t max_connections = 1024;    // TCP connections at once; the admin socket is not counted
     std::size_t max_queued_requests = 64;  // TCP requests waiting for a busy worker; more get 503
 };
 

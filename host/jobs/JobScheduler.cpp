@@ -12,7 +12,9 @@ using namespace std::chrono;
 
 namespace {
 
-std::int64_t now_ms() { return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count(); }
+std::int64_t now_ms() {
+    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
 
 // A tenant acknowledging a result slower than this is reported (JobResultDeliverySlow).
 constexpr milliseconds kDeliveryDeadline{10000};
@@ -27,12 +29,15 @@ std::string text(const json::object& o, const char* key) {
 JobScheduler::JobScheduler(PluginRuntime& runtime, EventLog& log, JobSettings settings, const std::filesystem::path& state_dir)
     : runtime_(runtime), log_(log), settings_(settings), outbox_(state_dir / "outbox.db") {}
 
-JobScheduler::~JobScheduler() { stop(seconds(0)); }
+JobScheduler::~JobScheduler() {
+    stop(seconds(0));
+}
 
 void JobScheduler::start() {
     deliverer_ = std::thread([this] { delivery_loop(); });
     claimer_ = std::thread([this] { claim_loop(); });
-    for (int i = 0; i < settings_.concurrency; ++i) workers_.emplace_back([this] { worker_loop(); });
+    for (int i = 0; i < settings_.concurrency; ++i)
+        workers_.emplace_back([this] { worker_loop(); });
 }
 
 void JobScheduler::stop(seconds drain) {
@@ -40,12 +45,13 @@ void JobScheduler::stop(seconds drain) {
     wake_.notify_all();
     if (claimer_.joinable()) claimer_.join();
     const auto deadline = steady_clock::now() + drain;
-    while (in_flight_ > 0 && steady_clock::now() < deadline) std::this_thread::sleep_for(milliseconds(20));
+    while (in_flight_ > 0 && steady_clock::now() < deadline)
+        std::this_thread::sleep_for(milliseconds(20));
     {
         std::lock_guard lock(mutex_);
         for (const auto& claim : queue_)
-            log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO, "job " + text(claim->job, "id") + " not started before stop; its lease returns it",
-                      text(claim->job, "id"));
+            log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO,
+                      "job " + text(claim->job, "id") + " not started before stop; its lease returns it", text(claim->job, "id"));
         queue_.clear();
     }
     wake_.notify_all();
@@ -108,16 +114,17 @@ void JobScheduler::claim_loop() {
             continue;
         }
         json::array names;
-        for (const auto& f : features) names.push_back(json::string(f));
+        for (const auto& f : features)
+            names.push_back(json::string(f));
         const std::string names_json = json::serialize(names);
         StringSink sink;
         cc_sink s = sink.sink();
         cc_error err = sdk::detail::make_error();
         // The lease is counted from before the call: the host never believes it longer than the tenant.
         const auto lease_until = steady_clock::now() + seconds(settings_.lease_seconds);
-        const int rc = tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(),
-                                                      static_cast<uint32_t>(capacity - busy),
-                                                      static_cast<uint32_t>(settings_.lease_seconds), &s, &err);
+        const int rc =
+            tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(), static_cast<uint32_t>(capacity - busy),
+                                           static_cast<uint32_t>(settings_.lease_seconds), &s, &err);
         if (rc != CC_OK) {
             log_.emit(CC_EV_JobClaimFailed, CC_LEVEL_WARNING, std::string("claiming jobs failed: ") + err.message);
             sleep_unless_stopping(milliseconds(std::max(1000, settings_.poll_interval_ms)));
@@ -137,7 +144,8 @@ void JobScheduler::claim_loop() {
         {
             std::lock_guard lock(mutex_);
             for (auto& job : jobs.as_array())
-                if (job.is_object()) queue_.push_back(std::make_shared<Claim>(Claim{std::move(job.as_object()), lease_until, {}, false}));
+                if (job.is_object())
+                    queue_.push_back(std::make_shared<Claim>(Claim{std::move(job.as_object()), lease_until, {}, false}));
         }
         wake_.notify_all();
     }
@@ -260,13 +268,16 @@ void JobScheduler::run(Claim& claim) {
             } else {
                 result = json::serialize(json::object{
                     {"status", "failed"},
-                    {"error", json::object{{"code", "internal"}, {"message", "feature '" + feature + "' returned a result that is not a JSON object"}}}});
+                    {"error",
+                     json::object{{"code", "internal"},
+                                  {"message", "feature '" + feature + "' returned a result that is not a JSON object"}}}});
             }
             break;
         }
         if (CC_STATUS_IS_RETRYABLE(rc) && attempt < settings_.max_attempts) {
             if (lost(claim)) {
-                log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING, "job " + id + ": not retried, its lease was lost", id, {{"attempt", attempt}});
+                log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING, "job " + id + ": not retried, its lease was lost", id,
+                          {{"attempt", attempt}});
                 return;
             }
             const auto wait = backoff(attempt);
@@ -303,19 +314,22 @@ void JobScheduler::run(Claim& claim) {
                           std::to_string(wait.count()) + " ms",
                       id, {{"attempt", attempt}, {"code", sdk::status_name(static_cast<cc_status>(rc))}});
             if (!sleep_unless_stopping(wait)) {
-                log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO, "job " + id + " abandoned at stop while waiting to retry; its lease returns it", id);
+                log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO,
+                          "job " + id + " abandoned at stop while waiting to retry; its lease returns it", id);
                 return;
             }
             continue;
         }
-        result = json::serialize(json::object{
-            {"status", "failed"},
-            {"error", json::object{{"code", sdk::status_name(static_cast<cc_status>(rc))}, {"message", err.message}, {"retryable", CC_STATUS_IS_RETRYABLE(rc)}}},
-            {"attempts", attempt}});
+        result = json::serialize(json::object{{"status", "failed"},
+                                              {"error", json::object{{"code", sdk::status_name(static_cast<cc_status>(rc))},
+                                                                     {"message", err.message},
+                                                                     {"retryable", CC_STATUS_IS_RETRYABLE(rc)}}},
+                                              {"attempts", attempt}});
         break;
     }
     if (lost(claim)) {  // renewing during the run found another claim owns the job now
-        log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING, "job " + id + ": finished after its lease was lost; the result is dropped", id);
+        log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING,
+                  "job " + id + ": finished after its lease was lost; the result is dropped", id);
         return;
     }
     outbox_.put(id, feature, result);  // durable before the tenant hears of it
@@ -353,8 +367,10 @@ void JobScheduler::deliver(const OutboxEntry& entry) {
     cc_error err = sdk::detail::make_error();
     int rc = CC_ERR_UNAVAILABLE;
     const auto started = steady_clock::now();
-    if (tenant) rc = tenant->api.tenant->complete_job(tenant->api.instance, entry.job_id.c_str(), entry.result.c_str(), &err);
-    else sdk::detail::set_error(&err, CC_ERR_UNAVAILABLE, "no tenant plugin is loaded");
+    if (tenant)
+        rc = tenant->api.tenant->complete_job(tenant->api.instance, entry.job_id.c_str(), entry.result.c_str(), &err);
+    else
+        sdk::detail::set_error(&err, CC_ERR_UNAVAILABLE, "no tenant plugin is loaded");
     // A call into the plugin cannot be interrupted; a slow one is reported, and the entries
     // after it wait their turn (claims and workers do not).
     const auto took = duration_cast<milliseconds>(steady_clock::now() - started);
@@ -368,15 +384,17 @@ void JobScheduler::deliver(const OutboxEntry& entry) {
                         feature->api.feature->result_delivered != nullptr;
     if (rc == CC_OK) {
         outbox_.remove(entry.job_id);
-        log_.emit(CC_EV_JobResultDelivered, CC_LEVEL_DEBUG, "job " + entry.job_id + " result acknowledged by the tenant", entry.job_id);
+        log_.emit(CC_EV_JobResultDelivered, CC_LEVEL_DEBUG, "job " + entry.job_id + " result acknowledged by the tenant",
+                  entry.job_id);
         if (notify) feature->api.feature->result_delivered(feature->api.instance, entry.job_id.c_str(), 1, "");
         return;
     }
     const auto wait = backoff(static_cast<int>(entry.attempts) + 1);
     outbox_.defer(entry.job_id, now_ms() + wait.count(), err.message);
-    log_.emit(CC_EV_JobResultDeliveryFailed, CC_LEVEL_WARNING,
-              "reporting job " + entry.job_id + " failed (" + err.message + "); retrying in " + std::to_string(wait.count()) + " ms",
-              entry.job_id);
+    log_.emit(
+        CC_EV_JobResultDeliveryFailed, CC_LEVEL_WARNING,
+        "reporting job " + entry.job_id + " failed (" + err.message + "); retrying in " + std::to_string(wait.count()) + " ms",
+        entry.job_id);
     if (notify) feature->api.feature->result_delivered(feature->api.instance, entry.job_id.c_str(), 0, err.message);
 }
 

@@ -46,7 +46,7 @@ private:
         boost::json::object job;
         std::chrono::steady_clock::time_point lease_until;
         std::chrono::steady_clock::time_point renew_not_before;  // after a refused renewal
-        bool lost = false;  // the tenant said this claim no longer holds the job
+        bool lost = false;                                       // the tenant said this claim no longer holds the job
     };
     enum class Renewal { renewed, lost, unsupported };
 

@@ -37,10 +37,12 @@ std::optional<OutboxEntry> OutboxStore::find(const std::string& job_id) {
 
 std::vector<OutboxEntry> OutboxStore::due(std::int64_t now_ms, std::size_t limit) {
     std::lock_guard lock(mutex_);
-    auto s = db_.prepare("SELECT job_id, feature, result, attempts FROM outbox WHERE next_attempt_ms <= ? ORDER BY stored_at LIMIT ?");
+    auto s =
+        db_.prepare("SELECT job_id, feature, result, attempts FROM outbox WHERE next_attempt_ms <= ? ORDER BY stored_at LIMIT ?");
     s.bind(1, now_ms).bind(2, static_cast<std::int64_t>(limit));
     std::vector<OutboxEntry> out;
-    while (s.step()) out.push_back({s.text(0), s.text(1), s.text(2), s.integer(3)});
+    while (s.step())
+        out.push_back({s.text(0), s.text(1), s.text(2), s.integer(3)});
     return out;
 }
 

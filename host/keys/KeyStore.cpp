@@ -24,11 +24,14 @@ const EVP_MD* oaep_digest(const std::string& padding) {
     if (p == "oaepsha384") return EVP_sha384();
     if (p == "oaepsha512") return EVP_sha512();
     if (p == "pkcs1" || p == "oaepsha1" || p == "none")
-        throw std::invalid_argument("padding '" + padding + "' is refused: only RSA-OAEP with SHA-256, SHA-384 or SHA-512 is accepted");
+        throw std::invalid_argument("padding '" + padding +
+                                    "' is refused: only RSA-OAEP with SHA-256, SHA-384 or SHA-512 is accepted");
     throw std::invalid_argument("unknown padding '" + padding + "' (expected oaep-sha256, oaep-sha384 or oaep-sha512)");
 }
 
-std::string redact_pin(const std::string& uri) { return crypto::redact_pkcs11_uri(uri); }
+std::string redact_pin(const std::string& uri) {
+    return crypto::redact_pkcs11_uri(uri);
+}
 
 namespace {
 
@@ -41,7 +44,8 @@ struct ModulesRelease {
 
 std::string trim_padded(const unsigned char* text, std::size_t n) {
     std::string s(reinterpret_cast<const char*>(text), n);
-    while (!s.empty() && s.back() == ' ') s.pop_back();
+    while (!s.empty() && s.back() == ' ')
+        s.pop_back();
     return s;
 }
 
@@ -58,7 +62,8 @@ void check_rv(CK_RV rv, const std::string& what) {
 sdk::Secret pin_of(const std::string& uri) {
     sdk::Secret pin = crypto::pkcs11_pin(uri);
     if (pin.empty())
-        throw std::invalid_argument("the pkcs11: URI carries no pin-value or pin-source; the token needs a login to create a key");
+        throw std::invalid_argument(
+            "the pkcs11: URI carries no pin-value or pin-source; the token needs a login to create a key");
     return pin;
 }
 
@@ -114,7 +119,8 @@ std::string pkcs11_generate_rsa(const std::string& text, const std::string& labe
                     f->C_CloseSession(s);
                 }
             } close{f, session};
-            CK_RV rv = f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(const_cast<char*>(pin.reveal_c_str())), pin.size());
+            CK_RV rv =
+                f->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(const_cast<char*>(pin.reveal_c_str())), pin.size());
             if (rv != CKR_USER_ALREADY_LOGGED_IN) check_rv(rv, "logging in to token '" + token + "'");
 
             // A label names one key: refuse to create a second object with it.
@@ -167,7 +173,9 @@ void KeyStore::check_name(const std::string& name) {
                     std::all_of(name.begin(), name.end(), [](char c) {
                         return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
                     });
-    if (!ok) throw std::invalid_argument("key name '" + name.substr(0, 80) + "': expected 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit");
+    if (!ok)
+        throw std::invalid_argument("key name '" + name.substr(0, 80) +
+                                    "': expected 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit");
 }
 
 bool KeyStore::holds(const std::string& name) const {
@@ -190,7 +198,8 @@ std::string KeyStore::add(const std::string& name, const std::string& path_or_ur
     check_name(name);
     if (path_or_uri.rfind("pkcs11:", 0) != 0 && !fs::path(path_or_uri).is_absolute())
         throw std::invalid_argument("'" + redact_pin(path_or_uri) + "' must be a pkcs11: URI or an absolute path");
-    if (fs::exists(directory_ / (name + ".pem"))) throw std::invalid_argument("key '" + name + "' already exists in " + directory_.string());
+    if (fs::exists(directory_ / (name + ".pem")))
+        throw std::invalid_argument("key '" + name + "' already exists in " + directory_.string());
     crypto::PKey key;
     try {
         key = crypto::load_private_key_from(path_or_uri);
@@ -218,7 +227,8 @@ std::shared_ptr<crypto::PKey> KeyStore::load(const std::string& name) {
         key = std::make_shared<crypto::PKey>(crypto::load_private_key(crypto::read_file(directory_ / (name + ".pem"), "key")));
     } else if (fs::exists(directory_ / (name + ".ref"))) {
         std::string target = crypto::read_file(directory_ / (name + ".ref"), "key reference");
-        while (!target.empty() && (target.back() == '\n' || target.back() == '\r' || target.back() == ' ')) target.pop_back();
+        while (!target.empty() && (target.back() == '\n' || target.back() == '\r' || target.back() == ' '))
+            target.pop_back();
         try {
             key = std::make_shared<crypto::PKey>(crypto::load_private_key_from(target));
         } catch (const std::exception& e) {
@@ -232,7 +242,9 @@ std::shared_ptr<crypto::PKey> KeyStore::load(const std::string& name) {
     return cache_.emplace(name, key).first->second;
 }
 
-std::string KeyStore::public_pem(const std::string& name) { return crypto::public_key_pem(load(name)->get()); }
+std::string KeyStore::public_pem(const std::string& name) {
+    return crypto::public_key_pem(load(name)->get());
+}
 
 std::vector<KeyInfo> KeyStore::list() {
     std::vector<KeyInfo> out;
@@ -246,7 +258,8 @@ std::vector<KeyInfo> KeyStore::list() {
             info.location = "file";
         } else {
             std::string target = crypto::read_file(entry.path(), "key reference");
-            while (!target.empty() && (target.back() == '\n' || target.back() == ' ')) target.pop_back();
+            while (!target.empty() && (target.back() == '\n' || target.back() == ' '))
+                target.pop_back();
             info.location = redact_pin(target);
         }
         try {

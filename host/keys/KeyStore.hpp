@@ -25,7 +25,7 @@ struct KeyInfo {
     std::string location;  // "file" or "pkcs11"; a reference shows its target (PIN redacted)
     std::string key_type;  // "rsa3072", ...; empty when the key cannot be loaded now
     std::string spki_sha256;
-    std::string problem;   // why it cannot be loaded, when it cannot
+    std::string problem;  // why it cannot be loaded, when it cannot
 };
 
 class KeyStore {

@@ -5,7 +5,6 @@
 #include <certconn/errno_message.hpp>
 #include <certconn/events.h>
 
-
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,7 +33,8 @@ LoaderPolicy LoaderPolicy::for_service_account(const std::string& service_accoun
 
 std::vector<PluginIdentity> PluginScan::identities() const {
     std::vector<PluginIdentity> out;
-    for (const auto& lib : libraries) out.push_back(lib->identity);
+    for (const auto& lib : libraries)
+        out.push_back(lib->identity);
     return out;
 }
 
@@ -43,7 +43,8 @@ namespace {
 // "0644": the permission bits, as ls and chmod write them.
 std::string octal_mode(mode_t mode) {
     std::string out(4, '0');
-    for (int i = 3; i >= 0; --i, mode >>= 3) out[static_cast<std::size_t>(i)] = static_cast<char>('0' + (mode & 7));
+    for (int i = 3; i >= 0; --i, mode >>= 3)
+        out[static_cast<std::size_t>(i)] = static_cast<char>('0' + (mode & 7));
     return out;
 }
 
@@ -57,8 +58,10 @@ std::string ownership_problem(const fs::path& path, const LoaderPolicy& policy) 
     if (st.st_mode & S_IWGRP) return "writable by its group (mode " + mode + "); expected no group/other write permission";
     if (!policy.trusted_owners.count(st.st_uid)) {
         std::string owners;
-        for (uid_t uid : policy.trusted_owners) owners += (owners.empty() ? "" : ", ") + std::to_string(uid);
-        return "owned by uid " + std::to_string(st.st_uid) + "; expected root, the running user or the service account (uid " + owners + ")";
+        for (uid_t uid : policy.trusted_owners)
+            owners += (owners.empty() ? "" : ", ") + std::to_string(uid);
+        return "owned by uid " + std::to_string(st.st_uid) + "; expected root, the running user or the service account (uid " +
+               owners + ")";
     }
     return {};
 }
@@ -188,18 +191,21 @@ std::shared_ptr<PluginLibrary> open_plugin(const fs::path& file, const LoaderPol
     if (info->struct_size < kMinInfoSize)
         return refuse(CC_EV_PluginInfoInvalid, "plugin info struct_size " + std::to_string(info->struct_size) +
                                                    " is smaller than SDK " + std::to_string(info->abi_major) + "." +
-                                                   std::to_string(info->abi_minor) + " defines (" + std::to_string(kMinInfoSize) + ")");
+                                                   std::to_string(info->abi_minor) + " defines (" + std::to_string(kMinInfoSize) +
+                                                   ")");
     if (info->kind < CC_KIND_FEATURE || info->kind > CC_KIND_TENANT)
-        return refuse(CC_EV_PluginInfoInvalid, "unknown kind " + std::to_string(info->kind) + "; expected 1 (feature), 2 (ca) or 3 (tenant)");
+        return refuse(CC_EV_PluginInfoInvalid,
+                      "unknown kind " + std::to_string(info->kind) + "; expected 1 (feature), 2 (ca) or 3 (tenant)");
     if (!valid_name(info->name))
-        return refuse(CC_EV_PluginInfoInvalid, std::string("invalid name '") + (info->name ? info->name : "(null)") +
-                                                   "'; expected [a-z][a-z0-9-]{0,62}");
+        return refuse(CC_EV_PluginInfoInvalid,
+                      std::string("invalid name '") + (info->name ? info->name : "(null)") + "'; expected [a-z][a-z0-9-]{0,62}");
     if (!valid_semver(info->version))
         return refuse(CC_EV_PluginInfoInvalid, std::string("invalid version '") + (info->version ? info->version : "(null)") +
                                                    "'; expected a semantic version like 1.2.3");
     if (!valid_date(info->release_date))
         return refuse(CC_EV_PluginInfoInvalid, std::string("invalid release date '") +
-                                                   (info->release_date ? info->release_date : "(null)") + "'; expected YYYY-MM-DD");
+                                                   (info->release_date ? info->release_date : "(null)") +
+                                                   "'; expected YYYY-MM-DD");
 
     PluginIdentity& id = lib->identity;
     id.kind = static_cast<cc_plugin_kind>(info->kind);

@@ -37,15 +37,15 @@ struct PluginLibrary {
 struct PluginFileReport {
     std::filesystem::path file;
     bool accepted = false;
-    std::uint32_t event_id = 0;            // the refusal's event (events.h), 0 when accepted
-    std::string reason;                    // full message naming file, found and expected
+    std::uint32_t event_id = 0;              // the refusal's event (events.h), 0 when accepted
+    std::string reason;                      // full message naming file, found and expected
     std::optional<PluginIdentity> identity;  // when the query export could be read
 };
 
 struct PluginScan {
     std::filesystem::path directory;
-    std::optional<std::string> directory_problem;  // nothing was loaded when set
-    std::vector<PluginFileReport> files;           // every *.so, sorted by name
+    std::optional<std::string> directory_problem;           // nothing was loaded when set
+    std::vector<PluginFileReport> files;                    // every *.so, sorted by name
     std::vector<std::shared_ptr<PluginLibrary>> libraries;  // the accepted ones
 
     std::vector<PluginIdentity> identities() const;

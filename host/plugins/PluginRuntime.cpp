@@ -29,22 +29,24 @@ namespace {
 
 // --- the host-services table: C thunks over PluginRuntime --------------------------------
 
-PluginContext& ctx_of(void* host_ctx) { return *static_cast<PluginContext*>(host_ctx); }
+PluginContext& ctx_of(void* host_ctx) {
+    return *static_cast<PluginContext*>(host_ctx);
+}
 
-void svc_log_event(void* host_ctx, uint32_t id, int level, const char* request_id, const char* message,
-                   const char* fields_json) {
+void svc_log_event(void* host_ctx, uint32_t id, int level, const char* request_id, const char* message, const char* fields_json) {
     try {
         PluginContext& ctx = ctx_of(host_ctx);
         json::object fields;
         if (fields_json != nullptr) {
             std::error_code ec;
             json::value v = json::parse(fields_json, ec);
-            if (!ec && v.is_object()) fields = std::move(v.get_object());
-            else fields["raw"] = fields_json;
+            if (!ec && v.is_object())
+                fields = std::move(v.get_object());
+            else
+                fields["raw"] = fields_json;
         }
         const auto lvl = static_cast<cc_log_level>(std::clamp(level, 0, 3));
-        ctx.runtime->log().emit(id, lvl, message ? message : "", request_id ? request_id : "", fields,
-                                ctx.identity.name);
+        ctx.runtime->log().emit(id, lvl, message ? message : "", request_id ? request_id : "", fields, ctx.identity.name);
     } catch (...) {
     }
 }
@@ -58,7 +60,9 @@ int svc_config_json(void* host_ctx, cc_sink* out, cc_error* error) {
     return CC_OK;
 }
 
-const char* svc_state_dir(void* host_ctx) { return ctx_of(host_ctx).state_dir.c_str(); }
+const char* svc_state_dir(void* host_ctx) {
+    return ctx_of(host_ctx).state_dir.c_str();
+}
 
 int svc_ca_issue(void* host_ctx, const char* ca, const char* req, cc_sink* out, cc_error* error) {
     return ctx_of(host_ctx).runtime->ca_call(CaOperation::issue, ca, req, out, error);
@@ -72,8 +76,8 @@ int svc_ca_query(void* host_ctx, const char* ca, const char* req, cc_sink* out, 
 int svc_tenant_call(void* host_ctx, const char* op, const char* req, cc_sink* out, cc_error* error) {
     return ctx_of(host_ctx).runtime->tenant_call(op, req, out, error);
 }
-int svc_register_route(void* host_ctx, const char* method, const char* path, cc_http_handler handler,
-                       void* handler_ctx, cc_error* error) {
+int svc_register_route(void* host_ctx, const char* method, const char* path, cc_http_handler handler, void* handler_ctx,
+                       cc_error* error) {
     PluginContext& ctx = ctx_of(host_ctx);
     return ctx.runtime->register_route(ctx, method, path, nullptr, handler, handler_ctx, error);
 }
@@ -90,10 +94,11 @@ int svc_admin_register_command(void* host_ctx, const cc_admin_command* command, 
     return ctx.runtime->register_command(ctx, command, error);
 }
 
-int svc_key_decrypt(void* host_ctx, const char* key_name, const char* padding, const char* ciphertext, size_t len,
-                    cc_sink* out, cc_error* error) {
+int svc_key_decrypt(void* host_ctx, const char* key_name, const char* padding, const char* ciphertext, size_t len, cc_sink* out,
+                    cc_error* error) {
     PluginContext& ctx = ctx_of(host_ctx);
-    return ctx.runtime->key_decrypt(ctx, key_name ? key_name : "", padding ? padding : "", std::string_view(ciphertext, len), out, error);
+    return ctx.runtime->key_decrypt(ctx, key_name ? key_name : "", padding ? padding : "", std::string_view(ciphertext, len), out,
+                                    error);
 }
 
 std::string describe(const PluginIdentity& id) {
@@ -108,16 +113,19 @@ json::object identity_fields(const PluginIdentity& id, const fs::path& file) {
 
 Generation::~Generation() {
     if (api.ca != nullptr && api.ca->close != nullptr)
-        for (auto& [name, handle] : ca_handles) api.ca->close(api.instance, handle);
+        for (auto& [name, handle] : ca_handles)
+            api.ca->close(api.instance, handle);
     if (api.destroy != nullptr) api.destroy(api.instance);
     if (context && context->runtime)
-        context->runtime->log().emit(CC_EV_PluginUnloaded, CC_LEVEL_INFO, describe(identity()) + " released",
-                                     {}, identity_fields(identity(), library->file));
+        context->runtime->log().emit(CC_EV_PluginUnloaded, CC_LEVEL_INFO, describe(identity()) + " released", {},
+                                     identity_fields(identity(), library->file));
 }
 
 GenerationReaper::GenerationReaper() : thread_([this] { loop(); }) {}
 
-GenerationReaper::~GenerationReaper() { stop(); }
+GenerationReaper::~GenerationReaper() {
+    stop();
+}
 
 void GenerationReaper::release(Generation* generation) noexcept {
     if (generation == nullptr) return;
@@ -167,8 +175,7 @@ void GenerationReaper::stop() {
     if (thread_.joinable() && std::this_thread::get_id() != thread_.get_id()) thread_.join();
 }
 
-PluginRuntime::PluginRuntime(EventLog& log, std::shared_ptr<const Config> config)
-    : log_(log), config_(std::move(config)) {}
+PluginRuntime::PluginRuntime(EventLog& log, std::shared_ptr<const Config> config) : log_(log), config_(std::move(config)) {}
 
 PluginRuntime::~PluginRuntime() {
     std::map<Key, std::shared_ptr<const Generation>> published;
@@ -182,7 +189,9 @@ PluginRuntime::~PluginRuntime() {
     reaper_->stop();
 }
 
-void PluginRuntime::wait_released() { reaper_->wait_idle(); }
+void PluginRuntime::wait_released() {
+    reaper_->wait_idle();
+}
 
 std::shared_ptr<const Config> PluginRuntime::config() const {
     std::lock_guard lock(mutex_);
@@ -194,13 +203,12 @@ void PluginRuntime::set_config(std::shared_ptr<const Config> config) {
     config_ = std::move(config);
 }
 
-std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library,
-                                                             std::string& error) {
+std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library, std::string& error) {
     return instantiate(library, error, config());
 }
 
-std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library,
-                                                             std::string& error, const std::shared_ptr<const Config>& cfg) {
+std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_ptr<PluginLibrary>& library, std::string& error,
+                                                             const std::shared_ptr<const Config>& cfg) {
     const PluginIdentity& id = library->identity;
     // The last owner to let go hands the generation to the reaper (see PluginRuntime.hpp).
     std::shared_ptr<Generation> gen(new Generation, [reaper = reaper_](Generation* g) { reaper->release(g); });
@@ -224,10 +232,21 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
     fs::create_directories(state, ec);
     ::chmod(state.c_str(), 0700);
     ctx.state_dir = state.string();
-    ctx.services = cc_host_services{sizeof(cc_host_services), CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR, &ctx,
-                                    &svc_log_event, &svc_config_json, &svc_state_dir, &svc_ca_issue,
-                                    &svc_ca_revoke, &svc_tenant_call, &svc_register_route, &svc_key_decrypt, &svc_ca_query,
-                                    &svc_http_register, &svc_admin_register_command};
+    ctx.services = cc_host_services{sizeof(cc_host_services),
+                                    CERTCONN_ABI_MAJOR,
+                                    CERTCONN_ABI_MINOR,
+                                    &ctx,
+                                    &svc_log_event,
+                                    &svc_config_json,
+                                    &svc_state_dir,
+                                    &svc_ca_issue,
+                                    &svc_ca_revoke,
+                                    &svc_tenant_call,
+                                    &svc_register_route,
+                                    &svc_key_decrypt,
+                                    &svc_ca_query,
+                                    &svc_http_register,
+                                    &svc_admin_register_command};
 
     const std::string label = "plugin '" + library->file.stem().string() + "' (" + library->file.string() + "): ";
     auto fail = [&](const std::string& why) -> std::shared_ptr<const Generation> {
@@ -266,8 +285,8 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
                 gen->ca_failures[ca_name] = why;
                 json::object fields = identity_fields(id, library->file);
                 fields["ca"] = ca_name;
-                log_.emit(CC_EV_CaOpenFailed, CC_LEVEL_ERROR, "CA '" + ca_name + "' (" + describe(id) + ") could not be opened: " + why,
-                          {}, fields);
+                log_.emit(CC_EV_CaOpenFailed, CC_LEVEL_ERROR,
+                          "CA '" + ca_name + "' (" + describe(id) + ") could not be opened: " + why, {}, fields);
             }
         }
     }
@@ -278,7 +297,8 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
 
 void PluginRuntime::rebuild_snapshot_locked() {
     auto snap = std::make_shared<Snapshot>();
-    for (const auto& [key, gen] : published_) snap->push_back(gen);
+    for (const auto& [key, gen] : published_)
+        snap->push_back(gen);
     snapshot_ = std::move(snap);
 }
 
@@ -359,8 +379,8 @@ std::shared_ptr<KeyStore> PluginRuntime::keys() {
     return keys_;
 }
 
-int PluginRuntime::key_decrypt(PluginContext& ctx, const std::string& key_name, const std::string& padding, std::string_view ciphertext,
-                               cc_sink* out, cc_error* error) {
+int PluginRuntime::key_decrypt(PluginContext& ctx, const std::string& key_name, const std::string& padding,
+                               std::string_view ciphertext, cc_sink* out, cc_error* error) {
     const json::object fields{{"key", key_name}, {"plugin", ctx.identity.name}};
     try {
         const std::string plain = keys()->decrypt(key_name, padding, ciphertext);
@@ -390,7 +410,8 @@ bool PluginRuntime::reserved_path(std::string_view path) {
 namespace {
 
 bool valid_scope(std::string_view s) {
-    return !s.empty() && s.size() <= 64 && s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789:_-") == std::string_view::npos;
+    return !s.empty() && s.size() <= 64 &&
+           s.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789:_-") == std::string_view::npos;
 }
 
 bool valid_command_name(std::string_view s) {
@@ -414,10 +435,12 @@ std::string check_arguments(const std::string& text) {
             return "arguments_json: each argument needs a \"name\" of lower-case letters, digits and '-'";
         static const std::vector<std::string> kinds = {"string", "strings", "flag", "file", "output_dir"};
         if (!kind || !kind->is_string() || std::find(kinds.begin(), kinds.end(), std::string(kind->get_string())) == kinds.end())
-            return "arguments_json: argument '" + std::string(name->get_string()) + "' has no valid \"kind\" (string, strings, flag, file, output_dir)";
+            return "arguments_json: argument '" + std::string(name->get_string()) +
+                   "' has no valid \"kind\" (string, strings, flag, file, output_dir)";
         for (const auto& [k, val] : o)
             if (k != "name" && k != "kind" && k != "required" && k != "positional" && k != "help")
-                return "arguments_json: argument '" + std::string(name->get_string()) + "' has an unknown key '" + std::string(k) + "'";
+                return "arguments_json: argument '" + std::string(name->get_string()) + "' has an unknown key '" +
+                       std::string(k) + "'";
     }
     return "";
 }
@@ -425,8 +448,8 @@ std::string check_arguments(const std::string& text) {
 }  // namespace
 
 bool PluginRuntime::reserved_command(std::string_view name) {
-    static const std::vector<std::string_view> host = {"run", "plugins", "status", "config", "keys", "pfx", "version",
-                                                        "events", "help", "token", "ca export"};
+    static const std::vector<std::string_view> host = {"run",     "plugins", "status", "config", "keys",     "pfx",
+                                                       "version", "events",  "help",   "token",  "ca export"};
     for (const auto& h : host)
         if (name == h || (name.size() > h.size() && name.substr(0, h.size()) == h && name[h.size()] == ' ')) return true;
     return false;
@@ -441,24 +464,28 @@ int PluginRuntime::register_command(PluginContext& ctx, const cc_admin_command* 
     if (command == nullptr || command->struct_size < offsetof(cc_admin_command, handler_ctx) + sizeof(void*))
         return refuse(CC_ERR_INVALID_ARGUMENT, "cc_admin_command is missing or too short (struct_size)");
     if (command->name == nullptr || !valid_command_name(command->name))
-        return refuse(CC_ERR_INVALID_ARGUMENT, "an admin command name is lower-case words separated by one space, e.g. \"scep approve\"");
+        return refuse(CC_ERR_INVALID_ARGUMENT,
+                      "an admin command name is lower-case words separated by one space, e.g. \"scep approve\"");
     const std::string name = command->name;
     if (command->handler == nullptr) return refuse(CC_ERR_INVALID_ARGUMENT, "admin command '" + name + "' has no handler");
     if (command->scope == nullptr || !valid_scope(command->scope))
-        return refuse(CC_ERR_INVALID_ARGUMENT, "admin command '" + name + "' needs a scope (lower-case letters, digits, ':', '_', '-')");
+        return refuse(CC_ERR_INVALID_ARGUMENT,
+                      "admin command '" + name + "' needs a scope (lower-case letters, digits, ':', '_', '-')");
     if (reserved_command(name)) return refuse(CC_ERR_CONFLICT, "admin command '" + name + "' is reserved for the host");
     const std::string arguments = command->arguments_json ? command->arguments_json : "[]";
-    if (auto why = check_arguments(arguments); !why.empty()) return refuse(CC_ERR_INVALID_ARGUMENT, "admin command '" + name + "': " + why);
+    if (auto why = check_arguments(arguments); !why.empty())
+        return refuse(CC_ERR_INVALID_ARGUMENT, "admin command '" + name + "': " + why);
     for (const auto& gen : generations()) {
         const PluginIdentity& owner = gen->identity();
         if (owner.kind == ctx.identity.kind && owner.name == ctx.identity.name) continue;  // being replaced
         for (const auto& c : gen->context->commands)
-            if (c.name == name) return refuse(CC_ERR_CONFLICT, "admin command '" + name + "' is already registered by " + describe(owner));
+            if (c.name == name)
+                return refuse(CC_ERR_CONFLICT, "admin command '" + name + "' is already registered by " + describe(owner));
     }
     for (const auto& c : ctx.commands)
         if (c.name == name) return refuse(CC_ERR_CONFLICT, "admin command '" + name + "' registered twice");
-    ctx.commands.push_back({name, command->summary ? command->summary : "", arguments, command->scope, command->handler,
-                            command->handler_ctx});
+    ctx.commands.push_back(
+        {name, command->summary ? command->summary : "", arguments, command->scope, command->handler, command->handler_ctx});
     return CC_OK;
 }
 
@@ -472,7 +499,8 @@ std::optional<PluginRuntime::CommandMatch> PluginRuntime::find_command(std::stri
 std::vector<PluginRuntime::CommandMatch> PluginRuntime::commands() const {
     std::vector<CommandMatch> out;
     for (const auto& gen : generations())
-        for (const auto& c : gen->context->commands) out.push_back({gen, &c});
+        for (const auto& c : gen->context->commands)
+            out.push_back({gen, &c});
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.command->name < b.command->name; });
     return out;
 }
@@ -497,8 +525,8 @@ int PluginRuntime::register_route(PluginContext& ctx, const char* method, const 
         if (owner.kind == ctx.identity.kind && owner.name == ctx.identity.name) continue;  // being replaced
         for (const auto& r : gen->context->routes)
             if (r.method == route.method && r.path == route.path)
-                return refuse(CC_ERR_CONFLICT, "route " + route.method + " " + route.path + " is already served by " +
-                                                   describe(owner));
+                return refuse(CC_ERR_CONFLICT,
+                              "route " + route.method + " " + route.path + " is already served by " + describe(owner));
     }
     for (const auto& r : ctx.routes)
         if (r.method == route.method && r.path == route.path)
@@ -530,25 +558,30 @@ int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* requ
     auto section = cfg->cas.find(ca_name);
     if (section == cfg->cas.end()) {
         std::string known;
-        for (const auto& [n, s] : cfg->cas) known += (known.empty() ? "" : ", ") + n;
-        sdk::detail::set_error(error, CC_ERR_NOT_FOUND, std::string("no CA named '") + ca_name + "' is configured (configured: " +
-                                               (known.empty() ? "none" : known) + ")");
+        for (const auto& [n, s] : cfg->cas)
+            known += (known.empty() ? "" : ", ") + n;
+        sdk::detail::set_error(
+            error, CC_ERR_NOT_FOUND,
+            std::string("no CA named '") + ca_name + "' is configured (configured: " + (known.empty() ? "none" : known) + ")");
         return CC_ERR_NOT_FOUND;
     }
     if (!gen) {
-        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "': its plugin '" + section->second.plugin + "' is not loaded");
+        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE,
+                               std::string("CA '") + ca_name + "': its plugin '" + section->second.plugin + "' is not loaded");
         return CC_ERR_UNAVAILABLE;
     }
     auto handle = gen->ca_handles.find(ca_name);
     if (handle == gen->ca_handles.end()) {
         auto why = gen->ca_failures.find(ca_name);
-        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE, std::string("CA '") + ca_name + "' is not open" +
-                                                 (why != gen->ca_failures.end() ? ": " + why->second : std::string()));
+        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE,
+                               std::string("CA '") + ca_name + "' is not open" +
+                                   (why != gen->ca_failures.end() ? ": " + why->second : std::string()));
         return CC_ERR_UNAVAILABLE;
     }
     const cc_ca_api* api = gen->api.ca;
     if (op == CaOperation::query && (api->struct_size <= offsetof(cc_ca_api, query) || api->query == nullptr)) {
-        sdk::detail::set_error(error, CC_ERR_NOT_SUPPORTED, std::string("CA '") + ca_name + "' (plugin '" + section->second.plugin + "') answers no queries");
+        sdk::detail::set_error(error, CC_ERR_NOT_SUPPORTED,
+                               std::string("CA '") + ca_name + "' (plugin '" + section->second.plugin + "') answers no queries");
         return CC_ERR_NOT_SUPPORTED;
     }
     auto fn = op == CaOperation::issue ? api->issue : op == CaOperation::revoke ? api->revoke : api->query;
@@ -588,7 +621,8 @@ std::string PluginRuntime::health(const Generation& gen) const {
         return json::serialize(json::object{{"healthy", false}, {"detail", err.message}});
     std::error_code ec;
     json::value v = json::parse(sink.data, ec);
-    if (ec || !v.is_object()) return json::serialize(json::object{{"healthy", false}, {"detail", "health returned invalid JSON"}});
+    if (ec || !v.is_object())
+        return json::serialize(json::object{{"healthy", false}, {"detail", "health returned invalid JSON"}});
     return sink.data;
 }
 

@@ -52,7 +52,7 @@ struct HttpRoute {
 
 /// An administrative command a plugin registered (cc_admin_command).
 struct AdminCommand {
-    std::string name;     // "scep approve"
+    std::string name;  // "scep approve"
     std::string summary;
     std::string arguments_json;  // validated JSON array (abi.h)
     std::string scope;
@@ -84,7 +84,7 @@ public:
     std::shared_ptr<PluginLibrary> library;  // declared first: unloaded after everything below
     std::unique_ptr<PluginContext> context;
     cc_plugin_api api{};
-    std::map<std::string, void*> ca_handles;        // CA plugins: opened [ca.<name>] sections
+    std::map<std::string, void*> ca_handles;         // CA plugins: opened [ca.<name>] sections
     std::map<std::string, std::string> ca_failures;  // CA plugins: sections that failed to open
     std::chrono::system_clock::time_point loaded_at;
     /// The configuration this generation was instantiated from; context->config_json is its
@@ -182,8 +182,8 @@ public:
     /// The connector keys of the current configuration.
     std::shared_ptr<KeyStore> keys();
     int tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error);
-    int register_route(PluginContext& ctx, const char* method, const char* path, const char* scope,
-                       cc_http_handler handler, void* handler_ctx, cc_error* error);
+    int register_route(PluginContext& ctx, const char* method, const char* path, const char* scope, cc_http_handler handler,
+                       void* handler_ctx, cc_error* error);
     int register_command(PluginContext& ctx, const cc_admin_command* command, cc_error* error);
 
     /// Paths the host serves itself; plugins cannot register them.

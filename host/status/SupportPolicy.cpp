@@ -22,8 +22,8 @@ sys_days add_months(sys_days day, int n) {
 std::string format(sys_days day) {
     const year_month_day ymd{day};
     char buf[32];
-    const int n = std::snprintf(buf, sizeof buf, "%04d-%02u-%02u", static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
-                  static_cast<unsigned>(ymd.day()));
+    const int n = std::snprintf(buf, sizeof buf, "%04d-%02u-%02u", static_cast<int>(ymd.year()),
+                                static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()));
     return n > 0 ? std::string(buf, std::min<std::size_t>(static_cast<std::size_t>(n), sizeof buf - 1)) : std::string();
 }
 
@@ -62,8 +62,8 @@ SupportStatus support_status(std::string_view release_date, sys_days today) {
     const sys_days works_until = add_months(*released, 18);
     if (today < supported_until) return {SupportState::Supported, "supported until " + format(supported_until)};
     if (today < works_until)
-        return {SupportState::Outdated, "support ended " + format(supported_until) + "; keeps working until " +
-                                            format(works_until) + " — update"};
+        return {SupportState::Outdated,
+                "support ended " + format(supported_until) + "; keeps working until " + format(works_until) + " — update"};
     return {SupportState::Unsupported, "past its working period (ended " + format(works_until) + "); update now"};
 }
 

@@ -14,7 +14,8 @@ std::vector<std::string> strings(const boost::json::object& o, const char* key, 
     const auto* v = o.if_contains(key);
     if (!v) return fallback;
     std::vector<std::string> out;
-    for (const auto& item : v->as_array()) out.emplace_back(item.as_string());
+    for (const auto& item : v->as_array())
+        out.emplace_back(item.as_string());
     return out;
 }
 
@@ -24,7 +25,8 @@ bool contains(const std::vector<std::string>& list, const std::string& value) {
 
 std::string join(const std::vector<std::string>& list) {
     std::string out;
-    for (const auto& s : list) out += (out.empty() ? "" : ", ") + s;
+    for (const auto& s : list)
+        out += (out.empty() ? "" : ", ") + s;
     return out;
 }
 
@@ -51,7 +53,8 @@ void CertificateProfile::enforce(X509_REQ* csr) const {
     if (!key) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "the CSR carries no usable public key");
     const std::string type = crypto::key_type_of(key);
     if (!contains(key_types, type))
-        throw sdk::Error(CC_ERR_DENIED, "profile '" + name + "' does not allow key type " + type + " (allowed: " + join(key_types) + ")");
+        throw sdk::Error(CC_ERR_DENIED,
+                         "profile '" + name + "' does not allow key type " + type + " (allowed: " + join(key_types) + ")");
 
     const X509_NAME* subject = X509_REQ_get_subject_name(csr);
     for (int i = 0; i < X509_NAME_entry_count(subject); ++i) {
@@ -75,7 +78,8 @@ void CertificateProfile::enforce(X509_REQ* csr) const {
     if (wants_ca) throw sdk::Error(CC_ERR_DENIED, "the CSR asks for a CA certificate (basicConstraints CA:TRUE); refused");
     for (const auto& san : sans)
         if (!contains(san_types, san.type))
-            throw sdk::Error(CC_ERR_DENIED, "profile '" + name + "' does not allow SAN type " + san.type + " (allowed: " + join(san_types) + ")");
+            throw sdk::Error(CC_ERR_DENIED, "profile '" + name + "' does not allow SAN type " + san.type +
+                                                " (allowed: " + join(san_types) + ")");
 }
 
 }  // namespace certconn::ca_local

@@ -80,8 +80,10 @@ bool IssuanceStore::insert(const IssuedCertificate& c) {
     auto s = db_.prepare(
         "INSERT INTO certificates (serial, request_id, subject, sans, not_before, not_after, profile, requester, "
         "certificate_pem) VALUES (?,?,?,?,?,?,?,?,?)");
-    if (c.request_id.empty()) s.bind_null(2);
-    else s.bind(2, c.request_id);
+    if (c.request_id.empty())
+        s.bind_null(2);
+    else
+        s.bind(2, c.request_id);
     s.bind(1, c.serial).bind(3, c.subject).bind(4, c.sans).bind(5, c.not_before).bind(6, c.not_after);
     s.bind(7, c.profile).bind(8, c.requester).bind(9, c.certificate_pem);
     try {
@@ -93,12 +95,14 @@ bool IssuanceStore::insert(const IssuedCertificate& c) {
     }
 }
 
-std::vector<bool> IssuanceStore::revoke_many(const std::vector<std::pair<std::string, std::string>>& serial_reason, const std::string& when) {
+std::vector<bool> IssuanceStore::revoke_many(const std::vector<std::pair<std::string, std::string>>& serial_reason,
+                                             const std::string& when) {
     std::vector<bool> changed;
     if (serial_reason.empty()) return changed;
     std::lock_guard lock(mutex_);
     sqlite::Transaction tx(db_);
-    auto s = db_.prepare("UPDATE certificates SET status='revoked', revocation_reason=?, revoked_at=? WHERE serial=? AND status='valid'");
+    auto s = db_.prepare(
+        "UPDATE certificates SET status='revoked', revocation_reason=?, revoked_at=? WHERE serial=? AND status='valid'");
     for (const auto& [serial, reason] : serial_reason) {
         s.bind_all(reason, when, serial).run();
         changed.push_back(db_.changes() == 1);
@@ -125,7 +129,8 @@ std::int64_t IssuanceStore::revoked_count() {
 void IssuanceStore::for_each_revoked(const std::function<void(const std::string&, const std::string&, const std::string&)>& fn) {
     std::lock_guard lock(reader_mutex_);
     auto s = reader_->prepare("SELECT serial, revoked_at, revocation_reason FROM certificates WHERE status = 'revoked'");
-    while (s.step()) fn(s.text(0), s.text(1), s.text(2));
+    while (s.step())
+        fn(s.text(0), s.text(1), s.text(2));
 }
 
 std::int64_t IssuanceStore::next_crl_number() {

@@ -24,7 +24,7 @@ struct IssuedCertificate {
     std::string not_before, not_after;
     std::string profile;
     std::string requester;
-    std::string status;  // valid | revoked
+    std::string status;                         // valid | revoked
     std::string revocation_reason, revoked_at;  // RFC 5280 reason name; ISO 8601 UTC
     std::string certificate_pem;
 };

@@ -50,7 +50,8 @@ void add_ext(X509* cert, X509V3_CTX* ctx, int nid, const std::string& value) {
 
 std::string join(const std::vector<std::string>& list, const char* sep = ",") {
     std::string out;
-    for (const auto& s : list) out += (out.empty() ? "" : sep) + s;
+    for (const auto& s : list)
+        out += (out.empty() ? "" : sep) + s;
     return out;
 }
 
@@ -74,8 +75,10 @@ crypto::Cert sign_certificate(const X509_NAME* subject, EVP_PKEY* public_key, X5
     X509_set_pubkey(cert.get(), public_key);
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, issuer ? issuer : cert.get(), cert.get(), nullptr, nullptr, 0);
-    for (const auto& [nid, value] : extensions) add_ext(cert.get(), &ctx, nid, value);
-    for (X509_EXTENSION* ext : copied) X509_add_ext(cert.get(), ext, -1);
+    for (const auto& [nid, value] : extensions)
+        add_ext(cert.get(), &ctx, nid, value);
+    for (X509_EXTENSION* ext : copied)
+        X509_add_ext(cert.get(), ext, -1);
     if (!X509_sign(cert.get(), issuer_key, digest_for(issuer_key))) crypto::throw_openssl("signing the certificate");
     return cert;
 }
@@ -93,13 +96,15 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
             for (const char* key : {"certificate", "private_key", "chain"}) {
                 const std::string v = str(config, key, "");
                 if (!v.empty() && v.rfind("pkcs11:", 0) != 0 && !fs::path(v).is_absolute())
-                    throw sdk::Error(CC_ERR_INVALID_ARGUMENT, std::string(key) + " '" + v + "' must be an absolute path or a pkcs11: URI");
+                    throw sdk::Error(CC_ERR_INVALID_ARGUMENT,
+                                     std::string(key) + " '" + v + "' must be an absolute path or a pkcs11: URI");
             }
             issuing_cert_ = crypto::load_certificate(read_text(str(config, "certificate", "")));
             issuing_key_ = crypto::load_private_key_from(str(config, "private_key", ""));
             chain_.push_back(crypto::Cert(X509_dup(issuing_cert_.get())));
             if (const std::string chain = str(config, "chain", ""); !chain.empty())
-                for (auto& c : crypto::load_certificates(read_text(chain))) chain_.push_back(std::move(c));
+                for (auto& c : crypto::load_certificates(read_text(chain)))
+                    chain_.push_back(std::move(c));
         } else {
             if (!fs::exists(directory / "issuing.pem")) create_hierarchy(config, directory);
             issuing_cert_ = crypto::load_certificate(read_text(directory / "issuing.pem"));
@@ -114,7 +119,8 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
         ERR_clear_error();
         throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "the issuing CA's private key does not match its certificate");
     }
-    for (const auto& c : chain_) chain_pem_ += crypto::certificate_pem(c.get());
+    for (const auto& c : chain_)
+        chain_pem_ += crypto::certificate_pem(c.get());
 
     if (const auto* profiles = config.if_contains("profiles"))
         for (const auto& [pname, settings] : profiles->as_object())
@@ -134,9 +140,11 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
     }
     issuing_der_ = crypto::certificate_der(issuing_cert_.get());
     public_base_url_ = str(config, "public_base_url", "");
-    while (!public_base_url_.empty() && public_base_url_.back() == '/') public_base_url_.pop_back();
+    while (!public_base_url_.empty() && public_base_url_.back() == '/')
+        public_base_url_.pop_back();
     if (!public_base_url_.empty() && public_base_url_.rfind("http://", 0) != 0 && public_base_url_.rfind("https://", 0) != 0)
-        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "public_base_url '" + public_base_url_ + "' must start with http:// or https://");
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT,
+                         "public_base_url '" + public_base_url_ + "' must start with http:// or https://");
     RevocationSettings rs;
     rs.ca_name = name_;
     rs.crl_validity = std::chrono::hours(num(config, "crl_validity_hours", 48));
@@ -144,7 +152,9 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
     rs.ocsp_validity = std::chrono::minutes(num(config, "ocsp_validity_minutes", 60));
     rs.responder_algorithm = str(config, "ocsp_responder_algorithm", "p256");
     if (rs.crl_refresh >= rs.crl_validity)
-        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "crl_refresh_hours must be less than crl_validity_hours, so a fresh CRL is out before the old one expires");
+        throw sdk::Error(
+            CC_ERR_INVALID_ARGUMENT,
+            "crl_refresh_hours must be less than crl_validity_hours, so a fresh CRL is out before the old one expires");
     store_ = std::make_unique<IssuanceStore>(directory / "issued.db");
     revocation_ = std::make_unique<RevocationService>(rs, issuing_cert_.get(), issuing_key_.get(), *store_, directory, &host_);
 }
@@ -162,8 +172,8 @@ void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) 
                                           {NID_authority_key_identifier, "keyid:always"}});
     crypto::PKey issuing_key = crypto::generate_key(algorithm);
     crypto::Name issuing_name = crypto::parse_name(str(config, "issuing_subject", "CN=certconnector Issuing CA (" + name_ + ")"));
-    crypto::Cert issuing = sign_certificate(issuing_name.get(), issuing_key.get(), root.get(), root_key.get(), new_serial(), -3600,
-                                            num(config, "issuing_validity_days", 3650) * day,
+    crypto::Cert issuing = sign_certificate(issuing_name.get(), issuing_key.get(), root.get(), root_key.get(), new_serial(),
+                                            -3600, num(config, "issuing_validity_days", 3650) * day,
                                             {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
                                              {NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"},
                                              {NID_subject_key_identifier, "hash"},
@@ -184,7 +194,8 @@ std::string LocalCa::new_serial() {
     std::string bytes = crypto::random_bytes(16);
     bytes[0] = static_cast<char>((bytes[0] & 0x7f) | 0x01);
     std::string hex = crypto::hex_encode(bytes);
-    for (auto& c : hex) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    for (auto& c : hex)
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     return hex;
 }
 
@@ -215,7 +226,8 @@ std::string LocalCa::issue(const std::string& request_json) {
     auto profile = profiles_.find(profile_name);
     if (profile == profiles_.end()) {
         std::string names;
-        for (const auto& [n, p] : profiles_) names += (names.empty() ? "" : ", ") + n;
+        for (const auto& [n, p] : profiles_)
+            names += (names.empty() ? "" : ", ") + n;
         throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' has no profile '" + profile_name + "' (profiles: " + names + ")");
     }
     crypto::Request csr;
@@ -239,8 +251,8 @@ std::string LocalCa::issue(const std::string& request_json) {
     if (!p.extended_key_usage.empty()) extensions.emplace_back(NID_ext_key_usage, join(p.extended_key_usage));
     if (!public_base_url_.empty()) {
         extensions.emplace_back(NID_crl_distribution_points, "URI:" + public_base_url_ + "/crl/" + name_ + ".crl");
-        extensions.emplace_back(NID_info_access, "OCSP;URI:" + public_base_url_ + "/ocsp/" + name_ + ",caIssuers;URI:" +
-                                                     public_base_url_ + "/ca/" + name_ + ".crt");
+        extensions.emplace_back(NID_info_access, "OCSP;URI:" + public_base_url_ + "/ocsp/" + name_ +
+                                                     ",caIssuers;URI:" + public_base_url_ + "/ca/" + name_ + ".crt");
     }
     STACK_OF(X509_EXTENSION)* requested = X509_REQ_get_extensions(csr.get());
     std::vector<X509_EXTENSION*> copied;  // of what the client asked for, only its (checked) subjectAltName
@@ -254,15 +266,16 @@ std::string LocalCa::issue(const std::string& request_json) {
         std::string serial = new_serial();
         crypto::Cert cert;
         try {
-            cert = sign_certificate(X509_REQ_get_subject_name(csr.get()), public_key, issuing_cert_.get(), issuing_key_.get(), serial,
-                                    -static_cast<long>(p.backdate.count()) * 60, static_cast<long>(p.validity_days) * 24 * 3600,
-                                    extensions, copied);
+            cert = sign_certificate(X509_REQ_get_subject_name(csr.get()), public_key, issuing_cert_.get(), issuing_key_.get(),
+                                    serial, -static_cast<long>(p.backdate.count()) * 60,
+                                    static_cast<long>(p.validity_days) * 24 * 3600, extensions, copied);
         } catch (const crypto::CryptoError& e) {
             sk_X509_EXTENSION_pop_free(requested, X509_EXTENSION_free);
             throw sdk::Error(CC_ERR_INTERNAL, e.what());
         }
         json::array san_list;
-        for (const auto& s : sans) san_list.push_back(json::string(s.type + ":" + s.value));
+        for (const auto& s : sans)
+            san_list.push_back(json::string(s.type + ":" + s.value));
         record = IssuedCertificate{crypto::serial_hex(cert.get()),
                                    request_id,
                                    crypto::name_string(X509_get_subject_name(cert.get())),
@@ -310,7 +323,8 @@ IssuedCertificate LocalCa::prepare_revocation(const json::object& req, std::stri
             throw sdk::Error(CC_ERR_INVALID_ARGUMENT, std::string("issuer: ") + e.what());
         }
         if (!same)
-            throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' is '" + crypto::name_string(X509_get_subject_name(issuing_cert_.get())) +
+            throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ + "' is '" +
+                                                   crypto::name_string(X509_get_subject_name(issuing_cert_.get())) +
                                                    "', not the issuer '" + issuer + "' named in the request");
     }
     auto cert = store_->find_by_serial(serial);
@@ -318,7 +332,8 @@ IssuedCertificate LocalCa::prepare_revocation(const json::object& req, std::stri
     return *cert;
 }
 
-json::object LocalCa::revocation_answer(const IssuedCertificate& cert, bool changed, const std::string& reason, const std::string& when) const {
+json::object LocalCa::revocation_answer(const IssuedCertificate& cert, bool changed, const std::string& reason,
+                                        const std::string& when) const {
     // When it was already revoked, the first revocation's time and reason stand.
     return {{"serial", cert.serial},
             {"status", "revoked"},

@@ -41,7 +41,8 @@ private:
     std::string new_serial();
     /// Validates one revoke request; returns the certificate and sets the RFC 5280 reason name.
     IssuedCertificate prepare_revocation(const boost::json::object& request, std::string& reason) const;
-    boost::json::object revocation_answer(const IssuedCertificate& cert, bool changed, const std::string& reason, const std::string& when) const;
+    boost::json::object revocation_answer(const IssuedCertificate& cert, bool changed, const std::string& reason,
+                                          const std::string& when) const;
 
     std::string name_;
     sdk::Host& host_;

@@ -18,10 +18,9 @@ using Clock = std::chrono::system_clock;
 namespace {
 
 // RFC 5280 §5.3.1; 7 is unused.
-constexpr std::array<const char*, 11> kReasons = {"unspecified",          "keyCompromise", "cACompromise",
-                                                  "affiliationChanged",   "superseded",    "cessationOfOperation",
-                                                  "certificateHold",      nullptr,         "removeFromCRL",
-                                                  "privilegeWithdrawn",   "aACompromise"};
+constexpr std::array<const char*, 11> kReasons = {
+    "unspecified",     "keyCompromise", "cACompromise",  "affiliationChanged", "superseded",  "cessationOfOperation",
+    "certificateHold", nullptr,         "removeFromCRL", "privilegeWithdrawn", "aACompromise"};
 
 std::string folded(std::string_view s) {  // "key_compromise", "KeyCompromise" -> "keycompromise"
     std::string out;
@@ -76,15 +75,16 @@ int reason_code(std::string_view name) {
     std::string valid;
     for (const char* r : kReasons)
         if (r) valid += (valid.empty() ? "" : ", ") + std::string(r);
-    throw std::invalid_argument("unknown revocation reason '" + std::string(name.substr(0, 64)) + "' (expected one of: " + valid + ")");
+    throw std::invalid_argument("unknown revocation reason '" + std::string(name.substr(0, 64)) + "' (expected one of: " + valid +
+                                ")");
 }
 
 const char* reason_name(int code) {
     return code >= 0 && code < static_cast<int>(kReasons.size()) && kReasons[code] ? kReasons[code] : "unspecified";
 }
 
-RevocationService::RevocationService(RevocationSettings settings, X509* issuing_cert, EVP_PKEY* issuing_key,
-                                     IssuanceStore& store, std::filesystem::path directory, sdk::Host* host, bool background)
+RevocationService::RevocationService(RevocationSettings settings, X509* issuing_cert, EVP_PKEY* issuing_key, IssuanceStore& store,
+                                     std::filesystem::path directory, sdk::Host* host, bool background)
     : settings_(std::move(settings)),
       issuing_cert_(issuing_cert),
       issuing_key_(issuing_key),
@@ -145,7 +145,8 @@ std::shared_ptr<const std::string> RevocationService::regenerate() {
             std::lock_guard lock(mutex_);
             dirty_ = true;  // what this CRL would have listed still has to be published
         }
-        event(CC_EV_CaCrlFailed, CC_LEVEL_ERROR, std::string("CRL generation failed; the previous CRL is still served: ") + e.what());
+        event(CC_EV_CaCrlFailed, CC_LEVEL_ERROR,
+              std::string("CRL generation failed; the previous CRL is still served: ") + e.what());
         throw sdk::Error(CC_ERR_UNAVAILABLE, std::string("CRL generation failed: ") + e.what());
     }
 }
@@ -212,7 +213,9 @@ std::shared_ptr<const std::string> RevocationService::publish() {
         X509_CRL_add_ext(crl.get(), aki, -1);
         X509_EXTENSION_free(aki);
     }
-    const EVP_MD* md = crypto::key_type_of(issuing_key_) == "p384" || crypto::key_type_of(issuing_key_) == "rsa4096" ? EVP_sha384() : EVP_sha256();
+    const EVP_MD* md = crypto::key_type_of(issuing_key_) == "p384" || crypto::key_type_of(issuing_key_) == "rsa4096"
+                           ? EVP_sha384()
+                           : EVP_sha256();
     if (!X509_CRL_sign(crl.get(), issuing_key_, md)) crypto::throw_openssl("signing the CRL");
     unsigned char* der = nullptr;
     const int len = i2d_X509_CRL(crl.get(), &der);
@@ -233,8 +236,10 @@ std::shared_ptr<const std::string> RevocationService::publish() {
     }
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
     event(CC_EV_CaCrlPublished, CC_LEVEL_INFO,
-          "CRL " + std::to_string(number) + " with " + std::to_string(entries) + " entries generated in " + std::to_string(ms) + " ms",
-          json::serialize(json::object{{"ca", settings_.ca_name}, {"crl_number", number}, {"entries", entries}, {"bytes", out->size()}}));
+          "CRL " + std::to_string(number) + " with " + std::to_string(entries) + " entries generated in " + std::to_string(ms) +
+              " ms",
+          json::serialize(
+              json::object{{"ca", settings_.ca_name}, {"crl_number", number}, {"entries", entries}, {"bytes", out->size()}}));
     return out;
 }
 
@@ -298,7 +303,8 @@ void RevocationService::ensure_responder() {
         b[0] = static_cast<char>((b[0] & 0x7f) | 0x01);
         return b;
     }();
-    BIGNUM* bn = BN_bin2bn(reinterpret_cast<const unsigned char*>(serial_bytes.data()), static_cast<int>(serial_bytes.size()), nullptr);
+    BIGNUM* bn =
+        BN_bin2bn(reinterpret_cast<const unsigned char*>(serial_bytes.data()), static_cast<int>(serial_bytes.size()), nullptr);
     BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
     BN_free(bn);
     crypto::Name subject = crypto::parse_name("CN=OCSP Responder (" + settings_.ca_name + ")");
@@ -321,12 +327,15 @@ void RevocationService::ensure_responder() {
         X509_add_ext(cert.get(), ext, -1);
         X509_EXTENSION_free(ext);
     }
-    const EVP_MD* md = crypto::key_type_of(issuing_key_) == "p384" || crypto::key_type_of(issuing_key_) == "rsa4096" ? EVP_sha384() : EVP_sha256();
+    const EVP_MD* md = crypto::key_type_of(issuing_key_) == "p384" || crypto::key_type_of(issuing_key_) == "rsa4096"
+                           ? EVP_sha384()
+                           : EVP_sha256();
     if (!X509_sign(cert.get(), issuing_key_, md)) crypto::throw_openssl("signing the OCSP responder certificate");
     crypto::write_file_atomic(key_file, crypto::private_key_pem(key.get()), 0600);
     crypto::write_file_atomic(cert_file, crypto::certificate_pem(cert.get()), 0644);
     event(CC_EV_CaOcspResponderIssued, CC_LEVEL_INFO, "issued OCSP responder certificate " + crypto::serial_hex(cert.get()),
-          json::serialize(json::object{{"ca", settings_.ca_name}, {"not_after", crypto::time_iso8601(X509_get0_notAfter(cert.get()))}}));
+          json::serialize(
+              json::object{{"ca", settings_.ca_name}, {"not_after", crypto::time_iso8601(X509_get0_notAfter(cert.get()))}}));
     responder_renew_at_ = renew_at(cert.get());
     responder_cert_ = std::move(cert);
     responder_key_ = std::move(key);
@@ -353,7 +362,8 @@ std::string RevocationService::ocsp(std::string_view request_der) {
         OCSP_id_get0_info(nullptr, &md_oid, nullptr, &serial, id);
         const EVP_MD* md = md_oid ? EVP_get_digestbyobj(md_oid) : nullptr;
         std::unique_ptr<OCSP_CERTID, crypto::Deleter<OCSP_CERTID_free>> ours(
-            md ? OCSP_cert_id_new(md, X509_get_subject_name(issuing_cert_), X509_get0_pubkey_bitstr(issuing_cert_), serial) : nullptr);
+            md ? OCSP_cert_id_new(md, X509_get_subject_name(issuing_cert_), X509_get0_pubkey_bitstr(issuing_cert_), serial)
+               : nullptr);
         if (!ours || OCSP_id_issuer_cmp(ours.get(), id) != 0) {
             // Not a certificate of this CA (or an unknown hash): RFC 6960 §2.3.
             ERR_clear_error();
@@ -374,7 +384,8 @@ std::string RevocationService::ocsp(std::string_view request_der) {
                 code = reason_code(record->revocation_reason);
             } catch (const std::invalid_argument&) {
             }
-            OCSP_basic_add1_status(basic.get(), id, V_OCSP_CERTSTATUS_REVOKED, code, when.get(), this_update.get(), next_update.get());
+            OCSP_basic_add1_status(basic.get(), id, V_OCSP_CERTSTATUS_REVOKED, code, when.get(), this_update.get(),
+                                   next_update.get());
         } else {
             OCSP_basic_add1_status(basic.get(), id, V_OCSP_CERTSTATUS_GOOD, 0, nullptr, this_update.get(), next_update.get());
         }

@@ -70,7 +70,9 @@ private:
 
 class RegisteredCa final : public certconn::sdk::CaPlugin::Ca {
 public:
-    RegisteredCa(std::unique_ptr<LocalCa> ca, Registry& registry) : ca_(std::move(ca)), registry_(registry) { registry_.add(ca_.get()); }
+    RegisteredCa(std::unique_ptr<LocalCa> ca, Registry& registry) : ca_(std::move(ca)), registry_(registry) {
+        registry_.add(ca_.get());
+    }
     ~RegisteredCa() override { registry_.remove(ca_.get()); }
     std::string issue(const std::string& request) override { return ca_->issue(request); }
     std::string revoke(const std::string& request) override { return ca_->revoke(request); }
@@ -138,7 +140,8 @@ public:
 
     std::unique_ptr<Ca> open(const std::string& name, const std::string& config_json) override {
         const auto config = json::parse(config_json).as_object();
-        return std::make_unique<RegisteredCa>(std::make_unique<LocalCa>(name, config, host_.state_dir() / name, host_), registry_);
+        return std::make_unique<RegisteredCa>(std::make_unique<LocalCa>(name, config, host_.state_dir() / name, host_),
+                                              registry_);
     }
 
 private:
@@ -148,4 +151,5 @@ private:
 
 }  // namespace
 
-CERTCONN_PLUGIN(LocalCaPlugin, "local", "0.1.0", "2026-11-24", "Embedded OpenSSL CA (root + issuing, profiles, SQLite record)", kSchema)
+CERTCONN_PLUGIN(LocalCaPlugin, "local", "0.1.0", "2026-11-24", "Embedded OpenSSL CA (root + issuing, profiles, SQLite record)",
+                kSchema)

@@ -14,7 +14,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-
 namespace {
 
 namespace json = boost::json;
@@ -31,17 +30,20 @@ void check_purpose(X509* cert, EVP_PKEY* key, const std::string& purpose) {
     const bool rsa = EVP_PKEY_get_base_id(key) == EVP_PKEY_RSA;
     auto need_eku = [&](uint32_t bit, const char* name) {
         if (!(eku & (bit | XKU_ANYEKU)))
-            throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate does not suit " + purpose + ": its extended key usage lacks " + name);
+            throw Error(CC_ERR_INVALID_ARGUMENT,
+                        "the certificate does not suit " + purpose + ": its extended key usage lacks " + name);
     };
     if (purpose == "smimeEncryption") {
         need_eku(XKU_SMIME, "emailProtection");
         if (!(ku & (rsa ? KU_KEY_ENCIPHERMENT : KU_KEY_AGREEMENT)))
-            throw Error(CC_ERR_INVALID_ARGUMENT, std::string("the certificate does not suit smimeEncryption: its key usage lacks ") +
-                                                     (rsa ? "keyEncipherment" : "keyAgreement"));
+            throw Error(CC_ERR_INVALID_ARGUMENT,
+                        std::string("the certificate does not suit smimeEncryption: its key usage lacks ") +
+                            (rsa ? "keyEncipherment" : "keyAgreement"));
     } else if (purpose == "smimeSigning") {
         need_eku(XKU_SMIME, "emailProtection");
         if (!(ku & (KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION)))
-            throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate does not suit smimeSigning: its key usage lacks digitalSignature");
+            throw Error(CC_ERR_INVALID_ARGUMENT,
+                        "the certificate does not suit smimeSigning: its key usage lacks digitalSignature");
     } else if (purpose == "vpn" || purpose == "wifi") {
         need_eku(XKU_SSL_CLIENT, "clientAuth");
     } else if (purpose != "unassigned") {
@@ -78,7 +80,8 @@ public:
             upn = string_field(r, {"upn", "userPrincipalName"});
             if (pfx_b64.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'pfx' (the PFX file, base64) is required");
             if (password_b64.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'encrypted_password' (base64) is required");
-            if (key_name.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'key_name' (the connector key the password is encrypted to) is required");
+            if (key_name.empty())
+                throw Error(CC_ERR_INVALID_ARGUMENT, "'key_name' (the connector key the password is encrypted to) is required");
             try {
                 pfx = crypto::base64_decode(pfx_b64);
                 encrypted_password = crypto::base64_decode(password_b64);
@@ -86,7 +89,8 @@ public:
                 throw Error(CC_ERR_INVALID_ARGUMENT, std::string("'pfx' or 'encrypted_password' is not base64: ") + e.what());
             }
             const std::string device_pem = string_field(r, {"device_key_pem"});
-            if (device_pem.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'device_key_pem' (the device's public key or certificate) is required");
+            if (device_pem.empty())
+                throw Error(CC_ERR_INVALID_ARGUMENT, "'device_key_pem' (the device's public key or certificate) is required");
             try {
                 device = crypto::Recipient::from_pem(device_pem);
             } catch (const std::exception& e) {
@@ -102,7 +106,9 @@ public:
         } catch (const Error& e) {
             if (e.retryable() && attempt < max_attempts) {
                 host_.log(CC_EV_PkcsImportReencryptFailedAttempt, CC_LEVEL_WARNING,
-                          "attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) + " failed (will retry): " + e.what(), id);
+                          "attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) +
+                              " failed (will retry): " + e.what(),
+                          id);
                 throw;
             }
             return fail(id, e.code(), e.what());
@@ -122,9 +128,11 @@ public:
                 throw Error(CC_ERR_INVALID_ARGUMENT, "the PFX's private key does not match its certificate");
             }
             if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0)
-                throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate is not valid yet (from " + crypto::time_iso8601(X509_get0_notBefore(cert)) + ")");
+                throw Error(CC_ERR_INVALID_ARGUMENT,
+                            "the certificate is not valid yet (from " + crypto::time_iso8601(X509_get0_notBefore(cert)) + ")");
             if (X509_cmp_current_time(X509_get0_notAfter(cert)) < 0)
-                throw Error(CC_ERR_INVALID_ARGUMENT, "the certificate expired on " + crypto::time_iso8601(X509_get0_notAfter(cert)));
+                throw Error(CC_ERR_INVALID_ARGUMENT,
+                            "the certificate expired on " + crypto::time_iso8601(X509_get0_notAfter(cert)));
             check_purpose(cert, contents.key.get(), purpose);
             result["pfx_cms"] = crypto::base64_encode(crypto::cms_encrypt(pfx, device));
             result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(password.reveal(), device));
@@ -145,9 +153,11 @@ public:
             return fail(id, CC_ERR_INTERNAL, std::string("re-encryption failed: ") + e.what());
         }
         const std::string what = "imported PFX " + std::string(result["thumbprint"].as_string()) + " (" +
-                                 std::string(result["subject"].as_string()) + ") re-encrypted for the device" + (upn.empty() ? "" : " of " + upn);
+                                 std::string(result["subject"].as_string()) + ") re-encrypted for the device" +
+                                 (upn.empty() ? "" : " of " + upn);
         host_.log(CC_EV_PkcsImportReencryptSuccess, CC_LEVEL_INFO, what, id);
-        deliveries_.succeeded(id, what, json::serialize(json::object{{"thumbprint", result["thumbprint"]}, {"purpose", purpose}, {"upn", upn}}));
+        deliveries_.succeeded(
+            id, what, json::serialize(json::object{{"thumbprint", result["thumbprint"]}, {"purpose", purpose}, {"upn", upn}}));
         return json::serialize(result);
     }
 
@@ -160,7 +170,8 @@ private:
         host_.log(CC_EV_PkcsImportReencryptFailure, CC_LEVEL_ERROR, "import failed: " + message, id);
         host_.log(CC_EV_PkcsImportRequestFailure, CC_LEVEL_ERROR, "imported PFX could not be delivered: " + message, id,
                   json::serialize(json::object{{"code", status_name(status)}}));
-        return json::serialize(json::object{{"status", "failed"}, {"error", json::object{{"code", status_name(status)}, {"message", message}}}});
+        return json::serialize(
+            json::object{{"status", "failed"}, {"error", json::object{{"code", status_name(status)}, {"message", message}}}});
     }
 
     certconn::sdk::Host& host_;
@@ -170,4 +181,5 @@ private:
 
 }  // namespace
 
-CERTCONN_PLUGIN(ImportFeature, "import", "0.1.0", "2026-11-25", "Delivers imported PFX files (S/MIME) re-encrypted to the device", nullptr)
+CERTCONN_PLUGIN(ImportFeature, "import", "0.1.0", "2026-11-25", "Delivers imported PFX files (S/MIME) re-encrypted to the device",
+                nullptr)

@@ -21,11 +21,11 @@ namespace {
 
 namespace json = boost::json;
 namespace crypto = certconn::crypto;
+using certconn::pkcs::JournalEntry;
 using certconn::sdk::Error;
 using certconn::sdk::Secret;
 using certconn::sdk::status_name;
 using certconn::sdk::string_field;
-using certconn::pkcs::JournalEntry;
 
 constexpr const char* kSchema = R"json({"type":"table","keys":{
   "default_ca": {"type":"string","description":"CA used when a job names none"},
@@ -41,7 +41,8 @@ json::object failure(const char* code, const std::string& message) {
 Secret random_password() {
     Secret raw(crypto::random_bytes(18));
     std::string p = crypto::base64_encode(raw.reveal());  // 24 characters, 144 bits
-    for (auto& c : p) c = c == '+' ? 'x' : c == '/' ? 'y' : c;
+    for (auto& c : p)
+        c = c == '+' ? 'x' : c == '/' ? 'y' : c;
     return Secret(std::move(p));
 }
 
@@ -70,7 +71,9 @@ public:
             pending_[id] = Pending{type, {}, {}};
         }
         if (type == "recrypt") return recrypt(id, req->as_object(), attempt);
-        if (type != "issue") return json::serialize(failure("invalid_argument", "unknown request type '" + type + "' (expected issue or recrypt)"));
+        if (type != "issue")
+            return json::serialize(
+                failure("invalid_argument", "unknown request type '" + type + "' (expected issue or recrypt)"));
         return issue(id, req->as_object(), attempt, max_attempts);
     }
 
@@ -86,11 +89,12 @@ public:
         const bool recrypt = job.type == "recrypt";
         if (delivered) {
             journal_.remove(job_id);
-            host_.log(recrypt ? CC_EV_PkcsRecryptUploadedRequest : CC_EV_PkcsUploadedRequest, CC_LEVEL_INFO, "result uploaded", job_id);
+            host_.log(recrypt ? CC_EV_PkcsRecryptUploadedRequest : CC_EV_PkcsUploadedRequest, CC_LEVEL_INFO, "result uploaded",
+                      job_id);
             // Admin: one event per request, once it is fulfilled *and* the tenant has it.
             if (!job.success_message.empty())
-                host_.log(recrypt ? CC_EV_PkcsRecryptRequestSuccess : CC_EV_PkcsRequestSuccess, CC_LEVEL_INFO, job.success_message,
-                          job_id, job.success_fields);
+                host_.log(recrypt ? CC_EV_PkcsRecryptRequestSuccess : CC_EV_PkcsRequestSuccess, CC_LEVEL_INFO,
+                          job.success_message, job_id, job.success_fields);
         } else {
             host_.log(recrypt ? CC_EV_PkcsRecryptUploadFailure : CC_EV_PkcsUploadFailure, CC_LEVEL_WARNING,
                       "uploading the result failed (will retry): " + message, job_id);
@@ -128,7 +132,8 @@ private:
 
     std::string fail(const std::string& id, const char* code, const std::string& message, bool issuance) {
         if (issuance) host_.log(CC_EV_PkcsIssuedFailure, CC_LEVEL_ERROR, "issuance failed: " + message, id);
-        host_.log(CC_EV_PkcsRequestFailure, CC_LEVEL_ERROR, "PKCS request failed: " + message, id, json::serialize(json::object{{"code", code}}));
+        host_.log(CC_EV_PkcsRequestFailure, CC_LEVEL_ERROR, "PKCS request failed: " + message, id,
+                  json::serialize(json::object{{"code", code}}));
         return json::serialize(failure(code, message));
     }
 
@@ -146,7 +151,8 @@ private:
             crypto::parse_name(subject);  // validates
             key_type = string_field(req, {"key_type"}, default_key_type_);
             if (!crypto::is_key_type(key_type))
-                throw Error(CC_ERR_INVALID_ARGUMENT, "unknown key_type '" + key_type + "' (expected rsa2048, rsa3072, rsa4096, p256 or p384)");
+                throw Error(CC_ERR_INVALID_ARGUMENT,
+                            "unknown key_type '" + key_type + "' (expected rsa2048, rsa3072, rsa4096, p256 or p384)");
             ca = string_field(req, {"ca"}, default_ca_);
             profile = string_field(req, {"profile"}, default_profile_);
             password = Secret(string_field(req, {"pfx_password"}, ""));
@@ -162,7 +168,8 @@ private:
                 }
             }
             const std::string device_pem = string_field(req, {"device_key_pem"});
-            if (device_pem.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'device_key_pem' (the device's public key or certificate) is required");
+            if (device_pem.empty())
+                throw Error(CC_ERR_INVALID_ARGUMENT, "'device_key_pem' (the device's public key or certificate) is required");
             try {
                 device = crypto::Recipient::from_pem(device_pem);
             } catch (const std::exception& e) {
@@ -188,12 +195,15 @@ private:
 
         std::string issued_json;
         try {
-            issued_json = host_.ca_issue(ca, json::serialize(json::object{
-                                                 {"request_id", id}, {"csr_pem", entry->csr_pem}, {"profile", profile}, {"requester", "pkcs"}}));
+            issued_json = host_.ca_issue(
+                ca, json::serialize(json::object{
+                        {"request_id", id}, {"csr_pem", entry->csr_pem}, {"profile", profile}, {"requester", "pkcs"}}));
         } catch (const Error& e) {
             if (e.retryable() && attempt < max_attempts) {
                 host_.log(CC_EV_PkcsIssuedFailedAttempt, CC_LEVEL_WARNING,
-                          "issuance attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) + " failed (will retry): " + e.what(), id);
+                          "issuance attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) +
+                              " failed (will retry): " + e.what(),
+                          id);
                 throw;  // the host runs the job again after a backoff
             }
             return fail(id, status_name(e.code()), e.what(), true);
@@ -204,14 +214,16 @@ private:
         if (X509_check_private_key(cert.get(), key.get()) != 1)
             return fail(id, "internal", "CA '" + ca + "' returned a certificate for another key (request id reused?)", true);
         const auto chain = chain_for(std::string(answer.at("chain_pem").as_string()));
-        host_.log(CC_EV_PkcsIssuedSuccess, CC_LEVEL_INFO, "certificate " + crypto::serial_hex(cert.get()) + " issued by CA '" + ca + "'", id);
+        host_.log(CC_EV_PkcsIssuedSuccess, CC_LEVEL_INFO,
+                  "certificate " + crypto::serial_hex(cert.get()) + " issued by CA '" + ca + "'", id);
 
         if (password.empty()) password = random_password();
         const std::string p12 = crypto::pkcs12_der(key.get(), cert.get(), *chain, password, legacy,
                                                    crypto::name_string(X509_get_subject_name(cert.get())));
         // The escrow plaintext holds the password: wiped once sealed. (Boost.JSON's own
         // temporaries are not wiped; the envelope below is what leaves the process.)
-        const Secret escrow(json::serialize(json::object{{"pkcs12", crypto::base64_encode(p12)}, {"password", password.reveal()}}));
+        const Secret escrow(
+            json::serialize(json::object{{"pkcs12", crypto::base64_encode(p12)}, {"password", password.reveal()}}));
         json::object result{{"status", "succeeded"},
                             {"pfx_cms", crypto::base64_encode(crypto::cms_encrypt(p12, device))},
                             {"password_cms", crypto::base64_encode(crypto::cms_encrypt(password.reveal(), device))},
@@ -228,9 +240,11 @@ private:
                             {"profile", profile},
                             {"key_type", key_type},
                             {"pkcs12_format", legacy ? "legacy-3des-sha1" : "aes256-pbkdf2-sha256"}};
-        remember_success(id, "PKCS request fulfilled and sent: " + std::string(result["subject"].as_string()) + ", serial " +
-                                 std::string(result["serial"].as_string()) + ", CA '" + ca + "'",
-                         json::serialize(json::object{{"serial", result["serial"]}, {"thumbprint", result["thumbprint"]}, {"ca", ca}}));
+        remember_success(
+            id,
+            "PKCS request fulfilled and sent: " + std::string(result["subject"].as_string()) + ", serial " +
+                std::string(result["serial"].as_string()) + ", CA '" + ca + "'",
+            json::serialize(json::object{{"serial", result["serial"]}, {"thumbprint", result["thumbprint"]}, {"ca", ca}}));
         return json::serialize(result);
     }
 
@@ -253,10 +267,13 @@ private:
         try {
             const json::value escrow = json::parse(plain.reveal());
             const crypto::Recipient device = crypto::Recipient::from_pem(string_field(req, {"device_key_pem"}));
-            result["pfx_cms"] = crypto::base64_encode(crypto::cms_encrypt(crypto::base64_decode(escrow.at("pkcs12").as_string()), device));
-            result["password_cms"] = crypto::base64_encode(crypto::cms_encrypt(std::string_view(escrow.at("password").as_string()), device));
+            result["pfx_cms"] =
+                crypto::base64_encode(crypto::cms_encrypt(crypto::base64_decode(escrow.at("pkcs12").as_string()), device));
+            result["password_cms"] =
+                crypto::base64_encode(crypto::cms_encrypt(std::string_view(escrow.at("password").as_string()), device));
         } catch (const std::exception& e) {
-            return refuse(CC_EV_PkcsRecryptReencryptFailure, "invalid_argument", std::string("re-encryption failed: ") + e.what());
+            return refuse(CC_EV_PkcsRecryptReencryptFailure, "invalid_argument",
+                          std::string("re-encryption failed: ") + e.what());
         }
         host_.log(CC_EV_PkcsRecryptReencryptSuccess, CC_LEVEL_INFO, "re-encrypted to the new device key", id);
         remember_success(id, "re-encrypt request processed and sent", "");
@@ -281,4 +298,5 @@ private:
 
 }  // namespace
 
-CERTCONN_PLUGIN(PkcsFeature, "pkcs", "0.1.0", "2026-11-24", "PKCS#12 issuance encrypted to the device, and re-encryption", kSchema)
+CERTCONN_PLUGIN(PkcsFeature, "pkcs", "0.1.0", "2026-11-24", "PKCS#12 issuance encrypted to the device, and re-encryption",
+                kSchema)

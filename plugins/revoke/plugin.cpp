@@ -73,8 +73,7 @@ public:
                 continue;
             }
             queue.busy = true;  // this thread sends the next batch, which includes its own request
-            if (window_.count() > 0)
-                changed_.wait_for(lock, window_, [&] { return queue.waiting.size() >= size_; });
+            if (window_.count() > 0) changed_.wait_for(lock, window_, [&] { return queue.waiting.size() >= size_; });
             Batch batch;
             const std::size_t n = std::min(size_, queue.waiting.size());
             batch.items.assign(queue.waiting.begin(), queue.waiting.begin() + static_cast<long>(n));
@@ -82,7 +81,8 @@ public:
             lock.unlock();
             send(ca, batch);
             lock.lock();
-            for (auto& i : batch.items) i->finished = true;
+            for (auto& i : batch.items)
+                i->finished = true;
             queue.busy = false;
             changed_.notify_all();
         }
@@ -123,12 +123,15 @@ private:
             batches = !unbatched_.contains(ca);
         }
         if (batch.items.size() == 1 || !batches) {
-            for (auto& item : batch.items) one(ca, *item);
+            for (auto& item : batch.items)
+                one(ca, *item);
             return;
         }
-        for (auto& item : batch.items) item->outcome.batch = batch.items.size();
+        for (auto& item : batch.items)
+            item->outcome.batch = batch.items.size();
         json::array list;
-        for (const auto& item : batch.items) list.push_back(item->request);
+        for (const auto& item : batch.items)
+            list.push_back(item->request);
         std::string answer;
         try {
             answer = host_.ca_revoke(ca, json::serialize(json::object{{"batch", std::move(list)}}));
@@ -137,7 +140,8 @@ private:
                 std::lock_guard lock(mutex_);
                 unbatched_.insert(ca);
             } else {
-                for (auto& item : batch.items) item->outcome = Outcome{false, {}, e.code(), e.what(), batch.items.size()};
+                for (auto& item : batch.items)
+                    item->outcome = Outcome{false, {}, e.code(), e.what(), batch.items.size()};
                 return;
             }
             for (auto& item : batch.items) {
@@ -163,7 +167,10 @@ private:
             }
         } catch (const std::exception& e) {
             for (auto& item : batch.items)
-                item->outcome = Outcome{false, {}, CC_ERR_INTERNAL, std::string("CA '") + ca + "' answered a batch unreadably: " + e.what(),
+                item->outcome = Outcome{false,
+                                        {},
+                                        CC_ERR_INTERNAL,
+                                        std::string("CA '") + ca + "' answered a batch unreadably: " + e.what(),
                                         batch.items.size()};
         }
     }
@@ -174,7 +181,7 @@ private:
     std::mutex mutex_;
     std::condition_variable changed_;
     std::map<std::string, Queue> queues_;  // per CA
-    std::set<std::string> unbatched_;                      // CAs that said they take no batches
+    std::set<std::string> unbatched_;      // CAs that said they take no batches
 };
 
 class RevokeFeature final : public certconn::sdk::FeaturePlugin {
@@ -202,7 +209,8 @@ public:
             // Our names first, then Intune's downloadRevocationRequests names.
             ca = string_field(r, {"ca", "caConfiguration"}, default_ca_);
             serial = string_field(r, {"serial", "serialNumber"});
-            if (serial.empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "'serial' (the certificate's serial number in hex) is required");
+            if (serial.empty())
+                throw Error(CC_ERR_INVALID_ARGUMENT, "'serial' (the certificate's serial number in hex) is required");
             reason = string_field(r, {"reason"}, "unspecified");
             request = {{"serial", serial}, {"reason", reason}, {"request_id", id}};
             if (const std::string issuer = string_field(r, {"issuer", "issuerName"}); !issuer.empty()) request["issuer"] = issuer;
@@ -227,7 +235,8 @@ public:
             const auto* v = a.if_contains(key);
             return v && v->is_string() ? std::string(v->as_string()) : fallback;
         };
-        const bool already = a.contains("already_revoked") && a.at("already_revoked").is_bool() && a.at("already_revoked").as_bool();
+        const bool already =
+            a.contains("already_revoked") && a.at("already_revoked").is_bool() && a.at("already_revoked").as_bool();
         json::object result{{"status", "succeeded"},
                             {"ca", ca},
                             {"error_code", 0},
@@ -243,7 +252,8 @@ public:
                                  (already ? " (it already was)" : "");
         host_.log(CC_EV_RevokeSuccess, CC_LEVEL_INFO, what, id,
                   json::serialize(json::object{{"ca", ca}, {"batch", outcome.batch}}));
-        deliveries_.succeeded(id, what, json::serialize(json::object{{"serial", result["serial"]}, {"ca", ca}, {"already_revoked", already}}));
+        deliveries_.succeeded(
+            id, what, json::serialize(json::object{{"serial", result["serial"]}, {"ca", ca}, {"already_revoked", already}}));
         return json::serialize(result);
     }
 
@@ -261,19 +271,22 @@ private:
         return std::chrono::milliseconds(c.contains("batch_window_ms") ? c.at("batch_window_ms").as_int64() : 0);
     }
 
-    std::string fail(const std::string& id, const std::string& ca, const std::string& serial, cc_status status, const std::string& message) {
+    std::string fail(const std::string& id, const std::string& ca, const std::string& serial, cc_status status,
+                     const std::string& message) {
         const char* name = certconn::sdk::status_name(status);
         const int code = intune_code(status);
         host_.log(CC_EV_RevokeFailure, CC_LEVEL_ERROR, "revocation failed: " + message, id);
-        host_.log(CC_EV_RevokeRequestFailure, CC_LEVEL_ERROR, "revocation of " + (serial.empty() ? "?" : serial) + " failed: " + message, id,
+        host_.log(CC_EV_RevokeRequestFailure, CC_LEVEL_ERROR,
+                  "revocation of " + (serial.empty() ? "?" : serial) + " failed: " + message, id,
                   json::serialize(json::object{{"code", name}, {"error_code", code}, {"ca", ca}}));
-        return json::serialize(json::object{
-            {"status", "failed"},
-            {"ca", ca},
-            {"serial", serial},
-            {"error_code", code},
-            {"error", json::object{{"code", name}, {"message", message}, {"error_code", code},
-                                   {"retryable", CC_STATUS_IS_RETRYABLE(status) != 0}}}});
+        return json::serialize(json::object{{"status", "failed"},
+                                            {"ca", ca},
+                                            {"serial", serial},
+                                            {"error_code", code},
+                                            {"error", json::object{{"code", name},
+                                                                   {"message", message},
+                                                                   {"error_code", code},
+                                                                   {"retryable", CC_STATUS_IS_RETRYABLE(status) != 0}}}});
     }
 
     certconn::sdk::Host& host_;
@@ -284,4 +297,5 @@ private:
 
 }  // namespace
 
-CERTCONN_PLUGIN(RevokeFeature, "revoke", "0.1.0", "2026-11-25", "Revokes certificates at their CA, in batches, and reports Intune result codes", kSchema)
+CERTCONN_PLUGIN(RevokeFeature, "revoke", "0.1.0", "2026-11-25",
+                "Revokes certificates at their CA, in batches, and reports Intune result codes", kSchema)

@@ -28,8 +28,9 @@ IssuedCertificates::IssuedCertificates(const std::filesystem::path& file) : db_(
 
 void IssuedCertificates::record(const IssuedCertificate& c) {
     std::lock_guard lock(mutex_);
-    db_.prepare("INSERT INTO issued (ca, serial, profile, original_serial, renewal_count, transaction_id, request_id, not_after) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(ca, serial) DO NOTHING")
+    db_.prepare(
+           "INSERT INTO issued (ca, serial, profile, original_serial, renewal_count, transaction_id, request_id, not_after) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(ca, serial) DO NOTHING")
         .bind_all(c.ca, c.serial, c.profile, c.original_serial, c.renewal_count, c.transaction_id, c.request_id, c.not_after)
         .run();
 }

@@ -16,14 +16,14 @@
 namespace certconn::scep {
 
 struct IssuedCertificate {
-    std::string ca;               // the configured CA that issued it
-    std::string serial;           // upper-case hex, as crypto::serial_hex
-    std::string profile;          // the SCEP profile it was issued for
-    std::string original_serial;  // the serial of the enrollment this renewal chain started with
+    std::string ca;                  // the configured CA that issued it
+    std::string serial;              // upper-case hex, as crypto::serial_hex
+    std::string profile;             // the SCEP profile it was issued for
+    std::string original_serial;     // the serial of the enrollment this renewal chain started with
     std::int64_t renewal_count = 0;  // 0 for an enrollment, n for the n-th renewal in its chain
-    std::string transaction_id;   // the SCEP transaction that obtained it
-    std::string request_id;       // the CA request id (a resent request maps to the same one)
-    std::string not_after;        // ISO 8601 UTC
+    std::string transaction_id;      // the SCEP transaction that obtained it
+    std::string request_id;          // the CA request id (a resent request maps to the same one)
+    std::string not_after;           // ISO 8601 UTC
 };
 
 class IssuedCertificates {

@@ -15,7 +15,10 @@ std::int64_t now_ms() {
 
 NotificationOutbox::NotificationOutbox(const std::filesystem::path& file, Sender sender, Observer observer,
                                        std::chrono::milliseconds initial_backoff, std::chrono::milliseconds max_backoff)
-    : initial_backoff_(initial_backoff), max_backoff_(max_backoff), sender_(std::move(sender)), observer_(std::move(observer)),
+    : initial_backoff_(initial_backoff),
+      max_backoff_(max_backoff),
+      sender_(std::move(sender)),
+      observer_(std::move(observer)),
       db_(file, false) {
     db_.exec(R"(CREATE TABLE IF NOT EXISTS notifications (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,10 +68,13 @@ void NotificationOutbox::run() {
         {
             std::lock_guard lock(db_mutex_);
             auto s = db_.prepare(
-                "SELECT seq, transaction_id, operation, body, attempts, next_attempt_ms FROM notifications ORDER BY seq LIMIT 64");
+                "SELECT seq, transaction_id, operation, body, attempts, next_attempt_ms FROM notifications ORDER BY seq LIMIT "
+                "64");
             while (s.step()) {
-                if (s.integer(5) <= now_ms()) due.push_back({s.integer(0), {s.text(1), s.text(2), s.text(3), s.integer(4)}});
-                else next_due = std::min(next_due, s.integer(5));
+                if (s.integer(5) <= now_ms())
+                    due.push_back({s.integer(0), {s.text(1), s.text(2), s.text(3), s.integer(4)}});
+                else
+                    next_due = std::min(next_due, s.integer(5));
             }
         }
         for (const auto& [seq, delivery] : due) {

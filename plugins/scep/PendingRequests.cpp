@@ -37,8 +37,9 @@ std::optional<PendingRequest> PendingRequests::find(const std::string& tx) {
 
 bool PendingRequests::decide(const std::string& tx, bool approve) {
     std::lock_guard lock(mutex_);
-    db_.prepare("UPDATE pending SET status = ?, decided_at = strftime('%Y-%m-%dT%H:%M:%SZ','now') "
-                "WHERE transaction_id = ? AND status = 'pending'")
+    db_.prepare(
+           "UPDATE pending SET status = ?, decided_at = strftime('%Y-%m-%dT%H:%M:%SZ','now') "
+           "WHERE transaction_id = ? AND status = 'pending'")
         .bind_all(std::string(approve ? "approved" : "denied"), tx)
         .run();
     return db_.changes() == 1;
@@ -46,7 +47,8 @@ bool PendingRequests::decide(const std::string& tx, bool approve) {
 
 boost::json::array PendingRequests::list(const std::string& status) {
     std::lock_guard lock(mutex_);
-    auto s = db_.prepare("SELECT transaction_id, profile, received_at, csr_pem FROM pending WHERE status = ? ORDER BY received_at");
+    auto s =
+        db_.prepare("SELECT transaction_id, profile, received_at, csr_pem FROM pending WHERE status = ? ORDER BY received_at");
     s.bind(1, status);
     boost::json::array out;
     while (s.step()) {

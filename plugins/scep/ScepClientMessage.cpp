@@ -6,7 +6,9 @@
 namespace certconn::scep {
 
 namespace {
-ASN1_OBJECT* attr(const char* dotted) { return OBJ_txt2obj(dotted, 1); }
+ASN1_OBJECT* attr(const char* dotted) {
+    return OBJ_txt2obj(dotted, 1);
+}
 
 std::string der_of(CMS_ContentInfo* cms) {
     const int len = i2d_CMS_ContentInfo(cms, nullptr);
@@ -20,7 +22,8 @@ std::string text_attr(CMS_SignerInfo* si, const char* dotted, int type) {
     ASN1_OBJECT* o = attr(dotted);
     auto* v = static_cast<ASN1_STRING*>(CMS_signed_get0_data_by_OBJ(si, o, -3, type));
     ASN1_OBJECT_free(o);
-    return v ? std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)), static_cast<std::size_t>(ASN1_STRING_length(v)))
+    return v ? std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(v)),
+                           static_cast<std::size_t>(ASN1_STRING_length(v)))
              : std::string();
 }
 }  // namespace
@@ -43,7 +46,8 @@ std::vector<crypto::Cert> getcacert_certificates(std::string_view body) {
     const auto* p = reinterpret_cast<const unsigned char*>(body.data());
     if (PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(body.size()))) {
         STACK_OF(X509)* certs = OBJ_obj2nid(p7->type) == NID_pkcs7_signed ? p7->d.sign->cert : nullptr;
-        for (int i = 0; certs && i < sk_X509_num(certs); ++i) out.emplace_back(X509_dup(sk_X509_value(certs, i)));
+        for (int i = 0; certs && i < sk_X509_num(certs); ++i)
+            out.emplace_back(X509_dup(sk_X509_value(certs, i)));
         PKCS7_free(p7);
     } else {
         ERR_clear_error();

@@ -9,8 +9,8 @@ namespace certconn::scep {
 struct ClientRequest {
     MessageType type = MessageType::PKCSReq;
     std::string transaction_id;
-    std::string sender_nonce;         // 16 random bytes when empty
-    std::string content;              // PKCS#10 DER, or IssuerAndSubject DER for CertPoll
+    std::string sender_nonce;            // 16 random bytes when empty
+    std::string content;                 // PKCS#10 DER, or IssuerAndSubject DER for CertPoll
     const EVP_CIPHER* cipher = nullptr;  // AES-256-CBC when null
     const EVP_MD* digest = nullptr;      // SHA-256 when null
 };

@@ -34,10 +34,13 @@ constexpr const char* kTransactionId = "2.16.840.1.113733.1.9.7";
 std::string attr_string(CMS_SignerInfo* si, const char* dotted, int type) {
     auto* value = static_cast<ASN1_STRING*>(CMS_signed_get0_data_by_OBJ(si, oid(dotted), -3, type));
     if (!value) return {};
-    return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)), static_cast<std::size_t>(ASN1_STRING_length(value)));
+    return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
+                       static_cast<std::size_t>(ASN1_STRING_length(value)));
 }
 
-crypto::Bio mem(std::string_view data) { return crypto::Bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size()))); }
+crypto::Bio mem(std::string_view data) {
+    return crypto::Bio(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
+}
 
 std::string bio_string(BIO* bio) {
     char* p = nullptr;
@@ -190,7 +193,8 @@ std::string certs_only(const std::vector<X509*>& certificates) {
     Pkcs7 p7(PKCS7_new());
     PKCS7_set_type(p7.get(), NID_pkcs7_signed);
     PKCS7_content_new(p7.get(), NID_pkcs7_data);
-    for (X509* c : certificates) PKCS7_add_certificate(p7.get(), c);
+    for (X509* c : certificates)
+        PKCS7_add_certificate(p7.get(), c);
     const int len = i2d_PKCS7(p7.get(), nullptr);
     std::string out(static_cast<std::size_t>(len), '\0');
     auto* p = reinterpret_cast<unsigned char*>(out.data());

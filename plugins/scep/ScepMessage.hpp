@@ -27,8 +27,8 @@ struct PkiRequest {
     MessageType type = MessageType::PKCSReq;
     std::string transaction_id;
     std::string sender_nonce;
-    crypto::Cert signer;              // the client's (usually self-signed) certificate
-    const EVP_MD* digest = nullptr;   // the request's digest: the reply uses the same
+    crypto::Cert signer;                 // the client's (usually self-signed) certificate
+    const EVP_MD* digest = nullptr;      // the request's digest: the reply uses the same
     const EVP_CIPHER* cipher = nullptr;  // the cipher for the reply's envelope
     std::string cipher_name;
     std::optional<std::string> inner;

@@ -69,7 +69,8 @@ std::string query_value(std::string_view query, std::string_view name) {
             for (std::size_t i = 0; i < raw.size(); ++i) {
                 if (raw[i] == '%' && i + 2 < raw.size()) {
                     const std::string hex(raw.substr(i + 1, 2));
-                    if (hex.size() == 2 && std::isxdigit(static_cast<unsigned char>(hex[0])) && std::isxdigit(static_cast<unsigned char>(hex[1]))) {
+                    if (hex.size() == 2 && std::isxdigit(static_cast<unsigned char>(hex[0])) &&
+                        std::isxdigit(static_cast<unsigned char>(hex[1]))) {
                         out += static_cast<char>(std::stoi(hex, nullptr, 16));
                         i += 2;
                         continue;
@@ -121,7 +122,9 @@ public:
         notifications_ = std::make_unique<scep::NotificationOutbox>(
             host.state_dir() / "notifications.db",
             [this](const scep::NotificationOutbox::Delivery& d) { host_.tenant_call(d.operation, d.body); },
-            [this](const scep::NotificationOutbox::Delivery& d, bool delivered, const std::string& error) { notified(d, delivered, error); });
+            [this](const scep::NotificationOutbox::Delivery& d, bool delivered, const std::string& error) {
+                notified(d, delivered, error);
+            });
         if (const auto* profiles = config.if_contains("profiles")) {
             for (const auto& [name, value] : profiles->as_object()) {
                 const auto& o = value.as_object();
@@ -129,28 +132,36 @@ public:
                 p->name = std::string(name);
                 p->path = std::string(o.at("path").as_string());
                 p->ca = std::string(o.at("ca").as_string());
-                p->certificate_profile = o.contains("certificate_profile") ? std::string(o.at("certificate_profile").as_string()) : "default";
-                p->ra_subject = o.contains("ra_subject") ? std::string(o.at("ra_subject").as_string()) : "CN=certconnector SCEP RA (" + p->name + ")";
+                p->certificate_profile =
+                    o.contains("certificate_profile") ? std::string(o.at("certificate_profile").as_string()) : "default";
+                p->ra_subject = o.contains("ra_subject") ? std::string(o.at("ra_subject").as_string())
+                                                         : "CN=certconnector SCEP RA (" + p->name + ")";
                 if (o.contains("include_root")) p->include_root = o.at("include_root").as_bool();
                 if (o.contains("allow_single_des")) p->allow_single_des = o.at("allow_single_des").as_bool();
-                if (o.contains("max_concurrent_requests")) p->max_concurrent = static_cast<int>(o.at("max_concurrent_requests").as_int64());
-                if (o.contains("retry_after_seconds")) p->retry_after_seconds = static_cast<int>(o.at("retry_after_seconds").as_int64());
+                if (o.contains("max_concurrent_requests"))
+                    p->max_concurrent = static_cast<int>(o.at("max_concurrent_requests").as_int64());
+                if (o.contains("retry_after_seconds"))
+                    p->retry_after_seconds = static_cast<int>(o.at("retry_after_seconds").as_int64());
                 if (o.contains("require_approval")) p->require_approval = o.at("require_approval").as_bool();
                 if (o.contains("next_ca_certificate")) {
                     const std::string file(o.at("next_ca_certificate").as_string());
                     if (!std::filesystem::path(file).is_absolute())
-                        throw Error(CC_ERR_INVALID_ARGUMENT, "profile '" + p->name + "': next_ca_certificate '" + file + "' must be an absolute path");
+                        throw Error(CC_ERR_INVALID_ARGUMENT,
+                                    "profile '" + p->name + "': next_ca_certificate '" + file + "' must be an absolute path");
                     try {
                         p->next_ca = crypto::load_certificates(crypto::read_file(file, "next_ca_certificate"));
                     } catch (const std::exception& e) {
                         throw Error(CC_ERR_INVALID_ARGUMENT, "profile '" + p->name + "': next_ca_certificate: " + e.what());
                     }
                     if (p->next_ca.empty())
-                        throw Error(CC_ERR_INVALID_ARGUMENT, "profile '" + p->name + "': next_ca_certificate " + file + " holds no certificate");
+                        throw Error(CC_ERR_INVALID_ARGUMENT,
+                                    "profile '" + p->name + "': next_ca_certificate " + file + " holds no certificate");
                 }
-                if (o.contains("renewal_window_days")) p->renewal_window_days = static_cast<int>(o.at("renewal_window_days").as_int64());
+                if (o.contains("renewal_window_days"))
+                    p->renewal_window_days = static_cast<int>(o.at("renewal_window_days").as_int64());
                 if (o.contains("max_renewals")) p->max_renewals = static_cast<int>(o.at("max_renewals").as_int64());
-                if (o.contains("renewal_allow_san_subset")) p->renewal_allow_san_subset = o.at("renewal_allow_san_subset").as_bool();
+                if (o.contains("renewal_allow_san_subset"))
+                    p->renewal_allow_san_subset = o.at("renewal_allow_san_subset").as_bool();
                 if (o.contains("min_digest")) p->min_digest = std::string(o.at("min_digest").as_string());
                 p->min_digest_strength = p->min_digest == "sha1" ? 1 : 2;
                 Profile* raw = p.get();
@@ -178,13 +189,15 @@ private:
         if (!std::filesystem::exists(dir / "ra.pem")) {
             crypto::PKey key = crypto::generate_key("rsa2048");  // RSA: clients encrypt to the RA
             const std::string csr = crypto::make_csr_pem(key.get(), p.ra_subject, {});
-            const std::string answer = host_.ca_issue(p.ca, json::serialize(json::object{
-                                                                {"request_id", "scep-ra:" + p.name}, {"csr_pem", csr},
-                                                                {"profile", p.certificate_profile}, {"requester", "scep"}}));
+            const std::string answer = host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", "scep-ra:" + p.name},
+                                                                                         {"csr_pem", csr},
+                                                                                         {"profile", p.certificate_profile},
+                                                                                         {"requester", "scep"}}));
             const auto a = json::parse(answer).as_object();
             crypto::write_file_atomic(dir / "ra-key.pem", crypto::private_key_pem(key.get()));
             crypto::write_file_atomic(dir / "chain.pem", std::string(a.at("chain_pem").as_string()));
-            crypto::write_file_atomic(dir / "ra.pem", std::string(a.at("certificate_pem").as_string()));  // last: marks completion
+            crypto::write_file_atomic(dir / "ra.pem",
+                                      std::string(a.at("certificate_pem").as_string()));  // last: marks completion
         }
         p.ra_key = crypto::load_private_key(crypto::read_file(dir / "ra-key.pem"));
         p.chain = crypto::load_certificates(crypto::read_file(dir / "chain.pem"));
@@ -196,16 +209,22 @@ private:
         try {
             if (operation == "GetCACaps")
                 // Only what this profile accepts: SHA-1 when min_digest allows it, never MD5.
-                return {200, {{"Content-Type", "text/plain"}},
+                return {200,
+                        {{"Content-Type", "text/plain"}},
                         std::string("AES\nDES3\nSHA-256\nSHA-512\n") + (p.min_digest_strength <= 1 ? "SHA-1\n" : "") +
                             "POSTPKIOperation\nSCEPStandard\nRenewal\n" + (p.next_ca.empty() ? "" : "GetNextCACert\n")};
             ensure_ra(p);
             if (operation == "GetNextCACert") {
                 if (p.next_ca.empty())
-                    return {404, {{"Content-Type", "text/plain"}}, "no CA rollover is configured for this profile (next_ca_certificate)\n"};
+                    return {404,
+                            {{"Content-Type", "text/plain"}},
+                            "no CA rollover is configured for this profile (next_ca_certificate)\n"};
                 std::vector<X509*> certs;
-                for (const auto& c : p.next_ca) certs.push_back(c.get());
-                return {200, {{"Content-Type", "application/x-x509-next-ca-cert"}}, scep::next_ca_reply(certs, p.ra_cert.get(), p.ra_key.get())};
+                for (const auto& c : p.next_ca)
+                    certs.push_back(c.get());
+                return {200,
+                        {{"Content-Type", "application/x-x509-next-ca-cert"}},
+                        scep::next_ca_reply(certs, p.ra_cert.get(), p.ra_key.get())};
             }
             if (operation == "GetCACert") {
                 std::vector<X509*> certs{p.ra_cert.get()};
@@ -222,9 +241,12 @@ private:
                     ~Slot() { --n; }
                 } slot(p.in_flight, p.max_concurrent);
                 if (!slot.granted) {
-                    host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_WARNING,
-                              "profile '" + p.name + "': over " + std::to_string(p.max_concurrent) + " requests at once; answered 429");
-                    return {429, {{"Content-Type", "text/plain"}, {"Retry-After", std::to_string(p.retry_after_seconds)}}, "busy, retry later\n"};
+                    host_.log(
+                        CC_EV_ScepRequestReceived, CC_LEVEL_WARNING,
+                        "profile '" + p.name + "': over " + std::to_string(p.max_concurrent) + " requests at once; answered 429");
+                    return {429,
+                            {{"Content-Type", "text/plain"}, {"Retry-After", std::to_string(p.retry_after_seconds)}},
+                            "busy, retry later\n"};
                 }
                 std::string der;
                 if (r.method == "POST") {
@@ -251,8 +273,9 @@ private:
         try {
             req = scep::parse_request(der, p.ra_key.get(), p.ra_cert.get(), p.allow_single_des);
         } catch (const scep::MalformedMessage& e) {
-            host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_WARNING, "profile '" + p.name + "': refused a malformed message from " +
-                                                                       std::string(r.remote_address) + ": " + e.what());
+            host_.log(
+                CC_EV_ScepRequestReceived, CC_LEVEL_WARNING,
+                "profile '" + p.name + "': refused a malformed message from " + std::string(r.remote_address) + ": " + e.what());
             return {400, {{"Content-Type", "text/plain"}}, "malformed SCEP message\n"};
         }
         const std::string& tx = req.transaction_id;
@@ -321,14 +344,18 @@ private:
 
         // The tenant decides whether this device may enroll.
         const std::string verdict = host_.tenant_call(
-            "scep.validate", json::serialize(json::object{{"profile", p.name}, {"transaction_id", tx}, {"csr_pem", csr_text},
-                                                          {"challenge", challenge ? json::value(*challenge) : json::value(nullptr)}}));
+            "scep.validate",
+            json::serialize(json::object{{"profile", p.name},
+                                         {"transaction_id", tx},
+                                         {"csr_pem", csr_text},
+                                         {"challenge", challenge ? json::value(*challenge) : json::value(nullptr)}}));
         const auto v = json::parse(verdict).as_object();
         const std::string code = v.contains("code") ? std::string(v.at("code").as_string()) : "";
         if (code != "Success")
-            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
-                        "the tenant refused the request: " + code +
-                            (v.contains("errorDescription") ? " (" + std::string(v.at("errorDescription").as_string()) + ")" : ""));
+            return fail(
+                scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
+                "the tenant refused the request: " + code +
+                    (v.contains("errorDescription") ? " (" + std::string(v.at("errorDescription").as_string()) + ")" : ""));
         host_.log(CC_EV_ScepVerifySuccess, CC_LEVEL_INFO, "challenge validated by the tenant", tx);
         if (p.require_approval) {
             const auto row = pending_.add(tx, p.name, csr_text);
@@ -352,7 +379,8 @@ private:
             return fail(scep::FailInfo::BadCertId, CC_EV_ScepVerifyFailure, "no pending transaction " + req.transaction_id);
         if (row->status == "pending") return reply(scep::pending_reply(req, p.ra_cert.get(), p.ra_key.get()));
         if (row->status == "denied")
-            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, "an administrator denied transaction " + req.transaction_id);
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
+                        "an administrator denied transaction " + req.transaction_id);
         crypto::Request csr = crypto::load_csr(row->csr_pem);
         return issue(p, req, csr.get(), row->csr_pem, req.transaction_id, "enroll", Lineage{}, fail);
     }
@@ -366,18 +394,21 @@ private:
         const char* what = crl ? "GetCRL" : "GetCert";
         if (!req.inner) return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepVerifyFailure, req.decrypt_error);
         const auto ias = scep::issuer_and_serial(*req.inner);
-        if (!ias) return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure, std::string(what) + ": the envelope holds no IssuerAndSerialNumber");
+        if (!ias)
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
+                        std::string(what) + ": the envelope holds no IssuerAndSerialNumber");
         if (X509_NAME_cmp(ias->issuer.get(), X509_get_subject_name(p.chain.front().get())) != 0)
             return fail(scep::FailInfo::BadCertId, CC_EV_ScepVerifyFailure,
                         std::string(what) + ": issuer '" + crypto::name_string(ias->issuer.get()) + "' is not this profile's CA");
         std::string answer;
         try {
-            answer = host_.ca_query(p.ca, crl ? json::serialize(json::object{{"op", "crl"}})
-                                              : json::serialize(json::object{{"op", "certificate"}, {"serial", ias->serial_hex}}));
+            answer =
+                host_.ca_query(p.ca, crl ? json::serialize(json::object{{"op", "crl"}})
+                                         : json::serialize(json::object{{"op", "certificate"}, {"serial", ias->serial_hex}}));
         } catch (const Error& e) {
             if (e.retryable()) throw;  // 503 with Retry-After
-            return fail(e.code() == CC_ERR_NOT_FOUND ? scep::FailInfo::BadCertId : scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
-                        std::string(what) + ": " + e.what());
+            return fail(e.code() == CC_ERR_NOT_FOUND ? scep::FailInfo::BadCertId : scep::FailInfo::BadRequest,
+                        CC_EV_ScepVerifyFailure, std::string(what) + ": " + e.what());
         }
         const auto a = json::parse(answer).as_object();
         std::string degenerate;
@@ -388,33 +419,38 @@ private:
             degenerate = scep::certs_only({cert.get()});
         }
         host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
-                  "profile '" + p.name + "': " + what + " answered" + (crl ? "" : " with certificate " + ias->serial_hex), req.transaction_id);
+                  "profile '" + p.name + "': " + what + " answered" + (crl ? "" : " with certificate " + ias->serial_hex),
+                  req.transaction_id);
         return reply(scep::success_reply_content(req, degenerate, p.ra_cert.get(), p.ra_key.get()));
     }
 
     void register_approval_commands(certconn::sdk::Host& host) {
         using certconn::sdk::AdminArguments;
         using certconn::sdk::AdminReply;
-        host.admin_command("scep pending", "list SCEP requests waiting for approval", "scep:approve", "[]", [this](std::string_view) {
-            const json::array rows = pending_.list("pending");
-            std::string out = rows.empty() ? "no pending SCEP requests\n" : "";
-            for (const auto& r : rows)
-                out += std::string(r.at("transaction_id").as_string()) + "  profile " + std::string(r.at("profile").as_string()) +
-                       "  subject " + std::string(r.at("subject").as_string()) + "  since " + std::string(r.at("received_at").as_string()) + "\n";
-            return AdminReply::ok(out).json();
-        });
+        host.admin_command(
+            "scep pending", "list SCEP requests waiting for approval", "scep:approve", "[]", [this](std::string_view) {
+                const json::array rows = pending_.list("pending");
+                std::string out = rows.empty() ? "no pending SCEP requests\n" : "";
+                for (const auto& r : rows)
+                    out += std::string(r.at("transaction_id").as_string()) + "  profile " +
+                           std::string(r.at("profile").as_string()) + "  subject " + std::string(r.at("subject").as_string()) +
+                           "  since " + std::string(r.at("received_at").as_string()) + "\n";
+                return AdminReply::ok(out).json();
+            });
         for (const bool approve : {true, false}) {
             const std::string verb = approve ? "approve" : "deny";
-            host.admin_command("scep " + verb,
-                               approve ? "scep approve TXID: issue a SCEP request that waits for approval"
-                                       : "scep deny TXID: refuse a SCEP request that waits for approval",
-                               "scep:approve",
-                               R"j([{"name":"transaction","kind":"string","positional":true,"required":true,"help":"the transaction id (see scep pending)"}])j",
-                               [this, approve, verb](std::string_view text) {
-                                   const std::string id = AdminArguments(text).required("transaction");
-                                   const auto [ok, message] = decide_transaction(id, approve);
-                                   return ok ? AdminReply::ok(message).json() : AdminReply::failed("certconnector scep " + verb + ": " + message).json();
-                               });
+            host.admin_command(
+                "scep " + verb,
+                approve ? "scep approve TXID: issue a SCEP request that waits for approval"
+                        : "scep deny TXID: refuse a SCEP request that waits for approval",
+                "scep:approve",
+                R"j([{"name":"transaction","kind":"string","positional":true,"required":true,"help":"the transaction id (see scep pending)"}])j",
+                [this, approve, verb](std::string_view text) {
+                    const std::string id = AdminArguments(text).required("transaction");
+                    const auto [ok, message] = decide_transaction(id, approve);
+                    return ok ? AdminReply::ok(message).json()
+                              : AdminReply::failed("certconnector scep " + verb + ": " + message).json();
+                });
         }
     }
 
@@ -422,10 +458,13 @@ private:
     std::pair<bool, std::string> decide_transaction(const std::string& id, bool approve) {
         if (!pending_.decide(id, approve)) {
             const auto row = pending_.find(id);
-            return {false, row ? "transaction " + id + " was already " + row->status + "\n" : "no pending transaction " + id + "\n"};
+            return {false,
+                    row ? "transaction " + id + " was already " + row->status + "\n" : "no pending transaction " + id + "\n"};
         }
-        host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO, std::string("transaction ") + (approve ? "approved" : "denied") + " by an administrator", id);
-        return {true, "transaction " + id + (approve ? " approved" : " denied") + "; the client gets its answer at its next poll\n"};
+        host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                  std::string("transaction ") + (approve ? "approved" : "denied") + " by an administrator", id);
+        return {true,
+                "transaction " + id + (approve ? " approved" : " denied") + "; the client gets its answer at its next poll\n"};
     }
 
     HttpResponse decide(const HttpRequest& r) {
@@ -436,12 +475,15 @@ private:
         const auto* decision = o ? o->if_contains("decision") : nullptr;
         if (!tx || !tx->is_string() || !decision || !decision->is_string() ||
             (decision->as_string() != "approve" && decision->as_string() != "deny"))
-            return {400, {{"Content-Type", "text/plain"}}, "expected {\"transaction_id\": ..., \"decision\": \"approve\" | \"deny\"}\n"};
+            return {400,
+                    {{"Content-Type", "text/plain"}},
+                    "expected {\"transaction_id\": ..., \"decision\": \"approve\" | \"deny\"}\n"};
         const std::string id(tx->as_string());
         const bool approve = decision->as_string() == "approve";
         if (const auto [ok, message] = decide_transaction(id, approve); !ok)
             return {pending_.find(id) ? 409 : 404, {{"Content-Type", "text/plain"}}, message};
-        return {200, {{"Content-Type", "application/json"}},
+        return {200,
+                {{"Content-Type", "application/json"}},
                 json::serialize(json::object{{"transaction_id", id}, {"status", approve ? "approved" : "denied"}})};
     }
 
@@ -454,7 +496,8 @@ private:
         unsigned int md_len = 0;
         EVP_Digest(der, static_cast<std::size_t>(der_len), md, &md_len, EVP_sha256(), nullptr);
         OPENSSL_free(der);
-        return "scep:" + p.name + ":" + kind + ":" + tx + ":" + crypto::hex_encode(std::string_view(reinterpret_cast<char*>(md), 16));
+        return "scep:" + p.name + ":" + kind + ":" + tx + ":" +
+               crypto::hex_encode(std::string_view(reinterpret_cast<char*>(md), 16));
     }
 
     /// Where an issued certificate sits in its enrollment's renewal chain (an enrollment: empty, 0).
@@ -477,8 +520,11 @@ private:
             if (e.retryable()) throw;
             std::string why = std::string("the CA refused: ") + e.what();
             enqueue(tx, "scep.notify_failure",
-                    json::object{{"transaction_id", tx}, {"profile", p.name}, {"certificate_request", csr_text},
-                                 {"hResult", -2147467259 /* E_FAIL */}, {"errorDescription", why.substr(0, 255)}});
+                    json::object{{"transaction_id", tx},
+                                 {"profile", p.name},
+                                 {"certificate_request", csr_text},
+                                 {"hResult", -2147467259 /* E_FAIL */},
+                                 {"errorDescription", why.substr(0, 255)}});
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure, why);
         }
         const auto a = json::parse(issued).as_object();
@@ -495,7 +541,8 @@ private:
                             lineage.renewal_count, tx, request_id, crypto::time_iso8601(X509_get0_notAfter(cert.get()))});
         } catch (const std::exception& e) {
             host_.log(CC_EV_ScepIssuedFailure, CC_LEVEL_ERROR,
-                      "certificate " + serial + " issued but not recorded in the renewal ledger (it cannot renew): " + e.what(), tx);
+                      "certificate " + serial + " issued but not recorded in the renewal ledger (it cannot renew): " + e.what(),
+                      tx);
         }
         notify(p, tx, csr_text, cert.get());
         return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
@@ -509,7 +556,8 @@ private:
             return false;
         }
         X509_STORE* store = X509_STORE_new();
-        for (const auto& c : p.chain) X509_STORE_add_cert(store, c.get());
+        for (const auto& c : p.chain)
+            X509_STORE_add_cert(store, c.get());
         X509_STORE_CTX* ctx = X509_STORE_CTX_new();
         X509_STORE_CTX_init(ctx, store, cert, nullptr);
         // The chain's root is in the store as a trust anchor; intermediates are trusted too.
@@ -519,7 +567,8 @@ private:
         X509_STORE_CTX_free(ctx);
         X509_STORE_free(store);
         if (ok != 1) {
-            why = std::string("the signing certificate does not verify against this profile's CA: ") + X509_verify_cert_error_string(err);
+            why = std::string("the signing certificate does not verify against this profile's CA: ") +
+                  X509_verify_cert_error_string(err);
             ERR_clear_error();
             return false;
         }
@@ -561,7 +610,8 @@ private:
     }
     static std::string joined(const std::vector<std::string>& items) {
         std::string out;
-        for (const auto& i : items) out += (out.empty() ? "" : ", ") + i;
+        for (const auto& i : items)
+            out += (out.empty() ? "" : ", ") + i;
         return out;
     }
 
@@ -578,17 +628,19 @@ private:
         const std::string serial = crypto::serial_hex(old);
         const std::string what = "renewal by certificate " + serial + ": ";
         std::string why;
-        if (!chains_to_profile_ca(p, old, why)) return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepRenewalSignerNotTrusted, what + why);
+        if (!chains_to_profile_ca(p, old, why))
+            return fail(scep::FailInfo::BadMessageCheck, CC_EV_ScepRenewalSignerNotTrusted, what + why);
 
         // 1. Not revoked, as the CA says now; no answer is no renewal.
         std::string status, reason;
         try {
-            const json::value answer = json::parse(host_.ca_query(p.ca, json::serialize(json::object{{"op", "certificate"}, {"serial", serial}})));
+            const json::value answer =
+                json::parse(host_.ca_query(p.ca, json::serialize(json::object{{"op", "certificate"}, {"serial", serial}})));
             const auto& a = answer.as_object();
             status = std::string(a.at("status").as_string());
             if (const auto* r = a.if_contains("revocation_reason"); r && r->is_string()) reason = std::string(r->as_string());
-            if (const auto* pem = a.if_contains("certificate_pem"); pem && pem->is_string() &&
-                X509_cmp(crypto::load_certificate(std::string(pem->as_string())).get(), old) != 0)
+            if (const auto* pem = a.if_contains("certificate_pem");
+                pem && pem->is_string() && X509_cmp(crypto::load_certificate(std::string(pem->as_string())).get(), old) != 0)
                 status = "another certificate under that serial";
         } catch (const std::exception& e) {
             return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalStatusUnknown,
@@ -606,11 +658,13 @@ private:
         try {
             record = issued_.find(p.ca, serial);
         } catch (const std::exception& e) {
-            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile, what + "the renewal ledger cannot be read: " + e.what());
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile,
+                        what + "the renewal ledger cannot be read: " + e.what());
         }
         if (!record)
             return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile,
-                        what + "it was not issued by SCEP profile '" + p.name + "' (unknown to its renewal ledger); enroll with a challenge");
+                        what + "it was not issued by SCEP profile '" + p.name +
+                            "' (unknown to its renewal ledger); enroll with a challenge");
         if (record->profile != p.name)
             return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile,
                         what + "it was issued for SCEP profile '" + record->profile + "', not '" + p.name + "'");
@@ -641,8 +695,9 @@ private:
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalIdentityMismatch,
                         what + "the request adds SANs the certificate does not have: " + joined(added));
         if (!dropped.empty() && !p.renewal_allow_san_subset)
-            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalIdentityMismatch,
-                        what + "the request drops SANs of the certificate (renewal_allow_san_subset = false): " + joined(dropped));
+            return fail(
+                scep::FailInfo::BadRequest, CC_EV_ScepRenewalIdentityMismatch,
+                what + "the request drops SANs of the certificate (renewal_allow_san_subset = false): " + joined(dropped));
 
         // 5. At most max_renewals per original enrollment. A resent renewal the CA already
         // answered is the same renewal, not another one.
@@ -666,28 +721,29 @@ private:
         json::array sans_json;  // "type:value", as challenges bind them (dns:, upn:, email:, uri:)
         {
             STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr);
-            for (const auto& san : crypto::read_sans(exts)) sans_json.push_back(json::string(san.type + ":" + san.value));
+            for (const auto& san : crypto::read_sans(exts))
+                sans_json.push_back(json::string(san.type + ":" + san.value));
             sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
         }
         std::string verdict;
         try {
             verdict = host_.tenant_call(
-                "scep.validate",
-                json::serialize(json::object{{"renewal", true},
-                                             {"profile", p.name},
-                                             {"transaction_id", tx},
-                                             {"csr_pem", csr_text},
-                                             {"challenge", nullptr},
-                                             {"old_certificate_pem", crypto::certificate_pem(old)},
-                                             {"old_serial", serial},
-                                             {"old_not_after", crypto::time_iso8601(X509_get0_notAfter(old))},
-                                             {"original_serial", record->original_serial},
-                                             {"renewal_count", lineage.renewal_count},
-                                             {"subject", crypto::name_string(X509_REQ_get_subject_name(csr))},
-                                             {"sans", std::move(sans_json)}}));
+                "scep.validate", json::serialize(json::object{{"renewal", true},
+                                                              {"profile", p.name},
+                                                              {"transaction_id", tx},
+                                                              {"csr_pem", csr_text},
+                                                              {"challenge", nullptr},
+                                                              {"old_certificate_pem", crypto::certificate_pem(old)},
+                                                              {"old_serial", serial},
+                                                              {"old_not_after", crypto::time_iso8601(X509_get0_notAfter(old))},
+                                                              {"original_serial", record->original_serial},
+                                                              {"renewal_count", lineage.renewal_count},
+                                                              {"subject", crypto::name_string(X509_REQ_get_subject_name(csr))},
+                                                              {"sans", std::move(sans_json)}}));
         } catch (const Error& e) {
             if (e.retryable()) throw;  // 503 with Retry-After: the device asks again later
-            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalTenantVeto, what + "the tenant could not decide (" + e.what() + "); refused");
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalTenantVeto,
+                        what + "the tenant could not decide (" + e.what() + "); refused");
         }
         std::error_code ec;
         const json::value v = json::parse(verdict, ec);
@@ -695,7 +751,8 @@ private:
         if (!code || !code->is_string() || code->as_string() != "Success") {
             const auto* d = !ec && v.is_object() ? v.as_object().if_contains("errorDescription") : nullptr;
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalTenantVeto,
-                        what + "the tenant refused it: " + (code && code->is_string() ? std::string(code->as_string()) : "no answer code") +
+                        what + "the tenant refused it: " +
+                            (code && code->is_string() ? std::string(code->as_string()) : "no answer code") +
                             (d && d->is_string() ? " (" + std::string(d->as_string()) + ")" : ""));
         }
 
@@ -715,9 +772,11 @@ private:
         try {
             notifications_->put(tx, operation, json::serialize(note));
         } catch (const std::exception& e) {
-            host_.log(CC_EV_ScepNotifySaveToDiskFailed, CC_LEVEL_ERROR, std::string("cannot persist the notification: ") + e.what(), tx);
+            host_.log(CC_EV_ScepNotifySaveToDiskFailed, CC_LEVEL_ERROR,
+                      std::string("cannot persist the notification: ") + e.what(), tx);
             if (operation == "scep.notify_success")
-                host_.log(CC_EV_ScepRequestUploadFailure, CC_LEVEL_ERROR, "certificate issued but the tenant cannot be notified", tx);
+                host_.log(CC_EV_ScepRequestUploadFailure, CC_LEVEL_ERROR, "certificate issued but the tenant cannot be notified",
+                          tx);
         }
     }
 
@@ -736,7 +795,8 @@ private:
     void notified(const scep::NotificationOutbox::Delivery& d, bool delivered, const std::string& error) {
         if (!delivered) {
             host_.log(CC_EV_ScepNotifyAttemptFailed, CC_LEVEL_WARNING,
-                      "notifying the tenant failed (attempt " + std::to_string(d.attempts + 1) + ", will retry): " + error, d.transaction_id);
+                      "notifying the tenant failed (attempt " + std::to_string(d.attempts + 1) + ", will retry): " + error,
+                      d.transaction_id);
             return;
         }
         host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO, "tenant notified (" + d.operation + ")", d.transaction_id);

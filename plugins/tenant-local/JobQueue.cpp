@@ -77,15 +77,17 @@ std::vector<Job> JobQueue::claim(const std::vector<std::string>& features, std::
     sqlite::Transaction tx(db_);
     const std::int64_t now = now_ms();
     std::string placeholders;
-    for (std::size_t i = 0; i < features.size(); ++i) placeholders += i ? ",?" : "?";
-    auto select = db_.prepare(std::string("SELECT ") + kColumns +
-                              " FROM jobs WHERE feature IN (" + placeholders +
+    for (std::size_t i = 0; i < features.size(); ++i)
+        placeholders += i ? ",?" : "?";
+    auto select = db_.prepare(std::string("SELECT ") + kColumns + " FROM jobs WHERE feature IN (" + placeholders +
                               ") AND (status = 'queued' OR (status = 'running' AND lease_until_ms < ?)) ORDER BY seq LIMIT ?");
     int i = 0;
-    for (const auto& f : features) select.bind(++i, f);
+    for (const auto& f : features)
+        select.bind(++i, f);
     select.bind(i + 1, now);
     select.bind(i + 2, static_cast<std::int64_t>(max));
-    while (select.step()) out.push_back(row(select));
+    while (select.step())
+        out.push_back(row(select));
     auto update = db_.prepare("UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_until_ms = ? WHERE id = ?");
     for (auto& job : out) {
         update.bind_all(now + static_cast<std::int64_t>(lease_seconds) * 1000, job.id).run();
@@ -102,7 +104,8 @@ void JobQueue::renew(const std::string& id, std::int64_t claim, std::uint32_t le
     const std::int64_t now = now_ms();
     // An expired lease is not revived even if nobody claimed the job yet: from its expiry on,
     // another claim may have it, and the holder must not go on believing it owns the job.
-    auto s = db_.prepare("UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND status = 'running' AND attempts = ? AND lease_until_ms >= ?");
+    auto s = db_.prepare(
+        "UPDATE jobs SET lease_until_ms = ? WHERE id = ? AND status = 'running' AND attempts = ? AND lease_until_ms >= ?");
     s.bind_all(now + static_cast<std::int64_t>(lease_seconds) * 1000, id, claim, now).run();
     if (db_.changes() == 1) return;
     auto row = db_.prepare("SELECT status, attempts, lease_until_ms FROM jobs WHERE id = ?");
@@ -110,9 +113,12 @@ void JobQueue::renew(const std::string& id, std::int64_t claim, std::uint32_t le
     if (!row.step()) throw sdk::Error(CC_ERR_NOT_FOUND, "no job '" + id + "'");
     const std::string status = row.text(0);
     std::string why;
-    if (status != "running") why = "it is " + status;
-    else if (row.integer(1) != claim) why = "it was claimed again (claim " + std::to_string(row.integer(1)) + ")";
-    else why = "its lease expired";
+    if (status != "running")
+        why = "it is " + status;
+    else if (row.integer(1) != claim)
+        why = "it was claimed again (claim " + std::to_string(row.integer(1)) + ")";
+    else
+        why = "its lease expired";
     throw sdk::Error(CC_ERR_CONFLICT, "job '" + id + "' is no longer held by claim " + std::to_string(claim) + ": " + why);
 }
 

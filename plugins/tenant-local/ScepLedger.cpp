@@ -57,20 +57,25 @@ std::vector<std::string> normalised(std::vector<std::string> sans) {
 
 }  // namespace
 
-json::object ScepLedger::create_challenge(const std::string& profile, const std::string& subject, const std::vector<std::string>& sans,
-                                          std::int64_t ttl_seconds) {
+json::object ScepLedger::create_challenge(const std::string& profile, const std::string& subject,
+                                          const std::vector<std::string>& sans, std::int64_t ttl_seconds) {
     const std::string challenge = crypto::base64_encode(crypto::random_bytes(18));  // 144 bits, 24 characters
     json::array san_list;
-    for (const auto& s : normalised(sans)) san_list.push_back(json::string(s));
+    for (const auto& s : normalised(sans))
+        san_list.push_back(json::string(s));
     const std::string canonical_subject = subject.empty() ? "" : crypto::name_string(crypto::parse_name(subject).get());
     const std::int64_t expires = now_ms() + ttl_seconds * 1000;
     std::lock_guard lock(mutex_);
     auto s = db_.prepare("INSERT INTO scep_challenges (hash, profile, subject, sans, expires_at_ms) VALUES (?, ?, ?, ?, ?)");
     s.bind(1, challenge_hash(challenge)).bind(2, profile);
-    if (canonical_subject.empty()) s.bind_null(3);
-    else s.bind(3, canonical_subject);
-    if (sans.empty()) s.bind_null(4);
-    else s.bind(4, json::serialize(san_list));
+    if (canonical_subject.empty())
+        s.bind_null(3);
+    else
+        s.bind(3, canonical_subject);
+    if (sans.empty())
+        s.bind_null(4);
+    else
+        s.bind(4, json::serialize(san_list));
     s.bind(5, expires).run();
     const std::string when =
         certconn::sdk::utc_iso8601(std::chrono::system_clock::time_point(std::chrono::milliseconds(expires)));
@@ -83,7 +88,8 @@ json::object ScepLedger::validate(const json::object& request) {
         return v && v->is_string() ? std::string(v->as_string()) : std::string();
     };
     const std::string name = text("profile"), given = text("challenge"), tx = text("transaction_id");
-    if (given.empty()) return {{"code", "ChallengePasswordMissing"}, {"errorDescription", "the request carries no challengePassword"}};
+    if (given.empty())
+        return {{"code", "ChallengePasswordMissing"}, {"errorDescription", "the request carries no challengePassword"}};
 
     if (auto expected = challenges_.find(name); expected != challenges_.end() && given.size() == expected->second.size() &&
                                                 CRYPTO_memcmp(given.data(), expected->second.data(), given.size()) == 0)
@@ -94,7 +100,8 @@ json::object ScepLedger::validate(const json::object& request) {
     const std::string hash = challenge_hash(given);
     s.bind(1, hash);
     if (!s.step()) return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge does not match"}};
-    if (s.text(0) != name) return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge belongs to another SCEP profile"}};
+    if (s.text(0) != name)
+        return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge belongs to another SCEP profile"}};
     if (s.integer(3) < now_ms()) return {{"code", "ChallengeExpired"}, {"errorDescription", "the challenge has expired"}};
     if (auto used = s.optional_text(4); used && *used != tx)
         return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge was already used by another request"}};
@@ -108,18 +115,22 @@ json::object ScepLedger::validate(const json::object& request) {
             return {{"code", "SignatureValidationFailed"}, {"errorDescription", "the certificate request cannot be read"}};
         }
         if (bound_subject && crypto::name_string(X509_REQ_get_subject_name(csr.get())) != *bound_subject)
-            return {{"code", "SubjectNameMismatch"}, {"errorDescription", "the subject is not the one this challenge was issued for"}};
+            return {{"code", "SubjectNameMismatch"},
+                    {"errorDescription", "the subject is not the one this challenge was issued for"}};
         if (bound_sans) {
             STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr.get());
             std::vector<std::string> requested;
-            for (const auto& san : crypto::read_sans(exts)) requested.push_back(san.type + ":" + san.value);
+            for (const auto& san : crypto::read_sans(exts))
+                requested.push_back(san.type + ":" + san.value);
             sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
             std::sort(requested.begin(), requested.end());
             std::vector<std::string> expected;
             const json::value bound = json::parse(*bound_sans);
-            for (const auto& v : bound.as_array()) expected.emplace_back(v.as_string());
+            for (const auto& v : bound.as_array())
+                expected.emplace_back(v.as_string());
             if (requested != expected)
-                return {{"code", "SubjectAltNameMismatch"}, {"errorDescription", "the SANs are not the ones this challenge was issued for"}};
+                return {{"code", "SubjectAltNameMismatch"},
+                        {"errorDescription", "the SANs are not the ones this challenge was issued for"}};
         }
     }
     db_.prepare("UPDATE scep_challenges SET used_by_transaction = ? WHERE hash = ? AND used_by_transaction IS NULL")
@@ -130,7 +141,8 @@ json::object ScepLedger::validate(const json::object& request) {
 
 json::object ScepLedger::validate_renewal(const json::object&, bool allowed) {
     if (!allowed)
-        return {{"code", "RenewalNotAllowed"}, {"errorDescription", "this tenant does not allow SCEP renewals (allow_renewal = false)"}};
+        return {{"code", "RenewalNotAllowed"},
+                {"errorDescription", "this tenant does not allow SCEP renewals (allow_renewal = false)"}};
     return {{"code", "Success"}};
 }
 

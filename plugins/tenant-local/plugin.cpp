@@ -10,7 +10,6 @@
 
 #include <boost/json.hpp>
 
-
 namespace {
 
 namespace json = boost::json;
@@ -39,8 +38,10 @@ public:
         : host_(host), queue_(host.state_dir() / "jobs.db"), scep_(host.state_dir() / "scep.db", static_challenges(host)) {
         // The host admits only callers holding the scope (the admin socket, or a configured
         // token or client certificate: docs/security.md) before these handlers run.
-        host.route("POST", "/tenant/v1/jobs", "jobs:submit", [this](const HttpRequest& r) { return guard(r, [&] { return submit(r); }); });
-        host.route("GET", "/tenant/v1/jobs/", "jobs:read", [this](const HttpRequest& r) { return guard(r, [&] { return show(r); }); });
+        host.route("POST", "/tenant/v1/jobs", "jobs:submit",
+                   [this](const HttpRequest& r) { return guard(r, [&] { return submit(r); }); });
+        host.route("GET", "/tenant/v1/jobs/", "jobs:read",
+                   [this](const HttpRequest& r) { return guard(r, [&] { return show(r); }); });
         host.route("POST", "/tenant/v1/scep/challenges", "scep:challenge",
                    [this](const HttpRequest& r) { return guard(r, [&] { return challenge(r); }); });
         certconn::tenant_local::register_job_commands(host, queue_, scep_);
@@ -49,17 +50,20 @@ public:
     std::string claim_jobs(const std::string& features_json, uint32_t max_jobs, uint32_t lease_seconds) override {
         std::vector<std::string> features;
         const json::value parsed = json::parse(features_json);
-        for (const auto& f : parsed.as_array()) features.emplace_back(f.as_string());
+        for (const auto& f : parsed.as_array())
+            features.emplace_back(f.as_string());
         json::array out;
         for (const auto& job : queue_.claim(features, max_jobs, lease_seconds))
-            out.push_back(json::object{{"id", job.id}, {"feature", job.feature}, {"request", json::parse(job.request)}, {"claim", job.attempts}});
+            out.push_back(json::object{
+                {"id", job.id}, {"feature", job.feature}, {"request", json::parse(job.request)}, {"claim", job.attempts}});
         return json::serialize(out);
     }
 
     void complete_job(const std::string& job_id, const std::string& result_json) override {
         std::error_code ec;
         json::value result = json::parse(result_json, ec);
-        if (ec || !result.is_object()) throw Error(CC_ERR_INVALID_ARGUMENT, "result of job '" + job_id + "' is not a JSON object");
+        if (ec || !result.is_object())
+            throw Error(CC_ERR_INVALID_ARGUMENT, "result of job '" + job_id + "' is not a JSON object");
         const auto* status = result.as_object().if_contains("status");
         const std::string s = status && status->is_string() ? std::string(status->as_string()) : "";
         if (s != "succeeded" && s != "failed")
@@ -76,7 +80,8 @@ public:
             if (renewal && renewal->is_bool() && renewal->as_bool()) {
                 const json::value config = json::parse(host_.config_json());
                 const auto* allow = config.as_object().if_contains("allow_renewal");
-                return json::serialize(scep_.validate_renewal(request.as_object(), !allow || !allow->is_bool() || allow->as_bool()));
+                return json::serialize(
+                    scep_.validate_renewal(request.as_object(), !allow || !allow->is_bool() || allow->as_bool()));
             }
             return json::serialize(scep_.validate(request.as_object()));
         }
@@ -85,9 +90,10 @@ public:
             const auto* id = o.if_contains("id");
             const auto* claim = o.if_contains("claim");
             const auto* lease = o.if_contains("lease_seconds");
-            if (!id || !id->is_string() || !claim || !claim->is_int64() || !lease || !lease->is_int64() || lease->as_int64() < 1 ||
-                lease->as_int64() > std::int64_t{7} * 86400)
-                throw Error(CC_ERR_INVALID_ARGUMENT, "jobs.renew_lease needs \"id\", the \"claim\" it was handed and \"lease_seconds\" (1 .. 604800)");
+            if (!id || !id->is_string() || !claim || !claim->is_int64() || !lease || !lease->is_int64() ||
+                lease->as_int64() < 1 || lease->as_int64() > std::int64_t{7} * 86400)
+                throw Error(CC_ERR_INVALID_ARGUMENT,
+                            "jobs.renew_lease needs \"id\", the \"claim\" it was handed and \"lease_seconds\" (1 .. 604800)");
             queue_.renew(std::string(id->as_string()), claim->as_int64(), static_cast<uint32_t>(lease->as_int64()));
             return json::serialize(json::object{{"id", id->as_string()}, {"lease_seconds", lease->as_int64()}});
         }
@@ -109,7 +115,8 @@ private:
         std::map<std::string, std::string> out;
         const auto config = json::parse(host.config_json()).as_object();
         if (const auto* c = config.if_contains("scep_challenges"))
-            for (const auto& [profile, value] : c->as_object()) out[std::string(profile)] = std::string(value.as_string());
+            for (const auto& [profile, value] : c->as_object())
+                out[std::string(profile)] = std::string(value.as_string());
         return out;
     }
 
@@ -118,8 +125,10 @@ private:
         try {
             return fn();
         } catch (const Error& e) {
-            const int status = e.code() == CC_ERR_CONFLICT ? 409 : e.code() == CC_ERR_NOT_FOUND ? 404
-                             : e.code() == CC_ERR_INVALID_ARGUMENT ? 400 : 500;
+            const int status = e.code() == CC_ERR_CONFLICT           ? 409
+                               : e.code() == CC_ERR_NOT_FOUND        ? 404
+                               : e.code() == CC_ERR_INVALID_ARGUMENT ? 400
+                                                                     : 500;
             return problem(status, e.what());
         }
     }
@@ -152,10 +161,14 @@ private:
     HttpResponse challenge(const HttpRequest& r) {
         std::error_code ec;
         json::value doc = json::parse(r.body, ec);
-        if (ec || !doc.is_object()) return problem(400, "the body must be a JSON object: {\"profile\": ..., \"subject\": ..., \"sans\": [...], \"ttl_seconds\": ...}");
+        if (ec || !doc.is_object())
+            return problem(
+                400,
+                "the body must be a JSON object: {\"profile\": ..., \"subject\": ..., \"sans\": [...], \"ttl_seconds\": ...}");
         const json::object& o = doc.get_object();
         const auto* profile = o.if_contains("profile");
-        if (!profile || !profile->is_string() || profile->as_string().empty()) return problem(400, "'profile' (the SCEP profile) is required");
+        if (!profile || !profile->is_string() || profile->as_string().empty())
+            return problem(400, "'profile' (the SCEP profile) is required");
         std::string subject;
         if (const auto* s = o.if_contains("subject")) {
             if (!s->is_string()) return problem(400, "'subject' must be a string");
@@ -171,7 +184,8 @@ private:
         }
         std::int64_t ttl = 3600;
         if (const auto* t = o.if_contains("ttl_seconds")) {
-            if (!t->is_int64() || t->as_int64() < 60 || t->as_int64() > std::int64_t{7} * 86400) return problem(400, "'ttl_seconds' must be 60 .. 604800");
+            if (!t->is_int64() || t->as_int64() < 60 || t->as_int64() > std::int64_t{7} * 86400)
+                return problem(400, "'ttl_seconds' must be 60 .. 604800");
             ttl = t->as_int64();
         }
         try {

@@ -21,17 +21,20 @@ struct Installation {
     Installation() {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
-        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"}) install_fixture(plugins, "good", good);
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"})
+            install_fixture(plugins, "good", good);
         install_fixture(plugins, "broken", "broken-abi-major");
         write_config("hello", "");
     }
 
     void write_config(const std::string& greeting, const std::string& extra) const {
-        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\n"
-                           "log_dir = \"log\"\nmax_body_bytes = 4096\ndrain_timeout_seconds = 10\n"
-                           "[ca.test]\nplugin = \"fixture\"\nlabel = \"issuing\"\npassword = \"hunter2\"\n"
-                           "[tenant]\nplugin = \"fixture\"\n"
-                           "[echo]\nca = \"test\"\ngreeting = \"" + greeting + "\"\n" + extra);
+        write_file(config,
+                   "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\n"
+                   "log_dir = \"log\"\nmax_body_bytes = 4096\ndrain_timeout_seconds = 10\n"
+                   "[ca.test]\nplugin = \"fixture\"\nlabel = \"issuing\"\npassword = \"hunter2\"\n"
+                   "[tenant]\nplugin = \"fixture\"\n"
+                   "[echo]\nca = \"test\"\ngreeting = \"" +
+                       greeting + "\"\n" + extra);
     }
 
     std::string operational() const { return read_file(log / "operational.jsonl"); }
@@ -69,7 +72,8 @@ TEST_CASE("the daemon serves /healthz, /status and plugin routes, and stops clea
     const json::object* ca = find_by(status.at("cas").as_array(), "name", "test");
     REQUIRE(ca);
     CHECK(ca->at("open").as_bool());
-    const json::object* broken = find_by(status.at("plugins").as_array(), "file", (inst.plugins / "broken-abi-major.so").string());
+    const json::object* broken =
+        find_by(status.at("plugins").as_array(), "file", (inst.plugins / "broken-abi-major.so").string());
     REQUIRE(broken);
     CHECK(broken->at("status").as_string() == "refused");
     CHECK_THAT(std::string(broken->at("reason").as_string()), Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.1"));
@@ -146,7 +150,8 @@ TEST_CASE("a typo'd key fails config check naming key and line, and run refuses 
     write_file(inst.config, read_file(inst.config) + "[ca.second]\nplugin = \"fixture\"\nlable = \"x\"\n");
     auto check = run_cli({"config", "check", "--config", inst.config.string()});
     CHECK(check.exit_code == 2);
-    CHECK_THAT(check.output, Catch::Contains("certconnector.toml:20:1: ca.second.lable: unknown key 'lable' (did you mean 'label'?)"));
+    CHECK_THAT(check.output,
+               Catch::Contains("certconnector.toml:20:1: ca.second.lable: unknown key 'lable' (did you mean 'label'?)"));
     CHECK_THAT(check.output, Catch::Contains("certconnector.toml:18:1: ca.second.label: missing required key 'label'"));
     auto run = run_cli({"run", "--config", inst.config.string()});
     CHECK(run.exit_code == 2);
@@ -161,8 +166,10 @@ TEST_CASE("SIGHUP reloads: changes are logged, changed plugins are swapped, a ba
 
     inst.write_config("bonjour", "[log]\noperational_debug = true\n");
     daemon.signal(SIGHUP);
-    REQUIRE(eventually([&] { return inst.operational().find("echo.greeting: \\\"hello\\\" -> \\\"bonjour\\\"") != std::string::npos; }));
-    REQUIRE(eventually([&] { return json::parse(http_request(port, "GET", "/fixture/echo").body).at("greeting").as_string() == "bonjour"; }));
+    REQUIRE(eventually(
+        [&] { return inst.operational().find("echo.greeting: \\\"hello\\\" -> \\\"bonjour\\\"") != std::string::npos; }));
+    REQUIRE(eventually(
+        [&] { return json::parse(http_request(port, "GET", "/fixture/echo").body).at("greeting").as_string() == "bonjour"; }));
     // The old generation was released (destroyed on the runtime's reaper thread, just after).
     CHECK(eventually([&] { return inst.operational().find("\"name\":\"PluginUnloaded\"") != std::string::npos; }));
 
@@ -205,7 +212,8 @@ TEST_CASE("the daemon refuses to start when its port is taken, with an event nam
                                      "\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n");
     auto second = run_cli({"run", "--config", (other / "c.toml").string()});
     CHECK(second.exit_code == 1);
-    CHECK_THAT(second.output, Catch::Contains("HttpServerError") && Catch::Contains("cannot listen on 127.0.0.1:" + std::to_string(port)));
+    CHECK_THAT(second.output,
+               Catch::Contains("HttpServerError") && Catch::Contains("cannot listen on 127.0.0.1:" + std::to_string(port)));
     first.signal(SIGTERM);
     CHECK(first.wait_exit() == 0);
 }
@@ -232,8 +240,10 @@ TEST_CASE("TLS: the listener speaks TLS 1.2 and 1.3 and refuses older versions")
     Installation inst;
     const auto cert = inst.dir / "cert.pem";
     const auto key = inst.dir / "key.pem";
-    const std::string gen = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1"
-                            " -addext subjectAltName=IP:127.0.0.1 -keyout " + key.string() + " -out " + cert.string() + " 2>&1";
+    const std::string gen =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1"
+        " -addext subjectAltName=IP:127.0.0.1 -keyout " +
+        key.string() + " -out " + cert.string() + " 2>&1";
     REQUIRE(std::system(gen.c_str()) == 0);
     ::chmod(key.c_str(), 0600);
     inst.write_config("hello", "");
@@ -311,7 +321,8 @@ TEST_CASE("HTTP limits: stalled clients are cut off, oversized headers and garba
     auto [no_host, no_host_closed] = raw_exchange(port, "GET /healthz HTTP/1.0\r\n\r\n");
     CHECK_THAT(no_host, Catch::StartsWith("HTTP/1.0 200") && Catch::EndsWith(R"({"status":"ok"})"));
 
-    auto [two, two_closed] = raw_exchange(port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /fixture/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    auto [two, two_closed] = raw_exchange(
+        port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /fixture/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     CHECK(two.find("HTTP/1.1 200") != std::string::npos);
     CHECK(two.find("\"greeting\":\"hello\"") != std::string::npos);  // second request on the same connection
     CHECK(two_closed);

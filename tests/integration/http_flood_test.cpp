@@ -28,13 +28,15 @@ struct FloodInstallation {
     explicit FloodInstallation(const std::string& host_extra, const std::string& log_section) {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
-        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"}) install_fixture(plugins, "good", good);
-        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\n"
-                           "log_dir = \"log\"\n" + host_extra +
-                           "[log]\n" + log_section +
-                           "[ca.test]\nplugin = \"fixture\"\nlabel = \"issuing\"\npassword = \"x\"\n"
-                           "[tenant]\nplugin = \"fixture\"\n"
-                           "[echo]\nca = \"test\"\ngreeting = \"hello\"\n");
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"})
+            install_fixture(plugins, "good", good);
+        write_file(config,
+                   "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\n"
+                   "log_dir = \"log\"\n" +
+                       host_extra + "[log]\n" + log_section +
+                       "[ca.test]\nplugin = \"fixture\"\nlabel = \"issuing\"\npassword = \"x\"\n"
+                       "[tenant]\nplugin = \"fixture\"\n"
+                       "[echo]\nca = \"test\"\ngreeting = \"hello\"\n");
     }
     std::filesystem::path admin_socket() const { return dir / "state" / "admin.sock"; }
     std::vector<json::object> operational() const {
@@ -164,15 +166,18 @@ TEST_CASE("http flood: 400 idle connections with 256 descriptors keep the admin 
     INFO("daemon CPU ticks during 3 s of flood: " << ticks_after - ticks_before << " (" << ticks_per_second << "/s)");
     CHECK(ticks_after - ticks_before < ticks_per_second);
 
-    for (int fd : flood) ::close(fd);
+    for (int fd : flood)
+        ::close(fd);
     // Once the flood is gone, TCP is served again.
-    CHECK(eventually([&] {
-        try {
-            return http_request(port, "GET", "/healthz").status == 200;
-        } catch (const std::exception&) {
-            return false;
-        }
-    }, std::chrono::seconds(60)));
+    CHECK(eventually(
+        [&] {
+            try {
+                return http_request(port, "GET", "/healthz").status == 200;
+            } catch (const std::exception&) {
+                return false;
+            }
+        },
+        std::chrono::seconds(60)));
 
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
@@ -193,8 +198,10 @@ TEST_CASE("http max_connections: the 9th connection is served only when one of 8
     const auto port = inst.wait_ready(daemon);
 
     std::vector<int> eight;
-    for (int i = 0; i < 8; ++i) eight.push_back(open_idle_connection(port));
-    for (int fd : eight) REQUIRE(fd >= 0);
+    for (int i = 0; i < 8; ++i)
+        eight.push_back(open_idle_connection(port));
+    for (int fd : eight)
+        REQUIRE(fd >= 0);
     REQUIRE(eventually([&] { return count_events(inst.operational(), "HttpConnectionLimitReached") >= 1; }));
 
     const int ninth = open_idle_connection(port);  // completes in the kernel's backlog
@@ -207,15 +214,18 @@ TEST_CASE("http max_connections: the 9th connection is served only when one of 8
     eight.pop_back();
     // The request already sent is read as soon as the 9th is accepted.
     std::string answer;
-    CHECK(eventually([&] {
-        char buf[4096];
-        const ssize_t n = ::recv(ninth, buf, sizeof buf, 0);
-        if (n > 0) answer.append(buf, static_cast<std::size_t>(n));
-        return answer.find(R"({"status":"ok"})") != std::string::npos || n == 0;
-    }, std::chrono::seconds(30)));
+    CHECK(eventually(
+        [&] {
+            char buf[4096];
+            const ssize_t n = ::recv(ninth, buf, sizeof buf, 0);
+            if (n > 0) answer.append(buf, static_cast<std::size_t>(n));
+            return answer.find(R"({"status":"ok"})") != std::string::npos || n == 0;
+        },
+        std::chrono::seconds(30)));
     CHECK_THAT(answer, Catch::StartsWith("HTTP/1.1 200"));
     ::close(ninth);
-    for (int fd : eight) ::close(fd);
+    for (int fd : eight)
+        ::close(fd);
 
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);

@@ -24,11 +24,13 @@ struct TlsInstallation {
     explicit TlsInstallation(bool client_ca) {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
-        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"}) install_fixture(plugins, "good", good);
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"})
+            install_fixture(plugins, "good", good);
         // An RSA server certificate, so RSA key exchange (AES128-SHA) is possible in principle and
         // only the cipher policy refuses it; two client CAs with one client certificate each.
         const std::string script =
-            "set -e; cd " + shell_quote(dir.path().string()) + "\n"
+            "set -e; cd " + shell_quote(dir.path().string()) +
+            "\n"
             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
             " -keyout key.pem -out cert.pem\n"
             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
@@ -39,17 +41,19 @@ struct TlsInstallation {
             "for pair in client:ca stranger:other-ca; do n=${pair%%:*}; ca=${pair##*:};"
             " openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj \"/O=Example/CN=device-$n\""
             " -keyout $n.key -out $n.csr;"
-            " openssl x509 -req -in $n.csr -CA $ca.pem -CAkey $ca.key -CAcreateserial -days 2 -extfile client.ext -out $n.pem; done\n"
+            " openssl x509 -req -in $n.csr -CA $ca.pem -CAkey $ca.key -CAcreateserial -days 2 -extfile client.ext -out $n.pem; "
+            "done\n"
             "chmod 600 *.key key.pem key2.pem\n";
         const auto made = run_shell("bash -c " + shell_quote(script));
         INFO(made.output);
         REQUIRE(made.exit_code == 0);
-        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                           "[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n" +
-                               std::string(client_ca ? "client_ca = \"ca.pem\"\n" : "") +
-                               "[ca.test]\nplugin = \"fixture\"\nlabel = \"issuing\"\npassword = \"x\"\n"
-                               "[tenant]\nplugin = \"fixture\"\n"
-                               "[echo]\nca = \"test\"\ngreeting = \"hello\"\n");
+        write_file(config,
+                   "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+                   "[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n" +
+                       std::string(client_ca ? "client_ca = \"ca.pem\"\n" : "") +
+                       "[ca.test]\nplugin = \"fixture\"\nlabel = \"issuing\"\npassword = \"x\"\n"
+                       "[tenant]\nplugin = \"fixture\"\n"
+                       "[echo]\nca = \"test\"\ngreeting = \"hello\"\n");
     }
     std::string path(const char* name) const { return (dir / name).string(); }
     std::string operational() const { return read_file(log / "operational.jsonl"); }
@@ -63,7 +67,8 @@ struct TlsInstallation {
 
 /// "openssl s_client <args>" against the port with an empty stdin; output and exit code.
 CliResult s_client(const std::string& port, const std::string& args, const std::string& input = "") {
-    return run_shell("(printf " + shell_quote(input) + "; sleep 1) | timeout 20 openssl s_client -connect 127.0.0.1:" + port + " " + args);
+    return run_shell("(printf " + shell_quote(input) + "; sleep 1) | timeout 20 openssl s_client -connect 127.0.0.1:" + port +
+                     " " + args);
 }
 
 CliResult gnutls(const std::string& port, const std::string& priority, const std::string& extra = "") {
@@ -106,8 +111,8 @@ TEST_CASE("http TLS policy: TLS 1.1, ciphers outside Mozilla intermediate and re
     CHECK(gnutls_old.exit_code != 0);
 
     // TLS 1.2 with RSA key exchange, with CBC, or with plain DHE: not in the baseline.
-    for (const char* cipher : {"AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA384",
-                               "DHE-RSA-AES128-GCM-SHA256"}) {
+    for (const char* cipher :
+         {"AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA384", "DHE-RSA-AES128-GCM-SHA256"}) {
         INFO(cipher);
         auto refused = s_client(port, std::string("-tls1_2 -cipher ") + cipher);
         CHECK(refused.exit_code != 0);
@@ -158,8 +163,9 @@ TEST_CASE("http TLS client_ca: a client certificate from it is accepted, none is
     CHECK(stranger.output.find(R"({"status":"ok"})") == std::string::npos);
     for (const char* version : {"-tls1_2", "-tls1_3"}) {  // refused whichever version verifies it
         INFO(version);
-        auto s = s_client(port, std::string(version) + " -cert " + inst.path("stranger.pem") + " -key " + inst.path("stranger.key"),
-                          "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        auto s =
+            s_client(port, std::string(version) + " -cert " + inst.path("stranger.pem") + " -key " + inst.path("stranger.key"),
+                     "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         CHECK(s.output.find(R"({"status":"ok"})") == std::string::npos);
         CHECK_THAT(s.output, Catch::Contains("alert"));
     }

@@ -23,10 +23,14 @@ struct PkcsInstallation {
     explicit PkcsInstallation(const std::string& extra) {
         install_plugins(plugins, {"ca-local", "tenant-local", "pkcs"});
         install_fixture(plugins, "good", "fixture-ca");
-        REQUIRE(run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null | openssl pkey -pubout -out " +
-                          device_key.string()).exit_code == 0);
-        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n" +
-                           test_token_config() + "[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n" + extra);
+        REQUIRE(
+            run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null | openssl pkey -pubout -out " +
+                      device_key.string())
+                .exit_code == 0);
+        write_file(config,
+                   "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n" +
+                       test_token_config() +
+                       "[tenant]\nplugin = \"local\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n" + extra);
     }
 
     std::uint16_t start(Daemon& daemon) const {
@@ -67,13 +71,15 @@ std::size_t count_events(const std::string& log, int id, const std::string& requ
 }  // namespace
 
 TEST_CASE("a CA outage: jobs retry with events, then fail after max_attempts or succeed once the CA is back") {
-    PkcsInstallation inst("[ca.flaky]\nplugin = \"fixture\"\nlabel = \"flaky\"\nforward_to = \"local\"\nunavailable_while = \"" +
-                          (fs::temp_directory_path() / "unused").string() + "\"\n"
-                          "[jobs]\nmax_attempts = 3\nretry_initial_ms = 100\nretry_max_ms = 300\n[pkcs]\ndefault_ca = \"flaky\"\n");
+    PkcsInstallation inst(
+        "[ca.flaky]\nplugin = \"fixture\"\nlabel = \"flaky\"\nforward_to = \"local\"\nunavailable_while = \"" +
+        (fs::temp_directory_path() / "unused").string() +
+        "\"\n"
+        "[jobs]\nmax_attempts = 3\nretry_initial_ms = 100\nretry_max_ms = 300\n[pkcs]\ndefault_ca = \"flaky\"\n");
     const fs::path marker = inst.dir / "ca-down";
     std::string text = read_file(inst.config);
-    text.replace(text.find((fs::temp_directory_path() / "unused").string()), (fs::temp_directory_path() / "unused").string().size(),
-                 marker.string());
+    text.replace(text.find((fs::temp_directory_path() / "unused").string()),
+                 (fs::temp_directory_path() / "unused").string().size(), marker.string());
     write_file(inst.config, text);
     write_file(marker, "down");
 
@@ -122,11 +128,15 @@ TEST_CASE("kill -9 in the middle of 200 jobs: every job ends with exactly one re
         for (int i = 0; i < 200; ++i) {
             char id[16];
             std::snprintf(id, sizeof id, "job-%03d", i);
-            const json::object job{{"id", id}, {"feature", "pkcs"},
-                                   {"request", json::object{{"subject", std::string("CN=") + id}, {"key_type", "p256"}, {"device_key_pem", device}}}};
+            const json::object job{
+                {"id", id},
+                {"feature", "pkcs"},
+                {"request",
+                 json::object{{"subject", std::string("CN=") + id}, {"key_type", "p256"}, {"device_key_pem", device}}}};
             REQUIRE(http_request(port, "POST", "/tenant/v1/jobs", json::serialize(job), kTestToken).status == 201);
         }
-        REQUIRE(eventually([&] { return count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") >= 30; }, std::chrono::seconds(120)));
+        REQUIRE(eventually([&] { return count("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'") >= 30; },
+                           std::chrono::seconds(120)));
         first.signal(SIGKILL);
         first.wait_exit();
     }

@@ -28,10 +28,11 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
     TempDir dir;
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep"});
     const fs::path config = dir / "c.toml";
-    write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                       "[tenant]\nplugin = \"local\"\nscep_challenges = { gate = \"letmein\" }\n"
-                       "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
-                       "[scep.profiles.gate]\npath = \"/gate\"\nca = \"local\"\nrequire_approval = true\n");
+    write_file(config,
+               "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+               "[tenant]\nplugin = \"local\"\nscep_challenges = { gate = \"letmein\" }\n"
+               "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+               "[scep.profiles.gate]\npath = \"/gate\"\nca = \"local\"\nrequire_approval = true\n");
     Daemon daemon(config, dir / "daemon.out");
     const auto status = wait_for_status(daemon, config);
     INFO(daemon.output());
@@ -45,7 +46,8 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
 
     auto send = [&](scep::MessageType type, const std::string& tx, const std::string& content) {
         const std::string nonce = crypto::random_bytes(16);
-        const auto message = scep::build_request({type, tx, nonce, content, EVP_aes_128_cbc(), EVP_sha512()}, self.get(), device.get(), ra.get());
+        const auto message =
+            scep::build_request({type, tx, nonce, content, EVP_aes_128_cbc(), EVP_sha512()}, self.get(), device.get(), ra.get());
         const auto answer = http_request(port, "POST", "/gate?operation=PKIOperation", message);
         REQUIRE(answer.status == 200);
         auto reply = scep::read_reply(answer.body, ra.get());
@@ -55,14 +57,14 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
     };
 
     const std::string tx = "poll-tx-1";
-    CHECK(send(scep::MessageType::PKCSReq, tx, request).status == "3");        // PENDING
+    CHECK(send(scep::MessageType::PKCSReq, tx, request).status == "3");                      // PENDING
     CHECK(send(scep::MessageType::CertPoll, tx, std::string("\x30\x00", 2)).status == "3");  // still PENDING
     auto pending = run_cli({"scep", "pending", "--config", config.string()});
     CHECK_THAT(pending.output, Catch::Contains("poll-tx-1  profile gate  subject CN=poller"));
     REQUIRE(run_cli({"scep", "approve", tx, "--config", config.string()}).exit_code == 0);
 
     const auto done = send(scep::MessageType::CertPoll, tx, std::string("\x30\x00", 2));
-    REQUIRE(done.status == "0");  // SUCCESS
+    REQUIRE(done.status == "0");                                                      // SUCCESS
     const std::string degenerate = crypto::cms_decrypt(done.envelope, device.get());  // encrypted to the device, AES-128
     const auto* p = reinterpret_cast<const unsigned char*>(degenerate.data());
     PKCS7* p7 = d2i_PKCS7(nullptr, &p, static_cast<long>(degenerate.size()));
@@ -88,11 +90,14 @@ TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a c
     crypto::Cert next_ca = scep::self_signed(next_key.get(), "CN=Next Issuing CA");
     write_file(dir / "next-ca.pem", crypto::certificate_pem(next_ca.get()));
     const fs::path config = dir / "c.toml";
-    write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                       "[tenant]\nplugin = \"local\"\nscep_challenges = { dev = \"open-sesame\", plain = \"x\" }\n"
-                       "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
-                       "[scep.profiles.dev]\npath = \"/dev\"\nca = \"local\"\nnext_ca_certificate = \"" + (dir / "next-ca.pem").string() + "\"\n"
-                       "[scep.profiles.plain]\npath = \"/plain\"\nca = \"local\"\n");
+    write_file(config,
+               "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+               "[tenant]\nplugin = \"local\"\nscep_challenges = { dev = \"open-sesame\", plain = \"x\" }\n"
+               "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+               "[scep.profiles.dev]\npath = \"/dev\"\nca = \"local\"\nnext_ca_certificate = \"" +
+                   (dir / "next-ca.pem").string() +
+                   "\"\n"
+                   "[scep.profiles.plain]\npath = \"/plain\"\nca = \"local\"\n");
     Daemon daemon(config, dir / "daemon.out");
     const auto status = wait_for_status(daemon, config);
     INFO(daemon.output());
@@ -107,7 +112,8 @@ TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a c
     crypto::PKey device = crypto::generate_key("rsa2048");
     crypto::Cert self = scep::self_signed(device.get(), "CN=fetcher");
     auto send = [&](scep::MessageType type, const std::string& tx, const std::string& content) {
-        const auto message = scep::build_request({type, tx, {}, content, EVP_aes_256_cbc(), EVP_sha256()}, self.get(), device.get(), ra.get());
+        const auto message =
+            scep::build_request({type, tx, {}, content, EVP_aes_256_cbc(), EVP_sha256()}, self.get(), device.get(), ra.get());
         const auto answer = http_request(port, "POST", "/dev?operation=PKIOperation", message);
         REQUIRE(answer.status == 200);
         return scep::read_reply(answer.body, ra.get());
@@ -117,7 +123,8 @@ TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a c
         const auto* q = reinterpret_cast<const unsigned char*>(degenerate.data());
         return std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>>(d2i_PKCS7(nullptr, &q, static_cast<long>(degenerate.size())));
     };
-    const auto enrolled = send(scep::MessageType::PKCSReq, "fetch-enroll", scep::csr_with_challenge(device.get(), "fetcher", "open-sesame"));
+    const auto enrolled =
+        send(scep::MessageType::PKCSReq, "fetch-enroll", scep::csr_with_challenge(device.get(), "fetcher", "open-sesame"));
     REQUIRE(enrolled.status == "0");
     auto issued_p7 = open(enrolled);
     REQUIRE(issued_p7);
@@ -143,7 +150,8 @@ TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a c
 
     SECTION("GetCRL returns the CA's signed CRL, which lists a revoked certificate") {
         REQUIRE(run_cli({"submit", "revoke", "--config", config.string(), "--serial", crypto::serial_hex(issued.get()),
-                         "--reason", "superseded", "--wait"}).exit_code == 0);
+                         "--reason", "superseded", "--wait"})
+                    .exit_code == 0);
         const auto got = send(scep::MessageType::GetCRL, "fetch-crl", scep::issuer_and_serial_der(issued.get()));
         REQUIRE(got.status == "0");
         auto crl_p7 = open(got);
@@ -186,9 +194,10 @@ TEST_CASE("SCEP: over max_concurrent_requests a PKIOperation gets 429 with Retry
     install_plugins(dir / "plugins", {"ca-local", "scep"});
     install_fixture(dir / "plugins", "good", "fixture-tenant");
     const fs::path config = dir / "c.toml";
-    write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                       "[tenant]\nplugin = \"fixture\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
-                       "[scep.profiles.one]\npath = \"/one\"\nca = \"local\"\nmax_concurrent_requests = 1\nretry_after_seconds = 7\n");
+    write_file(config,
+               "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+               "[tenant]\nplugin = \"fixture\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+               "[scep.profiles.one]\npath = \"/one\"\nca = \"local\"\nmax_concurrent_requests = 1\nretry_after_seconds = 7\n");
     Daemon daemon(config, dir / "daemon.out");
     const auto status = wait_for_status(daemon, config);
     INFO(daemon.output());
@@ -198,8 +207,9 @@ TEST_CASE("SCEP: over max_concurrent_requests a PKIOperation gets 429 with Retry
     auto request = [&](const std::string& cn, const std::string& challenge) {
         crypto::PKey key = crypto::generate_key("rsa2048");
         crypto::Cert self = scep::self_signed(key.get(), "CN=" + cn);
-        return scep::build_request({scep::MessageType::PKCSReq, "tx-" + cn, {}, scep::csr_with_challenge(key.get(), cn, challenge), nullptr, nullptr},
-                                   self.get(), key.get(), ra.get());
+        return scep::build_request(
+            {scep::MessageType::PKCSReq, "tx-" + cn, {}, scep::csr_with_challenge(key.get(), cn, challenge), nullptr, nullptr},
+            self.get(), key.get(), ra.get());
     };
     const std::string slow = request("slow", "slow:2000");  // the tenant takes 2 s to validate it
     const std::string fast = request("fast", "anything");
@@ -229,17 +239,21 @@ struct SlowTenantInstallation {
     explicit SlowTenantInstallation(const std::string& host_extra, const std::string& profile_extra) {
         install_plugins(dir / "plugins", {"ca-local", "scep"});
         install_fixture(dir / "plugins", "good", "fixture-tenant");
-        write_file(config, "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n" + host_extra +
-                               "[tenant]\nplugin = \"fixture\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
-                               "[scep.profiles.one]\npath = \"/one\"\nca = \"local\"\n" + profile_extra);
+        write_file(config,
+                   "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n" +
+                       host_extra +
+                       "[tenant]\nplugin = \"fixture\"\n[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+                       "[scep.profiles.one]\npath = \"/one\"\nca = \"local\"\n" +
+                       profile_extra);
     }
 };
 
 std::string scep_request(const crypto::Cert& ra, const std::string& cn, const std::string& challenge) {
     crypto::PKey key = crypto::generate_key("p256");
     crypto::Cert self = scep::self_signed(key.get(), "CN=" + cn);
-    return scep::build_request({scep::MessageType::PKCSReq, "tx-" + cn, {}, scep::csr_with_challenge(key.get(), cn, challenge), nullptr, nullptr},
-                               self.get(), key.get(), ra.get());
+    return scep::build_request(
+        {scep::MessageType::PKCSReq, "tx-" + cn, {}, scep::csr_with_challenge(key.get(), cn, challenge), nullptr, nullptr},
+        self.get(), key.get(), ra.get());
 }
 
 }  // namespace
@@ -256,7 +270,9 @@ TEST_CASE("SCEP: with the default workers and limit, the per-profile limit is wh
     std::vector<HttpResult> held(6);
     for (int i = 0; i < 6; ++i) {
         const std::string message = scep_request(ra, "slow" + std::to_string(i), "slow:3000");
-        holders.emplace_back([&, i, message] { held[static_cast<std::size_t>(i)] = http_request(port, "POST", "/one?operation=PKIOperation", message); });
+        holders.emplace_back([&, i, message] {
+            held[static_cast<std::size_t>(i)] = http_request(port, "POST", "/one?operation=PKIOperation", message);
+        });
     }
     // All six hold a slot once each has been logged as received.
     CHECK(eventually([&] {
@@ -268,13 +284,17 @@ TEST_CASE("SCEP: with the default workers and limit, the per-profile limit is wh
     const auto refused = http_request(port, "POST", "/one?operation=PKIOperation", scep_request(ra, "seventh", "anything"));
     CHECK(refused.status == 429);
     CHECK_FALSE(refused.retry_after.empty());
-    for (auto& t : holders) t.join();
-    for (const auto& r : held) CHECK(r.status == 200);
+    for (auto& t : holders)
+        t.join();
+    for (const auto& r : held)
+        CHECK(r.status == 200);
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }
 
-TEST_CASE("HTTP: past every worker busy and max_queued_requests waiting, TCP gets 503 with Retry-After and the admin socket still answers") {
+TEST_CASE(
+    "HTTP: past every worker busy and max_queued_requests waiting, TCP gets 503 with Retry-After and the admin socket still "
+    "answers") {
     SlowTenantInstallation inst("workers = 1\nmax_queued_requests = 1\n", "max_concurrent_requests = 100\n");
     Daemon daemon(inst.config, inst.dir / "daemon.out");
     const auto status = wait_for_status(daemon, inst.config);
@@ -291,7 +311,8 @@ TEST_CASE("HTTP: past every worker busy and max_queued_requests waiting, TCP get
     std::vector<std::thread> senders;
     for (std::size_t i = 0; i < more.size(); ++i)
         senders.emplace_back([&, i] { more[i] = http_request(port, "GET", "/one?operation=GetCACaps"); });
-    for (auto& t : senders) t.join();
+    for (auto& t : senders)
+        t.join();
     std::size_t refused = 0;
     for (const auto& r : more) {
         if (r.status == 503) {

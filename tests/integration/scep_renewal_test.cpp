@@ -17,22 +17,25 @@ struct Device {
     crypto::Cert cert;
 };
 
-const std::string kHost = "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n";
+const std::string kHost =
+    "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n";
 
 /// Enrolls with a challenge; the device signs with a self-signed certificate, as on first contact.
-Device enroll(const ScepEndpoint& ep, const std::string& subject, const std::vector<std::string>& sans, const std::string& challenge,
-              const std::string& tx) {
+Device enroll(const ScepEndpoint& ep, const std::string& subject, const std::vector<std::string>& sans,
+              const std::string& challenge, const std::string& tx) {
     Device d{crypto::generate_key("rsa2048"), {}};
     crypto::Cert self = scep::self_signed(d.key.get(), subject);
-    const auto reply = ep.send(scep::MessageType::PKCSReq, tx, scep_csr(d.key.get(), subject, sans, challenge), self.get(), d.key.get());
+    const auto reply =
+        ep.send(scep::MessageType::PKCSReq, tx, scep_csr(d.key.get(), subject, sans, challenge), self.get(), d.key.get());
     REQUIRE(reply.status == "0");
     d.cert = issued_certificate(reply, d.key.get());
     return d;
 }
 
 /// A renewal of `old` for `subject`/`sans` with a new key (no challenge), signed by the old certificate.
-scep::ClientReply renew(const ScepEndpoint& ep, const Device& old, const std::string& subject, const std::vector<std::string>& sans,
-                        const std::string& tx, Device* renewed = nullptr, scep::MessageType type = scep::MessageType::RenewalReq) {
+scep::ClientReply renew(const ScepEndpoint& ep, const Device& old, const std::string& subject,
+                        const std::vector<std::string>& sans, const std::string& tx, Device* renewed = nullptr,
+                        scep::MessageType type = scep::MessageType::RenewalReq) {
     Device next{crypto::generate_key("rsa2048"), {}};
     auto reply = ep.send(type, tx, scep_csr(next.key.get(), subject, sans, std::nullopt), old.cert.get(), old.key.get());
     if (renewed && reply.status == "0") {
@@ -44,19 +47,21 @@ scep::ClientReply renew(const ScepEndpoint& ep, const Device& old, const std::st
 
 }  // namespace
 
-TEST_CASE("SCEP renewal: only an unrevoked certificate of the same profile renews, to the same identity, within window and budget") {
+TEST_CASE(
+    "SCEP renewal: only an unrevoked certificate of the same profile renews, to the same identity, within window and budget") {
     TempDir dir;
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep", "revoke"});
     const fs::path config = dir / "c.toml";
-    write_file(config, kHost +
-                           "[tenant]\nplugin = \"local\"\nscep_challenges = { devices = \"dev-secret\", other = \"other-secret\", "
-                           "tight = \"tight-secret\", limited = \"lim-secret\", subset = \"sub-secret\" }\n"
-                           "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
-                           "[scep.profiles.devices]\npath = \"/devices\"\nca = \"local\"\n"
-                           "[scep.profiles.other]\npath = \"/other\"\nca = \"local\"\n"
-                           "[scep.profiles.tight]\npath = \"/tight\"\nca = \"local\"\nrenewal_window_days = 30\n"
-                           "[scep.profiles.limited]\npath = \"/limited\"\nca = \"local\"\nmax_renewals = 2\n"
-                           "[scep.profiles.subset]\npath = \"/subset\"\nca = \"local\"\nrenewal_allow_san_subset = true\n");
+    write_file(config,
+               kHost +
+                   "[tenant]\nplugin = \"local\"\nscep_challenges = { devices = \"dev-secret\", other = \"other-secret\", "
+                   "tight = \"tight-secret\", limited = \"lim-secret\", subset = \"sub-secret\" }\n"
+                   "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+                   "[scep.profiles.devices]\npath = \"/devices\"\nca = \"local\"\n"
+                   "[scep.profiles.other]\npath = \"/other\"\nca = \"local\"\n"
+                   "[scep.profiles.tight]\npath = \"/tight\"\nca = \"local\"\nrenewal_window_days = 30\n"
+                   "[scep.profiles.limited]\npath = \"/limited\"\nca = \"local\"\nmax_renewals = 2\n"
+                   "[scep.profiles.subset]\npath = \"/subset\"\nca = \"local\"\nrenewal_allow_san_subset = true\n");
     Daemon daemon(config, dir / "daemon.out");
     const auto status = wait_for_status(daemon, config);
     INFO(daemon.output());
@@ -71,24 +76,27 @@ TEST_CASE("SCEP renewal: only an unrevoked certificate of the same profile renew
 
     SECTION("a good renewal succeeds (same subject and SANs in any order, new key, RenewalReq or PKCSReq without challenge)") {
         Device renewed;
-        const auto r = renew(devices, alice, "CN=alice", {"upn:alice@example.com", "dns:alice.example.com"}, "alice-renew", &renewed);
+        const auto r =
+            renew(devices, alice, "CN=alice", {"upn:alice@example.com", "dns:alice.example.com"}, "alice-renew", &renewed);
         REQUIRE(r.status == "0");
         CHECK(crypto::serial_hex(renewed.cert.get()) != crypto::serial_hex(alice.cert.get()));
         CHECK(EVP_PKEY_eq(X509_get0_pubkey(renewed.cert.get()), renewed.key.get()) == 1);
         CHECK(logged(ops, CC_EV_ScepRenewalAuthorized, "alice-renew"));
         // macOS renews with a PKCSReq signed by the old certificate and no challenge.
-        const auto mac = renew(devices, renewed, "CN=alice", alice_sans, "alice-renew-pkcsreq", nullptr, scep::MessageType::PKCSReq);
+        const auto mac =
+            renew(devices, renewed, "CN=alice", alice_sans, "alice-renew-pkcsreq", nullptr, scep::MessageType::PKCSReq);
         CHECK(mac.status == "0");
         CHECK(logged(ops, CC_EV_ScepRenewalAuthorized, "alice-renew-pkcsreq"));
     }
 
     SECTION("a renewal adding a SAN (another user's UPN) is refused with badRequest, naming the SAN") {
-        const auto r = renew(devices, alice, "CN=alice", {"dns:alice.example.com", "upn:alice@example.com", "upn:admin@example.com"},
-                             "alice-extra-san");
+        const auto r = renew(devices, alice, "CN=alice",
+                             {"dns:alice.example.com", "upn:alice@example.com", "upn:admin@example.com"}, "alice-extra-san");
         CHECK(r.status == "2");
         CHECK(r.fail_info == "2");  // badRequest
         REQUIRE(logged(ops, CC_EV_ScepRenewalIdentityMismatch, "alice-extra-san"));
-        CHECK_THAT(logged_message(ops, CC_EV_ScepRenewalIdentityMismatch, "alice-extra-san"), Catch::Contains("admin@example.com"));
+        CHECK_THAT(logged_message(ops, CC_EV_ScepRenewalIdentityMismatch, "alice-extra-san"),
+                   Catch::Contains("admin@example.com"));
         CHECK(logged(admin, CC_EV_ScepRequestIssuedFailure, "alice-extra-san"));
         CHECK(logged_message(ops, CC_EV_ScepIssuedSuccess, "alice-extra-san").empty());  // nothing issued
         // Dropping a SAN needs renewal_allow_san_subset; changing the subject is never allowed.
@@ -111,7 +119,8 @@ TEST_CASE("SCEP renewal: only an unrevoked certificate of the same profile renew
 
     SECTION("a certificate revoked for keyCompromise cannot renew itself (badCertId, naming the reason)") {
         REQUIRE(run_cli({"submit", "revoke", "--config", config.string(), "--serial", crypto::serial_hex(alice.cert.get()),
-                         "--reason", "keyCompromise", "--wait"}).exit_code == 0);
+                         "--reason", "keyCompromise", "--wait"})
+                    .exit_code == 0);
         const auto r = renew(devices, alice, "CN=alice", alice_sans, "alice-revoked");
         CHECK(r.status == "2");
         CHECK(r.fail_info == "4");  // badCertId
@@ -204,7 +213,8 @@ TEST_CASE("SCEP renewal: the tenant can veto every renewal (tenant-local allow_r
     const fs::path ops = dir / "log" / "operational.jsonl";
     const auto devices = ScepEndpoint::of(port, "/devices");
 
-    const Device frank = enroll(devices, "CN=frank", {"dns:frank.example.com"}, "dev-secret", "frank-enroll");  // enrollment still works
+    const Device frank =
+        enroll(devices, "CN=frank", {"dns:frank.example.com"}, "dev-secret", "frank-enroll");  // enrollment still works
     const auto r = renew(devices, frank, "CN=frank", {"dns:frank.example.com"}, "frank-renew");
     CHECK(r.status == "2");
     CHECK(r.fail_info == "2");
@@ -239,7 +249,8 @@ TEST_CASE("SCEP renewal: a CA that cannot say whether the signer is revoked refu
     CHECK(r.status == "2");
     CHECK(r.fail_info == "4");  // badCertId
     REQUIRE(logged(ops, CC_EV_ScepRenewalStatusUnknown, "gina-renew"));
-    CHECK_THAT(logged_message(ops, CC_EV_ScepRenewalStatusUnknown, "gina-renew"), Catch::Contains("cannot tell whether it is revoked"));
+    CHECK_THAT(logged_message(ops, CC_EV_ScepRenewalStatusUnknown, "gina-renew"),
+               Catch::Contains("cannot tell whether it is revoked"));
 
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
@@ -263,8 +274,9 @@ int reply_digest_nid(const std::string& der) {
 }  // namespace
 
 // (No ';' or '"' in test names: catch_discover_tests would split or mangle them for ctest.)
-TEST_CASE("SCEP digests: MD5 refused everywhere, SHA-1 only with min_digest sha1, replies never signed with MD5, "
-          "decryption failures answer alike") {
+TEST_CASE(
+    "SCEP digests: MD5 refused everywhere, SHA-1 only with min_digest sha1, replies never signed with MD5, "
+    "decryption failures answer alike") {
     TempDir dir;
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep"});
     const fs::path config = dir / "c.toml";
@@ -288,23 +300,26 @@ TEST_CASE("SCEP digests: MD5 refused everywhere, SHA-1 only with min_digest sha1
 
     crypto::PKey key = crypto::generate_key("rsa2048");
     crypto::Cert self = scep::self_signed(key.get(), "CN=old-client");
-    auto raw = [&](const ScepEndpoint& ep, const std::string& tx, const std::string& content, const EVP_MD* md, X509* recipient = nullptr) {
-        const auto message = scep::build_request({scep::MessageType::PKCSReq, tx, {}, content, EVP_aes_256_cbc(), md}, self.get(), key.get(),
-                                                 recipient ? recipient : ep.ra.get());
+    auto raw = [&](const ScepEndpoint& ep, const std::string& tx, const std::string& content, const EVP_MD* md,
+                   X509* recipient = nullptr) {
+        const auto message = scep::build_request({scep::MessageType::PKCSReq, tx, {}, content, EVP_aes_256_cbc(), md}, self.get(),
+                                                 key.get(), recipient ? recipient : ep.ra.get());
         const auto answer = http_request(port, "POST", ep.path + "?operation=PKIOperation", message);
         REQUIRE(answer.status == 200);
         return answer.body;
     };
 
     SECTION("SHA-1 is refused by default (badAlg, signed with SHA-256) and accepted with min_digest = sha1") {
-        const std::string refused = raw(strict, "sha1-strict", scep_csr(key.get(), "CN=old-client", {}, std::string("s")), EVP_sha1());
+        const std::string refused =
+            raw(strict, "sha1-strict", scep_csr(key.get(), "CN=old-client", {}, std::string("s")), EVP_sha1());
         const auto r = scep::read_reply(refused, strict.ra.get());
         CHECK(r.status == "2");
         CHECK(r.fail_info == "0");  // badAlg
         CHECK(reply_digest_nid(refused) == NID_sha256);
         CHECK(logged(ops, CC_EV_ScepAlgorithmRefused, "sha1-strict"));
 
-        const std::string accepted = raw(legacy, "sha1-legacy", scep_csr(key.get(), "CN=old-client", {}, std::string("l")), EVP_sha1());
+        const std::string accepted =
+            raw(legacy, "sha1-legacy", scep_csr(key.get(), "CN=old-client", {}, std::string("l")), EVP_sha1());
         CHECK(scep::read_reply(accepted, legacy.ra.get()).status == "0");
         CHECK(reply_digest_nid(accepted) == NID_sha1);  // answered with the client's digest
     }
@@ -322,7 +337,8 @@ TEST_CASE("SCEP digests: MD5 refused everywhere, SHA-1 only with min_digest sha1
     }
 
     SECTION("a CSR signed with SHA-1 inside a SHA-256 message is refused by default") {
-        const std::string body = raw(strict, "sha1-csr", scep_csr(key.get(), "CN=old-client", {}, std::string("s"), EVP_sha1()), EVP_sha256());
+        const std::string body =
+            raw(strict, "sha1-csr", scep_csr(key.get(), "CN=old-client", {}, std::string("s"), EVP_sha1()), EVP_sha256());
         const auto r = scep::read_reply(body, strict.ra.get());
         CHECK(r.fail_info == "0");
         CHECK(logged(ops, CC_EV_ScepAlgorithmRefused, "sha1-csr"));
@@ -332,7 +348,8 @@ TEST_CASE("SCEP digests: MD5 refused everywhere, SHA-1 only with min_digest sha1
         crypto::PKey other_key = crypto::generate_key("rsa2048");
         crypto::Cert other = scep::self_signed(other_key.get(), "CN=not the RA");
         const auto wrong_recipient = scep::read_reply(
-            raw(strict, "wrong-recipient", scep_csr(key.get(), "CN=old-client", {}, std::string("s")), EVP_sha256(), other.get()), strict.ra.get());
+            raw(strict, "wrong-recipient", scep_csr(key.get(), "CN=old-client", {}, std::string("s")), EVP_sha256(), other.get()),
+            strict.ra.get());
         const auto not_a_csr = scep::read_reply(raw(strict, "not-a-csr", std::string(200, 'x'), EVP_sha256()), strict.ra.get());
         CHECK(wrong_recipient.status == "2");
         CHECK(wrong_recipient.fail_info == "1");

@@ -37,7 +37,8 @@ struct CliResult {
 
 inline std::string shell_quote(const std::string& s) {
     std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    for (char c : s)
+        out += c == '\'' ? std::string("'\\''") : std::string(1, c);
     return out + "'";
 }
 
@@ -48,7 +49,8 @@ inline CliResult run_shell(const std::string& command) {
     if (!pipe) return r;
     char buf[4096];
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+    while ((n = fread(buf, 1, sizeof buf, pipe)) > 0)
+        r.output.append(buf, n);
     const int status = ::pclose(pipe);
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return r;
@@ -57,7 +59,8 @@ inline CliResult run_shell(const std::string& command) {
 /// Runs `certconnector <args>` to completion.
 inline CliResult run_cli(const std::vector<std::string>& args) {
     std::string cmd = shell_quote(CERTCONNECTOR_BIN);
-    for (const auto& a : args) cmd += " " + shell_quote(a);
+    for (const auto& a : args)
+        cmd += " " + shell_quote(a);
     return run_shell(cmd);
 }
 
@@ -85,9 +88,11 @@ public:
         posix_spawn_file_actions_adddup2(&actions, 1, 2);
         std::vector<std::string> args = {CERTCONNECTOR_BIN, "run", "--config", config.string()};
         if (nofile_limit)
-            args.insert(args.begin(), {"prlimit", "--nofile=" + std::to_string(*nofile_limit) + ":" + std::to_string(*nofile_limit), "--"});
+            args.insert(args.begin(),
+                        {"prlimit", "--nofile=" + std::to_string(*nofile_limit) + ":" + std::to_string(*nofile_limit), "--"});
         std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
+        for (auto& a : args)
+            argv.push_back(a.data());
         argv.push_back(nullptr);
         if (posix_spawnp(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
         posix_spawn_file_actions_destroy(&actions);
@@ -107,7 +112,8 @@ public:
         eventually(
             [&] {
                 int status = 0;
-                if (::waitpid(pid_, &status, WNOHANG) == pid_) exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                if (::waitpid(pid_, &status, WNOHANG) == pid_)
+                    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
                 return exit_code_.has_value();
             },
             limit);
@@ -150,7 +156,8 @@ struct HttpResult {
 /// since loopback callers are anonymous; its SHA-256 is what the configuration holds.
 inline constexpr const char* kTestToken = "cct_test-intake-token";
 inline std::string test_token_config(const std::string& scopes = R"(["jobs:submit", "jobs:read"])") {
-    return "[auth.tokens.test]\nsha256 = \"249fbea89a7bd994a422a178b22bbb971cbecfea6c3bf57cc8734d78caa6f386\"\nscopes = " + scopes + "\n";
+    return "[auth.tokens.test]\nsha256 = \"249fbea89a7bd994a422a178b22bbb971cbecfea6c3bf57cc8734d78caa6f386\"\nscopes = " +
+           scopes + "\n";
 }
 
 inline HttpResult http_request(std::uint16_t port, const std::string& method, const std::string& target,

@@ -21,7 +21,8 @@ namespace certconn::test {
 inline std::string scep_csr(EVP_PKEY* key, const std::string& subject, const std::vector<std::string>& sans,
                             const std::optional<std::string>& challenge, const EVP_MD* md = EVP_sha256()) {
     std::vector<crypto::SubjectAltName> parsed;
-    for (const auto& s : sans) parsed.push_back(crypto::parse_san(s));
+    for (const auto& s : sans)
+        parsed.push_back(crypto::parse_san(s));
     crypto::Request csr = crypto::load_csr(crypto::make_csr_pem(key, subject, parsed));
     if (challenge)
         X509_REQ_add1_attr_by_NID(csr.get(), NID_pkcs9_challengePassword, MBSTRING_UTF8,
@@ -61,7 +62,8 @@ struct ScepEndpoint {
                            const EVP_MD* md = EVP_sha256()) const {
         const auto message = scep::build_request({type, tx, {}, content, EVP_aes_256_cbc(), md}, signer, key, ra.get());
         const auto answer = http_request(port, "POST", path + "?operation=PKIOperation", message);
-        if (answer.status != 200) throw std::runtime_error("PKIOperation answered HTTP " + std::to_string(answer.status) + ": " + answer.body);
+        if (answer.status != 200)
+            throw std::runtime_error("PKIOperation answered HTTP " + std::to_string(answer.status) + ": " + answer.body);
         return scep::read_reply(answer.body, ra.get());
     }
 };

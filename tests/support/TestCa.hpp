@@ -23,9 +23,9 @@ inline crypto::Cert self_signed_ca(EVP_PKEY* key, std::string_view cn, long days
     X509_set_pubkey(ca.get(), key);
     X509V3_CTX ctx;
     X509V3_set_ctx(&ctx, ca.get(), ca.get(), nullptr, nullptr, 0);
-    for (const auto& [nid, value] : {std::pair{NID_basic_constraints, "critical,CA:TRUE"},
-                                     std::pair{NID_key_usage, "critical,keyCertSign,cRLSign"},
-                                     std::pair{NID_subject_key_identifier, "hash"}}) {
+    for (const auto& [nid, value] :
+         {std::pair{NID_basic_constraints, "critical,CA:TRUE"}, std::pair{NID_key_usage, "critical,keyCertSign,cRLSign"},
+          std::pair{NID_subject_key_identifier, "hash"}}) {
         X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
         if (!ext) crypto::throw_openssl("test CA extension");
         X509_add_ext(ca.get(), ext, -1);

@@ -55,8 +55,8 @@ inline std::filesystem::path fixture(const std::string& group, const std::string
 }
 
 /// Copies fixture `group/name.so` into `dir` as `as` (default: same name), mode 0755.
-inline std::filesystem::path install_fixture(const std::filesystem::path& dir, const std::string& group,
-                                             const std::string& name, std::string as = {}) {
+inline std::filesystem::path install_fixture(const std::filesystem::path& dir, const std::string& group, const std::string& name,
+                                             std::string as = {}) {
     if (as.empty()) as = name + ".so";
     const auto target = dir / as;
     std::filesystem::copy_file(fixture(group, name), target, std::filesystem::copy_options::overwrite_existing);

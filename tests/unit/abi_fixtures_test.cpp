@@ -29,7 +29,8 @@ struct Broken {
     explicit Broken(const std::vector<const char*>& names) {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
-        for (const char* n : names) install_fixture(plugins, "broken", n);
+        for (const char* n : names)
+            install_fixture(plugins, "broken", n);
         scan = scan_plugins(plugins, LoaderPolicy::for_service_account(""));
         write_file(dir / "c.toml", "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n");
         std::vector<ConfigProblem> problems;
@@ -60,10 +61,13 @@ TEST_CASE("the loader refuses a NULL info, a too-short struct, an unknown kind a
     Broken b({"broken-query-null", "broken-short-info", "broken-bad-kind", "broken-bad-date"});
     CHECK(b.scan.libraries.empty());
     CHECK_THAT(report_for(b.scan, "broken-query-null.so").reason, Catch::Contains("query export returned no plugin info"));
-    CHECK_THAT(report_for(b.scan, "broken-short-info.so").reason, Catch::Contains("struct_size 8 is smaller than SDK 1.1 defines"));
+    CHECK_THAT(report_for(b.scan, "broken-short-info.so").reason,
+               Catch::Contains("struct_size 8 is smaller than SDK 1.1 defines"));
     CHECK_THAT(report_for(b.scan, "broken-bad-kind.so").reason, Catch::Contains("unknown kind 7"));
-    CHECK_THAT(report_for(b.scan, "broken-bad-date.so").reason, Catch::Contains("invalid release date '2026-13-45'; expected YYYY-MM-DD"));
-    for (const auto& f : b.scan.files) CHECK(f.event_id == CC_EV_PluginInfoInvalid);
+    CHECK_THAT(report_for(b.scan, "broken-bad-date.so").reason,
+               Catch::Contains("invalid release date '2026-13-45'; expected YYYY-MM-DD"));
+    for (const auto& f : b.scan.files)
+        CHECK(f.event_id == CC_EV_PluginInfoInvalid);
 }
 
 TEST_CASE("init that leaves destroy NULL or the table incomplete is refused - nothing is published") {

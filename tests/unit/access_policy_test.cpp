@@ -17,7 +17,9 @@ AuthSettings settings(std::string admin_group = "") {
     return s;
 }
 
-RequestOrigin tcp(bool loopback = true) { return RequestOrigin{"127.0.0.1:5000", false, loopback}; }
+RequestOrigin tcp(bool loopback = true) {
+    return RequestOrigin{"127.0.0.1:5000", false, loopback};
+}
 
 RequestOrigin socket_peer(long uid) {
     RequestOrigin o{"local", true, true};

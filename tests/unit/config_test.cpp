@@ -15,7 +15,8 @@ struct Checked {
     std::vector<ConfigProblem> problems;
     std::string text() const {
         std::string out;
-        for (const auto& p : problems) out += p.to_string() + "\n";
+        for (const auto& p : problems)
+            out += p.to_string() + "\n";
         return out;
     }
 };
@@ -32,8 +33,9 @@ PluginIdentity plugin(cc_plugin_kind kind, const std::string& name, const char* 
 
 const std::vector<PluginIdentity> kPlugins = {
     plugin(CC_KIND_FEATURE, "pkcs", R"({"type":"table","keys":{"workers":{"type":"integer","min":1}}})"),
-    plugin(CC_KIND_CA, "local",
-           R"({"type":"table","keys":{"algorithm":{"type":"string","enum":["rsa3072","p256"]},"key_pin":{"type":"string","secret":true}}})"),
+    plugin(
+        CC_KIND_CA, "local",
+        R"({"type":"table","keys":{"algorithm":{"type":"string","enum":["rsa3072","p256"]},"key_pin":{"type":"string","secret":true}}})"),
     plugin(CC_KIND_TENANT, "local", nullptr),
 };
 
@@ -194,21 +196,24 @@ TEST_CASE("a plugin without a configuration schema must have an empty section, s
         CHECK(c.config);
     }
     SECTION("a feature section") {
-        auto c = check(dir, "[host]\nlisten = \"127.0.0.1:9443\"\n[import]\nwatch = \"x\"\nadmin_password = \"hunter2\"\n", plugins);
+        auto c =
+            check(dir, "[host]\nlisten = \"127.0.0.1:9443\"\n[import]\nwatch = \"x\"\nadmin_password = \"hunter2\"\n", plugins);
         REQUIRE_FALSE(c.config);
         REQUIRE(c.problems.size() == 1);
         CHECK(c.problems[0].to_string() ==
-              dir.path().string() + "/connector.toml:4:1: import: plugin 'import' declares no configuration schema, so its section "
-                                    "must be empty; found 'admin_password', 'watch'");
+              dir.path().string() +
+                  "/connector.toml:4:1: import: plugin 'import' declares no configuration schema, so its section "
+                  "must be empty; found 'admin_password', 'watch'");
         CHECK_THAT(c.text(), !Catch::Contains("hunter2"));
     }
     SECTION("a CA section beyond its 'plugin' key") {
         auto c = check(dir, "[ca.corp]\nplugin = \"bare\"\napi_key = \"s3cret-key\"\n", plugins);
         REQUIRE_FALSE(c.config);
         REQUIRE(c.problems.size() == 1);  // not also "unknown key"
-        CHECK_THAT(c.problems[0].to_string(),
-                   Catch::EndsWith("connector.toml:3:1: ca.corp: plugin 'bare' declares no configuration schema, so its section must "
-                                   "be empty (only 'plugin' may be set); found 'api_key'"));
+        CHECK_THAT(
+            c.problems[0].to_string(),
+            Catch::EndsWith("connector.toml:3:1: ca.corp: plugin 'bare' declares no configuration schema, so its section must "
+                            "be empty (only 'plugin' may be set); found 'api_key'"));
         CHECK_THAT(c.text(), !Catch::Contains("s3cret-key"));
     }
     SECTION("a tenant section beyond its 'plugin' key") {
@@ -230,8 +235,9 @@ TEST_CASE("config: [host] max_connections and [host.tls] client_ca are typed, ra
     write_file(dir / "key.pem", "x");
     ::chmod((dir / "key.pem").c_str(), 0600);
     write_file(dir / "clients.pem", "x");
-    auto c = check(dir, "[host]\nmax_connections = 8\n[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n"
-                        "client_ca = \"clients.pem\"\n");
+    auto c = check(dir,
+                   "[host]\nmax_connections = 8\n[host.tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n"
+                   "client_ca = \"clients.pem\"\n");
     INFO(c.text());
     REQUIRE(c.config);
     CHECK(c.config->host.max_connections == 8);

@@ -27,8 +27,8 @@ TEST_CASE("subject names: comma and slash forms, escapes, and clear errors") {
 TEST_CASE("SANs round-trip through a CSR, UPN as the Microsoft otherName") {
     PKey key = generate_key("p256");
     const std::vector<SubjectAltName> sans = {parse_san("email:a@example.com"), parse_san("UPN:a@corp.example"),
-                                               parse_san("dns:host.example"), parse_san("uri:https://example.com/x"),
-                                               parse_san("ip:192.0.2.7")};
+                                              parse_san("dns:host.example"), parse_san("uri:https://example.com/x"),
+                                              parse_san("ip:192.0.2.7")};
     Request csr = load_csr(make_csr_pem(key.get(), "CN=a", sans));
     CHECK(X509_REQ_verify(csr.get(), X509_REQ_get0_pubkey(csr.get())) == 1);
     STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr.get());
@@ -43,7 +43,8 @@ TEST_CASE("SANs round-trip through a CSR, UPN as the Microsoft otherName") {
 }
 
 TEST_CASE("key types are generated and recognised") {
-    for (const char* type : {"rsa2048", "p256", "p384"}) CHECK(key_type_of(generate_key(type).get()) == type);
+    for (const char* type : {"rsa2048", "p256", "p384"})
+        CHECK(key_type_of(generate_key(type).get()) == type);
     CHECK_THROWS_WITH(generate_key("rsa1024"), Catch::Contains("unknown key type 'rsa1024'"));
     PKey key = generate_key("p256");
     CHECK(key_type_of(load_private_key(private_key_pem(key.get())).get()) == "p256");
@@ -112,8 +113,9 @@ TEST_CASE("the pkcs11 engine never sees a PIN inside the URI, so what it prints 
     REQUIRE(fd >= 0);
     ::dup2(fd, 2);
     std::string message;
-    for (const char* uri : {"pkcs11:token=absent-token;object=k;type=private;pin-value=S3cretPin42",
-                            "pkcs11:token=absent-token;object=k?pin-value=S3cretPin42", "PKCS11:token=t;object=k;pin-value=S3cretPin42"}) {
+    for (const char* uri :
+         {"pkcs11:token=absent-token;object=k;type=private;pin-value=S3cretPin42",
+          "pkcs11:token=absent-token;object=k?pin-value=S3cretPin42", "PKCS11:token=t;object=k;pin-value=S3cretPin42"}) {
         try {
             certconn::crypto::load_private_key_from(uri);
         } catch (const std::exception& e) {

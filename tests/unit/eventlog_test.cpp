@@ -10,14 +10,15 @@
 #include <thread>
 
 using namespace certconn::host;
-using certconn::test::TempDir;
 using certconn::test::read_file;
+using certconn::test::TempDir;
 
 namespace {
 std::vector<boost::json::object> records(const std::filesystem::path& file) {
     std::vector<boost::json::object> out;
     std::istringstream in(read_file(file));
-    for (std::string line; std::getline(in, line);) out.push_back(boost::json::parse(line).as_object());
+    for (std::string line; std::getline(in, line);)
+        out.push_back(boost::json::parse(line).as_object());
     return out;
 }
 }  // namespace
@@ -64,10 +65,12 @@ TEST_CASE("channel files rotate at their size limit and keep the configured numb
     TempDir dir;
     {
         EventLog log({dir.path(), 4096, 2, false, false, false});
-        for (int i = 0; i < 400; ++i) log.emit(CC_EV_PluginLoaded, CC_LEVEL_INFO, "line " + std::to_string(i));
+        for (int i = 0; i < 400; ++i)
+            log.emit(CC_EV_PluginLoaded, CC_LEVEL_INFO, "line " + std::to_string(i));
     }
     std::set<std::string> names;
-    for (const auto& e : std::filesystem::directory_iterator(dir.path())) names.insert(e.path().filename().string());
+    for (const auto& e : std::filesystem::directory_iterator(dir.path()))
+        names.insert(e.path().filename().string());
     CHECK(names.count("operational.jsonl"));
     CHECK(names.count("operational.1.jsonl"));
     CHECK(names.count("operational.2.jsonl"));
@@ -101,7 +104,8 @@ TEST_CASE("eventlog rate limit: 1000 identical events write the first and one su
         EventLogOptions options{dir.path(), 1024 * 1024, 3, false, false, false};
         options.suppress_window = std::chrono::hours(1);  // the summary comes from the end of the log
         EventLog log(options);
-        for (int i = 0; i < 1000; ++i) log.emit(CC_EV_HttpServerError, CC_LEVEL_WARNING, "accept failed: Too many open files");
+        for (int i = 0; i < 1000; ++i)
+            log.emit(CC_EV_HttpServerError, CC_LEVEL_WARNING, "accept failed: Too many open files");
     }
     const auto operational = records(dir / "operational.jsonl");
     REQUIRE(operational.size() == 2);
@@ -120,7 +124,8 @@ TEST_CASE("eventlog rate limit: different events are not suppressed, interleaved
         EventLogOptions options{dir.path(), 1024 * 1024, 3, false, false, false};
         options.suppress_window = std::chrono::hours(1);
         EventLog log(options);
-        for (int i = 0; i < 100; ++i) log.emit(CC_EV_PluginLoaded, CC_LEVEL_INFO, "line " + std::to_string(i));
+        for (int i = 0; i < 100; ++i)
+            log.emit(CC_EV_PluginLoaded, CC_LEVEL_INFO, "line " + std::to_string(i));
         // same message, but another id, level, source, request or fields: each is its own event
         log.emit(CC_EV_PluginUnloaded, CC_LEVEL_INFO, "line 0");
         log.emit(CC_EV_PluginLoaded, CC_LEVEL_WARNING, "line 0");
@@ -141,7 +146,8 @@ TEST_CASE("eventlog rate limit: different events are not suppressed, interleaved
     }
     std::map<std::string, std::int64_t> summaries;
     for (std::size_t i = 108; i < operational.size(); ++i)
-        summaries[std::string(operational[i].at("message").as_string()).substr(operational[i].at("message").as_string().size() - 1)] =
+        summaries[std::string(operational[i].at("message").as_string())
+                      .substr(operational[i].at("message").as_string().size() - 1)] =
             operational[i].at("fields").at("suppressed").as_int64();
     CHECK(summaries == std::map<std::string, std::int64_t>{{"a", 49}, {"b", 49}});
 }
@@ -151,7 +157,8 @@ TEST_CASE("eventlog rate limit: the summary is written when the window ends, and
     EventLogOptions options{dir.path(), 1024 * 1024, 3, false, false, false};
     options.suppress_window = std::chrono::milliseconds(200);
     EventLog log(options);
-    for (int i = 0; i < 10; ++i) log.emit(CC_EV_HttpServerError, CC_LEVEL_WARNING, "flood");
+    for (int i = 0; i < 10; ++i)
+        log.emit(CC_EV_HttpServerError, CC_LEVEL_WARNING, "flood");
     // No further event arrives: the summary comes from the window's end alone.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (records(dir / "operational.jsonl").size() < 2 && std::chrono::steady_clock::now() < deadline)
@@ -171,7 +178,8 @@ TEST_CASE("eventlog rate limit: a zero window writes every event") {
         EventLogOptions options{dir.path(), 1024 * 1024, 3, false, false, false};
         options.suppress_window = std::chrono::milliseconds(0);
         EventLog log(options);
-        for (int i = 0; i < 20; ++i) log.emit(CC_EV_HttpServerError, CC_LEVEL_WARNING, "same");
+        for (int i = 0; i < 20; ++i)
+            log.emit(CC_EV_HttpServerError, CC_LEVEL_WARNING, "same");
     }
     CHECK(records(dir / "operational.jsonl").size() == 20);
 }

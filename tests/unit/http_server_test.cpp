@@ -43,13 +43,15 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
 std::vector<boost::json::object> records(const std::filesystem::path& file) {
     std::vector<boost::json::object> out;
     std::istringstream in(read_file(file));
-    for (std::string line; std::getline(in, line);) out.push_back(boost::json::parse(line).as_object());
+    for (std::string line; std::getline(in, line);)
+        out.push_back(boost::json::parse(line).as_object());
     return out;
 }
 
 std::size_t count_named(const std::vector<boost::json::object>& recs, const std::string& name) {
     std::size_t n = 0;
-    for (const auto& r : recs) n += r.at("name").as_string() == name;
+    for (const auto& r : recs)
+        n += r.at("name").as_string() == name;
     return n;
 }
 
@@ -63,7 +65,8 @@ Shell shell(const std::string& command) {
     if (!pipe) return r;
     char buf[4096];
     std::size_t n;
-    while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.output.append(buf, n);
+    while ((n = fread(buf, 1, sizeof buf, pipe)) > 0)
+        r.output.append(buf, n);
     const int status = ::pclose(pipe);
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return r;
@@ -85,14 +88,15 @@ struct Server {
         HttpLimits limits;
         limits.max_connections = max_connections;
         limits.drain_timeout = std::chrono::seconds(1);
-        http = std::make_unique<HttpServer>(limits, 1, 2,
-                                            [this](const HttpRequestMessage&, const RequestOrigin& origin) {
-                                                std::lock_guard lock(mutex);
-                                                last = origin;
-                                                ++requests;
-                                                return make_response(200, "text/plain", "ok");
-                                            },
-                                            *log);
+        http = std::make_unique<HttpServer>(
+            limits, 1, 2,
+            [this](const HttpRequestMessage&, const RequestOrigin& origin) {
+                std::lock_guard lock(mutex);
+                last = origin;
+                ++requests;
+                return make_response(200, "text/plain", "ok");
+            },
+            *log);
     }
     std::optional<RequestOrigin> origin() {
         std::lock_guard lock(mutex);
@@ -204,8 +208,10 @@ TEST_CASE("http accept out of descriptors: the listener pauses and reports once 
     const auto port = server.http->tcp_port();
     // Connected before the server accepts anything: they wait in the kernel's backlog.
     std::vector<int> clients;
-    for (int i = 0; i < 3; ++i) clients.push_back(tcp_connect(port));
-    for (int fd : clients) REQUIRE(fd >= 0);
+    for (int i = 0; i < 3; ++i)
+        clients.push_back(tcp_connect(port));
+    for (int fd : clients)
+        REQUIRE(fd >= 0);
 
     // Use up every descriptor this process may open; the server's accept then fails with EMFILE.
     rlimit saved{};
@@ -217,7 +223,8 @@ TEST_CASE("http accept out of descriptors: the listener pauses and reports once 
     low.rlim_cur = static_cast<rlim_t>(highest) + 32;
     REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
     std::vector<int> fillers;
-    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) fillers.push_back(fd);
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)
+        fillers.push_back(fd);
     const int fill_errno = errno;
 
     rusage before{};
@@ -228,7 +235,8 @@ TEST_CASE("http accept out of descriptors: the listener pauses and reports once 
     rusage after{};
     ::getrusage(RUSAGE_SELF, &after);
 
-    for (int fd : fillers) ::close(fd);
+    for (int fd : fillers)
+        ::close(fd);
     REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
     CHECK(fill_errno == EMFILE);
 
@@ -293,7 +301,8 @@ struct Pki {
     Pki() {
         const std::string d = dir.path().string();
         const std::string script =
-            "set -e; cd " + d + "\n"
+            "set -e; cd " + d +
+            "\n"
             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
             " -keyout server.key -out server.pem\n"
             "for c in ca other-ca; do openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2"
@@ -302,7 +311,8 @@ struct Pki {
             "for pair in client:ca stranger:other-ca; do n=${pair%%:*}; ca=${pair##*:};"
             " openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj \"/O=Example/CN=device-$n\""
             " -keyout $n.key -out $n.csr;"
-            " openssl x509 -req -in $n.csr -CA $ca.pem -CAkey $ca.key -CAcreateserial -days 2 -extfile client.ext -out $n.pem; done\n"
+            " openssl x509 -req -in $n.csr -CA $ca.pem -CAkey $ca.key -CAcreateserial -days 2 -extfile client.ext -out $n.pem; "
+            "done\n"
             "chmod 600 *.key\n";
         const auto r = shell("bash -c " + quote(script));
         INFO(r.output);
@@ -310,19 +320,21 @@ struct Pki {
     }
     static std::string quote(const std::string& s) {
         std::string out = "'";
-        for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+        for (char c : s)
+            out += c == '\'' ? std::string("'\\''") : std::string(1, c);
         return out + "'";
     }
     Shell curl(std::uint16_t port, const std::string& extra) const {
-        return shell("curl -sS --max-time 20 --cacert " + server_cert.string() + " " + extra + " https://127.0.0.1:" +
-                     std::to_string(port) + "/x");
+        return shell("curl -sS --max-time 20 --cacert " + server_cert.string() + " " + extra +
+                     " https://127.0.0.1:" + std::to_string(port) + "/x");
     }
 };
 
 }  // namespace
 
-TEST_CASE("http TLS client certificates: a verified one is reported by fingerprint and subject, none is anonymous, "
-          "another CA's is refused") {
+TEST_CASE(
+    "http TLS client certificates: a verified one is reported by fingerprint and subject, none is anonymous, "
+    "another CA's is refused") {
     Pki pki;
     Server server;
     server.http->listen_tcp("127.0.0.1:0", TlsSettings{pki.server_cert, pki.server_key, pki.ca});

@@ -27,7 +27,8 @@ std::string oaep_encrypt(const std::string& public_pem, const std::string& plain
     std::size_t len = 0;
     EVP_PKEY_encrypt(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(plain.data()), plain.size());
     std::string out(len, '\0');
-    EVP_PKEY_encrypt(ctx, reinterpret_cast<unsigned char*>(out.data()), &len, reinterpret_cast<const unsigned char*>(plain.data()), plain.size());
+    EVP_PKEY_encrypt(ctx, reinterpret_cast<unsigned char*>(out.data()), &len,
+                     reinterpret_cast<const unsigned char*>(plain.data()), plain.size());
     EVP_PKEY_CTX_free(ctx);
     out.resize(len);
     return out;
@@ -79,18 +80,18 @@ TEST_CASE("a PIN in a pkcs11: URI is redacted wherever it is shown") {
         const char* pin;
     };
     for (const Case& c : {
-             Case{"pkcs11:pin-value=531246;token=t", "531246"},                                     // first attribute
+             Case{"pkcs11:pin-value=531246;token=t", "531246"},                                             // first attribute
              Case{"pkcs11:token=t;object=k;type=private?module-name=softhsm2&pin-value=531246", "531246"},  // query, last
-             Case{"pkcs11:token=t?pin-value=531246&module-name=softhsm2", "531246"},                 // query, first
-             Case{"pkcs11:token=t?pin-value=%35%33%31%32%34%36", "531246"},                          // percent-encoded
-             Case{"pkcs11:token=t?pin-value=%35%33%31%32%34%36", "%35%33"},                          // ... nor its encoding
-             Case{"pkcs11:token=t;pin-value=1111;pin-value=531246", "531246"},                       // twice
-             Case{"pkcs11:token=t;vendor-x=1;pin-value=531246", "531246"},                           // beside an unknown attribute
-             Case{"pkcs11:token=t;pin-value=531246;;", "531246"},                                    // empty attributes
-             Case{"pkcs11:token=t;object=k?pin-value=s%3Bcr%26t%3Dpin", "s;cr&t=pin"},               // reserved characters
+             Case{"pkcs11:token=t?pin-value=531246&module-name=softhsm2", "531246"},                        // query, first
+             Case{"pkcs11:token=t?pin-value=%35%33%31%32%34%36", "531246"},                                 // percent-encoded
+             Case{"pkcs11:token=t?pin-value=%35%33%31%32%34%36", "%35%33"},             // ... nor its encoding
+             Case{"pkcs11:token=t;pin-value=1111;pin-value=531246", "531246"},          // twice
+             Case{"pkcs11:token=t;vendor-x=1;pin-value=531246", "531246"},              // beside an unknown attribute
+             Case{"pkcs11:token=t;pin-value=531246;;", "531246"},                       // empty attributes
+             Case{"pkcs11:token=t;object=k?pin-value=s%3Bcr%26t%3Dpin", "s;cr&t=pin"},  // reserved characters
              Case{"pkcs11:token=t;object=k?pin-value=s%3Bcr%26t%3Dpin", "s%3Bcr"},
-             Case{"PKCS11:token=t;pin-value=531246", "531246"},                                      // scheme in upper case
-             Case{"pkcs11:token=t;object=%zz;pin-value=531246", "531246"},                           // unparseable: not shown
+             Case{"PKCS11:token=t;pin-value=531246", "531246"},             // scheme in upper case
+             Case{"pkcs11:token=t;object=%zz;pin-value=531246", "531246"},  // unparseable: not shown
          }) {
         INFO(c.uri);
         const std::string shown = crypto::redact_pkcs11_uri(c.uri);
@@ -173,31 +174,43 @@ TEST_CASE("a wrong PIN or an absent token: the message names the token and objec
     const std::vector<Case> cases = {
         {"create, wrong pin-value",
          message_of([&] { store.create("bad", 2048, "pkcs11:token=hyg-token;pin-value=" + wrong); }),
-         {"hyg-token", "wrong PIN"}, {wrong}},
+         {"hyg-token", "wrong PIN"},
+         {wrong}},
         {"create, wrong PIN in the pin-source file",
          message_of([&] { store.create("bad", 2048, "pkcs11:token=hyg-token?pin-source=file:" + pin_file); }),
-         {"hyg-token", "wrong PIN"}, {"SOURCEPIN-4242"}},
+         {"hyg-token", "wrong PIN"},
+         {"SOURCEPIN-4242"}},
         {"create, absent token",
          message_of([&] { store.create("bad", 2048, "pkcs11:token=absent-token;pin-value=" + wrong); }),
-         {"absent-token", "pin-value=***"}, {wrong}},
+         {"absent-token", "pin-value=***"},
+         {wrong}},
         {"load, wrong pin-value",
          message_of([&] { crypto::load_private_key_from("pkcs11:token=hyg-token;object=hsm;type=private;pin-value=" + wrong); }),
-         {"hyg-token", "object=hsm", "pin-value=***"}, {wrong}},
+         {"hyg-token", "object=hsm", "pin-value=***"},
+         {wrong}},
         {"load, wrong PIN in the pin-source file",
-         message_of([&] { crypto::load_private_key_from("pkcs11:token=hyg-token;object=hsm;type=private?pin-source=file:" + pin_file); }),
-         {"hyg-token", "object=hsm"}, {"SOURCEPIN-4242"}},
+         message_of([&] {
+             crypto::load_private_key_from("pkcs11:token=hyg-token;object=hsm;type=private?pin-source=file:" + pin_file);
+         }),
+         {"hyg-token", "object=hsm"},
+         {"SOURCEPIN-4242"}},
         {"load, absent token",
-         message_of([&] { crypto::load_private_key_from("pkcs11:token=absent-token;object=hsm;type=private;pin-value=" + wrong); }),
-         {"absent-token", "object=hsm"}, {wrong}},
+         message_of(
+             [&] { crypto::load_private_key_from("pkcs11:token=absent-token;object=hsm;type=private;pin-value=" + wrong); }),
+         {"absent-token", "object=hsm"},
+         {wrong}},
         {"key store reference with a wrong PIN",
          message_of([&] { store.add("ref", "pkcs11:token=hyg-token;object=hsm;type=private?pin-value=" + wrong); }),
-         {"hyg-token", "object=hsm"}, {wrong}},
+         {"hyg-token", "object=hsm"},
+         {wrong}},
     };
     for (const auto& c : cases) {
         INFO(c.what << ": " << c.message);
         CHECK(c.message != "(no exception)");
-        for (const auto& e : c.expected) CHECK_THAT(c.message, Catch::Contains(e));
-        for (const auto& s : c.secrets) CHECK_THAT(c.message, !Catch::Contains(s));
+        for (const auto& e : c.expected)
+            CHECK_THAT(c.message, Catch::Contains(e));
+        for (const auto& s : c.secrets)
+            CHECK_THAT(c.message, !Catch::Contains(s));
     }
 
     // The right PIN works (the cases above failed for the PIN, not for the setup). Generation

@@ -18,7 +18,9 @@ const PluginFileReport& report_for(const PluginScan& scan, const std::string& fi
     throw std::logic_error("unreachable");
 }
 
-LoaderPolicy policy() { return LoaderPolicy::for_service_account(""); }
+LoaderPolicy policy() {
+    return LoaderPolicy::for_service_account("");
+}
 
 }  // namespace
 
@@ -41,7 +43,8 @@ TEST_CASE("a broken plugin among good ones is refused with its own reason - the 
     CHECK(scan.files.size() == 13);
 
     std::vector<std::string> loaded;
-    for (const auto& lib : scan.libraries) loaded.push_back(std::string(kind_name(lib->identity.kind)) + ":" + lib->identity.name);
+    for (const auto& lib : scan.libraries)
+        loaded.push_back(std::string(kind_name(lib->identity.kind)) + ":" + lib->identity.name);
     std::sort(loaded.begin(), loaded.end());
     CHECK(loaded == std::vector<std::string>{"ca:fixture", "feature:c-echo", "feature:echo", "tenant:fixture"});
 
@@ -105,8 +108,8 @@ TEST_CASE("a plugin directory writable by others is refused as a whole") {
     ::chmod(dir.path().c_str(), 0777);
     const PluginScan scan = scan_plugins(dir.path(), policy());
     REQUIRE(scan.directory_problem);
-    CHECK_THAT(*scan.directory_problem, Catch::Contains("is writable by everyone (mode 0777)") &&
-                                            Catch::Contains("no plugin loaded from it"));
+    CHECK_THAT(*scan.directory_problem,
+               Catch::Contains("is writable by everyone (mode 0777)") && Catch::Contains("no plugin loaded from it"));
     CHECK(scan.libraries.empty());
     ::chmod(dir.path().c_str(), 0755);
 }
@@ -125,7 +128,8 @@ TEST_CASE("files owned by an untrusted user are refused") {
     PluginFileReport report;
     CHECK_FALSE(open_plugin(file, strict, report));
     CHECK(report.event_id == CC_EV_PluginFileUnsafe);
-    CHECK_THAT(report.reason, Catch::Contains("owned by uid") && Catch::Contains("expected root, the running user or the service account"));
+    CHECK_THAT(report.reason,
+               Catch::Contains("owned by uid") && Catch::Contains("expected root, the running user or the service account"));
 }
 
 TEST_CASE("every directory above the plugin directory is checked: group- or world-writable, sticky or not, refuses it") {
@@ -133,7 +137,8 @@ TEST_CASE("every directory above the plugin directory is checked: group- or worl
     const auto above = root / "opt";
     const auto plugins = above / "certconnector" / "plugins";
     std::filesystem::create_directories(plugins);
-    for (const auto& d : {above, above / "certconnector", plugins}) ::chmod(d.c_str(), 0755);
+    for (const auto& d : {above, above / "certconnector", plugins})
+        ::chmod(d.c_str(), 0755);
     install_fixture(plugins, "good", "fixture-echo");
     REQUIRE(scan_plugins(plugins, policy()).libraries.size() == 1);
     CHECK(ancestor_problem(plugins, policy()).empty());
@@ -164,7 +169,8 @@ TEST_CASE("every directory above the plugin directory is checked: group- or worl
     REQUIRE(::chown(above.c_str(), 12345, 0) == 0);
     const PluginScan foreign = scan_plugins(plugins, policy());
     REQUIRE(foreign.directory_problem);
-    CHECK_THAT(*foreign.directory_problem, Catch::Contains("ancestor directory " + above.string() + " (owner uid 12345, mode 0755) has an untrusted owner"));
+    CHECK_THAT(*foreign.directory_problem,
+               Catch::Contains("ancestor directory " + above.string() + " (owner uid 12345, mode 0755) has an untrusted owner"));
     REQUIRE(::chown(above.c_str(), 0, 0) == 0);
     CHECK(scan_plugins(plugins, policy()).libraries.size() == 1);
 }

@@ -59,7 +59,10 @@ TEST_CASE("an undelivered notification survives a restart and is sent then") {
     }
     std::atomic<int> delivered{0};
     NotificationOutbox up(
-        dir / "n.db", [&](const NotificationOutbox::Delivery& d) { if (d.transaction_id == "tx-2") ++delivered; },
+        dir / "n.db",
+        [&](const NotificationOutbox::Delivery& d) {
+            if (d.transaction_id == "tx-2") ++delivered;
+        },
         [](const NotificationOutbox::Delivery&, bool, const std::string&) {}, 10ms, 20ms);
     REQUIRE(eventually([&] { return up.size() == 0; }));
     CHECK(delivered == 1);

@@ -28,8 +28,10 @@ struct Fixture {
 
     Fixture() {
         for (const char* serial : {"0A01", "0A02", "0A03"})
-            REQUIRE(store.insert({serial, serial, "CN=x", "[]", "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", "default", "unit", "valid", "", "", "pem"}));
-        const auto changed = store.revoke_many({{"0A02", "keyCompromise"}, {"0A03", "unspecified"}, {"0A02", "superseded"}}, "2026-11-20T10:00:00Z");
+            REQUIRE(store.insert({serial, serial, "CN=x", "[]", "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", "default", "unit",
+                                  "valid", "", "", "pem"}));
+        const auto changed = store.revoke_many({{"0A02", "keyCompromise"}, {"0A03", "unspecified"}, {"0A02", "superseded"}},
+                                               "2026-11-20T10:00:00Z");
         CHECK(changed == std::vector<bool>{true, true, false});  // the duplicate counts once
     }
 };
@@ -39,7 +41,8 @@ std::string ocsp_request(X509* issuer, const char* serial_hex, bool nonce) {
     BIGNUM* bn = nullptr;
     BN_hex2bn(&bn, serial_hex);
     ASN1_INTEGER* serial = BN_to_ASN1_INTEGER(bn, nullptr);
-    OCSP_request_add0_id(req, OCSP_cert_id_new(EVP_sha1(), X509_get_subject_name(issuer), X509_get0_pubkey_bitstr(issuer), serial));
+    OCSP_request_add0_id(req,
+                         OCSP_cert_id_new(EVP_sha1(), X509_get_subject_name(issuer), X509_get0_pubkey_bitstr(issuer), serial));
     if (nonce) OCSP_request_add1_nonce(req, nullptr, 16);
     unsigned char* der = nullptr;
     const int len = i2d_OCSP_REQUEST(req, &der);
@@ -88,7 +91,8 @@ TEST_CASE("the CRL: signed by the CA, v2, numbered, with the revoked entries and
     int with_reason = 0;
     for (int i = 0; i < 2; ++i) {
         int crit = 0;
-        auto* reason = static_cast<ASN1_ENUMERATED*>(X509_REVOKED_get_ext_d2i(sk_X509_REVOKED_value(revoked, i), NID_crl_reason, &crit, nullptr));
+        auto* reason = static_cast<ASN1_ENUMERATED*>(
+            X509_REVOKED_get_ext_d2i(sk_X509_REVOKED_value(revoked, i), NID_crl_reason, &crit, nullptr));
         if (reason) {
             CHECK(ASN1_ENUMERATED_get(reason) == 1);  // keyCompromise; unspecified is left out (RFC 5280 §5.3.1)
             ++with_reason;
@@ -111,14 +115,16 @@ TEST_CASE("the CRL: signed by the CA, v2, numbered, with the revoked entries and
     CHECK(std::filesystem::exists(f.dir.path() / "crl.der"));
 }
 
-TEST_CASE("OCSP: good, revoked and unknown answers, signed by a delegated responder, nonce echoed - garbage is malformedRequest") {
+TEST_CASE(
+    "OCSP: good, revoked and unknown answers, signed by a delegated responder, nonce echoed - garbage is malformedRequest") {
     Fixture f;
     RevocationService service({"unit"}, f.ca.get(), f.key.get(), f.store, f.dir.path(), nullptr, false);
     auto status_of = [&](const char* serial, bool nonce) {
         const std::string req_der = ocsp_request(f.ca.get(), serial, nonce);
         const std::string resp_der = service.ocsp(req_der);
         const auto* p = reinterpret_cast<const unsigned char*>(resp_der.data());
-        std::unique_ptr<OCSP_RESPONSE, crypto::Deleter<OCSP_RESPONSE_free>> resp(d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(resp_der.size())));
+        std::unique_ptr<OCSP_RESPONSE, crypto::Deleter<OCSP_RESPONSE_free>> resp(
+            d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(resp_der.size())));
         REQUIRE(resp);
         REQUIRE(OCSP_response_status(resp.get()) == OCSP_RESPONSE_STATUS_SUCCESSFUL);
         std::unique_ptr<OCSP_BASICRESP, crypto::Deleter<OCSP_BASICRESP_free>> basic(OCSP_response_get1_basic(resp.get()));
@@ -127,7 +133,8 @@ TEST_CASE("OCSP: good, revoked and unknown answers, signed by a delegated respon
         CHECK(OCSP_basic_verify(basic.get(), nullptr, trust, 0) == 1);  // responder chains to the CA, has OCSPSigning
         X509_STORE_free(trust);
         const auto* q = reinterpret_cast<const unsigned char*>(req_der.data());
-        std::unique_ptr<OCSP_REQUEST, crypto::Deleter<OCSP_REQUEST_free>> req(d2i_OCSP_REQUEST(nullptr, &q, static_cast<long>(req_der.size())));
+        std::unique_ptr<OCSP_REQUEST, crypto::Deleter<OCSP_REQUEST_free>> req(
+            d2i_OCSP_REQUEST(nullptr, &q, static_cast<long>(req_der.size())));
         CHECK(OCSP_check_nonce(req.get(), basic.get()) == (nonce ? 1 : 2));
         OCSP_SINGLERESP* single = OCSP_resp_get0(basic.get(), 0);
         int reason = -1;
@@ -163,8 +170,8 @@ TEST_CASE("a big CRL: while the next one is made, fetches get the previous one a
     for (int i = 0; i < 300000; ++i) {
         char serial[32];
         std::snprintf(serial, sizeof serial, "7%015X", i + 0x1000);
-        many.push_back({serial, "", "CN=x", "[]", "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", "default", "unit", "", "superseded",
-                        "2026-11-20T10:00:00Z", "-"});
+        many.push_back({serial, "", "CN=x", "[]", "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", "default", "unit", "",
+                        "superseded", "2026-11-20T10:00:00Z", "-"});
     }
     f.store.insert_revoked_bulk(many);
     RevocationService service({"unit"}, f.ca.get(), f.key.get(), f.store, f.dir.path(), nullptr, true);
@@ -175,7 +182,7 @@ TEST_CASE("a big CRL: while the next one is made, fetches get the previous one a
     const auto meanwhile = service.crl();
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(100));
     CHECK(meanwhile == first);  // the previous CRL, served at once
-    bool renewed = false;  // the refresher makes the new one
+    bool renewed = false;       // the refresher makes the new one
     for (int i = 0; i < 300 && !renewed; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         renewed = service.crl() != first;

@@ -31,19 +31,23 @@ struct Fixture {
     explicit Fixture(const std::string& extra_toml = "") {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
-        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant", "fixture-reentrant"}) install_fixture(plugins, "good", good);
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant", "fixture-reentrant"})
+            install_fixture(plugins, "good", good);
         install_fixture(plugins, "broken", "broken-init-throws");
         install_fixture(plugins, "broken", "broken-init-fails");
-        write_file(dir / "c.toml", "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                                   "[ca.test]\nplugin = \"fixture\"\nlabel = \"first\"\n"
-                                   "[ca.second]\nplugin = \"fixture\"\nlabel = \"other\"\n"
-                                   "[ca.down]\nplugin = \"fixture\"\nlabel = \"x\"\nfail_open = true\n"
-                                   "[tenant]\nplugin = \"fixture\"\n" + extra_toml);
+        write_file(dir / "c.toml",
+                   "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+                   "[ca.test]\nplugin = \"fixture\"\nlabel = \"first\"\n"
+                   "[ca.second]\nplugin = \"fixture\"\nlabel = \"other\"\n"
+                   "[ca.down]\nplugin = \"fixture\"\nlabel = \"x\"\nfail_open = true\n"
+                   "[tenant]\nplugin = \"fixture\"\n" +
+                       extra_toml);
         std::vector<ConfigProblem> problems;
         auto doc = parse_config_file(dir / "c.toml", problems);
         scan = scan_plugins(plugins, LoaderPolicy::for_service_account(""));
         auto c = validate_config(*doc, scan.identities(), problems);
-        for (const auto& p : problems) UNSCOPED_INFO(p.to_string());
+        for (const auto& p : problems)
+            UNSCOPED_INFO(p.to_string());
         REQUIRE(c);
         config = std::make_shared<const Config>(*c);
         log = std::make_unique<EventLog>(EventLogOptions{dir / "log", 1 << 20, 2, true, true, false});
@@ -80,7 +84,9 @@ std::pair<int, std::string> call(int (*fn)(PluginRuntime&, cc_sink*, cc_error*),
     return {rc, rc == CC_OK ? sink.data : std::string(err.message)};
 }
 
-long thread_id() { return ::syscall(SYS_gettid); }
+long thread_id() {
+    return ::syscall(SYS_gettid);
+}
 
 /// Runs `fn` on a thread of its own and waits for it up to `limit`. A deadlock cannot be
 /// undone (the stuck thread cannot be cancelled), so it ends the test run with a message
@@ -114,7 +120,8 @@ std::string wait_for_destroy(const std::filesystem::path& state) {
 TEST_CASE("CA requests are routed by configured name to the plugin behind it") {
     Fixture f;
     f.start(CC_KIND_CA, "fixture");
-    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "second", R"({"csr":"x"})", s, e); },
+    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s,
+                             cc_error* e) { return rt.ca_call(CaOperation::issue, "second", R"({"csr":"x"})", s, e); },
                           *f.runtime);
     REQUIRE(rc == CC_OK);
     const auto answer = boost::json::parse(out).as_object();
@@ -122,31 +129,41 @@ TEST_CASE("CA requests are routed by configured name to the plugin behind it") {
     CHECK(answer.at("label").as_string() == "other");
     CHECK(answer.at("request").at("csr").as_string() == "x");
 
-    auto [rc2, msg2] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "nope", "{}", s, e); }, *f.runtime);
+    auto [rc2, msg2] =
+        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "nope", "{}", s, e); },
+             *f.runtime);
     CHECK(rc2 == CC_ERR_NOT_FOUND);
     CHECK(msg2 == "no CA named 'nope' is configured (configured: down, second, test)");
 
-    auto [rc3, msg3] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "down", "{}", s, e); }, *f.runtime);
+    auto [rc3, msg3] =
+        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "down", "{}", s, e); },
+             *f.runtime);
     CHECK(rc3 == CC_ERR_UNAVAILABLE);
     CHECK(msg3 == "CA 'down' is not open: fixture CA 'down' configured to fail");
     CHECK_THAT(f.operational(), Catch::Contains("\"name\":\"CaOpenFailed\""));
 
-    auto [rc4, msg4] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::revoke, "test", "{}", s, e); }, *f.runtime);
+    auto [rc4, msg4] =
+        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::revoke, "test", "{}", s, e); },
+             *f.runtime);
     CHECK(rc4 == CC_ERR_NOT_FOUND);
     CHECK(msg4 == "fixture CA knows no certificates");
 
     // A CA plugin that answers no queries (the SDK's default) says so.
-    auto [rc5, msg5] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::query, "test", R"({"op":"crl"})", s, e); }, *f.runtime);
+    auto [rc5, msg5] = call([](PluginRuntime& rt, cc_sink* s,
+                               cc_error* e) { return rt.ca_call(CaOperation::query, "test", R"({"op":"crl"})", s, e); },
+                            *f.runtime);
     CHECK(rc5 == CC_ERR_NOT_SUPPORTED);
 }
 
 TEST_CASE("tenant calls reach the configured tenant plugin") {
     Fixture f;
-    auto [rc0, msg0] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("scep.validate", "{}", s, e); }, *f.runtime);
+    auto [rc0, msg0] =
+        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("scep.validate", "{}", s, e); }, *f.runtime);
     CHECK(rc0 == CC_ERR_UNAVAILABLE);
     CHECK(msg0 == "tenant plugin 'fixture' is not loaded");
     f.start(CC_KIND_TENANT, "fixture");
-    auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("heartbeat", "{}", s, e); }, *f.runtime);
+    auto [rc, out] =
+        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("heartbeat", "{}", s, e); }, *f.runtime);
     CHECK(rc == CC_OK);
     CHECK(out == R"({"operation":"heartbeat"})");
 }
@@ -255,8 +272,9 @@ TEST_CASE("reload: the new configuration is published with the generations built
     f.start(CC_KIND_CA, "fixture");
     auto old_echo = f.start(CC_KIND_FEATURE, "echo");  // held by "a request in flight" throughout
     auto issue_label = [&] {
-        auto [rc, out] = call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "test", "{}", s, e); },
-                              *f.runtime);
+        auto [rc, out] =
+            call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.ca_call(CaOperation::issue, "test", "{}", s, e); },
+                 *f.runtime);
         REQUIRE(rc == CC_OK);
         return std::string(boost::json::parse(out).at("label").as_string());
     };

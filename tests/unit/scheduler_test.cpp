@@ -30,15 +30,19 @@ struct SchedulerFixture {
     explicit SchedulerFixture(const std::string& tenant_settings) {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
-        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"}) install_fixture(plugins, "good", good);
-        write_file(dir / "c.toml", "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                                   "[ca.test]\nplugin = \"fixture\"\nlabel = \"first\"\n"
-                                   "[tenant]\nplugin = \"fixture\"\n" + tenant_settings);
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"})
+            install_fixture(plugins, "good", good);
+        write_file(dir / "c.toml",
+                   "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+                   "[ca.test]\nplugin = \"fixture\"\nlabel = \"first\"\n"
+                   "[tenant]\nplugin = \"fixture\"\n" +
+                       tenant_settings);
         std::vector<ConfigProblem> problems;
         auto doc = parse_config_file(dir / "c.toml", problems);
         scan = scan_plugins(plugins, LoaderPolicy::for_service_account(""));
         auto c = validate_config(*doc, scan.identities(), problems);
-        for (const auto& p : problems) UNSCOPED_INFO(p.to_string());
+        for (const auto& p : problems)
+            UNSCOPED_INFO(p.to_string());
         REQUIRE(c);
         config = std::make_shared<const Config>(*c);
         std::filesystem::create_directories(config->host.state_dir);
@@ -71,9 +75,7 @@ struct SchedulerFixture {
     }
 
     /// The fixture tenant's counters: claims / completions per job id, renewals, overlap.
-    json::object tenant() {
-        return json::parse(runtime->health(*runtime->find(CC_KIND_TENANT, "fixture"))).as_object();
-    }
+    json::object tenant() { return json::parse(runtime->health(*runtime->find(CC_KIND_TENANT, "fixture"))).as_object(); }
     std::int64_t count(const char* what, const std::string& id) {
         const auto t = tenant();
         const auto* v = t.at(what).as_object().if_contains(id);
@@ -131,7 +133,7 @@ TEST_CASE("a job retrying after a backoff longer than its lease renews the lease
     JobSettings settings;
     settings.concurrency = 2;
     settings.poll_interval_ms = 50;
-    settings.lease_seconds = 2;  // below the configurable minimum (10 s) to keep the test short
+    settings.lease_seconds = 2;        // below the configurable minimum (10 s) to keep the test short
     settings.retry_initial_ms = 3000;  // 2.4 .. 3.6 s with jitter: longer than the lease
     settings.retry_max_ms = 3000;
     settings.max_attempts = 3;

@@ -64,8 +64,10 @@ TEST_CASE("Backoff jitter stays within the fraction around the capped delay", "[
         const auto capped = b.delay(30);
         CHECK(capped >= milliseconds(48000));
         CHECK(capped <= milliseconds(72000));
-        if (i == 0) first = d1;
-        else if (d1 != first) varied = true;
+        if (i == 0)
+            first = d1;
+        else if (d1 != first)
+            varied = true;
     }
     CHECK(varied);
 }

@@ -88,12 +88,19 @@ bool is_key_type(std::string_view t) {
 
 PKey generate_key(std::string_view t) {
     EVP_PKEY* key = nullptr;
-    if (t == "rsa2048") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(2048));
-    else if (t == "rsa3072") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(3072));
-    else if (t == "rsa4096") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(4096));
-    else if (t == "p256") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
-    else if (t == "p384") key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
-    else throw std::invalid_argument("unknown key type '" + std::string(t) + "' (expected rsa2048, rsa3072, rsa4096, p256 or p384)");
+    if (t == "rsa2048")
+        key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(2048));
+    else if (t == "rsa3072")
+        key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(3072));
+    else if (t == "rsa4096")
+        key = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(4096));
+    else if (t == "p256")
+        key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+    else if (t == "p384")
+        key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-384");
+    else
+        throw std::invalid_argument("unknown key type '" + std::string(t) +
+                                    "' (expected rsa2048, rsa3072, rsa4096, p256 or p384)");
     if (key == nullptr) throw_openssl("generating a " + std::string(t) + " key");
     return PKey(key);
 }
@@ -142,7 +149,8 @@ PKey load_public_key(std::string_view pem) {
 
 std::string private_key_pem(const EVP_PKEY* key) {
     auto bio = new_mem_bio();
-    if (!PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr)) throw_openssl("PEM_write_bio_PrivateKey");
+    if (!PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr))
+        throw_openssl("PEM_write_bio_PrivateKey");
     return bio_string(bio.get());
 }
 
@@ -278,7 +286,8 @@ sdk::Secret pkcs11_pin(std::string_view text) {
     if (const char* source = p11_kit_uri_get_pin_source(uri.get())) {
         const std::string path = pin_file_path(source);
         std::ifstream in(path, std::ios::binary);
-        if (!in) throw std::invalid_argument("cannot read the PIN file " + path + " (pin-source of " + redact_pkcs11_uri(text) + ")");
+        if (!in)
+            throw std::invalid_argument("cannot read the PIN file " + path + " (pin-source of " + redact_pkcs11_uri(text) + ")");
         std::string pin((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         // A PIN file holds one line; everything from the first line break on is not the PIN.
         if (const auto end = pin.find_first_of("\r\n"); end != std::string::npos) {
@@ -314,7 +323,8 @@ Cert load_certificate(std::string_view pem) {
 std::vector<Cert> load_certificates(std::string_view pem) {
     std::vector<Cert> out;
     auto bio = mem_bio(pem);
-    while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) out.emplace_back(cert);
+    while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr))
+        out.emplace_back(cert);
     ERR_clear_error();  // the end of the bundle reads as an error
     return out;
 }
@@ -325,7 +335,9 @@ std::string certificate_pem(const X509* cert) {
     return bio_string(bio.get());
 }
 
-std::string certificate_der(const X509* cert) { return to_der(cert, i2d_X509); }
+std::string certificate_der(const X509* cert) {
+    return to_der(cert, i2d_X509);
+}
 
 std::string fingerprint_hex(const X509* cert, const EVP_MD* md) {
     unsigned char buf[EVP_MAX_MD_SIZE];
@@ -405,13 +417,15 @@ SubjectAltName parse_san(std::string_view s) {
     if (colon == std::string_view::npos || colon + 1 >= s.size())
         throw std::invalid_argument("SAN '" + std::string(s) + "': expected TYPE:VALUE (email, upn, dns, uri, ip)");
     SubjectAltName san{std::string(s.substr(0, colon)), std::string(s.substr(colon + 1))};
-    for (auto& c : san.type) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (auto& c : san.type)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (san.type != "email" && san.type != "upn" && san.type != "dns" && san.type != "uri" && san.type != "ip")
-        throw std::invalid_argument("SAN '" + std::string(s) + "': unknown type '" + san.type + "' (expected email, upn, dns, uri or ip)");
+        throw std::invalid_argument("SAN '" + std::string(s) + "': unknown type '" + san.type +
+                                    "' (expected email, upn, dns, uri or ip)");
     return san;
 }
 
-void add_san_extension(STACK_OF(X509_EXTENSION)* exts, const std::vector<SubjectAltName>& sans) {
+void add_san_extension(STACK_OF(X509_EXTENSION) * exts, const std::vector<SubjectAltName>& sans) {
     if (sans.empty()) return;
     GeneralNames names(GENERAL_NAMES_new());
     for (const auto& san : sans) {
@@ -424,7 +438,10 @@ void add_san_extension(STACK_OF(X509_EXTENSION)* exts, const std::vector<Subject
             ASN1_TYPE_set(value, V_ASN1_UTF8STRING, utf8);
             GENERAL_NAME_set0_othername(gn, OBJ_txt2obj(kUpnOid, 1), value);
         } else {
-            const int type = san.type == "email" ? GEN_EMAIL : san.type == "dns" ? GEN_DNS : san.type == "uri" ? GEN_URI : GEN_IPADD;
+            const int type = san.type == "email" ? GEN_EMAIL
+                             : san.type == "dns" ? GEN_DNS
+                             : san.type == "uri" ? GEN_URI
+                                                 : GEN_IPADD;
             gn = a2i_GENERAL_NAME(nullptr, nullptr, nullptr, type, san.value.c_str(), 0);
             if (!gn) {
                 ERR_clear_error();
@@ -438,7 +455,7 @@ void add_san_extension(STACK_OF(X509_EXTENSION)* exts, const std::vector<Subject
     sk_X509_EXTENSION_push(exts, ext);
 }
 
-std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION)* exts) {
+std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION) * exts) {
     std::vector<SubjectAltName> out;
     auto* names = static_cast<GENERAL_NAMES*>(X509V3_get_d2i(exts, NID_subject_alt_name, nullptr, nullptr));
     if (!names) return out;
@@ -446,7 +463,8 @@ std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION)* exts) {
     for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
         const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names, i);
         auto text = [](const ASN1_STRING* s) {
-            return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)), static_cast<std::size_t>(ASN1_STRING_length(s)));
+            return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                               static_cast<std::size_t>(ASN1_STRING_length(s)));
         };
         switch (gn->type) {
             case GEN_EMAIL: out.push_back({"email", text(gn->d.rfc822Name)}); break;
@@ -456,8 +474,8 @@ std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION)* exts) {
                 const ASN1_OCTET_STRING* raw = gn->d.iPAddress;
                 std::string ip = "(ipv6)";
                 if (raw->length == 4)
-                    ip = std::to_string(raw->data[0]) + "." + std::to_string(raw->data[1]) + "." + std::to_string(raw->data[2]) + "." +
-                         std::to_string(raw->data[3]);
+                    ip = std::to_string(raw->data[0]) + "." + std::to_string(raw->data[1]) + "." + std::to_string(raw->data[2]) +
+                         "." + std::to_string(raw->data[3]);
                 out.push_back({"ip", ip});
                 break;
             }
@@ -509,7 +527,8 @@ namespace {
 std::string pkcs12_der_with(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, std::string_view password, bool legacy,
                             std::string_view friendly_name) {
     STACK_OF(X509)* ca = sk_X509_new_null();
-    for (const auto& c : chain) sk_X509_push(ca, c.get());
+    for (const auto& c : chain)
+        sk_X509_push(ca, c.get());
     const int pbe = legacy ? NID_pbe_WithSHA1And3_Key_TripleDES_CBC : NID_aes_256_cbc;
     const std::string name(friendly_name);
     PKCS12* p12 = PKCS12_create_ex(password.data(), name.empty() ? nullptr : name.c_str(), key, leaf, ca, pbe, pbe,
@@ -542,13 +561,15 @@ Pkcs12Contents pkcs12_open_with(std::string_view der, std::string_view password)
         const unsigned long err = ERR_peek_last_error();
         const bool unsupported = ERR_GET_REASON(err) == ERR_R_UNSUPPORTED || ERR_GET_LIB(err) == ERR_LIB_EVP;
         ERR_clear_error();
-        throw std::invalid_argument(unsupported ? "the PFX uses an encryption this connector does not accept (RC2/RC4 need the legacy provider)"
-                                                : "the PFX cannot be opened with this password");
+        throw std::invalid_argument(
+            unsupported ? "the PFX uses an encryption this connector does not accept (RC2/RC4 need the legacy provider)"
+                        : "the PFX cannot be opened with this password");
     }
     Pkcs12Contents out;
     out.key.reset(key);
     out.certificate.reset(cert);
-    for (int i = 0; ca && i < sk_X509_num(ca); ++i) out.chain.emplace_back(sk_X509_value(ca, i));
+    for (int i = 0; ca && i < sk_X509_num(ca); ++i)
+        out.chain.emplace_back(sk_X509_value(ca, i));
     sk_X509_free(ca);
     if (!out.key) throw std::invalid_argument("the PFX holds no private key");
     if (!out.certificate) throw std::invalid_argument("the PFX holds no certificate for its private key");
@@ -567,9 +588,13 @@ std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain
     return pkcs12_der_with(key, leaf, chain, password.reveal(), legacy, friendly_name);
 }
 
-Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password) { return pkcs12_open_with(der, password); }
+Pkcs12Contents pkcs12_open(std::string_view der, const std::string& password) {
+    return pkcs12_open_with(der, password);
+}
 
-Pkcs12Contents pkcs12_open(std::string_view der, const sdk::Secret& password) { return pkcs12_open_with(der, password.reveal()); }
+Pkcs12Contents pkcs12_open(std::string_view der, const sdk::Secret& password) {
+    return pkcs12_open_with(der, password.reveal());
+}
 
 LegacyProviders::LegacyProviders() {
     default_ = OSSL_PROVIDER_load(nullptr, "default");

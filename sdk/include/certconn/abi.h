@@ -96,8 +96,8 @@ typedef struct cc_error {
  * appended. write() returns 0 on success, non-zero when the caller refuses more data (for
  * example because a size limit was reached). */
 typedef struct cc_sink {
-    void *ctx;
-    int (*write)(void *ctx, const char *data, size_t len);
+    void* ctx;
+    int (*write)(void* ctx, const char* data, size_t len);
 } cc_sink;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -110,37 +110,32 @@ typedef enum cc_plugin_kind {
 } cc_plugin_kind;
 
 typedef struct cc_plugin_info {
-    uint32_t struct_size;      /* sizeof(cc_plugin_info) as the plugin was built           */
-    uint16_t abi_major;        /* CERTCONN_ABI_MAJOR the plugin was built against          */
-    uint16_t abi_minor;        /* CERTCONN_ABI_MINOR the plugin was built against          */
-    uint32_t kind;             /* a cc_plugin_kind                                         */
-    const char *name;          /* [a-z][a-z0-9-]{0,62}; unique per kind                    */
-    const char *version;       /* semantic version, e.g. "1.4.2"                           */
-    const char *release_date;  /* "YYYY-MM-DD": drives the support policy                  */
-    const char *description;   /* one line for `certconnector plugins`                     */
+    uint32_t struct_size;     /* sizeof(cc_plugin_info) as the plugin was built           */
+    uint16_t abi_major;       /* CERTCONN_ABI_MAJOR the plugin was built against          */
+    uint16_t abi_minor;       /* CERTCONN_ABI_MINOR the plugin was built against          */
+    uint32_t kind;            /* a cc_plugin_kind                                         */
+    const char* name;         /* [a-z][a-z0-9-]{0,62}; unique per kind                    */
+    const char* version;      /* semantic version, e.g. "1.4.2"                           */
+    const char* release_date; /* "YYYY-MM-DD": drives the support policy                  */
+    const char* description;  /* one line for `certconnector plugins`                     */
     /* JSON schema of the plugin's configuration section (see docs/plugin-sdk.md), or NULL
      * when the plugin takes no configuration. Validated by the host before init, so a typo
      * in the plugin's section is reported by `config check` with file:line:column. */
-    const char *config_schema;
+    const char* config_schema;
 } cc_plugin_info;
 
 /* ---------------------------------------------------------------------------------------- */
 /* Event log                                                                                */
 
-typedef enum cc_log_level {
-    CC_LEVEL_DEBUG = 0,
-    CC_LEVEL_INFO = 1,
-    CC_LEVEL_WARNING = 2,
-    CC_LEVEL_ERROR = 3
-} cc_log_level;
+typedef enum cc_log_level { CC_LEVEL_DEBUG = 0, CC_LEVEL_INFO = 1, CC_LEVEL_WARNING = 2, CC_LEVEL_ERROR = 3 } cc_log_level;
 
 /* ---------------------------------------------------------------------------------------- */
 /* HTTP routes a plugin serves through the host HTTP server                                 */
 
 /* Frozen (no struct_size). */
 typedef struct cc_http_header {
-    const char *name;
-    const char *value;
+    const char* name;
+    const char* value;
 } cc_http_header;
 
 /* Who sent a request, as the host authenticated it (since 1.1). Only the administrator is
@@ -157,47 +152,47 @@ typedef enum cc_request_origin {
 
 typedef struct cc_http_request {
     uint32_t struct_size;
-    const char *method;       /* "GET", "POST", ...                                        */
-    const char *path;         /* decoded path, without the query string                    */
-    const char *query;        /* raw query string without '?', "" when absent              */
-    const char *body;         /* not NUL-terminated; body_len bytes                        */
+    const char* method; /* "GET", "POST", ...                                        */
+    const char* path;   /* decoded path, without the query string                    */
+    const char* query;  /* raw query string without '?', "" when absent              */
+    const char* body;   /* not NUL-terminated; body_len bytes                        */
     size_t body_len;
-    const cc_http_header *headers;
+    const cc_http_header* headers;
     size_t header_count;
-    const char *remote_address; /* "ip:port" of the peer, "local" for the admin socket     */
+    const char* remote_address; /* "ip:port" of the peer, "local" for the admin socket     */
     int local;                  /* non-zero: the admin socket (1.0 hosts: also loopback TCP)  */
     /* since 1.1 */
-    uint32_t origin;            /* a cc_request_origin                                      */
-    const char *principal;      /* "token:<name>", "certificate:<name>", "uid:<n>"; "" when
-                                   anonymous. Safe to log.                                  */
-    const char *const *scopes;  /* the scopes the principal holds ("*" = all)               */
+    uint32_t origin;           /* a cc_request_origin                                      */
+    const char* principal;     /* "token:<name>", "certificate:<name>", "uid:<n>"; "" when
+                                  anonymous. Safe to log.                                  */
+    const char* const* scopes; /* the scopes the principal holds ("*" = all)               */
     size_t scope_count;
 } cc_http_request;
 
 /* The host-side response under construction. Valid only during the handler call. */
 typedef struct cc_http_response {
     uint32_t struct_size;
-    void *ctx;
-    void (*set_status)(void *ctx, int status);
-    void (*add_header)(void *ctx, const char *name, const char *value);
+    void* ctx;
+    void (*set_status)(void* ctx, int status);
+    void (*add_header)(void* ctx, const char* name, const char* value);
     cc_sink body; /* append bytes of the body */
 } cc_http_response;
 
 /* A route handler. Returns CC_OK after filling `response`; any other status makes the host
  * answer 500 (or 503 for a retryable status) and log the error. Called on a worker thread;
  * several calls may run at once. */
-typedef int (*cc_http_handler)(void *handler_ctx, const cc_http_request *request,
-                               const cc_http_response *response, cc_error *error);
+typedef int (*cc_http_handler)(void* handler_ctx, const cc_http_request* request, const cc_http_response* response,
+                               cc_error* error);
 
 /* A route a plugin serves (since 1.1). The host answers 401 (no credentials) or 403 (wrong
  * scope) itself, before the handler runs, when the caller lacks `scope`. */
 typedef struct cc_http_route {
     uint32_t struct_size;
-    const char *method;        /* "GET", "POST", ...                                         */
-    const char *path;          /* exact, or a prefix when it ends in '/'                     */
-    const char *scope;         /* required scope, e.g. "jobs:submit"; NULL or "" = public    */
+    const char* method; /* "GET", "POST", ...                                         */
+    const char* path;   /* exact, or a prefix when it ends in '/'                     */
+    const char* scope;  /* required scope, e.g. "jobs:submit"; NULL or "" = public    */
     cc_http_handler handler;
-    void *handler_ctx;
+    void* handler_ctx;
 } cc_http_route;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -215,17 +210,17 @@ typedef struct cc_http_route {
  *   {"exit_code": 0, "stdout": "...", "stderr": "...", "files": {"name": "<base64>"},
  *    "next": {"arguments": {...}, "delay_ms": 100}}
  * "next" asks the CLI to call the same command again (waiting without holding a worker). */
-typedef int (*cc_admin_handler)(void *handler_ctx, const char *arguments_json, size_t arguments_len,
-                                cc_sink *reply_json, cc_error *error);
+typedef int (*cc_admin_handler)(void* handler_ctx, const char* arguments_json, size_t arguments_len, cc_sink* reply_json,
+                                cc_error* error);
 
 typedef struct cc_admin_command {
     uint32_t struct_size;
-    const char *name;           /* lower-case words separated by one space: "scep approve"     */
-    const char *summary;        /* one line for `certconnector help`                            */
-    const char *arguments_json; /* see above; NULL = no arguments                               */
-    const char *scope;          /* required scope, e.g. "scep:approve"; never empty             */
+    const char* name;           /* lower-case words separated by one space: "scep approve"     */
+    const char* summary;        /* one line for `certconnector help`                            */
+    const char* arguments_json; /* see above; NULL = no arguments                               */
+    const char* scope;          /* required scope, e.g. "scep:approve"; never empty             */
     cc_admin_handler handler;
-    void *handler_ctx;
+    void* handler_ctx;
 } cc_admin_command;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -236,60 +231,55 @@ typedef struct cc_host_services {
     uint32_t struct_size;
     uint16_t abi_major;
     uint16_t abi_minor;
-    void *host_ctx; /* pass back as the first argument of every call below */
+    void* host_ctx; /* pass back as the first argument of every call below */
 
     /* Writes one event to the event log. `event_id` is one of events.h; the host derives the
      * channel (Admin/Operational) and task category from it. request_id and fields_json
      * (a JSON object) may be NULL. */
-    void (*log_event)(void *host_ctx, uint32_t event_id, int level, const char *request_id,
-                      const char *message, const char *fields_json);
+    void (*log_event)(void* host_ctx, uint32_t event_id, int level, const char* request_id, const char* message,
+                      const char* fields_json);
 
     /* Writes the plugin's configuration section as a JSON object ("{}" when absent). For a
      * CA plugin this is empty: its sections come to cc_ca_api.open one by one. */
-    int (*config_json)(void *host_ctx, cc_sink *out, cc_error *error);
+    int (*config_json)(void* host_ctx, cc_sink* out, cc_error* error);
 
     /* Directory (absolute path, NUL-terminated) the plugin may keep state in; created 0700. */
-    const char *(*state_dir)(void *host_ctx);
+    const char* (*state_dir)(void* host_ctx);
 
     /* Routes a request to the configured CA named `ca_name` ([ca.<name>]); the host picks the
      * CA plugin behind that name. Request and response are JSON (docs/plugin-sdk.md). */
-    int (*ca_issue)(void *host_ctx, const char *ca_name, const char *request_json,
-                    cc_sink *response_json, cc_error *error);
-    int (*ca_revoke)(void *host_ctx, const char *ca_name, const char *request_json,
-                     cc_sink *response_json, cc_error *error);
+    int (*ca_issue)(void* host_ctx, const char* ca_name, const char* request_json, cc_sink* response_json, cc_error* error);
+    int (*ca_revoke)(void* host_ctx, const char* ca_name, const char* request_json, cc_sink* response_json, cc_error* error);
 
     /* Calls the active tenant plugin: `operation` names the call (e.g. "scep.validate"). */
-    int (*tenant_call)(void *host_ctx, const char *operation, const char *request_json,
-                       cc_sink *response_json, cc_error *error);
+    int (*tenant_call)(void* host_ctx, const char* operation, const char* request_json, cc_sink* response_json, cc_error* error);
 
     /* Serves `method` requests whose path equals `path`, or starts with it when `path` ends
      * in '/'. Only during init. The route lives as long as this plugin instance. The route is
      * public (any caller); use http_register (1.1) for a route that needs a scope. */
-    int (*http_register_route)(void *host_ctx, const char *method, const char *path,
-                               cc_http_handler handler, void *handler_ctx, cc_error *error);
+    int (*http_register_route)(void* host_ctx, const char* method, const char* path, cc_http_handler handler, void* handler_ctx,
+                               cc_error* error);
 
     /* Decrypts `ciphertext` with the connector key `key_name` (see `certconnector keys`),
      * RSA-OAEP with `padding` "oaep-sha256" | "oaep-sha384" | "oaep-sha512" (hash and MGF1).
      * The key never leaves the host. CC_ERR_NOT_FOUND: this connector does not hold the key;
      * CC_ERR_INVALID_ARGUMENT: wrong key or padding for this ciphertext; CC_ERR_UNAVAILABLE:
      * the key exists but cannot be used now (token absent). Check struct_size first. */
-    int (*key_decrypt)(void *host_ctx, const char *key_name, const char *padding,
-                       const char *ciphertext, size_t ciphertext_len, cc_sink *plaintext,
-                       cc_error *error);
+    int (*key_decrypt)(void* host_ctx, const char* key_name, const char* padding, const char* ciphertext, size_t ciphertext_len,
+                       cc_sink* plaintext, cc_error* error);
 
     /* Asks the configured CA `ca_name` a read-only question (cc_ca_api.query): the host
      * answers CC_ERR_NOT_SUPPORTED for a CA plugin without query. Check struct_size first. */
-    int (*ca_query)(void *host_ctx, const char *ca_name, const char *request_json,
-                    cc_sink *response_json, cc_error *error);
+    int (*ca_query)(void* host_ctx, const char* ca_name, const char* request_json, cc_sink* response_json, cc_error* error);
 
     /* since 1.1 (check struct_size) ------------------------------------------------------ */
 
     /* Registers a route with the scope it requires. Only during init. Paths the host serves
      * itself (/healthz, /status, /admin/...) are refused with CC_ERR_CONFLICT. */
-    int (*http_register)(void *host_ctx, const cc_http_route *route, cc_error *error);
+    int (*http_register)(void* host_ctx, const cc_http_route* route, cc_error* error);
 
     /* Registers an administrative command. Only during init; names are unique per host. */
-    int (*admin_register_command)(void *host_ctx, const cc_admin_command *command, cc_error *error);
+    int (*admin_register_command)(void* host_ctx, const cc_admin_command* command, cc_error* error);
 } cc_host_services;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -300,38 +290,33 @@ typedef struct cc_feature_api {
     uint32_t struct_size;
     /* Processes one job (JSON document of docs/tenant-protocol.md), writes its result JSON.
      * A retryable status means the host should run the job again later. */
-    int (*run_job)(void *instance, const char *job_json, cc_sink *result_json, cc_error *error);
+    int (*run_job)(void* instance, const char* job_json, cc_sink* result_json, cc_error* error);
     /* Optional (may be NULL): the host delivered (delivered != 0) or failed to deliver the
      * result of `job_id` to the tenant; `message` says why when it failed. The feature may
      * now drop per-job state it kept to make a re-run idempotent. */
-    void (*result_delivered)(void *instance, const char *job_id, int delivered, const char *message);
+    void (*result_delivered)(void* instance, const char* job_id, int delivered, const char* message);
     /* since 1.1, optional: run_job with the document's length (jobs carrying a PFX are large;
      * the host calls this one instead of run_job when present, so nothing is strlen'ed). The
      * document is still NUL-terminated. */
-    int (*run_job_len)(void *instance, const char *job_json, size_t job_len, cc_sink *result_json,
-                       cc_error *error);
+    int (*run_job_len)(void* instance, const char* job_json, size_t job_len, cc_sink* result_json, cc_error* error);
 } cc_feature_api;
 
 /* CA plugins: one instance serves every [ca.<name>] whose plugin = this plugin. */
 typedef struct cc_ca_api {
     uint32_t struct_size;
     /* Opens the CA named `ca_name` with its configuration section (JSON object). */
-    int (*open)(void *instance, const char *ca_name, const char *config_json, void **ca_handle,
-                cc_error *error);
-    void (*close)(void *instance, void *ca_handle);
-    int (*issue)(void *instance, void *ca_handle, const char *request_json,
-                 cc_sink *response_json, cc_error *error);
-    int (*revoke)(void *instance, void *ca_handle, const char *request_json,
-                  cc_sink *response_json, cc_error *error);
+    int (*open)(void* instance, const char* ca_name, const char* config_json, void** ca_handle, cc_error* error);
+    void (*close)(void* instance, void* ca_handle);
+    int (*issue)(void* instance, void* ca_handle, const char* request_json, cc_sink* response_json, cc_error* error);
+    int (*revoke)(void* instance, void* ca_handle, const char* request_json, cc_sink* response_json, cc_error* error);
     /* Optional (may be NULL): the CA's identity as JSON, at least {"chain_pem": "<PEM, issuing
      * CA first>"}; used by `certconnector ca export`. */
-    int (*describe)(void *instance, void *ca_handle, cc_sink *response_json, cc_error *error);
+    int (*describe)(void* instance, void* ca_handle, cc_sink* response_json, cc_error* error);
     /* Optional (may be NULL; check struct_size): read-only questions, JSON in and out.
      *   {"op": "certificate", "serial": "HEX"} -> {"serial", "certificate_pem", "status"}
      *   {"op": "crl"} -> {"crl_der": "<base64>"} (the CA's current CRL)
      * CC_ERR_NOT_FOUND for an unknown certificate, CC_ERR_NOT_SUPPORTED for an unknown op. */
-    int (*query)(void *instance, void *ca_handle, const char *request_json, cc_sink *response_json,
-                 cc_error *error);
+    int (*query)(void* instance, void* ca_handle, const char* request_json, cc_sink* response_json, cc_error* error);
 } cc_ca_api;
 
 /* tenant plugins: the source of jobs and the place results go. */
@@ -339,41 +324,37 @@ typedef struct cc_tenant_api {
     uint32_t struct_size;
     /* Claims up to `max_jobs` jobs for the given features (JSON array of names) with a lease;
      * writes a JSON array of job documents. */
-    int (*claim_jobs)(void *instance, const char *features_json, uint32_t max_jobs,
-                      uint32_t lease_seconds, cc_sink *jobs_json, cc_error *error);
+    int (*claim_jobs)(void* instance, const char* features_json, uint32_t max_jobs, uint32_t lease_seconds, cc_sink* jobs_json,
+                      cc_error* error);
     /* Reports the single result of a job. Idempotent per job id. */
-    int (*complete_job)(void *instance, const char *job_id, const char *result_json,
-                        cc_error *error);
+    int (*complete_job)(void* instance, const char* job_id, const char* result_json, cc_error* error);
     /* Any other call: challenge validation, notifications, heartbeat ... */
-    int (*call)(void *instance, const char *operation, const char *request_json,
-                cc_sink *response_json, cc_error *error);
+    int (*call)(void* instance, const char* operation, const char* request_json, cc_sink* response_json, cc_error* error);
 } cc_tenant_api;
 
 /* Filled by init. The host sets struct_size (its own sizeof) before the call; the plugin
  * writes no field beyond it. Exactly the table matching the plugin's kind is non-NULL. */
 typedef struct cc_plugin_api {
     uint32_t struct_size;
-    void *instance;                  /* opaque, passed back on every call                  */
-    void (*destroy)(void *instance); /* last call; the library is unloaded after it        */
+    void* instance;                  /* opaque, passed back on every call                  */
+    void (*destroy)(void* instance); /* last call; the library is unloaded after it        */
     /* Health for status: writes a JSON object {"healthy":bool,"detail":"..."}. May be NULL. */
-    int (*health)(void *instance, cc_sink *health_json, cc_error *error);
-    const cc_feature_api *feature;
-    const cc_ca_api *ca;
-    const cc_tenant_api *tenant;
+    int (*health)(void* instance, cc_sink* health_json, cc_error* error);
+    const cc_feature_api* feature;
+    const cc_ca_api* ca;
+    const cc_tenant_api* tenant;
 } cc_plugin_api;
 
 /* The two exports. The query function must not allocate, start threads or touch files. */
-typedef const cc_plugin_info *(*cc_plugin_query_fn)(void);
-typedef int (*cc_plugin_init_fn)(const cc_host_services *host, cc_plugin_api *api,
-                                 cc_error *error);
+typedef const cc_plugin_info* (*cc_plugin_query_fn)(void);
+typedef int (*cc_plugin_init_fn)(const cc_host_services* host, cc_plugin_api* api, cc_error* error);
 
 /* Export a plugin written in C (C++ authors use CERTCONN_PLUGIN from sdk.hpp). Defines the
  * two exported Boost.DLL-compatible aliases: data symbols holding the function addresses. */
-#define CERTCONN_C_EXPORT_PLUGIN(query_fn, init_fn)                                             \
-    __attribute__((visibility("default"), section("boostdll"), used))                           \
-    const void *certconn_plugin_query = (const void *)&(query_fn);                              \
-    __attribute__((visibility("default"), section("boostdll"), used))                           \
-    const void *certconn_plugin_init = (const void *)&(init_fn);
+#define CERTCONN_C_EXPORT_PLUGIN(query_fn, init_fn)                                                       \
+    __attribute__((visibility("default"), section("boostdll"), used)) const void* certconn_plugin_query = \
+        (const void*)&(query_fn);                                                                         \
+    __attribute__((visibility("default"), section("boostdll"), used)) const void* certconn_plugin_init = (const void*)&(init_fn);
 
 #ifdef __cplusplus
 } /* extern "C" */

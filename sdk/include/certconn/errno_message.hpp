@@ -11,8 +11,12 @@ namespace certconn::sdk {
 
 namespace detail {
 // strerror_r comes in two flavours: GNU (returns the text, maybe not in buf) and XSI (fills buf).
-inline const char* strerror_result(const char* text, const char* /*buf*/) { return text; }
-inline const char* strerror_result(int rc, const char* buf) { return rc == 0 ? buf : "unknown error"; }
+inline const char* strerror_result(const char* text, const char* /*buf*/) {
+    return text;
+}
+inline const char* strerror_result(int rc, const char* buf) {
+    return rc == 0 ? buf : "unknown error";
+}
 }  // namespace detail
 
 /// "No such file or directory" for ENOENT; safe to call from any thread.

@@ -14,7 +14,8 @@ namespace certconn::sdk {
 /// The first of `keys` present (and not null) in `o`, as a string, or `fallback` when none is.
 /// A present value that is not a string is an INVALID_ARGUMENT Error naming the key. Several
 /// keys let a feature accept its own field name and the tenant's (e.g. "serial", "serialNumber").
-inline std::string string_field(const boost::json::object& o, std::initializer_list<const char*> keys, std::string fallback = {}) {
+inline std::string string_field(const boost::json::object& o, std::initializer_list<const char*> keys,
+                                std::string fallback = {}) {
     for (const char* key : keys) {
         const auto* v = o.if_contains(key);
         if (!v || v->is_null()) continue;

@@ -75,7 +75,9 @@ inline int append_to_string(void* ctx, const char* data, size_t len) {
     return 0;
 }
 
-inline cc_sink sink_for(std::string& out) { return cc_sink{&out, &append_to_string}; }
+inline cc_sink sink_for(std::string& out) {
+    return cc_sink{&out, &append_to_string};
+}
 
 inline void write_sink(cc_sink* sink, std::string_view data) {
     if (sink == nullptr || sink->write == nullptr) return;
@@ -126,8 +128,12 @@ inline void throw_if_failed(int status, const cc_error& error, std::string_view 
 }  // namespace detail
 
 /// Who sent a request, as the host authenticated it (cc_request_origin).
-enum class Origin { anonymous = CC_ORIGIN_ANONYMOUS, token = CC_ORIGIN_TOKEN,
-                    client_certificate = CC_ORIGIN_CLIENT_CERTIFICATE, admin_socket = CC_ORIGIN_ADMIN_SOCKET };
+enum class Origin {
+    anonymous = CC_ORIGIN_ANONYMOUS,
+    token = CC_ORIGIN_TOKEN,
+    client_certificate = CC_ORIGIN_CLIENT_CERTIFICATE,
+    admin_socket = CC_ORIGIN_ADMIN_SOCKET
+};
 
 /// The scope argument of Host::route for a route anyone may call (devices, CRL/OCSP clients).
 inline constexpr std::string_view kPublic{};
@@ -154,9 +160,7 @@ struct HttpRequest {
     std::string_view header(std::string_view name) const {
         for (const auto& [key, value] : headers) {
             if (key.size() == name.size() &&
-                std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) {
-                    return (a | 0x20) == (b | 0x20);
-                }))
+                std::equal(key.begin(), key.end(), name.begin(), [](char a, char b) { return (a | 0x20) == (b | 0x20); }))
                 return value;
         }
         return {};
@@ -179,8 +183,8 @@ public:
     Host& operator=(const Host&) = delete;
 
     /// Logs event `id` (events.h). `fields_json` is a JSON object or empty.
-    void log(uint32_t id, cc_log_level level, std::string_view message,
-             std::string_view request_id = {}, std::string_view fields_json = {}) const noexcept {
+    void log(uint32_t id, cc_log_level level, std::string_view message, std::string_view request_id = {},
+             std::string_view fields_json = {}) const noexcept {
         try {
             const std::string msg(message), req(request_id), fields(fields_json);
             s_->log_event(s_->host_ctx, id, level, req.empty() ? nullptr : req.c_str(), msg.c_str(),
@@ -225,9 +229,9 @@ public:
         std::string out;
         cc_sink sink = detail::sink_for(out);
         cc_error error = detail::make_error();
-        detail::throw_if_failed(s_->key_decrypt(s_->host_ctx, key_name.c_str(), padding.c_str(), ciphertext.data(),
-                                                ciphertext.size(), &sink, &error),
-                                error, "connector key '" + key_name + "'");
+        detail::throw_if_failed(
+            s_->key_decrypt(s_->host_ctx, key_name.c_str(), padding.c_str(), ciphertext.data(), ciphertext.size(), &sink, &error),
+            error, "connector key '" + key_name + "'");
         return out;
     }
 
@@ -243,14 +247,14 @@ public:
                 throw Error(CC_ERR_NOT_SUPPORTED, "route " + method + " " + path + " needs scope '" + scope_text +
                                                       "', which this host (SDK 1.0) cannot enforce");
             routes_.push_back(std::move(handler));
-            detail::throw_if_failed(s_->http_register_route(s_->host_ctx, method.c_str(), path.c_str(), &Host::dispatch,
-                                                            &routes_.back(), &error),
-                                    error, "route " + method + " " + path);
+            detail::throw_if_failed(
+                s_->http_register_route(s_->host_ctx, method.c_str(), path.c_str(), &Host::dispatch, &routes_.back(), &error),
+                error, "route " + method + " " + path);
             return;
         }
         routes_.push_back(std::move(handler));
-        const cc_http_route route{sizeof(cc_http_route), method.c_str(), path.c_str(), scope_text.c_str(), &Host::dispatch,
-                                  &routes_.back()};
+        const cc_http_route route{sizeof(cc_http_route), method.c_str(),  path.c_str(),
+                                  scope_text.c_str(),    &Host::dispatch, &routes_.back()};
         detail::throw_if_failed(s_->http_register(s_->host_ctx, &route, &error), error, "route " + method + " " + path);
     }
     /// A public route (anyone may call it): route(method, path, kPublic, handler).
@@ -269,27 +273,26 @@ public:
         if (s_->struct_size <= offsetof(cc_host_services, admin_register_command) || s_->admin_register_command == nullptr)
             throw Error(CC_ERR_NOT_SUPPORTED, "this host (SDK 1.0) has no administrative commands");
         commands_.push_back(std::move(handler));
-        const cc_admin_command command{sizeof(cc_admin_command), name.c_str(), summary.c_str(), arguments_json.c_str(),
-                                       scope.c_str(), &Host::run_command, &commands_.back()};
+        const cc_admin_command command{sizeof(cc_admin_command), name.c_str(),  summary.c_str(),
+                                       arguments_json.c_str(),   scope.c_str(), &Host::run_command,
+                                       &commands_.back()};
         cc_error error = detail::make_error();
-        detail::throw_if_failed(s_->admin_register_command(s_->host_ctx, &command, &error), error, "admin command '" + name + "'");
+        detail::throw_if_failed(s_->admin_register_command(s_->host_ctx, &command, &error), error,
+                                "admin command '" + name + "'");
     }
 
 private:
     using OutCall = int (*)(void*, const char*, const char*, cc_sink*, cc_error*);
 
-    std::string call_out(OutCall fn, const std::string& target, const std::string& request,
-                         const std::string& what) const {
+    std::string call_out(OutCall fn, const std::string& target, const std::string& request, const std::string& what) const {
         std::string out;
         cc_sink sink = detail::sink_for(out);
         cc_error error = detail::make_error();
-        detail::throw_if_failed(fn(s_->host_ctx, target.c_str(), request.c_str(), &sink, &error),
-                                error, what);
+        detail::throw_if_failed(fn(s_->host_ctx, target.c_str(), request.c_str(), &sink, &error), error, what);
         return out;
     }
 
-    static int dispatch(void* ctx, const cc_http_request* req, const cc_http_response* resp,
-                        cc_error* error) noexcept {
+    static int dispatch(void* ctx, const cc_http_request* req, const cc_http_response* resp, cc_error* error) noexcept {
         return detail::guarded(error, [&] {
             HttpRequest request;
             request.method = req->method;
@@ -301,7 +304,8 @@ private:
             if (req->struct_size > offsetof(cc_http_request, scope_count)) {
                 request.origin = static_cast<Origin>(req->origin);
                 request.principal = req->principal != nullptr ? req->principal : "";
-                for (size_t i = 0; i < req->scope_count; ++i) request.scopes.emplace_back(req->scopes[i]);
+                for (size_t i = 0; i < req->scope_count; ++i)
+                    request.scopes.emplace_back(req->scopes[i]);
             }
             request.headers.reserve(req->header_count);
             for (size_t i = 0; i < req->header_count; ++i)
@@ -316,14 +320,13 @@ private:
     }
 
     static int run_command(void* ctx, const char* arguments, size_t len, cc_sink* reply, cc_error* error) noexcept {
-        return detail::guarded(error, [&] {
-            detail::write_sink(reply, (*static_cast<AdminHandler*>(ctx))(std::string_view(arguments, len)));
-        });
+        return detail::guarded(
+            error, [&] { detail::write_sink(reply, (*static_cast<AdminHandler*>(ctx))(std::string_view(arguments, len))); });
     }
 
     const cc_host_services* s_;
-    std::list<RouteHandler> routes_;      // stable addresses: handler_ctx points into it
-    std::list<AdminHandler> commands_;    // likewise
+    std::list<RouteHandler> routes_;    // stable addresses: handler_ctx points into it
+    std::list<AdminHandler> commands_;  // likewise
 };
 
 /// Base of every plugin class.
@@ -401,8 +404,7 @@ public:
 
 class TenantPlugin : public Plugin {
 public:
-    virtual std::string claim_jobs(const std::string& features_json, uint32_t max_jobs,
-                                   uint32_t lease_seconds) = 0;
+    virtual std::string claim_jobs(const std::string& features_json, uint32_t max_jobs, uint32_t lease_seconds) = 0;
     virtual void complete_job(const std::string& job_id, const std::string& result_json) = 0;
     virtual std::string call(const std::string& operation, const std::string& request_json) = 0;
 };
@@ -411,11 +413,12 @@ namespace detail {
 
 template <class P>
 constexpr cc_plugin_kind kind_of() {
-    if constexpr (std::is_base_of_v<FeaturePlugin, P>) return CC_KIND_FEATURE;
-    else if constexpr (std::is_base_of_v<CaPlugin, P>) return CC_KIND_CA;
+    if constexpr (std::is_base_of_v<FeaturePlugin, P>)
+        return CC_KIND_FEATURE;
+    else if constexpr (std::is_base_of_v<CaPlugin, P>)
+        return CC_KIND_CA;
     else {
-        static_assert(std::is_base_of_v<TenantPlugin, P>,
-                      "a plugin class derives from FeaturePlugin, CaPlugin or TenantPlugin");
+        static_assert(std::is_base_of_v<TenantPlugin, P>, "a plugin class derives from FeaturePlugin, CaPlugin or TenantPlugin");
         return CC_KIND_TENANT;
     }
 }
@@ -430,7 +433,9 @@ struct Instance {
 };
 
 template <class P>
-P& plugin_of(void* instance) { return static_cast<Instance<P>*>(instance)->plugin; }
+P& plugin_of(void* instance) {
+    return static_cast<Instance<P>*>(instance)->plugin;
+}
 
 template <class P>
 struct Thunks {
@@ -445,11 +450,8 @@ struct Thunks {
     static int run_job_len(void* instance, const char* job, size_t len, cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).run_job(std::string(job, len))); });
     }
-    static int ca_open(void* instance, const char* name, const char* config, void** handle,
-                       cc_error* error) noexcept {
-        return guarded(error, [&] {
-            *handle = plugin_of<P>(instance).open(name, config).release();
-        });
+    static int ca_open(void* instance, const char* name, const char* config, void** handle, cc_error* error) noexcept {
+        return guarded(error, [&] { *handle = plugin_of<P>(instance).open(name, config).release(); });
     }
     static void ca_close(void*, void* handle) noexcept { delete static_cast<CaPlugin::Ca*>(handle); }
     static int ca_issue(void*, void* handle, const char* req, cc_sink* out, cc_error* error) noexcept {
@@ -470,18 +472,14 @@ struct Thunks {
     static int ca_query(void*, void* handle, const char* req, cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] { write_sink(out, static_cast<CaPlugin::Ca*>(handle)->query(req)); });
     }
-    static int claim_jobs(void* instance, const char* features, uint32_t max_jobs, uint32_t lease,
-                          cc_sink* out, cc_error* error) noexcept {
-        return guarded(error, [&] {
-            write_sink(out, plugin_of<P>(instance).claim_jobs(features, max_jobs, lease));
-        });
+    static int claim_jobs(void* instance, const char* features, uint32_t max_jobs, uint32_t lease, cc_sink* out,
+                          cc_error* error) noexcept {
+        return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).claim_jobs(features, max_jobs, lease)); });
     }
-    static int complete_job(void* instance, const char* job_id, const char* result,
-                            cc_error* error) noexcept {
+    static int complete_job(void* instance, const char* job_id, const char* result, cc_error* error) noexcept {
         return guarded(error, [&] { plugin_of<P>(instance).complete_job(job_id, result); });
     }
-    static int call(void* instance, const char* op, const char* req, cc_sink* out,
-                    cc_error* error) noexcept {
+    static int call(void* instance, const char* op, const char* req, cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).call(op, req)); });
     }
 };
@@ -505,7 +503,7 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
             static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job, &T::result_delivered, &T::run_job_len};
             api->feature = &feature;
         } else if constexpr (kind_of<P>() == CC_KIND_CA) {
-            static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open,   &T::ca_close,    &T::ca_issue,
+            static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open,     &T::ca_close, &T::ca_issue,
                                       &T::ca_revoke,     &T::ca_describe, &T::ca_query};
             api->ca = &ca;
         } else {
@@ -521,18 +519,23 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
 
 /// Exports `Class` as this library's plugin. Use once, at namespace scope, in one source file.
 /// SCHEMA is the JSON schema of the plugin's configuration section, or nullptr.
-#define CERTCONN_PLUGIN(Class, NAME, VERSION, RELEASE_DATE, DESCRIPTION, SCHEMA)               \
-    namespace certconn_plugin_exports {                                                       \
-    const cc_plugin_info* query() noexcept {                                                  \
-        static const cc_plugin_info info = {                                                  \
-            sizeof(cc_plugin_info), CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR,                   \
-            static_cast<uint32_t>(::certconn::sdk::detail::kind_of<Class>()), NAME, VERSION,  \
-            RELEASE_DATE, DESCRIPTION, SCHEMA};                                               \
-        return &info;                                                                         \
-    }                                                                                         \
-    int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noexcept {    \
-        return ::certconn::sdk::detail::init<Class>(host, api, error);                        \
-    }                                                                                         \
-    }                                                                                         \
-    BOOST_DLL_ALIAS(certconn_plugin_exports::query, certconn_plugin_query)                    \
+#define CERTCONN_PLUGIN(Class, NAME, VERSION, RELEASE_DATE, DESCRIPTION, SCHEMA)                              \
+    namespace certconn_plugin_exports {                                                                       \
+    const cc_plugin_info* query() noexcept {                                                                  \
+        static const cc_plugin_info info = {sizeof(cc_plugin_info),                                           \
+                                            CERTCONN_ABI_MAJOR,                                               \
+                                            CERTCONN_ABI_MINOR,                                               \
+                                            static_cast<uint32_t>(::certconn::sdk::detail::kind_of<Class>()), \
+                                            NAME,                                                             \
+                                            VERSION,                                                          \
+                                            RELEASE_DATE,                                                     \
+                                            DESCRIPTION,                                                      \
+                                            SCHEMA};                                                          \
+        return &info;                                                                                         \
+    }                                                                                                         \
+    int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noexcept {                    \
+        return ::certconn::sdk::detail::init<Class>(host, api, error);                                        \
+    }                                                                                                         \
+    }                                                                                                         \
+    BOOST_DLL_ALIAS(certconn_plugin_exports::query, certconn_plugin_query)                                    \
     BOOST_DLL_ALIAS(certconn_plugin_exports::init, certconn_plugin_init)

@@ -29,7 +29,8 @@ inline bool constant_time_equals(std::string_view a, std::string_view b) noexcep
     const volatile unsigned char* pa = reinterpret_cast<const unsigned char*>(a.data());
     const volatile unsigned char* pb = reinterpret_cast<const unsigned char*>(b.data());
     unsigned char diff = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) diff = static_cast<unsigned char>(diff | (pa[i] ^ pb[i]));
+    for (std::size_t i = 0; i < a.size(); ++i)
+        diff = static_cast<unsigned char>(diff | (pa[i] ^ pb[i]));
     return diff == 0;
 }
 
@@ -48,8 +49,7 @@ public:
     Secret(const Secret&) = delete;
     Secret& operator=(const Secret&) = delete;
     /// The moved-from Secret is left empty; its bytes now belong to this one.
-    Secret(Secret&& other) noexcept
-        : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    Secret(Secret&& other) noexcept : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
     Secret& operator=(Secret&& other) noexcept {
         if (this != &other) {
             clear();

@@ -31,7 +31,8 @@ class Statement {
 public:
     Statement(sqlite3* db, std::string_view sql) : db_(db) {
         if (sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr) != SQLITE_OK)
-            throw Error(std::string("SQL prepare failed: ") + sqlite3_errmsg(db) + " in: " + std::string(sql), sqlite3_errcode(db));
+            throw Error(std::string("SQL prepare failed: ") + sqlite3_errmsg(db) + " in: " + std::string(sql),
+                        sqlite3_errcode(db));
     }
     Statement(Statement&& o) noexcept : db_(o.db_), stmt_(std::exchange(o.stmt_, nullptr)) {}
     Statement(const Statement&) = delete;
@@ -77,7 +78,8 @@ public:
 
     std::string text(int col) const {
         const auto* p = sqlite3_column_text(stmt_, col);
-        return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
+        return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
+                 : std::string();
     }
     std::optional<std::string> optional_text(int col) const {
         if (sqlite3_column_type(stmt_, col) == SQLITE_NULL) return std::nullopt;
@@ -110,7 +112,8 @@ public:
         : Database(file, Options{synchronous_full, false}) {}
 
     Database(const std::filesystem::path& file, const Options& options) {
-        if (sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+        if (sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+            SQLITE_OK) {
             const std::string why = db_ ? sqlite3_errmsg(db_) : "out of memory";
             sqlite3_close(db_);
             throw Error("cannot open database " + file.string() + ": " + why, SQLITE_CANTOPEN);
@@ -143,7 +146,8 @@ public:
         int log = 0, done = 0;
         const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, &log, &done);
         if (rc == SQLITE_BUSY) return false;
-        if (rc != SQLITE_OK) throw Error(std::string("WAL checkpoint failed: ") + sqlite3_errmsg(db_), sqlite3_extended_errcode(db_));
+        if (rc != SQLITE_OK)
+            throw Error(std::string("WAL checkpoint failed: ") + sqlite3_errmsg(db_), sqlite3_extended_errcode(db_));
         return log == done;
     }
     std::int64_t changes() const { return sqlite3_changes64(db_); }

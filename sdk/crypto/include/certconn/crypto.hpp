@@ -27,7 +27,9 @@ namespace certconn::crypto {
 template <auto Free>
 struct Deleter {
     template <class T>
-    void operator()(T* p) const noexcept { Free(p); }
+    void operator()(T* p) const noexcept {
+        Free(p);
+    }
 };
 using PKey = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
 using Cert = std::unique_ptr<X509, Deleter<X509_free>>;
@@ -86,9 +88,9 @@ std::vector<Cert> load_certificates(std::string_view pem);
 std::string certificate_pem(const X509* cert);
 std::string certificate_der(const X509* cert);
 std::string fingerprint_hex(const X509* cert, const EVP_MD* md);  // lower-case hex
-std::string serial_hex(const X509* cert);                          // upper-case hex, no leading zeros
-std::string name_string(const X509_NAME* name);                    // RFC 2253
-std::string time_iso8601(const ASN1_TIME* time);                   // 2026-11-24T22:30:01Z
+std::string serial_hex(const X509* cert);                         // upper-case hex, no leading zeros
+std::string name_string(const X509_NAME* name);                   // RFC 2253
+std::string time_iso8601(const ASN1_TIME* time);                  // 2026-11-24T22:30:01Z
 
 // ---- names and CSRs --------------------------------------------------------------------
 /// "CN=Alice,O=Example" (first attribute first) or "/CN=Alice/O=Example"; "\," escapes.
@@ -101,24 +103,24 @@ struct SubjectAltName {
 /// "email:a@b" -> {email, a@b}; throws std::invalid_argument on an unknown type.
 SubjectAltName parse_san(std::string_view type_colon_value);
 /// Adds the subjectAltName extension (UPN as the Microsoft otherName) to `exts`.
-void add_san_extension(STACK_OF(X509_EXTENSION)* exts, const std::vector<SubjectAltName>& sans);
+void add_san_extension(STACK_OF(X509_EXTENSION) * exts, const std::vector<SubjectAltName>& sans);
 /// The SANs of a CSR or certificate extension list.
-std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION)* exts);
+std::vector<SubjectAltName> read_sans(const STACK_OF(X509_EXTENSION) * exts);
 
 std::string make_csr_pem(EVP_PKEY* key, std::string_view subject_dn, const std::vector<SubjectAltName>& sans);
 Request load_csr(std::string_view pem);
 
 // ---- PKCS#12 ---------------------------------------------------------------------------
 /// Key + leaf + chain. Modern: AES-256-CBC with PBKDF2, SHA-256 MAC. Legacy: 3DES, SHA-1 MAC.
-std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const std::string& password,
-                       bool legacy, std::string_view friendly_name = {});
-std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const sdk::Secret& password,
-                       bool legacy, std::string_view friendly_name = {});
+std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const std::string& password, bool legacy,
+                       std::string_view friendly_name = {});
+std::string pkcs12_der(EVP_PKEY* key, X509* leaf, const std::vector<Cert>& chain, const sdk::Secret& password, bool legacy,
+                       std::string_view friendly_name = {});
 
 struct Pkcs12Contents {
     PKey key;
-    Cert certificate;          // the certificate of `key` (matched, not merely the first)
-    std::vector<Cert> chain;   // the other certificates in the file
+    Cert certificate;         // the certificate of `key` (matched, not merely the first)
+    std::vector<Cert> chain;  // the other certificates in the file
 };
 /// Opens a PKCS#12 (PBES2 or the classic 3DES/RC2 schemes; RC2 needs LegacyProviders).
 /// Throws std::invalid_argument: wrong password (MAC), no key, or no certificate of that key.
