@@ -80,9 +80,13 @@ std::string unsafe_ancestor(const fs::path& dir, const LoaderPolicy& policy) {
         return "ancestor directory " + dir.string() + " cannot be checked: " + sdk::errno_message(errno);
     const bool world = st.st_mode & S_IWOTH, group = st.st_mode & S_IWGRP, trusted = policy.trusted_owners.count(st.st_uid) > 0;
     if (!world && !group && trusted) return {};
+    // A root-owned sticky directory (/tmp): others may add entries but cannot rename or remove
+    // ours, and the entry below it is checked in turn (an attacker's own entry has an untrusted
+    // owner), so nothing on the path can be swapped by anyone but root.
+    if (world && (st.st_mode & S_ISVTX) && st.st_uid == 0) return {};
     const std::string mode = octal_mode(st.st_mode);
     std::string why = world ? "is writable by everyone" : group ? "is writable by its group" : "has an untrusted owner";
-    if (world && (st.st_mode & S_ISVTX)) why += " (the sticky bit does not help: its owner-created entries can still be swapped)";
+    if (world && (st.st_mode & S_ISVTX)) why += " (sticky, but only a root-owned sticky directory is safe)";
     return "ancestor directory " + dir.string() + " (owner " + owner_of(st.st_uid) + ", mode " + mode + ") " + why +
            "; every directory above plugins must be owned by root or the service account and not group- or world-writable";
 }

@@ -132,7 +132,8 @@ TEST_CASE("files owned by an untrusted user are refused") {
                Catch::Contains("owned by uid") && Catch::Contains("expected root, the running user or the service account"));
 }
 
-TEST_CASE("every directory above the plugin directory is checked: group- or world-writable, sticky or not, refuses it") {
+TEST_CASE(
+    "every directory above the plugin directory is checked: group- or world-writable refuses it unless root-owned and sticky") {
     TempDir root;  // under the build tree: its ancestors are safe (not /tmp)
     const auto above = root / "opt";
     const auto plugins = above / "certconnector" / "plugins";
@@ -148,8 +149,7 @@ TEST_CASE("every directory above the plugin directory is checked: group- or worl
         const char* why;
     };
     for (const Case& c : {Case{0775, "(owner root (uid 0), mode 0775) is writable by its group"},
-                          Case{0777, "(owner root (uid 0), mode 0777) is writable by everyone"},
-                          Case{01777, "(owner root (uid 0), mode 1777) is writable by everyone (the sticky bit does not help"}}) {
+                          Case{0777, "(owner root (uid 0), mode 0777) is writable by everyone"}}) {
         ::chmod(above.c_str(), c.mode);
         const PluginScan scan = scan_plugins(plugins, policy());
         INFO(scan.directory_problem.value_or("(none)"));
@@ -163,6 +163,17 @@ TEST_CASE("every directory above the plugin directory is checked: group- or worl
         CHECK(report.event_id == CC_EV_PluginFileUnsafe);
         CHECK_THAT(report.reason, Catch::Contains("ancestor directory " + above.string()));
     }
+    // Root-owned and sticky (as /tmp): nobody else can rename or remove what lies below.
+    ::chmod(above.c_str(), 01777);
+    CHECK(ancestor_problem(plugins, policy()).empty());
+    CHECK(scan_plugins(plugins, policy()).libraries.size() == 1);
+    // Sticky but owned by someone else: that owner can swap the entries.
+    REQUIRE(::chown(above.c_str(), 12345, 0) == 0);
+    CHECK_THAT(
+        ancestor_problem(plugins, policy()),
+        Catch::Contains(
+            "(owner uid 12345, mode 1777) is writable by everyone (sticky, but only a root-owned sticky directory is safe)"));
+    REQUIRE(::chown(above.c_str(), 0, 0) == 0);
     ::chmod(above.c_str(), 0755);
 
     // An ancestor with an untrusted owner.
@@ -206,7 +217,7 @@ TEST_CASE("symlinks are resolved: a plugin file or directory that really lives b
     CHECK(scan_plugins(safe / "plugins-link", policy()).libraries.size() == 1);
 }
 
-TEST_CASE("/tmp, world-writable with the sticky bit, is not an acceptable ancestor") {
+TEST_CASE("/tmp, root-owned with the sticky bit, is an acceptable ancestor - what lies below it is checked") {
     std::string pattern = "/tmp/certconn-loader-XXXXXX";
     REQUIRE(::mkdtemp(pattern.data()) != nullptr);
     ::chmod(pattern.c_str(), 0755);
@@ -217,7 +228,14 @@ TEST_CASE("/tmp, world-writable with the sticky bit, is not an acceptable ancest
         WARN("/tmp is not sticky and world-writable here; nothing to show");
         return;
     }
-    const std::string why = ancestor_problem(pattern, policy());
+    const std::string below = pattern + "/plugins";
+    ::mkdir(below.c_str(), 0755);
+    const std::string safe = ancestor_problem(below, policy());
+    ::chmod(pattern.c_str(), 0777);  // the directory under /tmp is what must not be writable
+    const std::string open = ancestor_problem(below, policy());
+    ::rmdir(below.c_str());
     ::rmdir(pattern.c_str());
-    CHECK_THAT(why, Catch::StartsWith("ancestor directory /tmp (owner root (uid 0), mode 1777) is writable by everyone"));
+    CHECK(safe.empty());
+    CHECK_THAT(open,
+               Catch::StartsWith("ancestor directory " + pattern + " (owner root (uid 0), mode 0777) is writable by everyone"));
 }
