@@ -1,8 +1,11 @@
 #include "auth/AccessPolicy.hpp"
 
-#include <openssl/crypto.h>
+#include "daemon/Accounts.hpp"
+
+#include <certconn/crypto.hpp>
+#include <certconn/secret.hpp>
+
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include <grp.h>
 #include <pwd.h>
@@ -16,27 +19,15 @@ namespace certconn::host {
 
 namespace {
 
-std::string hex(const unsigned char* data, std::size_t len) {
-    static const char digits[] = "0123456789abcdef";
-    std::string out(len * 2, '0');
-    for (std::size_t i = 0; i < len; ++i) {
-        out[2 * i] = digits[data[i] >> 4];
-        out[2 * i + 1] = digits[data[i] & 0xf];
-    }
-    return out;
-}
-
 /// The user name of `uid` and its supplementary groups, or false when there is no such user.
 bool groups_of(uid_t uid, std::vector<gid_t>& groups) {
-    std::array<char, 16384> buffer{};
-    passwd pw{};
-    passwd* found = nullptr;
-    if (getpwuid_r(uid, &pw, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) return false;
+    const auto account = account_of(uid);
+    if (!account) return false;
     int count = 64;
     groups.assign(static_cast<std::size_t>(count), 0);
-    if (getgrouplist(pw.pw_name, pw.pw_gid, groups.data(), &count) == -1) {
+    if (getgrouplist(account->name.c_str(), account->gid, groups.data(), &count) == -1) {
         groups.assign(static_cast<std::size_t>(count), 0);
-        if (getgrouplist(pw.pw_name, pw.pw_gid, groups.data(), &count) == -1) return false;
+        if (getgrouplist(account->name.c_str(), account->gid, groups.data(), &count) == -1) return false;
     }
     groups.resize(static_cast<std::size_t>(count));
     return true;
@@ -55,41 +46,24 @@ std::string sha256_hex(std::string_view data) {
     unsigned int len = 0;
     if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr) != 1)
         throw std::runtime_error("SHA-256 failed");
-    return hex(digest, len);
-}
-
-bool constant_time_equals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+    return crypto::hex_encode(std::string_view(reinterpret_cast<const char*>(digest), len));
 }
 
 std::string new_bearer_token() {
-    unsigned char raw[32];
-    if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("no randomness for a token");
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    std::string out = "cct_";
-    unsigned bits = 0, acc = 0;
-    for (unsigned char byte : raw) {
-        acc = (acc << 8) | byte;
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out += alphabet[(acc >> bits) & 63];
-        }
-    }
-    if (bits > 0) out += alphabet[(acc << (6 - bits)) & 63];
-    OPENSSL_cleanse(raw, sizeof raw);
-    return out;
+    // 256 random bits, base64url without padding.
+    std::string text = crypto::base64_encode(crypto::random_bytes(32));
+    while (!text.empty() && text.back() == '=')
+        text.pop_back();
+    for (char& c : text)
+        c = c == '+' ? '-' : c == '/' ? '_' : c;
+    return "cct_" + text;
 }
 
 AccessPolicy::AccessPolicy(AuthSettings settings, std::string service_account)
     : settings_(std::move(settings)), service_account_(std::move(service_account)), service_uid_(geteuid()) {
     if (!service_account_.empty()) {
-        std::array<char, 16384> buffer{};
-        passwd pw{};
-        passwd* found = nullptr;
-        if (getpwnam_r(service_account_.c_str(), &pw, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
-            service_uid_ = pw.pw_uid;
+        if (const auto account = account_named(service_account_)) {
+            service_uid_ = account->uid;
             has_service_uid_ = true;
         }
     }
@@ -145,7 +119,7 @@ Principal AccessPolicy::authenticate(const RequestOrigin& origin, std::string_vi
         const std::string digest = sha256_hex(authorization.substr(bearer.size()));
         const Credential* match = nullptr;
         for (const auto& t : settings_.tokens)  // every entry is compared: the time says nothing about which matched
-            if (constant_time_equals(digest, t.sha256) && match == nullptr) match = &t;
+            if (sdk::constant_time_equals(digest, t.sha256) && match == nullptr) match = &t;
         if (match == nullptr) {
             p.refused = true;
             p.refusal = "the bearer token matches no [auth.tokens] entry";
@@ -158,7 +132,7 @@ Principal AccessPolicy::authenticate(const RequestOrigin& origin, std::string_vi
     }
     if (!origin.client_cert_sha256.empty()) {
         for (const auto& c : settings_.certificates) {
-            if (constant_time_equals(origin.client_cert_sha256, c.sha256)) {
+            if (sdk::constant_time_equals(origin.client_cert_sha256, c.sha256)) {
                 p.origin = CC_ORIGIN_CLIENT_CERTIFICATE;
                 p.name = "certificate:" + c.name;
                 p.scopes = c.scopes;

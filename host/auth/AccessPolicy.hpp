@@ -51,9 +51,6 @@ private:
 /// Lower-case hex SHA-256 of `data`.
 std::string sha256_hex(std::string_view data);
 
-/// Compares two secrets (or their digests) in time that depends only on their lengths.
-bool constant_time_equals(std::string_view a, std::string_view b);
-
 /// A new random bearer token ("cct_" + 43 base64url characters, 256 bits).
 std::string new_bearer_token();
 

@@ -183,30 +183,18 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
     runtime_->commit(config_ptr, std::move(fresh), retired);
 }
 
-void Connector::drop_privileges() {
+void Connector::warn_unless_service_account() {
     const std::string& account = config_->host.service_account;
     if (account.empty()) return;
     const auto pw = account_named(account);
-    if (geteuid() != 0) {
+    if (!pw || pw->uid != geteuid()) {
         const auto me = account_of(geteuid());
-        if (!pw || pw->uid != geteuid())
-            log_->emit(CC_EV_ServiceAccountMismatch, CC_LEVEL_WARNING,
-                       "running as '" + (me ? me->name : std::string("?")) + "', not as the configured service account '" +
-                           account + "'");
-        return;
+        log_->emit(
+            CC_EV_ServiceAccountMismatch, CC_LEVEL_WARNING,
+            "running as '" + (me ? me->name : std::string("?")) + "', not as the configured service account '" + account + "'");
     }
-    if (!pw) throw std::runtime_error("host.service_account: no user named '" + account + "'");
-    const uid_t uid = pw->uid;
-    const gid_t gid = pw->gid;
-    for (const fs::path& p : {config_->host.state_dir, config_->host.log_dir, config_->host.admin_socket()})
-        if (::chown(p.c_str(), uid, gid) != 0 && errno != ENOENT)
-            throw std::runtime_error("cannot hand " + p.string() + " to '" + account + "': " + sdk::errno_message(errno));
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(config_->host.log_dir, ec))
-        if (::chown(entry.path().c_str(), uid, gid) != 0) { /* reported when the log cannot be written */
-        }
-    if (initgroups(pw->name.c_str(), gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
-        throw std::runtime_error("cannot switch to the service account '" + account + "': " + sdk::errno_message(errno));
+    // Root never gets here with a service account: `run` became that account (become_service_account,
+    // daemon/Privileges.cpp) before any plugin was scanned.
 }
 
 int Connector::run() {
@@ -252,7 +240,7 @@ int Connector::run() {
     try {
         http_->listen_tcp(cfg.host.listen, cfg.host.tls);
         http_->listen_unix(cfg.host.admin_socket());
-        drop_privileges();
+        warn_unless_service_account();
     } catch (const std::exception& e) {
         log_->emit(CC_EV_HttpServerError, CC_LEVEL_ERROR, e.what());
         return 1;

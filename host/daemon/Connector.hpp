@@ -68,7 +68,7 @@ private:
     void report_scan(const PluginScan& scan);
     /// Brings the published plugins in line with `config` and `scan`.
     void apply_plugins(const std::shared_ptr<const Config>& config, const PluginScan& scan, const Config* previous);
-    void drop_privileges();
+    void warn_unless_service_account();
 
     mutable std::mutex state_mutex_;  // guards config_ and scan_ (read by /status)
     std::filesystem::path config_file_;

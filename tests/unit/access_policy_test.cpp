@@ -29,18 +29,6 @@ RequestOrigin socket_peer(long uid) {
 
 }  // namespace
 
-TEST_CASE("constant_time_equals compares whole strings, lengths first") {
-    CHECK(constant_time_equals("", ""));
-    CHECK(constant_time_equals("abc", "abc"));
-    CHECK_FALSE(constant_time_equals("abc", "abd"));
-    CHECK_FALSE(constant_time_equals("abc", "abcd"));
-    CHECK_FALSE(constant_time_equals("abc", ""));
-    const std::string a(64, 'f');
-    std::string b = a;
-    b[0] = 'e';  // differs in the first byte: still compared to the end (CRYPTO_memcmp)
-    CHECK_FALSE(constant_time_equals(a, b));
-}
-
 TEST_CASE("a loopback TCP caller without credentials is anonymous and holds no scope") {
     const AccessPolicy policy(settings(), "");
     const Principal p = policy.authenticate(tcp(), "");
