@@ -21,6 +21,8 @@
  *      init                       once per instance, on the host's control thread.
  *      destroy                    once, on the host's reaper thread, after the last call into
  *                                 the instance has returned (never on a request thread).
+ *      quiesce, resume            on the control thread, while calls of the same instance
+ *                                 may still run (see cc_plugin_api).
  *      cc_ca_api.open             on the control thread, right after init.
  *      cc_ca_api.close            on the reaper thread, just before destroy.
  *      run_job, run_job_len       scheduler workers; up to [jobs] concurrency calls overlap.
@@ -43,6 +45,7 @@
  *       cc_ca_api.query; cc_feature_api.run_job_len; cc_http_request: origin, principal,
  *       scopes;
  *       cc_http_request.local now means "admin socket" only (loopback TCP is anonymous).
+ *  1.2  cc_plugin_api: quiesce, resume (hand-over of the state directory on hot swap).
  */
 #ifndef CERTCONN_ABI_H
 #define CERTCONN_ABI_H
@@ -55,7 +58,7 @@ extern "C" {
 #endif
 
 #define CERTCONN_ABI_MAJOR 1
-#define CERTCONN_ABI_MINOR 1
+#define CERTCONN_ABI_MINOR 2
 
 /* Names of the two exports every plugin provides (as Boost.DLL aliases: exported data
  * pointers to the functions; see CERTCONN_C_EXPORT_PLUGIN below). */
@@ -343,6 +346,17 @@ typedef struct cc_plugin_api {
     const cc_feature_api* feature;
     const cc_ca_api* ca;
     const cc_tenant_api* tenant;
+    /* 1.2: hand-over of the state directory to the next generation of the same plugin.
+     * quiesce stops background threads, flushes, and releases exclusive files (locks, sockets)
+     * before the next generation's init takes the state directory; it returns within
+     * `deadline_ms` (the host reports a late return and goes on). After quiesce the instance
+     * still answers calls (requests in flight, and new ones until the next generation is
+     * published) but does no background work. NULL: the plugin keeps no exclusive state, and
+     * old and new generations overlap freely. Called on the control thread. */
+    int (*quiesce)(void* instance, uint32_t deadline_ms, cc_error* error);
+    /* 1.2: the hand-over was abandoned (the next generation's init failed): restart the
+     * background work quiesce stopped; this generation keeps serving. May be NULL. */
+    void (*resume)(void* instance);
 } cc_plugin_api;
 
 /* The two exports. The query function must not allocate, start threads or touch files. */

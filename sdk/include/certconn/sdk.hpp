@@ -23,6 +23,7 @@
 #include <boost/dll/alias.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <filesystem>
@@ -335,6 +336,12 @@ public:
     virtual ~Plugin() = default;
     /// JSON object {"healthy": bool, "detail": "..."} shown by `certconnector status`.
     virtual std::string health() { return R"({"healthy":true})"; }
+    /// Hot-swap hand-over (abi.h, cc_plugin_api.quiesce): a plugin with background threads or
+    /// exclusive files in its state directory stops and releases them here, within `deadline`,
+    /// and keeps answering calls. The default does nothing (a stateless plugin).
+    virtual void quiesce(std::chrono::milliseconds /*deadline*/) {}
+    /// The hand-over was abandoned: restart what quiesce stopped.
+    virtual void resume() {}
 };
 
 /// The delivery events of a feature's jobs: the Admin "request fulfilled" event is written only
@@ -440,6 +447,15 @@ P& plugin_of(void* instance) {
 template <class P>
 struct Thunks {
     static void destroy(void* instance) noexcept { delete static_cast<Instance<P>*>(instance); }
+    static int quiesce(void* instance, uint32_t deadline_ms, cc_error* error) noexcept {
+        return guarded(error, [&] { plugin_of<P>(instance).quiesce(std::chrono::milliseconds(deadline_ms)); });
+    }
+    static void resume(void* instance) noexcept {
+        try {
+            plugin_of<P>(instance).resume();
+        } catch (...) {
+        }
+    }
 
     static int health(void* instance, cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] { write_sink(out, plugin_of<P>(instance).health()); });
@@ -495,6 +511,8 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
         auto instance = std::make_unique<Instance<P>>(host);
         api->destroy = &T::destroy;
         api->health = &T::health;
+        api->quiesce = &T::quiesce;
+        api->resume = &T::resume;
         api->feature = nullptr;
         api->ca = nullptr;
         api->tenant = nullptr;
