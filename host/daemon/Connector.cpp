@@ -656,6 +656,9 @@ HttpResponseMessage Connector::call_plugin_route(const PluginRuntime::RouteMatch
                                 builder.body.sink()};
     cc_error err = sdk::detail::make_error();
     const int rc = match.route->handler(match.route->handler_ctx, &req, &resp, &err);
+    match.owner->count_call(rc != CC_OK                                      ? CC_ERR_INTERNAL
+                            : builder.status >= 500 && builder.status != 503 ? CC_ERR_INTERNAL
+                                                                             : CC_OK);
     if (rc != CC_OK) {
         log_->emit(CC_EV_HttpHandlerFailed, CC_LEVEL_ERROR,
                    method + " " + path + " (" + kind_name(match.owner->identity().kind) + " plugin '" +

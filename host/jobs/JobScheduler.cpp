@@ -260,6 +260,7 @@ void JobScheduler::run(Claim& claim) {
         const int rc = api->struct_size > offsetof(cc_feature_api, run_job_len) && api->run_job_len != nullptr
                            ? api->run_job_len(gen->api.instance, doc_json.c_str(), doc_json.size(), &s, &err)
                            : api->run_job(gen->api.instance, doc_json.c_str(), &s, &err);
+        gen->count_call(rc);
         if (rc == CC_OK) {
             std::error_code ec;
             json::value parsed = json::parse(sink.data, ec);

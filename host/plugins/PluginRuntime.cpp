@@ -585,7 +585,9 @@ int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* requ
         return CC_ERR_NOT_SUPPORTED;
     }
     auto fn = op == CaOperation::issue ? api->issue : op == CaOperation::revoke ? api->revoke : api->query;
-    return fn(gen->api.instance, handle->second, request, out, error);
+    const int rc = fn(gen->api.instance, handle->second, request, out, error);
+    gen->count_call(rc);
+    return rc;
 }
 
 int PluginRuntime::tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error) {
@@ -609,7 +611,9 @@ int PluginRuntime::tenant_call(const char* operation, const char* request, cc_si
         sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT, "operation and request are required");
         return CC_ERR_INVALID_ARGUMENT;
     }
-    return gen->api.tenant->call(gen->api.instance, operation, request, out, error);
+    const int rc = gen->api.tenant->call(gen->api.instance, operation, request, out, error);
+    gen->count_call(rc);
+    return rc;
 }
 
 std::string PluginRuntime::health(const Generation& gen) const {

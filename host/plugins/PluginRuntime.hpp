@@ -20,7 +20,9 @@
 
 #include <certconn/abi.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -90,6 +92,17 @@ public:
     /// The configuration this generation was instantiated from; context->config_json is its
     /// section, fixed at instantiate and never changed (a reload builds a new generation).
     std::shared_ptr<const Config> config;
+
+    /// Calls into this generation and how many of them failed (a crash-like status: internal
+    /// error, unavailable, timeout, or an HTTP handler error); the update manager compares a
+    /// new generation's failure rate with its predecessor's after a swap.
+    mutable std::atomic<std::uint64_t> calls{0};
+    mutable std::atomic<std::uint64_t> failures{0};
+    /// Counts one call that returned `status` (a cc_status).
+    void count_call(int status) const {
+        calls.fetch_add(1, std::memory_order_relaxed);
+        if (status == CC_ERR_INTERNAL || CC_STATUS_IS_RETRYABLE(status)) failures.fetch_add(1, std::memory_order_relaxed);
+    }
 };
 
 /// The thread that destroys released generations (see the top of this file). Shared by the
