@@ -6,6 +6,7 @@
 #include "daemon/Connector.hpp"
 #include "daemon/Privileges.hpp"
 #include "http/AdminClient.hpp"
+#include "plugins/PluginProbe.hpp"
 #include "status/SupportPolicy.hpp"
 
 #include <certconn/abi.h>
@@ -88,7 +89,9 @@ int cmd_run(const ParsedOptions& o) {
             return kExitFailure;
         }
     }
-    LoadedConfiguration loaded = doc ? load_configuration(*doc) : load_configuration(config_path(o));
+    std::optional<ScanOptions> options;
+    if (doc) options = daemon_scan_options(doc->state_dir(), doc->service_account());
+    LoadedConfiguration loaded = doc ? load_configuration(*doc, std::nullopt, &*options) : load_configuration(config_path(o));
     if (!loaded.config) {
         print_problems(loaded);
         std::cerr << "certconnector: not started: " << loaded.problems.size() << " configuration problem(s)\n";
@@ -282,6 +285,22 @@ int cmd_events(const ParsedOptions& o) {
 const std::vector<Command>& commands() {
     static const std::vector<Command> all = {
         {"run", "run the connector in the foreground (SIGTERM/SIGINT stop, SIGHUP reloads)", {kConfigOption}, cmd_run},
+        {"plugin-probe",
+         "(internal) load a plugin file in this short-lived process and print its identity; with --init also run init, "
+         "health and destroy against a scratch state directory (the daemon probes new versions this way)",
+         {{"file", true, "the plugin file"},
+          {"init", false, "also run init (specification on stdin)"},
+          {"scratch", true, "scratch state directory for --init"},
+          {"service-account", true, "trusted owner of the file besides root and the running user"}},
+         [](const ParsedOptions& o) {
+             const auto file = o.value("file");
+             if (!file) {
+                 std::cerr << "plugin-probe: --file is required\n";
+                 return kExitProblems;
+             }
+             return probe_child_main(*file, o.has("init"), o.value("scratch").value_or(""),
+                                     o.value("service-account").value_or(""));
+         }},
         {"plugins",
          "list plugin files: loadable or refused and why, kind, version, SDK, release date",
          {kConfigOption, {"dir", true, "scan this directory instead of the configured one"}, kJsonOption},
