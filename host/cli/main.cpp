@@ -3,6 +3,7 @@
 #include "auth/AccessPolicy.hpp"
 #include "cli/AdminCommands.hpp"
 #include "cli/KeyCommands.hpp"
+#include "cli/RepoCommands.hpp"
 #include "daemon/Connector.hpp"
 #include "daemon/Privileges.hpp"
 #include "http/AdminClient.hpp"
@@ -44,6 +45,7 @@ struct Command {
     std::string summary;
     std::vector<OptionSpec> options;
     std::function<int(const ParsedOptions&)> run;
+    std::size_t positional = 0;  // how many non-option arguments it takes (`repo add DIR FILE...`)
 };
 
 fs::path config_path(const ParsedOptions& o) {
@@ -339,6 +341,38 @@ const std::vector<Command>& commands() {
          {{"name", true, "the token's name, as in [auth.tokens.<name>]"},
           {"scopes", true, "comma-separated scopes, e.g. jobs:submit,jobs:read (see docs/security.md)"}},
          cmd_token_create},
+        {"repo init",
+         "start a signed plugin repository in DIR: an unsigned N.root.json naming the signing keys and threshold",
+         {{"key", true, "a signer's minisign public key (.pub file or its base64 line); repeat for k of n", true},
+          {"threshold", true, "how many distinct keys must sign the index and the next root"},
+          {"expires-days", true, "the root's lifetime in days (default 365)"},
+          {"repository", true, "the repository's name (default: DIR's name)"},
+          {"root-version", true, "write N.root.json to rotate the root (default 1)"}},
+         repo_init,
+         1},
+        {"repo add",
+         "add built plugins to DIR's draft index: copies each to DIR/plugins/, records version, SDK, size, SHA-256",
+         {{"min-host", true, "the oldest host version the plugins need (semantic version)"},
+          {"rollout", true, "percentage of instances that take these versions (default 100)"}},
+         repo_add,
+         SIZE_MAX},
+        {"repo publish",
+         "write DIR/index.json from the draft with the next sequence number, issue time and expiry",
+         {{"expires-days", true, "the index's lifetime in days (default 30); an expired index freezes updates"}},
+         repo_publish,
+         1},
+        {"repo sign",
+         "sign FILE (an index or a root) with minisign, once per key, into FILE.minisig",
+         {{"secret-key", true, "a minisign secret key file; repeat for k of n", true},
+          {"append", false, "keep the signatures already in FILE.minisig (signers on other machines)"}},
+         repo_sign,
+         2},
+        {"repo verify",
+         "verify DIR's root chain, signed index and plugin files against a trusted root; list the plugins",
+         {{"root", true, "the root you trust (N.root.json, with N.root.json.minisig beside it)"},
+          {"last-sequence", true, "refuse an index older than this sequence (rollback)"}},
+         repo_verify,
+         1},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
         {"events",
          "list every event id (Markdown table, or JSON)",
@@ -476,5 +510,5 @@ int main(int argc, char** argv) {
         print_command_help(*command);
         return kExitOk;
     }
-    return exit_code_of([&] { return command->run(parse_options(rest, command->options, command->name)); });
+    return exit_code_of([&] { return command->run(parse_options(rest, command->options, command->name, command->positional)); });
 }
