@@ -46,6 +46,7 @@ struct Command {
     std::vector<OptionSpec> options;
     std::function<int(const ParsedOptions&)> run;
     std::size_t positional = 0;  // how many non-option arguments it takes (`repo add DIR FILE...`)
+    std::string operands{};      // those arguments as the usage line shows them: "DIR FILE.so..."
 };
 
 fs::path config_path(const ParsedOptions& o) {
@@ -349,30 +350,35 @@ const std::vector<Command>& commands() {
           {"repository", true, "the repository's name (default: DIR's name)"},
           {"root-version", true, "write N.root.json to rotate the root (default 1)"}},
          repo_init,
-         1},
+         1,
+         "DIR"},
         {"repo add",
          "add built plugins to DIR's draft index: copies each to DIR/plugins/, records version, SDK, size, SHA-256",
          {{"min-host", true, "the oldest host version the plugins need (semantic version)"},
           {"rollout", true, "percentage of instances that take these versions (default 100)"}},
          repo_add,
-         SIZE_MAX},
+         SIZE_MAX,
+         "DIR FILE.so..."},
         {"repo publish",
          "write DIR/index.json from the draft with the next sequence number, issue time and expiry",
          {{"expires-days", true, "the index's lifetime in days (default 30); an expired index freezes updates"}},
          repo_publish,
-         1},
+         1,
+         "DIR"},
         {"repo sign",
          "sign FILE (an index or a root) with minisign, once per key, into FILE.minisig",
          {{"secret-key", true, "a minisign secret key file; repeat for k of n", true},
           {"append", false, "keep the signatures already in FILE.minisig (signers on other machines)"}},
          repo_sign,
-         2},
+         2,
+         "DIR FILE"},
         {"repo verify",
          "verify DIR's root chain, signed index and plugin files against a trusted root; list the plugins",
          {{"root", true, "the root you trust (N.root.json, with N.root.json.minisig beside it)"},
           {"last-sequence", true, "refuse an index older than this sequence (rollback)"}},
          repo_verify,
-         1},
+         1,
+         "DIR"},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
         {"events",
          "list every event id (Markdown table, or JSON)",
@@ -432,7 +438,8 @@ void print_usage(std::ostream& out, const std::vector<std::string>& args = {}) {
 }
 
 void print_command_help(const Command& c) {
-    std::cout << "usage: certconnector " << c.name << " [options]\n\n" << c.summary << "\n\noptions:\n";
+    std::cout << "usage: certconnector " << c.name << (c.operands.empty() ? "" : " " + c.operands) << " [options]\n\n"
+              << c.summary << "\n\noptions:\n";
     for (const auto& o : c.options) {
         std::string name = "--" + o.name + (o.takes_value ? " VALUE" : "");
         name.resize(18, ' ');
