@@ -3,6 +3,7 @@
 #include "auth/AccessPolicy.hpp"
 #include "cli/AdminCommands.hpp"
 #include "cli/KeyCommands.hpp"
+#include "cli/RepoCommands.hpp"
 #include "daemon/Connector.hpp"
 #include "daemon/Privileges.hpp"
 #include "http/AdminClient.hpp"
@@ -45,6 +46,8 @@ struct Command {
     std::string summary;
     std::vector<OptionSpec> options;
     std::function<int(const ParsedOptions&)> run;
+    std::size_t positional = 0;  // how many non-option arguments it takes (`repo add DIR FILE...`)
+    std::string operands{};      // those arguments as the usage line shows them: "DIR FILE.so..."
 };
 
 fs::path config_path(const ParsedOptions& o) {
@@ -358,6 +361,43 @@ const std::vector<Command>& commands() {
          {{"name", true, "the token's name, as in [auth.tokens.<name>]"},
           {"scopes", true, "comma-separated scopes, e.g. jobs:submit,jobs:read (see docs/security.md)"}},
          cmd_token_create},
+        {"repo init",
+         "start a signed plugin repository in DIR: an unsigned N.root.json naming the signing keys and threshold",
+         {{"key", true, "a signer's minisign public key (.pub file or its base64 line); repeat for k of n", true},
+          {"threshold", true, "how many distinct keys must sign the index and the next root"},
+          {"expires-days", true, "the root's lifetime in days (default 365)"},
+          {"repository", true, "the repository's name (default: DIR's name)"},
+          {"root-version", true, "write N.root.json to rotate the root (default 1)"}},
+         repo_init,
+         1,
+         "DIR"},
+        {"repo add",
+         "add built plugins to DIR's draft index: copies each to DIR/plugins/, records version, SDK, size, SHA-256",
+         {{"min-host", true, "the oldest host version the plugins need (semantic version)"},
+          {"rollout", true, "percentage of instances that take these versions (default 100)"}},
+         repo_add,
+         SIZE_MAX,
+         "DIR FILE.so..."},
+        {"repo publish",
+         "write DIR/index.json from the draft with the next sequence number, issue time and expiry",
+         {{"expires-days", true, "the index's lifetime in days (default 30); an expired index freezes updates"}},
+         repo_publish,
+         1,
+         "DIR"},
+        {"repo sign",
+         "sign FILE (an index or a root) with minisign, once per key, into FILE.minisig",
+         {{"secret-key", true, "a minisign secret key file; repeat for k of n", true},
+          {"append", false, "keep the signatures already in FILE.minisig (signers on other machines)"}},
+         repo_sign,
+         2,
+         "DIR FILE"},
+        {"repo verify",
+         "verify DIR's root chain, signed index and plugin files against a trusted root; list the plugins",
+         {{"root", true, "the root you trust (N.root.json, with N.root.json.minisig beside it)"},
+          {"last-sequence", true, "refuse an index older than this sequence (rollback)"}},
+         repo_verify,
+         1,
+         "DIR"},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
         {"events",
          "list every event id (Markdown table, or JSON)",
@@ -417,7 +457,8 @@ void print_usage(std::ostream& out, const std::vector<std::string>& args = {}) {
 }
 
 void print_command_help(const Command& c) {
-    std::cout << "usage: certconnector " << c.name << " [options]\n\n" << c.summary << "\n\noptions:\n";
+    std::cout << "usage: certconnector " << c.name << (c.operands.empty() ? "" : " " + c.operands) << " [options]\n\n"
+              << c.summary << "\n\noptions:\n";
     for (const auto& o : c.options) {
         std::string name = "--" + o.name + (o.takes_value ? " VALUE" : "");
         name.resize(18, ' ');
@@ -495,5 +536,5 @@ int main(int argc, char** argv) {
         print_command_help(*command);
         return kExitOk;
     }
-    return exit_code_of([&] { return command->run(parse_options(rest, command->options, command->name)); });
+    return exit_code_of([&] { return command->run(parse_options(rest, command->options, command->name, command->positional)); });
 }
