@@ -3,6 +3,7 @@
 #include "daemon/Accounts.hpp"
 #include "plugins/ModuleStore.hpp"
 #include "plugins/PluginProbe.hpp"
+#include "update/Semver.hpp"
 
 #include <certconn/errno_message.hpp>
 #include <certconn/events.h>
@@ -129,11 +130,6 @@ bool valid_name(const char* s) {
     return s != nullptr && std::regex_match(s, re);
 }
 
-bool valid_semver(const char* s) {
-    static const std::regex re(R"((0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?)");
-    return s != nullptr && std::regex_match(s, re);
-}
-
 bool valid_date(const char* s) {
     static const std::regex re(R"(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))");
     return s != nullptr && std::regex_match(s, re);
@@ -205,7 +201,7 @@ std::shared_ptr<PluginLibrary> open_plugin(const fs::path& file, const LoaderPol
     if (!valid_name(info->name))
         return refuse(CC_EV_PluginInfoInvalid,
                       std::string("invalid name '") + (info->name ? info->name : "(null)") + "'; expected [a-z][a-z0-9-]{0,62}");
-    if (!valid_semver(info->version))
+    if (info->version == nullptr || !update::is_semver(info->version))
         return refuse(CC_EV_PluginInfoInvalid, std::string("invalid version '") + (info->version ? info->version : "(null)") +
                                                    "'; expected a semantic version like 1.2.3");
     if (!valid_date(info->release_date))
@@ -235,40 +231,6 @@ std::shared_ptr<PluginLibrary> open_plugin(const fs::path& file, const LoaderPol
     report.unload_problems = lib->unload_problems;
     report.accepted = true;
     return lib;
-}
-
-int compare_versions(std::string_view a, std::string_view b) {
-    auto strip = [](std::string_view v) { return v.substr(0, v.find('+')); };
-    a = strip(a);
-    b = strip(b);
-    auto split = [](std::string_view v, char sep) {
-        std::vector<std::string_view> parts;
-        for (std::size_t start = 0;;) {
-            const auto at = v.find(sep, start);
-            parts.push_back(v.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start));
-            if (at == std::string_view::npos) return parts;
-            start = at + 1;
-        }
-    };
-    auto numeric = [](std::string_view s) { return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos; };
-    // Numeric identifiers compare as numbers (without leading zeros, longer is larger).
-    auto compare_ids = [&](std::string_view x, std::string_view y) {
-        const bool nx = numeric(x), ny = numeric(y);
-        if (nx && ny) return x.size() != y.size() ? (x.size() < y.size() ? -1 : 1) : x.compare(y) < 0 ? -1 : x == y ? 0 : 1;
-        if (nx != ny) return nx ? -1 : 1;  // numeric identifiers have lower precedence
-        return x.compare(y) < 0 ? -1 : x == y ? 0 : 1;
-    };
-    const auto dash_a = a.find('-'), dash_b = b.find('-');
-    const auto core_a = split(a.substr(0, dash_a), '.'), core_b = split(b.substr(0, dash_b), '.');
-    for (std::size_t i = 0; i < std::min(core_a.size(), core_b.size()); ++i)
-        if (int c = compare_ids(core_a[i], core_b[i]); c != 0) return c;
-    if (core_a.size() != core_b.size()) return core_a.size() < core_b.size() ? -1 : 1;
-    const bool pre_a = dash_a != std::string_view::npos, pre_b = dash_b != std::string_view::npos;
-    if (!pre_a || !pre_b) return pre_a == pre_b ? 0 : pre_a ? -1 : 1;  // a pre-release precedes its release
-    const auto ids_a = split(a.substr(dash_a + 1), '.'), ids_b = split(b.substr(dash_b + 1), '.');
-    for (std::size_t i = 0; i < std::min(ids_a.size(), ids_b.size()); ++i)
-        if (int c = compare_ids(ids_a[i], ids_b[i]); c != 0) return c;
-    return ids_a.size() == ids_b.size() ? 0 : ids_a.size() < ids_b.size() ? -1 : 1;
 }
 
 namespace {
@@ -387,7 +349,7 @@ PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy, c
             const auto& la = *candidates[a].second;
             const auto& lb = *candidates[b].second;
             if (rank(la) != rank(lb)) return rank(la) > rank(lb);
-            return compare_versions(la.identity.version, lb.identity.version) > 0;
+            return update::compare_versions(la.identity.version, lb.identity.version) > 0;
         });
         const auto& best = candidates[group.front()];
         if (rank(*best.second) < 0) {  // a pin that no present file satisfies: nothing serves

@@ -43,11 +43,11 @@ struct PluginLibrary {
 struct PluginFileReport {
     std::filesystem::path file;
     bool accepted = false;
-    bool superseded = false;                 // passed every check, but another version of the plugin serves
+    bool superseded = false;                   // passed every check, but another version of the plugin serves
     std::vector<std::string> unload_problems;  // why dlclose cannot unmap it (ModuleStore.hpp)
-    std::uint32_t event_id = 0;              // the refusal's event (events.h), 0 when accepted
-    std::string reason;                      // full message naming file, found and expected
-    std::optional<PluginIdentity> identity;  // when the query export could be read
+    std::uint32_t event_id = 0;                // the refusal's event (events.h), 0 when accepted
+    std::string reason;                        // full message naming file, found and expected
+    std::optional<PluginIdentity> identity;    // when the query export could be read
 };
 
 struct PluginScan {
@@ -83,9 +83,6 @@ std::shared_ptr<PluginLibrary> open_plugin(const std::filesystem::path& file, co
 /// reported superseded. Two files with the same version: the first found serves, the second is
 /// refused as a duplicate.
 PluginScan scan_plugins(const std::filesystem::path& directory, const LoaderPolicy& policy, const ScanOptions& options = {});
-
-/// Semantic-version precedence (semver.org §11): <0, 0 or >0. Build metadata is ignored.
-int compare_versions(std::string_view a, std::string_view b);
 
 /// Why `path` (a plugin file or directory) is unsafe to load code from, or empty when safe.
 std::string ownership_problem(const std::filesystem::path& path, const LoaderPolicy& policy);

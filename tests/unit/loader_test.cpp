@@ -289,17 +289,6 @@ TEST_CASE("several versions of a plugin: the highest serves, the others are supe
     CHECK_THAT(report_for(none, "swap-0.2.0.so").reason, Catch::Contains("not the pinned version 9.9.9"));
 }
 
-TEST_CASE("semantic version precedence") {
-    CHECK(compare_versions("1.0.0", "1.0.0") == 0);
-    CHECK(compare_versions("1.10.0", "1.9.0") > 0);
-    CHECK(compare_versions("1.0.0-alpha", "1.0.0") < 0);
-    CHECK(compare_versions("1.0.0-alpha", "1.0.0-alpha.1") < 0);
-    CHECK(compare_versions("1.0.0-alpha.beta", "1.0.0-beta") < 0);
-    CHECK(compare_versions("1.0.0-beta.2", "1.0.0-beta.11") < 0);
-    CHECK(compare_versions("1.0.0-rc.1", "1.0.0-beta.11") > 0);
-    CHECK(compare_versions("1.0.0+build.7", "1.0.0") == 0);
-}
-
 TEST_CASE("the unload check finds GNU unique symbols and nothing in a plugin built by certconn_add_plugin") {
     CHECK(unload_problems(fixture("swap", "swap-0.1.0")).empty());
     const auto unique = unload_problems(fixture("swap", "swap-0.4.0-unique"));
