@@ -18,13 +18,18 @@ namespace certconn::host::update::json_fields {
     throw UpdateRefused(RefusalReason::malformed, what + ": " + detail);
 }
 
-/// The document as a JSON object (UTF-8 checked by Boost.JSON, nesting bounded).
+/// True when an object in `bytes` (valid JSON or not) names one key twice.
+bool has_duplicate_keys(std::string_view bytes, const boost::json::parse_options& options);
+
+/// The document as a JSON object (UTF-8 checked by Boost.JSON, nesting bounded, no key twice
+/// in one object).
 inline boost::json::object parse_object(std::string_view bytes, const std::string& what) {
     boost::system::error_code ec;
     boost::json::parse_options options;
     options.max_depth = 16;
     boost::json::value v = boost::json::parse(bytes, ec, {}, options);
     if (ec) malformed(what, "not valid JSON (" + ec.message() + ")");
+    if (has_duplicate_keys(bytes, options)) malformed(what, "a key appears twice in one object");
     if (!v.is_object()) malformed(what, "expected a JSON object");
     return std::move(v.as_object());
 }

@@ -408,6 +408,9 @@ TEST_CASE("index entries are validated field by field", "[update]") {
         return index_json(1, "2099-01-01T00:00:00Z", e);
     };
     CHECK(detail::parse_index_unverified(index_json(1)).entries.size() == 1);
+    std::string twice = index_json(1);
+    twice.insert(twice.find(R"("sequence")"), R"("sequence":9,)");
+    CHECK_THROWS_WITH(detail::parse_index_unverified(twice), Catch::Contains("twice"));
     CHECK(detail::parse_index_unverified(entry_with(R"(,"rollout_percent":100)", "")).entries[0].rollout_percent == 100);
     CHECK(detail::parse_index_unverified(entry_with(R"("min_host":"0.4.0",)", "")).entries[0].min_host.empty());
     CHECK(detail::parse_index_unverified(entry_with("plugins/feature-pkcs-0.3.1.so", "https://example.com/p/x.so"))
@@ -437,6 +440,7 @@ TEST_CASE("index entries are validated field by field", "[update]") {
              {R"("abi":{"major":1,"minor":2})", R"("abi":{"major":1})"},
              {R"("abi":{"major":1,"minor":2})", R"("abi":{"min":"1.0","max":"1.2"})"},
              {R"("kind":"feature")", R"("kind":"feature","extra":true)"},
+             {R"("size":12345)", R"("size":12345,"size":1)"},  // a reviewer and the connector must read one value
          }) {
         INFO(from << " -> " << to);
         CHECK(refusal_of([&] { detail::parse_index_unverified(entry_with(from, to)); }) == RefusalReason::malformed);
