@@ -18,7 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <future>
+#include <condition_variable>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -59,8 +60,6 @@ ScanOptions daemon_scan_options(const fs::path& state, const std::string& servic
     o.extra_dirs = {state / "updates"};
     o.selection = std::move(selection);
     o.module_store = state / "modules";
-    std::error_code ec;
-    o.probe_executable = fs::read_symlink("/proc/self/exe", ec);
     o.service_account = service_account;
     return o;
 }
@@ -203,33 +202,105 @@ std::string describe_version(const PluginIdentity& id) {
     return std::string(kind_name(id.kind)) + " plugin '" + id.name + "' " + id.version;
 }
 
-// Calls the serving generation's quiesce (abi.h) and waits at most `deadline`; a late or
-// failed quiesce is reported and the hand-over goes on. The waiting thread keeps the
-// generation (and its library) alive until quiesce returns.
-bool quiesce(const std::shared_ptr<const Generation>& gen, std::chrono::milliseconds deadline, EventLog& log) {
-    if (gen->api.struct_size <= offsetof(cc_plugin_api, quiesce) || gen->api.quiesce == nullptr) return false;
-    auto done = std::make_shared<std::promise<std::string>>();
-    auto result = done->get_future();
-    std::thread([gen, done, deadline] {
+}  // namespace
+
+// One call of a generation's quiesce (abi.h), on a thread of its own so a plugin that overruns
+// its deadline cannot stall the reload. When the hand-over is abandoned (the next init failed)
+// before quiesce returned, resume runs on that thread right after it: quiesce and resume of
+// one instance never overlap. The thread keeps the generation (and its library) alive.
+struct Connector::QuiesceCall {
+    std::shared_ptr<const Generation> generation;
+    std::mutex mutex;
+    std::condition_variable done_cv;
+    bool done = false;
+    bool resume_when_done = false;
+    bool release_when_done = false;  // the reload is over: let the generation go once quiesce returns
+    std::string error;
+    std::thread thread;
+};
+
+std::shared_ptr<Connector::QuiesceCall> Connector::quiesce(const std::shared_ptr<const Generation>& gen,
+                                                           std::chrono::milliseconds deadline) {
+    if (gen->api.struct_size <= offsetof(cc_plugin_api, quiesce) || gen->api.quiesce == nullptr) return nullptr;
+    auto call = std::make_shared<QuiesceCall>();
+    call->generation = gen;
+    call->thread = std::thread([call, deadline] {
+        const auto& g = *call->generation;
         cc_error err = sdk::detail::make_error();
-        const int rc = gen->api.quiesce(gen->api.instance, static_cast<uint32_t>(deadline.count()), &err);
-        done->set_value(rc == CC_OK ? std::string() : std::string(err.message[0] ? err.message : "failed without a message"));
-    }).detach();
+        const int rc = g.api.quiesce(g.api.instance, static_cast<uint32_t>(deadline.count()), &err);
+        std::unique_lock lock(call->mutex);
+        if (rc != CC_OK) call->error = err.message[0] ? err.message : "failed without a message";
+        call->done = true;
+        if (call->resume_when_done && g.api.struct_size > offsetof(cc_plugin_api, resume) && g.api.resume) {
+            lock.unlock();
+            g.api.resume(g.api.instance);
+            lock.lock();
+        }
+        std::shared_ptr<const Generation> last;  // released outside the lock (it may be the last reference)
+        if (call->release_when_done) last = std::move(call->generation);
+        call->done_cv.notify_all();
+        lock.unlock();
+    });
+    quiesce_calls_.push_back(call);
     const json::object fields{{"plugin", gen->identity().name}, {"version", gen->identity().version}};
-    if (result.wait_for(deadline) != std::future_status::ready) {
-        log.emit(CC_EV_PluginQuiesceFailed, CC_LEVEL_ERROR,
-                 describe_version(gen->identity()) + ": quiesce did not return within " + std::to_string(deadline.count()) +
-                     " ms; the next generation starts anyway",
-                 {}, fields);
-        return true;
+    std::unique_lock lock(call->mutex);
+    if (!call->done_cv.wait_for(lock, deadline, [&] { return call->done; })) {
+        log_->emit(CC_EV_PluginQuiesceFailed, CC_LEVEL_ERROR,
+                   describe_version(gen->identity()) + ": quiesce did not return within " + std::to_string(deadline.count()) +
+                       " ms; the next generation starts anyway",
+                   {}, fields);
+    } else if (!call->error.empty()) {
+        log_->emit(CC_EV_PluginQuiesceFailed, CC_LEVEL_ERROR,
+                   describe_version(gen->identity()) + ": quiesce failed: " + call->error, {}, fields);
     }
-    if (std::string why = result.get(); !why.empty())
-        log.emit(CC_EV_PluginQuiesceFailed, CC_LEVEL_ERROR, describe_version(gen->identity()) + ": quiesce failed: " + why, {},
-                 fields);
-    return true;
+    return call;
 }
 
-}  // namespace
+void Connector::release_quiesce_calls() {
+    // A finished call is joined and forgotten (with the generation it held); one still running
+    // lets its generation go itself when quiesce returns.
+    std::erase_if(quiesce_calls_, [](const std::shared_ptr<QuiesceCall>& c) {
+        std::unique_lock lock(c->mutex);
+        if (!c->done) {
+            c->release_when_done = true;
+            return false;
+        }
+        lock.unlock();
+        c->thread.join();
+        return true;
+    });
+}
+
+void Connector::abandon(const std::shared_ptr<QuiesceCall>& call) {
+    if (!call) return;
+    const auto& g = *call->generation;
+    std::unique_lock lock(call->mutex);
+    if (!call->done) {
+        call->resume_when_done = true;  // the quiesce thread resumes once quiesce returns
+        return;
+    }
+    lock.unlock();
+    if (g.api.struct_size > offsetof(cc_plugin_api, resume) && g.api.resume) g.api.resume(g.api.instance);
+}
+
+void Connector::join_quiesce_calls(std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (auto& call : quiesce_calls_) {
+        std::unique_lock lock(call->mutex);
+        if (!call->done_cv.wait_until(lock, deadline, [&] { return call->done; })) {
+            // A plugin stuck in quiesce holds its library; unwinding the runtime under it is
+            // not safe. The requests are drained and the log is flushed: leave now.
+            log_->emit(
+                CC_EV_PluginQuiesceFailed, CC_LEVEL_ERROR,
+                describe_version(call->generation->identity()) + ": quiesce still running at stop; exiting without unloading");
+            log_->flush();
+            std::_Exit(1);
+        }
+        lock.unlock();
+        call->thread.join();
+    }
+    quiesce_calls_.clear();  // after every thread is joined
+}
 
 // Order of a (re)load, chosen so no plugin ever sees the new configuration through an old
 // generation, nor a new generation routed by the old configuration:
@@ -248,12 +319,19 @@ bool quiesce(const std::shared_ptr<const Generation>& gen, std::chrono::millisec
 //     library is unmapped (checked: PluginStillMapped).
 // A plugin whose probe or init fails is left out of step 2: its previous generation keeps
 // serving (resumed, if it had quiesced).
-void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, const PluginScan& scan, const Config* previous) {
+bool Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, const PluginScan& scan, const Config* previous) {
     const Config& config = *config_ptr;
-    std::vector<std::shared_ptr<const Generation>> fresh;
-    std::vector<std::shared_ptr<const Generation>> replaced;
-    std::vector<std::pair<cc_plugin_kind, std::string>> retired;
     const fs::path updates = config.host.state_dir / "updates";
+    bool probe_failed = false;
+
+    // 1. What changes, and the init probe of each new build, before anything is quiesced.
+    struct Change {
+        std::shared_ptr<PluginLibrary> lib;
+        std::shared_ptr<const Generation> current;
+        bool new_build = false;
+    };
+    std::vector<Change> changes;
+    std::vector<std::pair<cc_plugin_kind, std::string>> retired;
     for (const auto& lib : scan.libraries) {
         const PluginIdentity& id = lib->identity;
         const auto current = runtime_->find(id.kind, id.name);
@@ -268,38 +346,49 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
         const bool changed = new_build || current->identity().version != id.version || !previous ||
                              section_fingerprint(config, id) != section_fingerprint(*previous, id);
         if (!changed) continue;
-        const bool from_updates = !lib->source.empty() && lib->source.parent_path() == updates;
+        std::error_code ec;
+        const bool from_updates = !lib->source.empty() && fs::equivalent(lib->source.parent_path(), updates, ec);
         if (!lib->sha256.empty() && ((current && new_build) || from_updates) && !init_probed_.count(lib->sha256)) {
             ProbeRequest probe;
-            probe.executable = fs::read_symlink("/proc/self/exe");
             probe.file = lib->file;
             probe.service_account = config.host.service_account;
             probe.init = true;
             probe.init_spec_json = init_spec(config, id);
             probe.scratch_dir = config.host.state_dir / "probe" / (std::string(kind_name(id.kind)) + "-" + id.name);
-            const ProbeResult result = run_probe(probe);
+            probe.timeout = probe_timeout_;
+            ProbeResult result = run_probe(probe);
             if (!result.ok) {
-                std::string why = result.error;
-                if (auto at = why.find(lib->file.string()); at != std::string::npos)
-                    why.replace(at, lib->file.string().size(), lib->source.string());
+                if (auto at = result.error.find(lib->file.string()); at != std::string::npos)
+                    result.error.replace(at, lib->file.string().size(), lib->source.string());
                 log_->emit(CC_EV_PluginProbeFailed, CC_LEVEL_ERROR,
-                           describe_version(id) + " not loaded: " + why +
+                           describe_version(id) + " not loaded: " + result.error +
                                (current ? "; " + current->identity().version + " keeps serving" : ""),
                            {}, {{"plugin", id.name}, {"version", id.version}, {"file", lib->source.string()}});
+                if (!result.could_not_run) {
+                    failed_builds_[lib->sha256] = result.error;
+                    probe_failed = true;  // the next best version may serve: the caller scans again
+                }
                 continue;
             }
             init_probed_.insert(lib->sha256);
         }
-        const bool quiesced = current && quiesce(current, config.host.drain_timeout, *log_);
+        changes.push_back({lib, current, new_build});
+    }
+
+    // 2. Hand-over and init, one plugin at a time.
+    std::vector<std::shared_ptr<const Generation>> fresh;
+    std::vector<std::shared_ptr<const Generation>> replaced;
+    for (const auto& change : changes) {
+        const PluginIdentity& id = change.lib->identity;
+        const auto handover = change.current ? quiesce(change.current, config.host.drain_timeout) : nullptr;
         std::string error;
-        auto gen = runtime_->instantiate(lib, error, config_ptr);
+        auto gen = runtime_->instantiate(change.lib, error, config_ptr);
         if (!gen) {  // the event is written; the previous generation (if any) keeps serving
-            if (quiesced && current->api.struct_size > offsetof(cc_plugin_api, resume) && current->api.resume)
-                current->api.resume(current->api.instance);
+            abandon(handover);
             continue;
         }
         fresh.push_back(gen);
-        if (current && new_build) replaced.push_back(current);
+        if (change.current && change.new_build) replaced.push_back(change.current);
         const SupportStatus support = support_status(id.release_date);
         if (support.state == SupportState::Outdated)
             log_->emit(CC_EV_PluginSupportWarning, CC_LEVEL_WARNING,
@@ -308,14 +397,20 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
             log_->emit(CC_EV_PluginUnsupported, CC_LEVEL_ERROR,
                        std::string(kind_name(id.kind)) + " plugin '" + id.name + "' " + id.version + ": " + support.message);
     }
-    // Plugins whose file disappeared from the directory stop serving.
+    // Plugins whose file disappeared from the directory stop serving (unless a pin holds them).
     for (const auto& gen : runtime_->generations()) {
-        bool present = false;
+        const std::pair<cc_plugin_kind, std::string> key{gen->identity().kind, gen->identity().name};
+        bool present = scan.held.count(key) > 0;
         for (const auto& lib : scan.libraries)
-            present |= lib->identity.kind == gen->identity().kind && lib->identity.name == gen->identity().name;
-        if (!present) retired.emplace_back(gen->identity().kind, gen->identity().name);
+            present |= lib->identity.kind == key.first && lib->identity.name == key.second;
+        if (!present) retired.push_back(key);
     }
+    // A retired generation drains without background work, so a later generation of the same
+    // plugin never runs beside its threads.
+    for (const auto& key : retired)
+        if (auto gen = runtime_->find(key.first, key.second)) quiesce(gen, config.host.drain_timeout);
     runtime_->commit(config_ptr, fresh, retired);
+    release_quiesce_calls();
     for (const auto& old : replaced) {
         const auto now = runtime_->find(old->identity().kind, old->identity().name);
         if (!now) continue;
@@ -328,6 +423,7 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
                     {"previous", old->identity().version},
                     {"module", now->library->file.string()}});
     }
+    return probe_failed;
 }
 
 void Connector::warn_unless_service_account() {
@@ -392,9 +488,10 @@ int Connector::run() {
         log_->emit(CC_EV_HttpServerError, CC_LEVEL_ERROR, e.what());
         return 1;
     }
-    report_scan(scan_);
-    apply_plugins(started_with, scan_, nullptr);
     {
+        std::lock_guard reloading(reload_mutex_);  // the update manager may reload from its thread
+        report_scan(scan_);
+        apply_plugins(started_with, scan_, nullptr);
         std::lock_guard lock(state_mutex_);
         forget_libraries();
     }
@@ -427,10 +524,12 @@ int Connector::run() {
         break;
     }
     stopping_ = true;
+    std::lock_guard reloading(reload_mutex_);  // no reload from another thread from here on
     jobs_->stop(cfg.host.drain_timeout);
     jobs_.reset();
     http_->stop();
     http_.reset();
+    join_quiesce_calls(cfg.host.drain_timeout);
     runtime_.reset();
     log_->emit(CC_EV_ServiceStopped, CC_LEVEL_INFO, "certconnector stopped");
     log_->flush();
@@ -439,6 +538,19 @@ int Connector::run() {
 
 void Connector::reload() {
     std::lock_guard reloading(reload_mutex_);
+    if (stopping_) return;
+    try {
+        // A new build that failed its init probe is refused from then on; scanning again lets
+        // the next best version serve instead (once: the failed build is now known).
+        for (int pass = 0; pass < 2 && reload_once(); ++pass) {
+        }
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_ConfigurationReloadFailed, CC_LEVEL_ERROR,
+                   std::string("reload failed: ") + e.what() + "; what serves keeps serving");
+    }
+}
+
+bool Connector::reload_once() {
     // The certificate and key files are re-read on every SIGHUP (renewed in place), whether or
     // not the configuration file changed; their paths stay the running ones, like all of [host].
     if (config_->host.tls) {
@@ -455,8 +567,10 @@ void Connector::reload() {
         std::lock_guard lock(state_mutex_);
         selection = selection_provider_;
     }
-    const ScanOptions options =
+    ScanOptions options =
         daemon_scan_options(config_->host.state_dir, config_->host.service_account, selection ? selection() : VersionSelection{});
+    options.failed_builds = failed_builds_;
+    options.probe_timeout = probe_timeout_;
     LoadedConfiguration loaded = load_configuration(config_file_, config_->host.plugin_dir, &options);
     if (!loaded.config) {
         json::array problems;
@@ -466,7 +580,7 @@ void Connector::reload() {
                    std::to_string(loaded.problems.size()) + " problem(s) in " + config_file_.string() +
                        "; keeping the running configuration: " + loaded.problems.front().to_string(),
                    {}, {{"problems", problems}});
-        return;
+        return false;
     }
     auto next = std::make_shared<const Config>(std::move(*loaded.config));
     const auto previous = config_;
@@ -496,13 +610,14 @@ void Connector::reload() {
     log_->set_debug(CC_CHANNEL_OPERATIONAL, applied.log.operational_debug);
     auto applied_ptr = std::make_shared<const Config>(std::move(applied));
     report_scan(loaded.scan);
-    apply_plugins(applied_ptr, loaded.scan, previous.get());  // publishes applied_ptr with its generations
+    const bool probe_failed = apply_plugins(applied_ptr, loaded.scan, previous.get());  // publishes applied_ptr
     auto access = std::make_shared<const AccessPolicy>(applied_ptr->auth, applied_ptr->host.service_account);
     std::lock_guard lock(state_mutex_);
     config_ = applied_ptr;
     access_ = std::move(access);
     scan_ = std::move(loaded.scan);
     forget_libraries();
+    return probe_failed;
 }
 
 // What the scan loaded and no generation took is unloaded now, and module files nothing maps

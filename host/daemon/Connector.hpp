@@ -18,6 +18,7 @@
 #include <optional>
 #include <functional>
 #include <mutex>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -85,14 +86,24 @@ private:
     std::shared_ptr<const AccessPolicy> access_policy() const;
     void report_scan(const PluginScan& scan);
     /// Brings the published plugins in line with `config` and `scan`.
-    void apply_plugins(const std::shared_ptr<const Config>& config, const PluginScan& scan, const Config* previous);
+    /// Returns true when a new build failed its init probe (a new scan may choose another).
+    bool apply_plugins(const std::shared_ptr<const Config>& config, const PluginScan& scan, const Config* previous);
+    bool reload_once();
+    struct QuiesceCall;
+    std::shared_ptr<QuiesceCall> quiesce(const std::shared_ptr<const Generation>& generation, std::chrono::milliseconds deadline);
+    void abandon(const std::shared_ptr<QuiesceCall>& call);
+    void release_quiesce_calls();
+    void join_quiesce_calls(std::chrono::milliseconds limit);
     void warn_unless_service_account();
     void forget_libraries();
 
     std::mutex reload_mutex_;         // one reload at a time
     mutable std::mutex state_mutex_;  // guards config_, scan_ and selection_provider_ (read by /status)
     std::function<VersionSelection()> selection_provider_;
-    std::set<std::string> init_probed_;  // sha256 of module files whose init probe passed
+    std::set<std::string> init_probed_;                 // sha256 of module files whose init probe passed
+    std::map<std::string, std::string> failed_builds_;  // sha256 -> why its init probe failed
+    std::chrono::milliseconds probe_timeout_{30000};
+    std::vector<std::shared_ptr<QuiesceCall>> quiesce_calls_;  // the control thread's
     std::filesystem::path config_file_;
     bool foreground_;
     std::shared_ptr<const Config> config_;

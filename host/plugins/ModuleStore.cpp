@@ -139,8 +139,12 @@ bool is_mapped(const fs::path& file) {
         if (std::sscanf(line.c_str(), "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &offset, &major, &minor, &inode) != 7)
             continue;
         if (exists && inode == st.st_ino && major == ::major(st.st_dev) && minor == ::minor(st.st_dev)) return true;
-        // A removed file still mapped shows as "<path> (deleted)".
-        if (!exists && line.find(file.string() + " (deleted)") != std::string::npos) return true;
+        // By path too: module paths are unique, and on overlayfs maps shows another device and
+        // inode than stat(); a removed file still mapped shows as "<path> (deleted)".
+        const auto at = line.find(file.string());
+        if (at != std::string::npos && line.find('/') == at &&
+            (line.size() == at + file.string().size() || line.compare(at + file.string().size(), 10, " (deleted)") == 0))
+            return true;
     }
     return false;
 }
@@ -155,9 +159,13 @@ ModuleStore::ModuleStore(fs::path directory) : directory_(std::move(directory)) 
 
 ModuleStore::Staged ModuleStore::stage(const fs::path& source) const {
     const std::string bytes = read_bounded(source);
-    Staged staged{directory_ / ".incoming" / (sha256_hex(bytes) + ".so"), sha256_hex(bytes)};
+    const std::string sha = sha256_hex(bytes);
+    Staged staged{directory_ / ".incoming" / (sha + ".so"), sha};
     std::error_code ec;
-    if (!fs::exists(staged.path, ec)) crypto::write_file_atomic(staged.path, bytes, 0400);
+    if (!fs::exists(staged.path, ec)) {
+        fs::remove(staged.path.string() + ".tmp", ec);  // left by a crash mid-write (0400: not reopenable)
+        crypto::write_file_atomic(staged.path, bytes, 0400);
+    }
     return staged;
 }
 

@@ -19,6 +19,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <cctype>
+#include <map>
+#include <mutex>
 #include <regex>
 
 namespace certconn::host {
@@ -105,6 +107,11 @@ void add_ancestors(fs::path p, std::vector<fs::path>& out) {
 
 }  // namespace
 
+bool valid_plugin_name(const std::string& name) {
+    static const std::regex re("[a-z][a-z0-9-]{0,62}");
+    return std::regex_match(name, re);
+}
+
 std::string ancestor_problem(const fs::path& path, const LoaderPolicy& policy) {
     // Both the path as given (whoever can write a directory on it can re-point a symlink on it)
     // and the path the kernel really opens, with every symlink resolved.
@@ -126,8 +133,7 @@ std::string ancestor_problem(const fs::path& path, const LoaderPolicy& policy) {
 namespace {
 
 bool valid_name(const char* s) {
-    static const std::regex re("[a-z][a-z0-9-]{0,62}");
-    return s != nullptr && std::regex_match(s, re);
+    return s != nullptr && valid_plugin_name(s);
 }
 
 bool valid_date(const char* s) {
@@ -235,10 +241,23 @@ std::shared_ptr<PluginLibrary> open_plugin(const fs::path& file, const LoaderPol
 
 namespace {
 
-// Checks and loads one file the daemon's way: copied into the module store, identified in a
-// probe child process, then loaded from the store's copy. Refusals fill `report`.
-std::shared_ptr<PluginLibrary> open_through_store(const fs::path& file, const LoaderPolicy& policy, const ScanOptions& options,
-                                                  PluginFileReport& report) {
+// What a probe child said of the bytes with a given SHA-256, for the life of the process: a
+// build is identified once, not on every reload (a serving build is never probed again, so a
+// probe that cannot run on a loaded machine never takes a serving plugin away).
+struct IdentityCache {
+    std::mutex mutex;
+    std::map<std::string, ProbeResult> by_sha;
+};
+IdentityCache& identity_cache() {
+    static IdentityCache cache;
+    return cache;
+}
+
+// A file seen through the module store: staged, identified in a probe child, placed under its
+// content-addressed path, but not loaded into this process (only the chosen build is, by
+// load_candidate). The returned library has identity, source, file (the module) and sha256.
+std::shared_ptr<PluginLibrary> identify_through_store(const fs::path& file, const LoaderPolicy& policy,
+                                                      const ScanOptions& options, PluginFileReport& report) {
     report = PluginFileReport{};
     report.file = file;
     const std::string label = "plugin '" + file.stem().string() + "' (" + file.string() + "): ";
@@ -253,33 +272,66 @@ std::shared_ptr<PluginLibrary> open_through_store(const fs::path& file, const Lo
     try {
         const ModuleStore store(*options.module_store);
         const ModuleStore::Staged staged = store.stage(file);
-        // The identity comes from a child that loaded the staged copy: a file whose static
-        // constructors or query crash or hang never runs in this process.
-        ProbeRequest probe;
-        probe.executable = options.probe_executable;
-        probe.file = staged.path;
-        probe.service_account = options.service_account;
-        probe.timeout = options.probe_timeout;
-        ProbeResult probed = run_probe(probe);
-        if (!probed.ok) {
-            std::string why = probed.error;
-            if (auto at = why.find(staged.path.string()); at != std::string::npos)
-                why.replace(at, staged.path.string().size(), file.string());
-            return refuse(probed.event_id, why);
+        if (auto failed = options.failed_builds.find(staged.sha256); failed != options.failed_builds.end())
+            return refuse(CC_EV_PluginProbeFailed, failed->second);
+        ProbeResult probed;
+        {
+            std::lock_guard lock(identity_cache().mutex);
+            if (auto it = identity_cache().by_sha.find(staged.sha256); it != identity_cache().by_sha.end()) probed = it->second;
         }
-        const fs::path module = store.place(staged, *probed.identity);
-        auto lib = open_plugin(module, policy, report);
-        report.file = file;
-        if (!lib) return refuse(report.event_id, report.reason);
-        const PluginIdentity& id = lib->identity;
-        if (id.kind != probed.identity->kind || id.name != probed.identity->name || id.version != probed.identity->version)
-            return refuse(CC_EV_PluginInfoInvalid, "answered a different identity in the probe than when loaded");
+        if (!probed.ok && probed.error.empty()) {
+            // The identity comes from a child that loaded the staged copy: a file whose static
+            // constructors or query crash or hang never runs in this process.
+            ProbeRequest probe;
+            probe.file = staged.path;
+            probe.service_account = options.service_account;
+            probe.timeout = options.probe_timeout;
+            probed = run_probe(probe);
+            if (auto at = probed.error.find(staged.path.string()); at != std::string::npos)
+                probed.error.replace(at, staged.path.string().size(), file.string());
+            if (!probed.could_not_run) {
+                std::lock_guard lock(identity_cache().mutex);
+                identity_cache().by_sha[staged.sha256] = probed;
+            }
+        }
+        if (!probed.ok) return refuse(probed.event_id, probed.error);
+        auto lib = std::make_shared<PluginLibrary>();
+        lib->file = store.place(staged, *probed.identity);
         lib->source = file;
         lib->sha256 = staged.sha256;
+        lib->identity = *probed.identity;
+        report.identity = *probed.identity;
+        report.accepted = true;
         return lib;
     } catch (const std::exception& e) {
         return refuse(CC_EV_PluginModuleStoreFailed, e.what());
     }
+}
+
+// Loads a store candidate chosen to serve; false (and `report` says why) when it cannot be.
+bool load_candidate(std::shared_ptr<PluginLibrary>& lib, const LoaderPolicy& policy, PluginFileReport& report) {
+    PluginFileReport loaded;
+    auto opened = open_plugin(lib->file, policy, loaded);
+    if (!opened) {
+        report.accepted = false;
+        report.event_id = loaded.event_id;
+        report.reason = loaded.reason;
+        return false;
+    }
+    const PluginIdentity& id = opened->identity;
+    if (id.kind != lib->identity.kind || id.name != lib->identity.name || id.version != lib->identity.version) {
+        report.accepted = false;
+        report.event_id = CC_EV_PluginInfoInvalid;
+        report.reason = "plugin '" + report.file.stem().string() + "' (" + report.file.string() +
+                        "): answered a different identity in the probe than when loaded";
+        return false;
+    }
+    opened->source = lib->source;
+    opened->sha256 = lib->sha256;
+    report.identity = opened->identity;
+    report.unload_problems = opened->unload_problems;
+    lib = std::move(opened);
+    return true;
 }
 
 }  // namespace
@@ -322,7 +374,8 @@ PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy, c
     std::vector<std::pair<std::size_t, std::shared_ptr<PluginLibrary>>> candidates;  // index into scan.files
     for (const auto& file : files) {
         PluginFileReport report;
-        auto lib = options.module_store ? open_through_store(file, policy, options, report) : open_plugin(file, policy, report);
+        auto lib =
+            options.module_store ? identify_through_store(file, policy, options, report) : open_plugin(file, policy, report);
         if (lib) candidates.emplace_back(scan.files.size(), std::move(lib));
         scan.files.push_back(std::move(report));
     }
@@ -335,7 +388,7 @@ PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy, c
     std::vector<bool> taken(candidates.size(), false);
     for (std::size_t i = 0; i < candidates.size(); ++i) {
         if (taken[i]) continue;
-        const PluginIdentity& id = candidates[i].second->identity;
+        const PluginIdentity id = candidates[i].second->identity;  // a copy: loading replaces the object
         std::vector<std::size_t> group;
         for (std::size_t j = i; j < candidates.size(); ++j) {
             const PluginIdentity& other = candidates[j].second->identity;
@@ -351,11 +404,12 @@ PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy, c
             if (rank(la) != rank(lb)) return rank(la) > rank(lb);
             return update::compare_versions(la.identity.version, lb.identity.version) > 0;
         });
-        const auto& best = candidates[group.front()];
-        if (rank(*best.second) < 0) {  // a pin that no present file satisfies: nothing serves
+        if (rank(*candidates[group.front()].second) < 0) {  // a pin that no present file satisfies
+            scan.held.emplace(id.kind, id.name);            // the serving generation (if any) stays
             for (std::size_t g : group) {
                 PluginFileReport& r = scan.files[candidates[g].first];
                 r.accepted = false;
+                r.superseded = true;
                 r.event_id = CC_EV_PluginSuperseded;
                 r.reason = "plugin '" + r.file.stem().string() + "' (" + r.file.string() + "): version " +
                            candidates[g].second->identity.version + " is not the pinned version " + sel.pins.at(id.name) +
@@ -363,6 +417,17 @@ PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy, c
             }
             continue;
         }
+        // With a module store only the chosen build is loaded here; one that fails to load
+        // gives way to the next best.
+        if (options.module_store) {
+            while (!group.empty()) {
+                auto& [index, lib] = candidates[group.front()];
+                if (rank(*lib) >= 0 && load_candidate(lib, policy, scan.files[index])) break;
+                group.erase(group.begin());
+            }
+            if (group.empty()) continue;
+        }
+        const auto& best = candidates[group.front()];
         scan.libraries.push_back(best.second);
         for (std::size_t k = 1; k < group.size(); ++k) {
             const auto& [index, lib] = candidates[group[k]];

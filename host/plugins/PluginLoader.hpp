@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -55,6 +56,9 @@ struct PluginScan {
     std::optional<std::string> directory_problem;           // nothing was loaded when set
     std::vector<PluginFileReport> files;                    // every *.so, by directory then name
     std::vector<std::shared_ptr<PluginLibrary>> libraries;  // the chosen ones: one per (kind, name)
+    /// (kind, name)s with files present but none selectable (a pin no file satisfies): what
+    /// serves them keeps serving.
+    std::set<std::pair<cc_plugin_kind, std::string>> held;
 
     std::vector<PluginIdentity> identities() const;
 };
@@ -68,9 +72,11 @@ struct ScanOptions {
     /// <state_dir>/modules: each file is first identified in a probe child process
     /// (PluginProbe.hpp) through its copy in the store, and the copy is what gets loaded.
     std::optional<std::filesystem::path> module_store;
-    std::filesystem::path probe_executable;  // the certconnector binary (with module_store)
     std::string service_account;
     std::chrono::milliseconds probe_timeout{30000};
+    /// Builds (SHA-256) whose init probe failed in this process, with why: refused, so the
+    /// next best version serves instead.
+    std::map<std::string, std::string> failed_builds;
 };
 
 /// Checks and loads one file. On refusal returns null and fills `report`.
@@ -83,6 +89,9 @@ std::shared_ptr<PluginLibrary> open_plugin(const std::filesystem::path& file, co
 /// reported superseded. Two files with the same version: the first found serves, the second is
 /// refused as a duplicate.
 PluginScan scan_plugins(const std::filesystem::path& directory, const LoaderPolicy& policy, const ScanOptions& options = {});
+
+/// [a-z][a-z0-9-]{0,62}: what a plugin's name may be.
+bool valid_plugin_name(const std::string& name);
 
 /// Why `path` (a plugin file or directory) is unsafe to load code from, or empty when safe.
 std::string ownership_problem(const std::filesystem::path& path, const LoaderPolicy& policy);

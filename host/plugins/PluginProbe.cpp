@@ -3,6 +3,7 @@
 #include "config/Config.hpp"
 #include "eventlog/EventLog.hpp"
 #include "plugins/PluginRuntime.hpp"
+#include "update/Semver.hpp"
 
 #include <certconn/errno_message.hpp>
 #include <certconn/events.h>
@@ -123,13 +124,17 @@ ProbeResult run_probe(const ProbeRequest& request) {
     posix_spawn_file_actions_adddup2(&actions, in_read.get(), 0);
     posix_spawn_file_actions_adddup2(&actions, out_write.get(), 1);
     posix_spawn_file_actions_adddup2(&actions, err_write.get(), 2);
+    // Nothing else of the daemon's (listeners, connections, log files) reaches plugin code.
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
     // The daemon blocks SIGTERM/SIGINT/SIGHUP for sigwait(); the child starts with none blocked.
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     sigset_t none;
     sigemptyset(&none);
     posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    // Its own process group: a deadline kills whatever the plugin forked, too.
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP);
     pid_t pid = -1;
     const int rc = ::posix_spawn(&pid, request.executable.c_str(), &actions, &attr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -139,6 +144,7 @@ ProbeResult run_probe(const ProbeRequest& request) {
     err_write.reset();
     if (rc != 0) {
         result.error = label + "cannot start " + request.executable.string() + ": " + sdk::errno_message(rc);
+        result.could_not_run = true;
         return result;
     }
 
@@ -181,8 +187,9 @@ ProbeResult run_probe(const ProbeRequest& request) {
         }
     }
     int status = 0;
+    ::kill(-pid, SIGKILL);  // whatever the plugin left running in the group (the child itself has exited or hangs)
     if (timed_out) {
-        ::kill(pid, SIGKILL);
+        ::kill(-pid, SIGKILL);
         ::waitpid(pid, &status, 0);
         result.error = label + "did not finish " + phase_of(request) + " within " +
                        std::to_string(request.timeout.count() / 1000.0).substr(0, 4) + " s; killed";
@@ -193,7 +200,7 @@ ProbeResult run_probe(const ProbeRequest& request) {
         const pid_t w = ::waitpid(pid, &status, WNOHANG);
         if (w == pid) break;
         if (steady_clock::now() >= deadline) {
-            ::kill(pid, SIGKILL);
+            ::kill(-pid, SIGKILL);
             ::waitpid(pid, &status, 0);
             result.error = label + "did not exit within the probe deadline; killed";
             return result;
@@ -217,7 +224,10 @@ ProbeResult run_probe(const ProbeRequest& request) {
     if (const auto* accepted = o.if_contains("accepted"); accepted && accepted->is_bool() && !accepted->as_bool()) {
         const auto* id = o.if_contains("event_id");
         const auto* reason = o.if_contains("reason");
-        result.event_id = id && id->is_int64() ? static_cast<std::uint32_t>(id->as_int64()) : CC_EV_PluginProbeFailed;
+        result.event_id =
+            id && id->is_int64() && id->as_int64() >= CC_EV_PluginDirectoryUnsafe && id->as_int64() <= CC_EV_PluginInitFailed
+                ? static_cast<std::uint32_t>(id->as_int64())
+                : CC_EV_PluginProbeFailed;
         result.error = reason && reason->is_string() ? std::string(reason->as_string()) : label + "refused";
         return result;
     }
@@ -232,6 +242,12 @@ ProbeResult run_probe(const ProbeRequest& request) {
         id.name = o.at("name").as_string();
         id.version = o.at("version").as_string();
         id.release_date = o.at("release_date").as_string();
+        // Plugin code ran in the child and could have written anything: the daemon builds
+        // paths from these, so they are checked as the loader checks them.
+        if (!valid_plugin_name(id.name) || !update::is_semver(id.version)) {
+            result.error = label + "answered an invalid name or version";
+            return result;
+        }
         result.identity = id;
         if (const auto* h = o.if_contains("health")) result.health_json = json::serialize(*h);
     } catch (const std::exception&) {

@@ -21,7 +21,9 @@
 namespace certconn::host {
 
 struct ProbeRequest {
-    std::filesystem::path executable;  // the certconnector binary
+    /// The certconnector binary: /proc/self/exe, which still execs after a package upgrade
+    /// replaced (unlinked) the running binary.
+    std::filesystem::path executable = "/proc/self/exe";
     std::filesystem::path file;
     std::string service_account;  // trusted owner of the file (LoaderPolicy)
     bool init = false;
@@ -37,7 +39,8 @@ struct ProbeResult {
     std::uint32_t event_id = 0;  // refusal: the loader's event, or PluginProbeFailed
     std::string error;           // what happened, e.g. "crashed (SIGSEGV) during init"
     std::optional<PluginIdentity> identity;
-    std::string health_json;  // init probes: what health answered
+    std::string health_json;     // init probes: what health answered
+    bool could_not_run = false;  // the child could not be started: says nothing about the file
 };
 
 /// Runs the probe child and waits for it (at most `timeout`, then SIGKILL).

@@ -128,8 +128,9 @@ Generation::~Generation() {
     const PluginIdentity id = identity();
     const fs::path file = library->file;
     const std::vector<std::string> problems = library->unload_problems;
+    const bool last_holder = library.use_count() == 1;  // a scan may still hold it: then it stays loaded
     library.reset();
-    if (!reaper->module_released(file) || log == nullptr || !is_mapped(file)) return;
+    if (!reaper->module_released(file) || !last_holder || log == nullptr || !is_mapped(file)) return;
     std::string why;
     for (const auto& p : problems)
         why += (why.empty() ? "" : "; ") + p;

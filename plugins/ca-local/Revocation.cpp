@@ -92,10 +92,12 @@ RevocationService::RevocationService(RevocationSettings settings, X509* issuing_
       directory_(std::move(directory)),
       host_(host) {
     if (background) thread_ = std::jthread([this](const std::stop_token& stop) { refresher(stop); });
+    background_.store(background);
 }
 
 void RevocationService::pause() {
     if (!thread_.joinable()) return;
+    background_.store(false);
     thread_.request_stop();
     thread_.join();
     thread_ = std::jthread();
@@ -106,6 +108,7 @@ void RevocationService::resume() {
     if (!paused_) return;
     paused_ = false;
     thread_ = std::jthread([this](const std::stop_token& stop) { refresher(stop); });
+    background_.store(true);
 }
 
 RevocationService::~RevocationService() {
@@ -134,7 +137,7 @@ std::shared_ptr<const std::string> RevocationService::crl() {
         if (current_ && !dirty_ && now < refresh_due_) return current_;
         // A big CRL takes seconds to make: fetches then get the previous one, still within its
         // nextUpdate, while the refresher makes the next. Small ones are made before answering.
-        if (current_ && thread_.joinable() && last_duration_ > std::chrono::seconds(1) && now < current_next_update_) {
+        if (current_ && background_.load() && last_duration_ > std::chrono::seconds(1) && now < current_next_update_) {
             wake_.notify_all();
             return current_;
         }

@@ -7,6 +7,7 @@
 #include <certconn/crypto.hpp>
 #include <certconn/sdk.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -56,7 +57,9 @@ public:
     std::string ocsp(std::string_view request_der);
 
     /// Hot-swap hand-over (abi.h quiesce): stops and joins the background refresher, so only the
-    /// next generation writes crl.der; crl() still answers (and regenerates on demand).
+    /// next generation refreshes on a schedule; crl() still answers, regenerating on demand (and
+    /// then writing crl.der, atomically, as the next generation may too). pause() and resume()
+    /// are the host's control thread's, never concurrent with each other.
     void pause();
     /// Restarts the refresher after pause() (the hand-over was abandoned).
     void resume();
@@ -88,8 +91,9 @@ private:
     crypto::PKey responder_key_;
     std::chrono::system_clock::time_point responder_renew_at_{};
 
-    bool paused_ = false;  // the control thread's: pause() and resume() are never concurrent
-    std::jthread thread_;  // last: stopped and joined before the members above go
+    bool paused_ = false;                  // the control thread's: pause() and resume() are never concurrent
+    std::atomic<bool> background_{false};  // the refresher runs (read by crl() on any thread)
+    std::jthread thread_;                  // last: stopped and joined before the members above go
 };
 
 }  // namespace certconn::ca_local

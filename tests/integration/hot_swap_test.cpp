@@ -66,7 +66,7 @@ TEST_CASE("hot swap: new requests see the new build at once, requests in flight 
     REQUIRE_THAT(maps_of(daemon), Catch::Contains("modules/feature-swap/0.1.0-"));
     CHECK_THAT(maps_of(daemon), !Catch::Contains("plugins/swap-0.1.0.so"));
 
-    auto in_flight = std::async(std::launch::async, [&] { return http_request(port, "GET", "/swap/version?sleep=3000").body; });
+    auto in_flight = std::async(std::launch::async, [&] { return http_request(port, "GET", "/swap/version?hold=1").body; });
     REQUIRE(eventually([&] { return inst.handover().find("in-flight 0.1.0") != std::string::npos; }));
 
     install_fixture(inst.plugins, "swap", "swap-0.2.0");
@@ -74,6 +74,9 @@ TEST_CASE("hot swap: new requests see the new build at once, requests in flight 
     // A new request is served by 0.2.0 while the old request is still running on 0.1.0.
     REQUIRE(eventually([&] { return version(port) == "0.2.0"; }, std::chrono::seconds(20)));
     CHECK(in_flight.wait_for(std::chrono::seconds(0)) != std::future_status::ready);
+    // Still held on 0.1.0, which is therefore still mapped.
+    CHECK_THAT(maps_of(daemon), Catch::Contains("modules/feature-swap/0.1.0-"));
+    write_file(inst.state / "plugins" / "feature-swap" / "release", "");
     CHECK(in_flight.get() == "0.1.0");
     // 0.1.0 quiesced (released its lock on the state directory) before 0.2.0's init took it.
     CHECK_THAT(inst.handover(), Catch::Contains("quiesced 0.1.0"));
@@ -125,6 +128,7 @@ TEST_CASE("hot swap: a new version that crashes in init, or is unhealthy, is sto
     CHECK(daemon.running());
     CHECK(version(port) == "0.2.0");
     CHECK_THAT(maps_of(daemon), !Catch::Contains("feature-swap/0.3.0-"));
+    CHECK_THAT(inst.operational(), !Catch::Contains("\"name\":\"PluginSwapped\""));
 
     fs::remove(inst.plugins / "swap-0.3.0-crash.so");
     install_fixture(inst.plugins, "swap", "swap-0.3.0-unhealthy");
@@ -158,4 +162,49 @@ TEST_CASE("hot swap: a plugin built with GNU unique symbols is reported as unabl
         INFO(json::serialize(p));
         CHECK_FALSE(p.as_object().contains("cannot_unload"));
     }
+}
+
+TEST_CASE("hot swap: when the highest version fails its probe, the next best one serves") {
+    SwapInstallation inst("swap-0.1.0");
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = inst.start(daemon);
+    REQUIRE(version(port) == "0.1.0");
+    install_fixture(inst.plugins, "swap", "swap-0.2.0");
+    install_fixture(inst.plugins, "swap", "swap-0.3.0-crash");
+    daemon.signal(SIGHUP);
+    CHECK(eventually([&] { return version(port) == "0.2.0"; }));
+    CHECK_THAT(inst.operational(), Catch::Contains("crashed (SIGABRT)"));
+    const auto status = json::parse(run_cli({"status", "--config", inst.config.string(), "--json"}).output).as_object();
+    for (const auto& p : status.at("plugins").as_array()) {
+        const auto& o = p.as_object();
+        INFO(json::serialize(o));
+        if (o.at("file").as_string().ends_with("swap-0.3.0-crash.so")) CHECK(o.at("status").as_string() == "refused");
+        if (o.at("file").as_string().ends_with("swap-0.2.0.so")) CHECK(o.at("status").as_string() == "loaded");
+    }
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
+TEST_CASE("hot swap: when the new generation's init fails after the hand-over, the old one resumes and keeps serving") {
+    SwapInstallation inst("swap-0.1.0");
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = inst.start(daemon);
+    REQUIRE(version(port) == "0.1.0");
+    // The probe's scratch directory has no marker, so 0.2.0 passes the probe; in the real state
+    // directory its init fails after 0.1.0 has quiesced.
+    write_file(inst.state / "plugins" / "feature-swap" / "fail-init", "");
+    install_fixture(inst.plugins, "swap", "swap-0.2.0");
+    daemon.signal(SIGHUP);
+    REQUIRE(eventually([&] { return inst.handover().find("resumed 0.1.0") != std::string::npos; }));
+    CHECK_THAT(inst.handover(), Catch::Contains("quiesced 0.1.0\nresumed 0.1.0"));
+    CHECK_THAT(inst.operational(), Catch::Contains("fail-init marker present"));
+    CHECK(version(port) == "0.1.0");
+
+    // 0.1.0 holds its state directory again: once the marker is gone, 0.2.0 takes over only
+    // through another hand-over.
+    fs::remove(inst.state / "plugins" / "feature-swap" / "fail-init");
+    daemon.signal(SIGHUP);
+    CHECK(eventually([&] { return version(port) == "0.2.0"; }));
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
 }

@@ -286,6 +286,7 @@ TEST_CASE("several versions of a plugin: the highest serves, the others are supe
     missing.selection.pins["swap"] = "9.9.9";
     const PluginScan none = scan_plugins(dir.path(), policy(), missing);
     CHECK(none.libraries.empty());
+    CHECK(none.held.count({CC_KIND_FEATURE, "swap"}) == 1);  // what serves it keeps serving
     CHECK_THAT(report_for(none, "swap-0.2.0.so").reason, Catch::Contains("not the pinned version 9.9.9"));
 }
 
