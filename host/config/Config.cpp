@@ -213,7 +213,8 @@ void check_update_section(const toml::table& root, const fs::path& base, const s
         problems.push_back(
             {file, static_cast<int>(n.source().begin.line), static_cast<int>(n.source().begin.column), key, std::move(msg)});
     };
-    if (const toml::node* n = update->get("check_interval"); n && n->is_string() && !parse_duration(*n->value<std::string_view>()))
+    if (const toml::node* n = update->get("check_interval");
+        n && n->is_string() && !parse_duration(*n->value<std::string_view>()))
         at(*n, "update.check_interval",
            "expected a positive number followed by s, m, h or d (e.g. \"6h\"), found '" + *n->value<std::string>() + "'");
     if (const toml::node* n = update->get("maintenance_window"); n && n->is_string()) {
@@ -244,7 +245,8 @@ void check_update_section(const toml::table& root, const fs::path& base, const s
         if (t == nullptr) continue;
         if (name.str().empty() ||
             name.str().find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string_view::npos)
-            at(entry, where, "a repository name is lower-case letters, digits, '-' and '_' (it names files in the state directory)");
+            at(entry, where,
+               "a repository name is lower-case letters, digits, '-' and '_' (it names files in the state directory)");
         if (const toml::node* n = t->get("url"); n && n->is_string()) {
             const std::string v(*n->value<std::string_view>());
             if (v.rfind("https://", 0) != 0 && v.rfind("file:///", 0) != 0)
@@ -262,7 +264,8 @@ void check_update_section(const toml::table& root, const fs::path& base, const s
         if (const toml::array* plugins = t->get_as<toml::array>("plugins")) {
             if (plugins->empty())
                 at(*plugins, where + ".plugins",
-                   "name the plugins this repository is trusted for (or [\"*\"] for every plugin); an empty list trusts it for none");
+                   "name the plugins this repository is trusted for (or [\"*\"] for every plugin); an empty list trusts it for "
+                   "none");
             for (const auto& item : *plugins) {
                 const auto v = item.value<std::string_view>();
                 if (v && *v != "*" &&
@@ -477,7 +480,9 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
 
     UpdateSettings& u = c.update;
     if (auto v = root["update"]["mode"].value<std::string_view>())
-        u.mode = *v == "auto" ? UpdateSettings::Mode::Auto : *v == "notify" ? UpdateSettings::Mode::Notify : UpdateSettings::Mode::Off;
+        u.mode = *v == "auto"     ? UpdateSettings::Mode::Auto
+                 : *v == "notify" ? UpdateSettings::Mode::Notify
+                                  : UpdateSettings::Mode::Off;
     if (auto v = root["update"]["check_interval"].value<std::string_view>()) u.check_interval = *parse_duration(*v);
     if (auto v = root["update"]["maintenance_window"].value<std::string_view>(); v && !v->empty())
         u.maintenance_window = parse_time_window(*v);
@@ -571,18 +576,17 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                                          {"retry_initial_ms", c.jobs.retry_initial_ms},
                                          {"retry_max_ms", c.jobs.retry_max_ms}}},
                    {"auth", effective_auth},
-                   {"update",
-                    json::object{{"mode", update_mode_name(u.mode)},
-                                 {"check_interval_seconds", u.check_interval.count()},
-                                 {"maintenance_window", root["update"]["maintenance_window"].value_or(std::string())},
-                                 {"pin", effective_pins},
-                                 {"allow_downgrade", u.allow_downgrade},
-                                 {"watch_seconds", u.watch.count()},
-                                 {"probe_timeout_seconds", u.probe_timeout.count()},
-                                 {"stall_seconds", u.stall_timeout.count()},
-                                 {"download_timeout_seconds", u.download_timeout.count()},
-                                 {"instance_id", u.instance_id},
-                                 {"repositories", effective_repositories}}},
+                   {"update", json::object{{"mode", update_mode_name(u.mode)},
+                                           {"check_interval_seconds", u.check_interval.count()},
+                                           {"maintenance_window", root["update"]["maintenance_window"].value_or(std::string())},
+                                           {"pin", effective_pins},
+                                           {"allow_downgrade", u.allow_downgrade},
+                                           {"watch_seconds", u.watch.count()},
+                                           {"probe_timeout_seconds", u.probe_timeout.count()},
+                                           {"stall_seconds", u.stall_timeout.count()},
+                                           {"download_timeout_seconds", u.download_timeout.count()},
+                                           {"instance_id", u.instance_id},
+                                           {"repositories", effective_repositories}}},
                    {"features", features}};
     for (const auto& [key, node] : root) {
         const std::string k(key.str());

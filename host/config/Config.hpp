@@ -80,10 +80,10 @@ struct AuthSettings {
 /// A signed plugin repository the update manager may use ([update.repositories.<name>]).
 struct UpdateRepository {
     std::string name;
-    std::string url;                    // "https://host/path/" or "file:///dir/": where index.json lives
-    std::filesystem::path root;         // the initial trust root (N.root.json); its signatures in <root>.minisig
-    std::vector<std::string> plugins;   // plugin names this repository is trusted for; "*" = every plugin
-    std::filesystem::path ca_bundle;    // optional: CA certificates for https:// (default: the system's)
+    std::string url;                   // "https://host/path/" or "file:///dir/": where index.json lives
+    std::filesystem::path root;        // the initial trust root (N.root.json); its signatures in <root>.minisig
+    std::vector<std::string> plugins;  // plugin names this repository is trusted for; "*" = every plugin
+    std::filesystem::path ca_bundle;   // optional: CA certificates for https:// (default: the system's)
 
     bool trusted_for(const std::string& plugin) const {
         for (const auto& p : plugins)
@@ -101,9 +101,9 @@ struct UpdateSettings {
     std::optional<std::pair<int, int>> maintenance_window;
     std::map<std::string, std::string> pins;  // plugin name -> version
     bool allow_downgrade = false;
-    std::chrono::seconds watch{300};           // post-publish watch
-    std::chrono::seconds probe_timeout{30};    // the loader's child-process probe of a new version
-    std::chrono::seconds stall_timeout{30};    // a download receiving nothing for this long is refused
+    std::chrono::seconds watch{300};         // post-publish watch
+    std::chrono::seconds probe_timeout{30};  // the loader's child-process probe of a new version
+    std::chrono::seconds stall_timeout{30};  // a download receiving nothing for this long is refused
     std::chrono::seconds download_timeout{600};
     std::string instance_id;  // empty: a random id persisted in <state_dir>/instance-id
     std::vector<UpdateRepository> repositories;

@@ -253,6 +253,18 @@ int Connector::run() {
         log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
         return 1;
     }
+    // Before the admin socket serves: its `update` commands reach update_. Its start finishes
+    // (or rolls back) an update a stop or crash interrupted.
+    try {
+        update_ = std::make_unique<update::UpdateManager>(
+            cfg.update, cfg.host.state_dir, *log_,
+            update::UpdateHost{[this](bool with_health) { return serving_plugins(with_health); },
+                               [this] { return reload_for_update(); }});
+        update_->start();
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_UpdateCheckFailed, CC_LEVEL_ERROR, std::string("update manager not started: ") + e.what());
+        update_.reset();
+    }
     http_->start();
     jobs_->start();
 
@@ -268,6 +280,7 @@ int Connector::run() {
         int sig = 0;
         if (sigwait(&signals, &sig) != 0) continue;
         if (sig == SIGHUP) {
+            std::lock_guard reloading(reload_mutex_);
             reload();
             continue;
         }
@@ -276,10 +289,12 @@ int Connector::run() {
         break;
     }
     stopping_ = true;
+    if (update_) update_->stop();  // no update starts while draining
     jobs_->stop(cfg.host.drain_timeout);
     jobs_.reset();
     http_->stop();
     http_.reset();
+    update_.reset();  // after the admin socket: a command may still be running in it
     runtime_.reset();
     log_->emit(CC_EV_ServiceStopped, CC_LEVEL_INFO, "certconnector stopped");
     log_->flush();
@@ -339,10 +354,41 @@ void Connector::reload() {
     report_scan(loaded.scan);
     apply_plugins(applied_ptr, loaded.scan, previous.get());  // publishes applied_ptr with its generations
     auto access = std::make_shared<const AccessPolicy>(applied_ptr->auth, applied_ptr->host.service_account);
+    if (update_) update_->configure(applied_ptr->update);
     std::lock_guard lock(state_mutex_);
     config_ = applied_ptr;
     access_ = std::move(access);
     scan_ = std::move(loaded.scan);
+}
+
+std::vector<update::ServingPlugin> Connector::serving_plugins(bool with_health) const {
+    std::vector<update::ServingPlugin> out;
+    for (const auto& gen : runtime_->generations()) {
+        const PluginIdentity& id = gen->identity();
+        update::ServingPlugin p{id.kind,
+                                id.name,
+                                id.version,
+                                id.release_date,
+                                gen->library->file,
+                                gen->calls.load(std::memory_order_relaxed),
+                                gen->failures.load(std::memory_order_relaxed),
+                                std::nullopt};
+        if (with_health) {
+            std::error_code ec;
+            const json::value h = json::parse(runtime_->health(*gen), ec);
+            const auto* healthy = !ec && h.is_object() ? h.as_object().if_contains("healthy") : nullptr;
+            p.healthy = healthy && healthy->is_bool() && healthy->as_bool();
+        }
+        out.push_back(std::move(p));
+    }
+    return out;
+}
+
+std::vector<PluginFileReport> Connector::reload_for_update() {
+    std::lock_guard reloading(reload_mutex_);
+    reload();
+    std::lock_guard lock(state_mutex_);
+    return scan_.files;
 }
 
 json::object Connector::status() const {
@@ -532,6 +578,9 @@ HttpResponseMessage Connector::list_commands(const Principal& principal) {
     };
     for (const auto& c : kHostCommands)
         add(c.name, c.summary, c.arguments_json, c.scope, "host");
+    if (update_)
+        for (const auto& c : update::UpdateManager::commands())
+            add(c.name, c.summary, c.arguments_json, c.scope, "host");
     for (const auto& m : runtime_->commands())
         add(m.command->name, m.command->summary, m.command->arguments_json, m.command->scope,
             std::string(kind_name(m.owner->identity().kind)) + " '" + m.owner->identity().name + "'");
@@ -564,6 +613,15 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
         json::object reply = export_ca(arguments);
         audit(static_cast<int>(reply.at("exit_code").as_int64()));
         return make_response(200, "application/json", json::serialize(reply));
+    }
+    if (update_) {
+        for (const auto& c : update::UpdateManager::commands()) {
+            if (name != c.name) continue;
+            if (!principal.holds(c.scope)) return deny(principal, origin, "command '" + name + "'", c.scope);
+            json::object reply = update_->command(name, arguments);
+            audit(static_cast<int>(reply.at("exit_code").as_int64()));
+            return make_response(200, "application/json", json::serialize(reply));
+        }
     }
     auto match = runtime_->find_command(name);
     if (!match) return text_response(404, "no administrative command '" + name + "' (see `certconnector help`)");

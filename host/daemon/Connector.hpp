@@ -9,6 +9,7 @@
 #include "jobs/JobScheduler.hpp"
 #include "plugins/PluginLoader.hpp"
 #include "plugins/PluginRuntime.hpp"
+#include "update/UpdateManager.hpp"
 
 #include <boost/json/object.hpp>
 
@@ -69,6 +70,9 @@ private:
     /// Brings the published plugins in line with `config` and `scan`.
     void apply_plugins(const std::shared_ptr<const Config>& config, const PluginScan& scan, const Config* previous);
     void warn_unless_service_account();
+    /// The update manager's view of the plugins in service, and its reload.
+    std::vector<update::ServingPlugin> serving_plugins(bool with_health) const;
+    std::vector<PluginFileReport> reload_for_update();
 
     mutable std::mutex state_mutex_;  // guards config_ and scan_ (read by /status)
     std::filesystem::path config_file_;
@@ -80,6 +84,8 @@ private:
     std::unique_ptr<PluginRuntime> runtime_;
     std::unique_ptr<HttpServer> http_;
     std::unique_ptr<JobScheduler> jobs_;
+    std::unique_ptr<update::UpdateManager> update_;
+    std::mutex reload_mutex_;  // one reload at a time: SIGHUP and the update manager
     std::chrono::system_clock::time_point started_at_;
     std::atomic<bool> stopping_{false};
 };

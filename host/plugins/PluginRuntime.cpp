@@ -449,7 +449,7 @@ std::string check_arguments(const std::string& text) {
 
 bool PluginRuntime::reserved_command(std::string_view name) {
     static const std::vector<std::string_view> host = {"run",     "plugins", "status", "config", "keys",     "pfx",
-                                                       "version", "events",  "help",   "token",  "ca export"};
+                                                       "version", "events",  "help",   "token",  "ca export", "update"};
     for (const auto& h : host)
         if (name == h || (name.size() > h.size() && name.substr(0, h.size()) == h && name[h.size()] == ' ')) return true;
     return false;

@@ -126,10 +126,12 @@ std::string fetch_https(const std::string& url, const FetchOptions& options) {
         throw FetchError(FetchFailure::Stalled, url + ": nothing received for " + std::to_string(options.stall_timeout.count()) +
                                                     " s; download abandoned");
     if (rc != CURLE_OK)
-        throw FetchError(FetchFailure::Failed, url + ": " + (error[0] ? std::string(error) : std::string(curl_easy_strerror(rc))));
+        throw FetchError(FetchFailure::Failed,
+                         url + ": " + (error[0] ? std::string(error) : std::string(curl_easy_strerror(rc))));
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    if (status == 404 || status == 410) throw FetchError(FetchFailure::NotFound, url + ": not found (HTTP " + std::to_string(status) + ")");
+    if (status == 404 || status == 410)
+        throw FetchError(FetchFailure::NotFound, url + ": not found (HTTP " + std::to_string(status) + ")");
     if (status < 200 || status > 299) throw FetchError(FetchFailure::Failed, url + ": HTTP " + std::to_string(status));
     return std::move(t.body);
 }

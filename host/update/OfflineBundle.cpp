@@ -20,7 +20,8 @@ namespace fs = std::filesystem;
 
 OfflineBundle::OfflineBundle(const fs::path& tar_file, const fs::path& work_parent) {
     std::error_code ec;
-    if (!fs::is_regular_file(tar_file, ec)) throw std::runtime_error("bundle " + tar_file.string() + ": not a readable regular file");
+    if (!fs::is_regular_file(tar_file, ec))
+        throw std::runtime_error("bundle " + tar_file.string() + ": not a readable regular file");
     std::string pattern = (work_parent / "bundle-XXXXXX").string();
     if (::mkdtemp(pattern.data()) == nullptr)
         throw std::runtime_error("cannot create a directory in " + work_parent.string() + ": " + sdk::errno_message(errno));
@@ -33,8 +34,8 @@ OfflineBundle::OfflineBundle(const fs::path& tar_file, const fs::path& work_pare
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
         posix_spawn_file_actions_addopen(&actions, 1, errors.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
         posix_spawn_file_actions_adddup2(&actions, 1, 2);
-        std::vector<std::string> args = {"tar",  "--extract",       "--file",           tar_file.string(), "--directory",
-                                         directory_.string(), "--no-same-owner", "--no-same-permissions"};
+        std::vector<std::string> args = {"tar",         "--extract",         "--file",          tar_file.string(),
+                                         "--directory", directory_.string(), "--no-same-owner", "--no-same-permissions"};
         std::vector<char*> argv;
         for (auto& a : args)
             argv.push_back(a.data());
@@ -55,7 +56,8 @@ OfflineBundle::OfflineBundle(const fs::path& tar_file, const fs::path& work_pare
         for (const auto& entry : fs::recursive_directory_iterator(directory_)) {
             const auto st = entry.symlink_status();
             if (!fs::is_regular_file(st) && !fs::is_directory(st))
-                throw std::runtime_error("bundle " + tar_file.string() + " holds " + entry.path().lexically_relative(directory_).string() +
+                throw std::runtime_error("bundle " + tar_file.string() + " holds " +
+                                         entry.path().lexically_relative(directory_).string() +
                                          ", which is neither a file nor a directory (links are refused)");
         }
         fs::remove(errors, ec);

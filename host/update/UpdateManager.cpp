@@ -15,6 +15,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value_from.hpp>
 
+#include <openssl/evp.h>
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,6 +94,14 @@ std::string window_text(const std::optional<std::pair<int, int>>& w) {
         return std::string(buf);
     };
     return hhmm(w->first) + "-" + hhmm(w->second);
+}
+
+std::string sha256_of(std::string_view data) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr) != 1)
+        throw std::runtime_error("SHA-256 failed");
+    return crypto::hex_encode(std::string_view(reinterpret_cast<const char*>(digest), len));
 }
 
 std::string fetch_failure_reason(FetchFailure f) {
@@ -363,25 +373,26 @@ bool UpdateManager::refresh_repository(const UpdateRepository& repo, const std::
                 if (persisted.version > root.version) root = std::move(persisted);
             } catch (const std::exception& e) {
                 log_.emit(CC_EV_UpdateCheckFailed, CC_LEVEL_WARNING,
-                          "repository " + repo.name + ": the stored trust root " + stored.string() + " is not usable (" + e.what() +
-                              "); following the rotation chain again from the configured root",
+                          "repository " + repo.name + ": the stored trust root " + stored.string() + " is not usable (" +
+                              e.what() + "); following the rotation chain again from the configured root",
                           {}, {{"repository", repo.name}});
             }
         }
         const std::uint64_t before = root.version;
         std::map<std::uint64_t, std::string> signatures;  // of each root fetched, to keep beside the newest
-        root = follow_root_chain(std::move(root), [&](std::uint64_t version) -> std::optional<std::pair<std::string, std::string>> {
-            const std::string url = resolve_url(base_url, std::to_string(version) + ".root.json");
-            try {
-                std::string bytes = fetch(url, small);
-                std::string sigs = fetch(url + ".minisig", small);
-                signatures[version] = sigs;
-                return std::make_pair(std::move(bytes), std::move(sigs));
-            } catch (const FetchError& e) {
-                if (e.failure == FetchFailure::NotFound) return std::nullopt;
-                throw;
-            }
-        });
+        root =
+            follow_root_chain(std::move(root), [&](std::uint64_t version) -> std::optional<std::pair<std::string, std::string>> {
+                const std::string url = resolve_url(base_url, std::to_string(version) + ".root.json");
+                try {
+                    std::string bytes = fetch(url, small);
+                    std::string sigs = fetch(url + ".minisig", small);
+                    signatures[version] = sigs;
+                    return std::make_pair(std::move(bytes), std::move(sigs));
+                } catch (const FetchError& e) {
+                    if (e.failure == FetchFailure::NotFound) return std::nullopt;
+                    throw;
+                }
+            });
         if (root.version > before) {
             // Signatures first: a crash between the two leaves a pair that does not verify, which
             // is ignored at the next check (the chain is followed again from the configured root).
@@ -412,9 +423,10 @@ bool UpdateManager::refresh_repository(const UpdateRepository& repo, const std::
             index = verify_index(root, bytes, sigs, rs.sequence, now, rs.index_sha256);
         } catch (const UpdateRefused& e) {
             if (e.reason != RefusalReason::expired) throw;
-            log_.emit(CC_EV_UpdateIndexExpired, CC_LEVEL_WARNING,
-                      "repository " + repo.name + ": " + e.what() + "; updates from it are frozen, the serving versions keep running",
-                      {}, {{"repository", repo.name}});
+            log_.emit(
+                CC_EV_UpdateIndexExpired, CC_LEVEL_WARNING,
+                "repository " + repo.name + ": " + e.what() + "; updates from it are frozen, the serving versions keep running",
+                {}, {{"repository", repo.name}});
             finish("frozen: index expired");
             return false;
         }
@@ -435,14 +447,16 @@ bool UpdateManager::refresh_repository(const UpdateRepository& repo, const std::
                 it = lifted ? state_.bad.erase(it) : std::next(it);
             }
         }
-        finish("ok (sequence " + std::to_string(index.sequence) + ", " + std::to_string(index.entries.size()) + " plugin file(s))");
+        finish("ok (sequence " + std::to_string(index.sequence) + ", " + std::to_string(index.entries.size()) +
+               " plugin file(s))");
         log_.emit(CC_EV_UpdateChecked, CC_LEVEL_INFO,
                   "repository " + repo.name + ": index sequence " + std::to_string(index.sequence) + " verified (" +
                       std::to_string(index.entries.size()) + " plugin file(s), expires " + rs.expires + ")",
                   {}, {{"repository", repo.name}, {"sequence", index.sequence}});
         return true;
     } catch (const UpdateRefused& e) {
-        refuse(refusal_reason_name(e.reason), repo.name, "", "", "repository " + repo.name + ": " + stage + " refused: " + e.what());
+        refuse(refusal_reason_name(e.reason), repo.name, "", "",
+               "repository " + repo.name + ": " + stage + " refused: " + e.what());
         finish(std::string("refused: ") + refusal_reason_name(e.reason) + ": " + e.what());
     } catch (const FetchError& e) {
         if (const std::string reason = fetch_failure_reason(e.failure); !reason.empty()) {
@@ -538,18 +552,21 @@ std::string UpdateManager::check_all(Trigger trigger, const std::optional<fs::pa
                 a.version = e.version;
                 a.reason = message;
                 if (once(e.version + "#" + a.refusal))
-                    refuse(a.refusal, repo_name, plugin.name, e.version,
-                           kind + " plugin '" + plugin.name + "' " + e.version + " from repository " + repo_name + ": " + message);
+                    refuse(
+                        a.refusal, repo_name, plugin.name, e.version,
+                        kind + " plugin '" + plugin.name + "' " + e.version + " from repository " + repo_name + ": " + message);
             };
             std::optional<IndexEntry> pick;
             bool downgrade = false;
             if (!entries.empty()) {
                 a.version = entries.front().version;
                 if (pin) {
-                    auto it = std::find_if(entries.begin(), entries.end(), [&](const IndexEntry& e) { return e.version == *pin; });
+                    auto it =
+                        std::find_if(entries.begin(), entries.end(), [&](const IndexEntry& e) { return e.version == *pin; });
                     if (*pin == plugin.version) {
                         a = {repo_name, *pin, "pinned", "pinned to the serving version " + *pin, ""};
-                        if (compare(entries.front().version, *pin) > 0) a.reason += "; " + entries.front().version + " is available";
+                        if (compare(entries.front().version, *pin) > 0)
+                            a.reason += "; " + entries.front().version + " is available";
                     } else if (it == entries.end()) {
                         a = {repo_name, entries.front().version, "pinned",
                              "pinned to " + *pin + ", which this repository does not offer", ""};
@@ -583,7 +600,8 @@ std::string UpdateManager::check_all(Trigger trigger, const std::optional<fs::pa
                 std::string bad_reason;
                 {
                     std::lock_guard lock(mutex_);
-                    if (auto it = state_.bad.find(key_of(e.name, e.version)); it != state_.bad.end()) bad_reason = it->second.reason;
+                    if (auto it = state_.bad.find(key_of(e.name, e.version)); it != state_.bad.end())
+                        bad_reason = it->second.reason;
                 }
                 bool ok = false;
                 if (!bad_reason.empty()) {
@@ -595,15 +613,17 @@ std::string UpdateManager::check_all(Trigger trigger, const std::optional<fs::pa
                                      std::to_string(CERTCONN_ABI_MAJOR) + "." + std::to_string(CERTCONN_ABI_MINOR));
                 } else if (!host_compatible(e, CERTCONN_VERSION)) {
                     refuse_entry(e, RefusalReason::incompatible_host,
-                                 "needs certconnector " + e.min_host + " or newer, this host is " CERTCONN_VERSION
-                                 " (the host is updated by the system package manager)");
+                                 "needs certconnector " + e.min_host +
+                                     " or newer, this host is " CERTCONN_VERSION
+                                     " (the host is updated by the system package manager)");
                 } else if (trigger != Trigger::Apply && !pin && !rollout_includes(instance_id_, e)) {
                     a = {repo_name, e.version, "deferred",
                          "outside the rollout share (" + std::to_string(e.rollout_percent) + "% of instances)", ""};
                     if (once(e.version + "#rollout"))
-                        log_.emit(CC_EV_UpdateDeferred, CC_LEVEL_INFO,
-                                  kind + " plugin '" + plugin.name + "' " + e.version + ": " + a.reason, {},
-                                  {{"plugin", plugin.name}, {"version", e.version}, {"repository", repo_name}, {"why", "rollout"}});
+                        log_.emit(
+                            CC_EV_UpdateDeferred, CC_LEVEL_INFO,
+                            kind + " plugin '" + plugin.name + "' " + e.version + ": " + a.reason, {},
+                            {{"plugin", plugin.name}, {"version", e.version}, {"repository", repo_name}, {"why", "rollout"}});
                 } else {
                     ok = true;
                 }
@@ -750,11 +770,12 @@ std::string UpdateManager::install(const Candidate& c) {
     journal_step(j, "downloaded");
 
     if (bytes.size() != e.size) {
-        refuse("tampered_size", c.repository.name, e.name, e.version,
-               what + ": the file has " + std::to_string(bytes.size()) + " bytes, the signed index says " + std::to_string(e.size));
+        refuse(
+            "tampered_size", c.repository.name, e.name, e.version,
+            what + ": the file has " + std::to_string(bytes.size()) + " bytes, the signed index says " + std::to_string(e.size));
         return abandon("refused (tampered_size)");
     }
-    if (const std::string digest = sha256_hex(bytes); digest != e.sha256) {
+    if (const std::string digest = sha256_of(bytes); digest != e.sha256) {
         refuse("tampered_hash", c.repository.name, e.name, e.version,
                what + ": the file's SHA-256 is " + digest + ", the signed index says " + e.sha256);
         return abandon("refused (tampered_hash)");
@@ -780,7 +801,8 @@ std::string UpdateManager::install(const Candidate& c) {
             if (r.file == fs::path(j.file) && !r.accepted) why = r.reason;
         {
             std::lock_guard lock(mutex_);
-            state_.bad[key_of(e.name, e.version)] = BadVersion{c.repository.name, c.sequence, e.sha256, "refused by the loader: " + why};
+            state_.bad[key_of(e.name, e.version)] =
+                BadVersion{c.repository.name, c.sequence, e.sha256, "refused by the loader: " + why};
             if (c.downgrade) state_.pins.erase(e.name);
         }
         save_state();
@@ -793,7 +815,8 @@ std::string UpdateManager::install(const Candidate& c) {
     journal_step(j, "published");
     log_.emit(CC_EV_UpdateInstalled, CC_LEVEL_INFO,
               what + " serves (was " + c.serving.version + "); watching it for " + std::to_string(settings.watch.count()) + " s",
-              {}, {{"plugin", e.name}, {"version", e.version}, {"previous", c.serving.version}, {"repository", c.repository.name}});
+              {},
+              {{"plugin", e.name}, {"version", e.version}, {"previous", c.serving.version}, {"repository", c.repository.name}});
     {
         std::lock_guard lock(mutex_);
         watching_ = j;
@@ -831,8 +854,8 @@ void UpdateManager::watch_tick() {
         const double new_rate = static_cast<double>(p->failures) / static_cast<double>(p->calls);
         if (new_rate > std::max(2 * old_rate, old_rate + 0.01)) {
             std::ostringstream why;
-            why << "its error rate " << p->failures << "/" << p->calls << " exceeds the previous version's " << j->baseline_failures
-                << "/" << j->baseline_calls;
+            why << "its error rate " << p->failures << "/" << p->calls << " exceeds the previous version's "
+                << j->baseline_failures << "/" << j->baseline_calls;
             roll_back(*j, why.str(), false);
             return;
         }
@@ -880,8 +903,9 @@ std::string UpdateManager::roll_back(const Journal& journal, const std::string& 
     Journal::clear(journal_file());
     const std::string serving = now ? now->version : std::string("nothing");
     log_.emit(CC_EV_UpdateRolledBack, CC_LEVEL_ERROR,
-              j.kind + " plugin '" + j.name + "' " + j.version + " rolled back" + (operator_asked ? " at the operator's request" : "") +
-                  ": " + why + "; " + serving + " serves; " + j.version + " is marked bad",
+              j.kind + " plugin '" + j.name + "' " + j.version + " rolled back" +
+                  (operator_asked ? " at the operator's request" : "") + ": " + why + "; " + serving + " serves; " + j.version +
+                  " is marked bad",
               {}, {{"plugin", j.name}, {"version", j.version}, {"serving", serving}, {"reason", why}});
     return j.name + " " + j.version + " rolled back; " + serving + " serves; " + j.version + " is marked bad\n";
 }
@@ -901,8 +925,8 @@ void UpdateManager::recover() {
         return;
     }
     if (!j) return;
-    const std::string what = j->name.empty() ? "a check of repository " + j->repository
-                                             : j->kind + " plugin '" + j->name + "' " + j->version;
+    const std::string what =
+        j->name.empty() ? "a check of repository " + j->repository : j->kind + " plugin '" + j->name + "' " + j->version;
     auto resumed = [&](const std::string& outcome) {
         log_.emit(CC_EV_UpdateResumed, CC_LEVEL_WARNING, "interrupted at step '" + j->step + "': " + what + ": " + outcome, {},
                   {{"step", j->step}, {"plugin", j->name}, {"version", j->version}, {"outcome", outcome}});
@@ -1004,7 +1028,8 @@ std::string UpdateManager::status_text(bool json_output) {
     out << "update mode " << update_mode_name(settings.mode);
     if (settings.maintenance_window) out << ", maintenance window " << window_text(settings.maintenance_window) << " UTC";
     out << ", instance " << instance_id_ << "\n";
-    if (watching) out << "watching " << watching->name << " " << watching->version << " (was " << watching->previous_version << ")\n";
+    if (watching)
+        out << "watching " << watching->name << " " << watching->version << " (was " << watching->previous_version << ")\n";
     out << "plugins:\n";
     for (const auto& v : report) {
         const auto& p = v.as_object();
@@ -1056,8 +1081,9 @@ json::object UpdateManager::command(const std::string& name, const json::object&
             }
             if (repository.empty()) {
                 if (settings.repositories.size() != 1)
-                    return reply(2, "", prefix + "--repository NAME is needed: " + std::to_string(settings.repositories.size()) +
-                                            " repositories are configured, and the bundle is verified with one's trust root\n");
+                    return reply(2, "",
+                                 prefix + "--repository NAME is needed: " + std::to_string(settings.repositories.size()) +
+                                     " repositories are configured, and the bundle is verified with one's trust root\n");
                 repository = settings.repositories.front().name;
             }
             if (std::none_of(settings.repositories.begin(), settings.repositories.end(),
@@ -1087,7 +1113,8 @@ json::object UpdateManager::command(const std::string& name, const json::object&
             j.file = p->file.string();
             {
                 std::lock_guard lock(mutex_);
-                if (auto it = state_.bad.find(key_of(p->name, p->version)); it != state_.bad.end()) j.repository = it->second.repository;
+                if (auto it = state_.bad.find(key_of(p->name, p->version)); it != state_.bad.end())
+                    j.repository = it->second.repository;
             }
             if (fs::path(j.file).parent_path() != updates_dir())
                 return reply(1, "",
@@ -1118,7 +1145,8 @@ json::object UpdateManager::command(const std::string& name, const json::object&
                 check_requested_ = true;  // and a check (modes auto and notify) fetches the pinned version
             }
             wake_.notify_all();
-            return reply(0, version == "none" ? plugin + " is no longer pinned\n" : plugin + " pinned to " + version + "\n", note);
+            return reply(0, version == "none" ? plugin + " is no longer pinned\n" : plugin + " pinned to " + version + "\n",
+                         note);
         }
         return reply(2, "", prefix + "unknown update command\n");
     } catch (const std::exception& e) {

@@ -44,10 +44,10 @@ struct ServingPlugin {
     std::string name;
     std::string version;
     std::string release_date;
-    std::filesystem::path file;      // the file it was loaded from (plugin_dir or <state_dir>/updates)
-    std::uint64_t calls = 0;         // Generation::calls
-    std::uint64_t failures = 0;      // Generation::failures
-    std::optional<bool> healthy;     // PluginRuntime::health, when asked for
+    std::filesystem::path file;   // the file it was loaded from (plugin_dir or <state_dir>/updates)
+    std::uint64_t calls = 0;      // Generation::calls
+    std::uint64_t failures = 0;   // Generation::failures
+    std::optional<bool> healthy;  // PluginRuntime::health, when asked for
 };
 
 /// What the manager needs from the running connector.
@@ -94,8 +94,8 @@ public:
     const std::string& instance_id() const { return instance_id_; }
 
 private:
-    struct Available;       // one repository's offer for one plugin, and why it was (not) applied
-    struct Candidate;       // an entry chosen to install
+    struct Available;  // one repository's offer for one plugin, and why it was (not) applied
+    struct Candidate;  // an entry chosen to install
     enum class Trigger { Schedule, Check, Apply };
 
     void loop();
@@ -140,7 +140,7 @@ private:
 
     std::mutex run_mutex_;  // one check, install or rollback at a time
     std::condition_variable wake_;
-    std::mutex wake_mutex_;
+    mutable std::mutex wake_mutex_;
     bool stopping_ = false;
     bool check_requested_ = false;
     std::chrono::steady_clock::time_point next_check_{};

@@ -87,8 +87,8 @@ UpdateState UpdateState::load(const fs::path& file) {
 void UpdateState::save(const fs::path& file) const {
     json::object repos;
     for (const auto& [name, r] : repositories)
-        repos[name] = json::object{{"sequence", r.sequence},       {"index_sha256", r.index_sha256}, {"expires", r.expires},
-                                   {"last_check", r.last_check},   {"last_result", r.last_result},   {"entries", r.entries}};
+        repos[name] = json::object{{"sequence", r.sequence},     {"index_sha256", r.index_sha256}, {"expires", r.expires},
+                                   {"last_check", r.last_check}, {"last_result", r.last_result},   {"entries", r.entries}};
     json::object bad_versions;
     for (const auto& [key, b] : bad)
         bad_versions[key] =

@@ -29,16 +29,16 @@ struct RepositoryState {
 };
 
 struct BadVersion {
-    std::string repository;     // where it came from ("" when not from a repository)
+    std::string repository;      // where it came from ("" when not from a repository)
     std::uint64_t sequence = 0;  // the index sequence it was marked under
-    std::string sha256;         // the bad file's digest: a newer index republishing the version with other bytes lifts the mark
+    std::string sha256;          // the bad file's digest: a newer index republishing the version with other bytes lifts the mark
     std::string reason;
 };
 
 struct UpdateState {
     std::map<std::string, RepositoryState> repositories;
-    std::map<std::string, BadVersion> bad;     // "name@version"
-    std::map<std::string, std::string> pins;   // `update pin`: name -> version
+    std::map<std::string, BadVersion> bad;       // "name@version"
+    std::map<std::string, std::string> pins;     // `update pin`: name -> version
     std::map<std::string, std::string> support;  // "kind/name" -> last support state seen
 
     static UpdateState load(const std::filesystem::path& file);
@@ -72,6 +72,7 @@ void write_durably(const std::filesystem::path& file, std::string_view data, uns
 VersionSelection selection_of(const UpdateState& state, const std::map<std::string, std::string>& config_pins);
 
 /// The same, read from <state_dir>/update/state.json (for the scan at start, before the manager runs).
-VersionSelection persisted_selection(const std::filesystem::path& state_dir, const std::map<std::string, std::string>& config_pins);
+VersionSelection persisted_selection(const std::filesystem::path& state_dir,
+                                     const std::map<std::string, std::string>& config_pins);
 
 }  // namespace certconn::host::update
