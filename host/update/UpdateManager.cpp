@@ -89,7 +89,7 @@ int compare(const std::string& a, const std::string& b) {
 std::string window_text(const std::optional<std::pair<int, int>>& w) {
     if (!w) return "";
     auto hhmm = [](int m) {
-        char buf[8];
+        char buf[16];
         std::snprintf(buf, sizeof buf, "%02d:%02d", m / 60, m % 60);
         return std::string(buf);
     };
