@@ -37,6 +37,7 @@ OfflineBundle::OfflineBundle(const fs::path& tar_file, const fs::path& work_pare
         std::vector<std::string> args = {"tar",         "--extract",         "--file",          tar_file.string(),
                                          "--directory", directory_.string(), "--no-same-owner", "--no-same-permissions"};
         std::vector<char*> argv;
+        argv.reserve(args.size() + 1);
         for (auto& a : args)
             argv.push_back(a.data());
         argv.push_back(nullptr);

@@ -89,9 +89,8 @@ int compare(const std::string& a, const std::string& b) {
 std::string window_text(const std::optional<std::pair<int, int>>& w) {
     if (!w) return "";
     auto hhmm = [](int m) {
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "%02d:%02d", m / 60, m % 60);
-        return std::string(buf);
+        auto two = [](int n) { return std::string(n < 10 ? "0" : "") + std::to_string(n); };
+        return two(m / 60) + ":" + two(m % 60);
     };
     return hhmm(w->first) + "-" + hhmm(w->second);
 }
@@ -508,204 +507,217 @@ std::string UpdateManager::check_all(Trigger trigger, const std::optional<fs::pa
     if (!busy) Journal::clear(journal_file());
 
     // 2. For each serving plugin, what each repository offers and whether it may be applied.
-    json::array report;
+    // Quiet: no events, nothing chosen (the report after an install).
     std::vector<Candidate> chosen;
-    for (const auto& plugin : serving) {
-        const std::string kind = kind_text(plugin.kind);
-        const auto config_pin = settings.pins.find(plugin.name);
-        std::optional<std::string> pin;
-        bool pin_from_config = false;
+    auto evaluate = [&](const std::vector<ServingPlugin>& serving_now, bool quiet) {
+        json::array report;
+        for (const auto& plugin : serving_now) {
+            const std::string kind = kind_text(plugin.kind);
+            const auto config_pin = settings.pins.find(plugin.name);
+            std::optional<std::string> pin;
+            bool pin_from_config = false;
+            {
+                std::lock_guard lock(mutex_);
+                if (config_pin != settings.pins.end()) {
+                    pin = config_pin->second;
+                    pin_from_config = true;
+                } else if (auto it = state_.pins.find(plugin.name); it != state_.pins.end()) {
+                    pin = it->second;
+                }
+            }
+            std::optional<Candidate> best;
+            json::array offers;
+            for (const auto& [repo_key, repo_and_base] : fresh) {
+                const std::string& repo_name = repo_key;  // clang before 16 cannot capture a structured binding
+                const UpdateRepository& repo = repo_and_base.first;
+                if (!repo.trusted_for(plugin.name)) continue;
+                RepositoryState rs;
+                {
+                    std::lock_guard lock(mutex_);
+                    rs = state_.repositories[repo_name];
+                }
+                std::vector<IndexEntry> entries;
+                for (std::size_t i = 0; i < rs.entries.size(); ++i) {
+                    IndexEntry e = detail::parse_entry(rs.entries[i], "entry " + std::to_string(i));
+                    if (e.kind == kind && e.name == plugin.name) entries.push_back(std::move(e));
+                }
+                std::sort(entries.begin(), entries.end(),
+                          [](const IndexEntry& a, const IndexEntry& b) { return compare(a.version, b.version) > 0; });
+                Available a{repo_name, "", "none", "offers no version of this plugin", ""};
+                auto once = [&](const std::string& what) {  // a refusal or offer is reported once per index sequence
+                    if (quiet) return false;
+                    std::lock_guard lock(mutex_);
+                    return reported_.insert(repo_name + "#" + std::to_string(rs.sequence) + "#" + plugin.name + "#" + what)
+                        .second;
+                };
+                auto refuse_entry = [&](const IndexEntry& e, RefusalReason why, const std::string& message) {
+                    a.status = "refused";
+                    a.refusal = refusal_reason_name(why);
+                    a.version = e.version;
+                    a.reason = message;
+                    if (once(e.version + "#" + a.refusal))
+                        refuse(a.refusal, repo_name, plugin.name, e.version,
+                               kind + " plugin '" + plugin.name + "' " + e.version + " from repository " + repo_name + ": " +
+                                   message);
+                };
+                std::optional<IndexEntry> pick;
+                bool downgrade = false;
+                if (!entries.empty()) {
+                    a.version = entries.front().version;
+                    if (pin) {
+                        auto it =
+                            std::find_if(entries.begin(), entries.end(), [&](const IndexEntry& e) { return e.version == *pin; });
+                        if (*pin == plugin.version) {
+                            a = {repo_name, *pin, "pinned", "pinned to the serving version " + *pin, ""};
+                            if (compare(entries.front().version, *pin) > 0)
+                                a.reason += "; " + entries.front().version + " is available";
+                        } else if (it == entries.end()) {
+                            a = {repo_name, entries.front().version, "pinned",
+                                 "pinned to " + *pin + ", which this repository does not offer", ""};
+                        } else {
+                            pick = *it;
+                            downgrade = compare(it->version, plugin.version) < 0;
+                        }
+                    } else if (compare(entries.front().version, plugin.version) < 0) {
+                        if (settings.allow_downgrade) {
+                            pick = entries.front();
+                            downgrade = true;
+                        } else {
+                            refuse_entry(entries.front(), RefusalReason::downgrade,
+                                         "the newest version offered is lower than the serving " + plugin.version +
+                                             " (set allow_downgrade to accept it)");
+                        }
+                    } else if (compare(entries.front().version, plugin.version) == 0) {
+                        a = {repo_name, plugin.version, "up to date", "the serving version is the newest offered", ""};
+                    } else {
+                        for (const auto& e : entries) {
+                            if (compare(e.version, plugin.version) <= 0) break;
+                            pick = e;
+                            break;
+                        }
+                    }
+                }
+                // The checks every chosen entry must pass; when the newest fails, older newer-than-serving ones are tried.
+                while (pick) {
+                    const IndexEntry e = *pick;
+                    pick.reset();
+                    std::string bad_reason;
+                    {
+                        std::lock_guard lock(mutex_);
+                        if (auto it = state_.bad.find(key_of(e.name, e.version)); it != state_.bad.end())
+                            bad_reason = it->second.reason;
+                    }
+                    bool ok = false;
+                    if (!bad_reason.empty()) {
+                        a = {repo_name, e.version, "bad", "marked bad: " + bad_reason, ""};
+                    } else if (!abi_compatible(e, CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR)) {
+                        refuse_entry(e, RefusalReason::incompatible_abi,
+                                     "built for SDK " + std::to_string(e.abi_major) + "." + std::to_string(e.abi_minor) +
+                                         ", this host speaks " + std::to_string(CERTCONN_ABI_MAJOR) + ".0-" +
+                                         std::to_string(CERTCONN_ABI_MAJOR) + "." + std::to_string(CERTCONN_ABI_MINOR));
+                    } else if (!host_compatible(e, CERTCONN_VERSION)) {
+                        refuse_entry(e, RefusalReason::incompatible_host,
+                                     "needs certconnector " + e.min_host +
+                                         " or newer, this host is " CERTCONN_VERSION
+                                         " (the host is updated by the system package manager)");
+                    } else if (trigger != Trigger::Apply && !pin && !rollout_includes(instance_id_, e)) {
+                        a = {repo_name, e.version, "deferred",
+                             "outside the rollout share (" + std::to_string(e.rollout_percent) + "% of instances)", ""};
+                        if (once(e.version + "#rollout"))
+                            log_.emit(
+                                CC_EV_UpdateDeferred, CC_LEVEL_INFO,
+                                kind + " plugin '" + plugin.name + "' " + e.version + ": " + a.reason, {},
+                                {{"plugin", plugin.name}, {"version", e.version}, {"repository", repo_name}, {"why", "rollout"}});
+                    } else {
+                        ok = true;
+                    }
+                    if (ok) {
+                        a = {repo_name, e.version, "install", downgrade ? "a downgrade allowed by the configuration" : "newer",
+                             ""};
+                        if (!best || compare(e.version, best->entry.version) > 0)
+                            best = Candidate{repo, repo_and_base.second, e, rs.sequence, plugin, downgrade};
+                        break;
+                    }
+                    if (downgrade || pin) break;
+                    // Try the next newer-than-serving entry below this one.
+                    for (const auto& next : entries)
+                        if (compare(next.version, e.version) < 0 && compare(next.version, plugin.version) > 0) {
+                            pick = next;
+                            break;
+                        }
+                }
+                offers.push_back(json::object{{"repository", a.repository},
+                                              {"version", a.version},
+                                              {"status", a.status},
+                                              {"reason", a.reason},
+                                              {"refusal", a.refusal}});
+            }
+            std::string decision;
+            if (best) {
+                const std::string what = kind + " plugin '" + plugin.name + "' " + plugin.version + " -> " + best->entry.version +
+                                         " (repository " + best->repository.name + ")";
+                std::string deferred;
+                if (busy)
+                    deferred = "another update is being watched";
+                else if (trigger == Trigger::Check)
+                    deferred = "`update check` only reports";
+                else if (trigger == Trigger::Schedule && settings.mode == UpdateSettings::Mode::Notify)
+                    deferred = "mode notify";
+                else if (trigger == Trigger::Schedule && !in_window(Clock::now()))
+                    deferred = "outside the maintenance window " + window_text(settings.maintenance_window) + " UTC";
+                bool announce = false;
+                {
+                    std::lock_guard lock(mutex_);
+                    announce = !quiet && reported_.insert("available#" + plugin.name + "@" + best->entry.version).second;
+                }
+                if (announce)
+                    log_.emit(CC_EV_UpdateAvailable, CC_LEVEL_INFO, "update available: " + what, {},
+                              {{"plugin", plugin.name},
+                               {"version", best->entry.version},
+                               {"serving", plugin.version},
+                               {"repository", best->repository.name}});
+                if (!deferred.empty()) {
+                    decision = "deferred: " + deferred;
+                    bool tell = false;
+                    {
+                        std::lock_guard lock(mutex_);
+                        tell = !quiet &&
+                               reported_.insert("deferred#" + plugin.name + "@" + best->entry.version + "#" + deferred).second;
+                    }
+                    if (tell && trigger == Trigger::Schedule)
+                        log_.emit(CC_EV_UpdateDeferred, CC_LEVEL_INFO, "update waits: " + what + ": " + deferred, {},
+                                  {{"plugin", plugin.name}, {"version", best->entry.version}, {"why", deferred}});
+                } else {
+                    decision = "installing";
+                    if (!quiet) chosen.push_back(*best);
+                }
+                if (!quiet) out << what << ": " << decision << "\n";
+            }
+            report.push_back(json::object{{"kind", kind},
+                                          {"name", plugin.name},
+                                          {"serving", plugin.version},
+                                          {"file", plugin.file.string()},
+                                          {"support", support_state_name(support_status(plugin.release_date).state)},
+                                          {"pin", pin ? json::value(*pin) : json::value(nullptr)},
+                                          {"pin_source", pin ? (pin_from_config ? "configuration" : "update pin") : ""},
+                                          {"available", offers},
+                                          {"decision", decision}});
+        }
         {
             std::lock_guard lock(mutex_);
-            if (config_pin != settings.pins.end()) {
-                pin = config_pin->second;
-                pin_from_config = true;
-            } else if (auto it = state_.pins.find(plugin.name); it != state_.pins.end()) {
-                pin = it->second;
-            }
+            report_ = report;
         }
-        std::optional<Candidate> best;
-        json::array offers;
-        for (const auto& [repo_name, repo_and_base] : fresh) {
-            const UpdateRepository& repo = repo_and_base.first;
-            if (!repo.trusted_for(plugin.name)) continue;
-            RepositoryState rs;
-            {
-                std::lock_guard lock(mutex_);
-                rs = state_.repositories[repo_name];
-            }
-            std::vector<IndexEntry> entries;
-            for (std::size_t i = 0; i < rs.entries.size(); ++i) {
-                IndexEntry e = detail::parse_entry(rs.entries[i], "entry " + std::to_string(i));
-                if (e.kind == kind && e.name == plugin.name) entries.push_back(std::move(e));
-            }
-            std::sort(entries.begin(), entries.end(),
-                      [](const IndexEntry& a, const IndexEntry& b) { return compare(a.version, b.version) > 0; });
-            Available a{repo_name, "", "none", "offers no version of this plugin", ""};
-            auto once = [&](const std::string& what) {  // a refusal or offer is reported once per index sequence
-                std::lock_guard lock(mutex_);
-                return reported_.insert(repo_name + "#" + std::to_string(rs.sequence) + "#" + plugin.name + "#" + what).second;
-            };
-            auto refuse_entry = [&](const IndexEntry& e, RefusalReason why, const std::string& message) {
-                a.status = "refused";
-                a.refusal = refusal_reason_name(why);
-                a.version = e.version;
-                a.reason = message;
-                if (once(e.version + "#" + a.refusal))
-                    refuse(
-                        a.refusal, repo_name, plugin.name, e.version,
-                        kind + " plugin '" + plugin.name + "' " + e.version + " from repository " + repo_name + ": " + message);
-            };
-            std::optional<IndexEntry> pick;
-            bool downgrade = false;
-            if (!entries.empty()) {
-                a.version = entries.front().version;
-                if (pin) {
-                    auto it =
-                        std::find_if(entries.begin(), entries.end(), [&](const IndexEntry& e) { return e.version == *pin; });
-                    if (*pin == plugin.version) {
-                        a = {repo_name, *pin, "pinned", "pinned to the serving version " + *pin, ""};
-                        if (compare(entries.front().version, *pin) > 0)
-                            a.reason += "; " + entries.front().version + " is available";
-                    } else if (it == entries.end()) {
-                        a = {repo_name, entries.front().version, "pinned",
-                             "pinned to " + *pin + ", which this repository does not offer", ""};
-                    } else {
-                        pick = *it;
-                        downgrade = compare(it->version, plugin.version) < 0;
-                    }
-                } else if (compare(entries.front().version, plugin.version) < 0) {
-                    if (settings.allow_downgrade) {
-                        pick = entries.front();
-                        downgrade = true;
-                    } else {
-                        refuse_entry(entries.front(), RefusalReason::downgrade,
-                                     "the newest version offered is lower than the serving " + plugin.version +
-                                         " (set allow_downgrade to accept it)");
-                    }
-                } else if (compare(entries.front().version, plugin.version) == 0) {
-                    a = {repo_name, plugin.version, "up to date", "the serving version is the newest offered", ""};
-                } else {
-                    for (const auto& e : entries) {
-                        if (compare(e.version, plugin.version) <= 0) break;
-                        pick = e;
-                        break;
-                    }
-                }
-            }
-            // The checks every chosen entry must pass; when the newest fails, older newer-than-serving ones are tried.
-            while (pick) {
-                const IndexEntry e = *pick;
-                pick.reset();
-                std::string bad_reason;
-                {
-                    std::lock_guard lock(mutex_);
-                    if (auto it = state_.bad.find(key_of(e.name, e.version)); it != state_.bad.end())
-                        bad_reason = it->second.reason;
-                }
-                bool ok = false;
-                if (!bad_reason.empty()) {
-                    a = {repo_name, e.version, "bad", "marked bad: " + bad_reason, ""};
-                } else if (!abi_compatible(e, CERTCONN_ABI_MAJOR, CERTCONN_ABI_MINOR)) {
-                    refuse_entry(e, RefusalReason::incompatible_abi,
-                                 "built for SDK " + std::to_string(e.abi_major) + "." + std::to_string(e.abi_minor) +
-                                     ", this host speaks " + std::to_string(CERTCONN_ABI_MAJOR) + ".0-" +
-                                     std::to_string(CERTCONN_ABI_MAJOR) + "." + std::to_string(CERTCONN_ABI_MINOR));
-                } else if (!host_compatible(e, CERTCONN_VERSION)) {
-                    refuse_entry(e, RefusalReason::incompatible_host,
-                                 "needs certconnector " + e.min_host +
-                                     " or newer, this host is " CERTCONN_VERSION
-                                     " (the host is updated by the system package manager)");
-                } else if (trigger != Trigger::Apply && !pin && !rollout_includes(instance_id_, e)) {
-                    a = {repo_name, e.version, "deferred",
-                         "outside the rollout share (" + std::to_string(e.rollout_percent) + "% of instances)", ""};
-                    if (once(e.version + "#rollout"))
-                        log_.emit(
-                            CC_EV_UpdateDeferred, CC_LEVEL_INFO,
-                            kind + " plugin '" + plugin.name + "' " + e.version + ": " + a.reason, {},
-                            {{"plugin", plugin.name}, {"version", e.version}, {"repository", repo_name}, {"why", "rollout"}});
-                } else {
-                    ok = true;
-                }
-                if (ok) {
-                    a = {repo_name, e.version, "install", downgrade ? "a downgrade allowed by the configuration" : "newer", ""};
-                    if (!best || compare(e.version, best->entry.version) > 0)
-                        best = Candidate{repo, repo_and_base.second, e, rs.sequence, plugin, downgrade};
-                    break;
-                }
-                if (downgrade || pin) break;
-                // Try the next newer-than-serving entry below this one.
-                for (const auto& next : entries)
-                    if (compare(next.version, e.version) < 0 && compare(next.version, plugin.version) > 0) {
-                        pick = next;
-                        break;
-                    }
-            }
-            offers.push_back(json::object{{"repository", a.repository},
-                                          {"version", a.version},
-                                          {"status", a.status},
-                                          {"reason", a.reason},
-                                          {"refusal", a.refusal}});
-        }
-        std::string decision;
-        if (best) {
-            const std::string what = kind + " plugin '" + plugin.name + "' " + plugin.version + " -> " + best->entry.version +
-                                     " (repository " + best->repository.name + ")";
-            std::string deferred;
-            if (busy)
-                deferred = "another update is being watched";
-            else if (trigger == Trigger::Check)
-                deferred = "`update check` only reports";
-            else if (trigger == Trigger::Schedule && settings.mode == UpdateSettings::Mode::Notify)
-                deferred = "mode notify";
-            else if (trigger == Trigger::Schedule && !in_window(Clock::now()))
-                deferred = "outside the maintenance window " + window_text(settings.maintenance_window) + " UTC";
-            bool announce = false;
-            {
-                std::lock_guard lock(mutex_);
-                announce = reported_.insert("available#" + plugin.name + "@" + best->entry.version).second;
-            }
-            if (announce)
-                log_.emit(CC_EV_UpdateAvailable, CC_LEVEL_INFO, "update available: " + what, {},
-                          {{"plugin", plugin.name},
-                           {"version", best->entry.version},
-                           {"serving", plugin.version},
-                           {"repository", best->repository.name}});
-            if (!deferred.empty()) {
-                decision = "deferred: " + deferred;
-                bool tell = false;
-                {
-                    std::lock_guard lock(mutex_);
-                    tell = reported_.insert("deferred#" + plugin.name + "@" + best->entry.version + "#" + deferred).second;
-                }
-                if (tell && trigger == Trigger::Schedule)
-                    log_.emit(CC_EV_UpdateDeferred, CC_LEVEL_INFO, "update waits: " + what + ": " + deferred, {},
-                              {{"plugin", plugin.name}, {"version", best->entry.version}, {"why", deferred}});
-            } else {
-                decision = "installing";
-                chosen.push_back(*best);
-            }
-            out << what << ": " << decision << "\n";
-        }
-        report.push_back(json::object{{"kind", kind},
-                                      {"name", plugin.name},
-                                      {"serving", plugin.version},
-                                      {"file", plugin.file.string()},
-                                      {"support", support_state_name(support_status(plugin.release_date).state)},
-                                      {"pin", pin ? json::value(*pin) : json::value(nullptr)},
-                                      {"pin_source", pin ? (pin_from_config ? "configuration" : "update pin") : ""},
-                                      {"available", offers},
-                                      {"decision", decision}});
-    }
-    {
-        std::lock_guard lock(mutex_);
-        report_ = report;
-    }
+    };
+    evaluate(serving, false);
 
     // 3. Install, one at a time (a watch starts after each; the next waits for the next check).
-    for (const auto& c : chosen) {
-        out << install(c) << "\n";
-        break;
+    if (!chosen.empty()) {
+        out << install(chosen.front()) << "\n";
+        {
+            std::lock_guard lock(mutex_);
+            busy = watching_.has_value();
+        }
+        evaluate(host_.serving(false), true);
     }
     return out.str();
 }
