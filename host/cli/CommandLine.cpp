@@ -20,11 +20,16 @@ std::optional<std::string> ParsedOptions::value(const std::string& name) const {
 }
 
 ParsedOptions parse_options(const std::vector<std::string>& args, const std::vector<OptionSpec>& specs,
-                            const std::string& command) {
+                            const std::string& command, std::size_t max_positional) {
     ParsedOptions out;
     for (std::size_t i = 0; i < args.size(); ++i) {
         const std::string& arg = args[i];
-        if (arg.rfind("--", 0) != 0) throw std::invalid_argument("unexpected argument '" + arg + "' for '" + command + "'");
+        if (arg.rfind("--", 0) != 0) {
+            if (out.positional.size() >= max_positional)
+                throw std::invalid_argument("unexpected argument '" + arg + "' for '" + command + "'");
+            out.positional.push_back(arg);
+            continue;
+        }
         std::string name = arg.substr(2);
         std::optional<std::string> inline_value;
         if (auto eq = name.find('='); eq != std::string::npos) {

@@ -3,10 +3,13 @@
 #include "auth/AccessPolicy.hpp"
 #include "cli/AdminCommands.hpp"
 #include "cli/KeyCommands.hpp"
+#include "cli/RepoCommands.hpp"
 #include "daemon/Connector.hpp"
 #include "daemon/Privileges.hpp"
 #include "http/AdminClient.hpp"
+#include "plugins/PluginProbe.hpp"
 #include "status/SupportPolicy.hpp"
+#include "update/UpdateState.hpp"
 
 #include <certconn/abi.h>
 #include <certconn/events.h>
@@ -44,6 +47,8 @@ struct Command {
     std::string summary;
     std::vector<OptionSpec> options;
     std::function<int(const ParsedOptions&)> run;
+    std::size_t positional = 0;  // how many non-option arguments it takes (`repo add DIR FILE...`)
+    std::string operands{};      // those arguments as the usage line shows them: "DIR FILE.so..."
 };
 
 fs::path config_path(const ParsedOptions& o) {
@@ -88,7 +93,19 @@ int cmd_run(const ParsedOptions& o) {
             return kExitFailure;
         }
     }
-    LoadedConfiguration loaded = doc ? load_configuration(*doc) : load_configuration(config_path(o));
+    std::optional<ScanOptions> options;
+    if (doc) {
+        // The versions the update manager marked bad and the pins apply from the first scan on
+        // ([update] pin read leniently here; validation reports a malformed one).
+        std::map<std::string, std::string> pins;
+        if (const toml::table* t = doc->root["update"]["pin"].as_table())
+            for (const auto& [name, version] : *t)
+                if (auto v = version.value<std::string>()) pins[std::string(name.str())] = *v;
+        options = daemon_scan_options(doc->state_dir(), doc->service_account(), update::persisted_selection(doc->state_dir(), pins));
+        if (auto t = doc->root["update"]["probe_timeout_seconds"].value<int64_t>(); t && *t > 0)
+            options->probe_timeout = std::chrono::seconds(*t);
+    }
+    LoadedConfiguration loaded = doc ? load_configuration(*doc, std::nullopt, &*options) : load_configuration(config_path(o));
     if (!loaded.config) {
         print_problems(loaded);
         std::cerr << "certconnector: not started: " << loaded.problems.size() << " configuration problem(s)\n";
@@ -282,6 +299,22 @@ int cmd_events(const ParsedOptions& o) {
 const std::vector<Command>& commands() {
     static const std::vector<Command> all = {
         {"run", "run the connector in the foreground (SIGTERM/SIGINT stop, SIGHUP reloads)", {kConfigOption}, cmd_run},
+        {"plugin-probe",
+         "(internal) load a plugin file in this short-lived process and print its identity; with --init also run init, "
+         "health and destroy against a scratch state directory (the daemon probes new versions this way)",
+         {{"file", true, "the plugin file"},
+          {"init", false, "also run init (specification on stdin)"},
+          {"scratch", true, "scratch state directory for --init"},
+          {"service-account", true, "trusted owner of the file besides root and the running user"}},
+         [](const ParsedOptions& o) {
+             const auto file = o.value("file");
+             if (!file) {
+                 std::cerr << "plugin-probe: --file is required\n";
+                 return kExitProblems;
+             }
+             return probe_child_main(*file, o.has("init"), o.value("scratch").value_or(""),
+                                     o.value("service-account").value_or(""));
+         }},
         {"plugins",
          "list plugin files: loadable or refused and why, kind, version, SDK, release date",
          {kConfigOption, {"dir", true, "scan this directory instead of the configured one"}, kJsonOption},
@@ -339,6 +372,43 @@ const std::vector<Command>& commands() {
          {{"name", true, "the token's name, as in [auth.tokens.<name>]"},
           {"scopes", true, "comma-separated scopes, e.g. jobs:submit,jobs:read (see docs/security.md)"}},
          cmd_token_create},
+        {"repo init",
+         "start a signed plugin repository in DIR: an unsigned N.root.json naming the signing keys and threshold",
+         {{"key", true, "a signer's minisign public key (.pub file or its base64 line); repeat for k of n", true},
+          {"threshold", true, "how many distinct keys must sign the index and the next root"},
+          {"expires-days", true, "the root's lifetime in days (default 365)"},
+          {"repository", true, "the repository's name (default: DIR's name)"},
+          {"root-version", true, "write N.root.json to rotate the root (default 1)"}},
+         repo_init,
+         1,
+         "DIR"},
+        {"repo add",
+         "add built plugins to DIR's draft index: copies each to DIR/plugins/, records version, SDK, size, SHA-256",
+         {{"min-host", true, "the oldest host version the plugins need (semantic version)"},
+          {"rollout", true, "percentage of instances that take these versions (default 100)"}},
+         repo_add,
+         SIZE_MAX,
+         "DIR FILE.so..."},
+        {"repo publish",
+         "write DIR/index.json from the draft with the next sequence number, issue time and expiry",
+         {{"expires-days", true, "the index's lifetime in days (default 30); an expired index freezes updates"}},
+         repo_publish,
+         1,
+         "DIR"},
+        {"repo sign",
+         "sign FILE (an index or a root) with minisign, once per key, into FILE.minisig",
+         {{"secret-key", true, "a minisign secret key file; repeat for k of n", true},
+          {"append", false, "keep the signatures already in FILE.minisig (signers on other machines)"}},
+         repo_sign,
+         2,
+         "DIR FILE"},
+        {"repo verify",
+         "verify DIR's root chain, signed index and plugin files against a trusted root; list the plugins",
+         {{"root", true, "the root you trust (N.root.json, with N.root.json.minisig beside it)"},
+          {"last-sequence", true, "refuse an index older than this sequence (rollback)"}},
+         repo_verify,
+         1,
+         "DIR"},
         {"version", "print the version, release date, SDK version and support state", {kJsonOption}, cmd_version},
         {"events",
          "list every event id (Markdown table, or JSON)",
@@ -398,7 +468,8 @@ void print_usage(std::ostream& out, const std::vector<std::string>& args = {}) {
 }
 
 void print_command_help(const Command& c) {
-    std::cout << "usage: certconnector " << c.name << " [options]\n\n" << c.summary << "\n\noptions:\n";
+    std::cout << "usage: certconnector " << c.name << (c.operands.empty() ? "" : " " + c.operands) << " [options]\n\n"
+              << c.summary << "\n\noptions:\n";
     for (const auto& o : c.options) {
         std::string name = "--" + o.name + (o.takes_value ? " VALUE" : "");
         name.resize(18, ' ');
@@ -476,5 +547,5 @@ int main(int argc, char** argv) {
         print_command_help(*command);
         return kExitOk;
     }
-    return exit_code_of([&] { return command->run(parse_options(rest, command->options, command->name)); });
+    return exit_code_of([&] { return command->run(parse_options(rest, command->options, command->name, command->positional)); });
 }

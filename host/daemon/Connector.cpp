@@ -1,6 +1,8 @@
 #include "daemon/Connector.hpp"
 
 #include "daemon/Accounts.hpp"
+#include "plugins/ModuleStore.hpp"
+#include "plugins/PluginProbe.hpp"
 #include "status/SupportPolicy.hpp"
 
 #include <certconn/errno_message.hpp>
@@ -16,14 +18,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <future>
 #include <iostream>
+#include <thread>
 
 namespace certconn::host {
 
 namespace json = boost::json;
 namespace fs = std::filesystem;
 
-LoadedConfiguration load_configuration(const fs::path& file, const std::optional<fs::path>& plugin_dir) {
+LoadedConfiguration load_configuration(const fs::path& file, const std::optional<fs::path>& plugin_dir,
+                                       const ScanOptions* options) {
     std::vector<ConfigProblem> problems;
     auto doc = parse_config_file(file, problems);
     if (!doc) {
@@ -32,23 +37,39 @@ LoadedConfiguration load_configuration(const fs::path& file, const std::optional
         out.problems = std::move(problems);
         return out;
     }
-    return load_configuration(*doc, plugin_dir);
+    return load_configuration(*doc, plugin_dir, options);
 }
 
-LoadedConfiguration load_configuration(const ConfigDocument& document, const std::optional<fs::path>& plugin_dir) {
+LoadedConfiguration load_configuration(const ConfigDocument& document, const std::optional<fs::path>& plugin_dir,
+                                       const ScanOptions* options) {
     LoadedConfiguration out;
     out.file = document.file;
     const ConfigDocument* doc = &document;
-    out.scan = scan_plugins(plugin_dir.value_or(doc->plugin_dir()), LoaderPolicy::for_service_account(doc->service_account()));
+    out.scan = scan_plugins(plugin_dir.value_or(doc->plugin_dir()), LoaderPolicy::for_service_account(doc->service_account()),
+                            options ? *options : ScanOptions{});
     if (out.scan.directory_problem) out.plugin_problems.push_back(*out.scan.directory_problem);
     for (const auto& f : out.scan.files)
-        if (!f.accepted) out.plugin_problems.push_back(f.reason);
+        if (!f.accepted && !f.superseded) out.plugin_problems.push_back(f.reason);
     out.config = validate_config(*doc, out.scan.identities(), out.problems);
     return out;
 }
 
+ScanOptions daemon_scan_options(const fs::path& state, const std::string& service_account, VersionSelection selection) {
+    ScanOptions o;
+    o.extra_dirs = {state / "updates"};
+    o.selection = std::move(selection);
+    o.module_store = state / "modules";
+    std::error_code ec;
+    o.probe_executable = fs::read_symlink("/proc/self/exe", ec);
+    o.service_account = service_account;
+    return o;
+}
+
 json::object describe_plugin_file(const PluginFileReport& report) {
-    json::object o{{"file", report.file.string()}, {"status", report.accepted ? "loadable" : "refused"}};
+    json::object o{{"file", report.file.string()},
+                   {"status", report.accepted     ? "loadable"
+                              : report.superseded ? "superseded"
+                                                  : "refused"}};
     if (report.identity) {
         const PluginIdentity& id = *report.identity;
         const SupportStatus support = support_status(id.release_date);
@@ -59,6 +80,12 @@ json::object describe_plugin_file(const PluginFileReport& report) {
         o["release_date"] = id.release_date;
         o["description"] = id.description;
         o["support"] = json::object{{"state", support_state_name(support.state)}, {"message", support.message}};
+    }
+    if (!report.unload_problems.empty()) {
+        json::array problems;
+        for (const auto& p : report.unload_problems)
+            problems.emplace_back(p);
+        o["cannot_unload"] = std::move(problems);
     }
     if (!report.accepted) {
         o["reason"] = report.reason;
@@ -129,25 +156,104 @@ void Connector::report_scan(const PluginScan& scan) {
         log_->emit(CC_EV_PluginDirectoryUnsafe, CC_LEVEL_ERROR, *scan.directory_problem, {},
                    {{"directory", scan.directory.string()}});
     for (const auto& f : scan.files)
-        if (!f.accepted) log_->emit(f.event_id, CC_LEVEL_ERROR, f.reason, {}, {{"file", f.file.string()}});
+        if (!f.accepted)
+            log_->emit(f.event_id, f.superseded ? CC_LEVEL_INFO : CC_LEVEL_ERROR, f.reason, {}, {{"file", f.file.string()}});
+    for (const auto& lib : scan.libraries) {
+        if (lib->unload_problems.empty()) continue;
+        std::string why;
+        for (const auto& p : lib->unload_problems)
+            why += (why.empty() ? "" : "; ") + p;
+        log_->emit(CC_EV_PluginCannotUnload, CC_LEVEL_WARNING,
+                   std::string(kind_name(lib->identity.kind)) + " plugin '" + lib->identity.name + "' " + lib->identity.version +
+                       " (" + lib->source.string() + ") cannot be unloaded after a swap: " + why,
+                   {}, {{"file", lib->source.string()}, {"plugin", lib->identity.name}});
+    }
 }
+
+void Connector::set_selection_provider(std::function<VersionSelection()> provider) {
+    std::lock_guard lock(state_mutex_);
+    selection_provider_ = std::move(provider);
+}
+
+std::vector<PluginFileReport> Connector::scan_report() const {
+    std::lock_guard lock(state_mutex_);
+    return scan_.files;
+}
+
+namespace {
+
+// A probe child's init specification: the sections the plugin's generation would get.
+std::string init_spec(const Config& c, const PluginIdentity& id) {
+    json::object spec{{"kind", kind_name(id.kind)}, {"name", id.name}};
+    if (id.kind == CC_KIND_FEATURE) {
+        auto it = c.feature_sections.find(id.name);
+        spec["section"] = it != c.feature_sections.end() ? it->second : json::object{};
+    } else if (id.kind == CC_KIND_TENANT && c.tenant) {
+        spec["section"] = c.tenant->settings;
+    } else if (id.kind == CC_KIND_CA) {
+        json::object cas;
+        for (const auto& [name, section] : c.cas)
+            if (section.plugin == id.name) cas[name] = section.settings;
+        spec["cas"] = std::move(cas);
+    }
+    return json::serialize(spec);
+}
+
+std::string describe_version(const PluginIdentity& id) {
+    return std::string(kind_name(id.kind)) + " plugin '" + id.name + "' " + id.version;
+}
+
+// Calls the serving generation's quiesce (abi.h) and waits at most `deadline`; a late or
+// failed quiesce is reported and the hand-over goes on. The waiting thread keeps the
+// generation (and its library) alive until quiesce returns.
+bool quiesce(const std::shared_ptr<const Generation>& gen, std::chrono::milliseconds deadline, EventLog& log) {
+    if (gen->api.struct_size <= offsetof(cc_plugin_api, quiesce) || gen->api.quiesce == nullptr) return false;
+    auto done = std::make_shared<std::promise<std::string>>();
+    auto result = done->get_future();
+    std::thread([gen, done, deadline] {
+        cc_error err = sdk::detail::make_error();
+        const int rc = gen->api.quiesce(gen->api.instance, static_cast<uint32_t>(deadline.count()), &err);
+        done->set_value(rc == CC_OK ? std::string() : std::string(err.message[0] ? err.message : "failed without a message"));
+    }).detach();
+    const json::object fields{{"plugin", gen->identity().name}, {"version", gen->identity().version}};
+    if (result.wait_for(deadline) != std::future_status::ready) {
+        log.emit(CC_EV_PluginQuiesceFailed, CC_LEVEL_ERROR,
+                 describe_version(gen->identity()) + ": quiesce did not return within " + std::to_string(deadline.count()) +
+                     " ms; the next generation starts anyway",
+                 {}, fields);
+        return true;
+    }
+    if (std::string why = result.get(); !why.empty())
+        log.emit(CC_EV_PluginQuiesceFailed, CC_LEVEL_ERROR, describe_version(gen->identity()) + ": quiesce failed: " + why, {},
+                 fields);
+    return true;
+}
+
+}  // namespace
 
 // Order of a (re)load, chosen so no plugin ever sees the new configuration through an old
 // generation, nor a new generation routed by the old configuration:
 //  1. every changed plugin is instantiated from the new configuration (passed explicitly; the
 //     runtime's published configuration is still the old one, and the old generations keep
-//     serving with it);
+//     serving with it). A different build replacing a serving one, and every file the update
+//     manager placed, is first probed in a child process (init, health: PluginProbe.hpp).
+//     Before the new generation's init, the serving one quiesces (abi.h): it stops its
+//     background work and releases its state directory, and keeps answering calls;
 //  2. the new configuration, the new generations and the retirements are published together
 //     by PluginRuntime::commit, under the runtime's lock: CA and tenant routing read the
 //     configuration and the generations under that same lock;
 //  3. the replaced generations finish the calls they have in flight with the configuration
 //     they were built from (their config_json and CA sections never change after init), and
-//     are destroyed on the runtime's reaper thread when the last call lets go.
-// A plugin whose init fails is left out of step 2: its previous generation keeps serving.
+//     are destroyed on the runtime's reaper thread when the last call lets go; then their
+//     library is unmapped (checked: PluginStillMapped).
+// A plugin whose probe or init fails is left out of step 2: its previous generation keeps
+// serving (resumed, if it had quiesced).
 void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, const PluginScan& scan, const Config* previous) {
     const Config& config = *config_ptr;
     std::vector<std::shared_ptr<const Generation>> fresh;
+    std::vector<std::shared_ptr<const Generation>> replaced;
     std::vector<std::pair<cc_plugin_kind, std::string>> retired;
+    const fs::path updates = config.host.state_dir / "updates";
     for (const auto& lib : scan.libraries) {
         const PluginIdentity& id = lib->identity;
         const auto current = runtime_->find(id.kind, id.name);
@@ -158,13 +264,42 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
                            "feature plugin '" + id.name + "' is present but disabled in [features]", {}, {{"plugin", id.name}});
             continue;
         }
-        const bool changed = !current || current->library->file != lib->file || current->identity().version != id.version ||
-                             !previous || section_fingerprint(config, id) != section_fingerprint(*previous, id);
+        const bool new_build = !current || current->library->file != lib->file;
+        const bool changed = new_build || current->identity().version != id.version || !previous ||
+                             section_fingerprint(config, id) != section_fingerprint(*previous, id);
         if (!changed) continue;
+        const bool from_updates = !lib->source.empty() && lib->source.parent_path() == updates;
+        if (!lib->sha256.empty() && ((current && new_build) || from_updates) && !init_probed_.count(lib->sha256)) {
+            ProbeRequest probe;
+            probe.executable = fs::read_symlink("/proc/self/exe");
+            probe.file = lib->file;
+            probe.service_account = config.host.service_account;
+            probe.init = true;
+            probe.init_spec_json = init_spec(config, id);
+            probe.scratch_dir = config.host.state_dir / "probe" / (std::string(kind_name(id.kind)) + "-" + id.name);
+            const ProbeResult result = run_probe(probe);
+            if (!result.ok) {
+                std::string why = result.error;
+                if (auto at = why.find(lib->file.string()); at != std::string::npos)
+                    why.replace(at, lib->file.string().size(), lib->source.string());
+                log_->emit(CC_EV_PluginProbeFailed, CC_LEVEL_ERROR,
+                           describe_version(id) + " not loaded: " + why +
+                               (current ? "; " + current->identity().version + " keeps serving" : ""),
+                           {}, {{"plugin", id.name}, {"version", id.version}, {"file", lib->source.string()}});
+                continue;
+            }
+            init_probed_.insert(lib->sha256);
+        }
+        const bool quiesced = current && quiesce(current, config.host.drain_timeout, *log_);
         std::string error;
         auto gen = runtime_->instantiate(lib, error, config_ptr);
-        if (!gen) continue;  // the event is written; the previous generation (if any) keeps serving
+        if (!gen) {  // the event is written; the previous generation (if any) keeps serving
+            if (quiesced && current->api.struct_size > offsetof(cc_plugin_api, resume) && current->api.resume)
+                current->api.resume(current->api.instance);
+            continue;
+        }
         fresh.push_back(gen);
+        if (current && new_build) replaced.push_back(current);
         const SupportStatus support = support_status(id.release_date);
         if (support.state == SupportState::Outdated)
             log_->emit(CC_EV_PluginSupportWarning, CC_LEVEL_WARNING,
@@ -180,7 +315,19 @@ void Connector::apply_plugins(const std::shared_ptr<const Config>& config_ptr, c
             present |= lib->identity.kind == gen->identity().kind && lib->identity.name == gen->identity().name;
         if (!present) retired.emplace_back(gen->identity().kind, gen->identity().name);
     }
-    runtime_->commit(config_ptr, std::move(fresh), retired);
+    runtime_->commit(config_ptr, fresh, retired);
+    for (const auto& old : replaced) {
+        const auto now = runtime_->find(old->identity().kind, old->identity().name);
+        if (!now) continue;
+        log_->emit(CC_EV_PluginSwapped, CC_LEVEL_INFO,
+                   describe_version(now->identity()) + " serves (from " + now->library->source.string() + "); " +
+                       old->identity().version + " drains its calls in flight and unloads",
+                   {},
+                   {{"plugin", now->identity().name},
+                    {"version", now->identity().version},
+                    {"previous", old->identity().version},
+                    {"module", now->library->file.string()}});
+    }
 }
 
 void Connector::warn_unless_service_account() {
@@ -247,6 +394,10 @@ int Connector::run() {
     }
     report_scan(scan_);
     apply_plugins(started_with, scan_, nullptr);
+    {
+        std::lock_guard lock(state_mutex_);
+        forget_libraries();
+    }
     try {
         jobs_ = std::make_unique<JobScheduler>(*runtime_, *log_, cfg.jobs, cfg.host.state_dir);
     } catch (const std::exception& e) {
@@ -260,9 +411,12 @@ int Connector::run() {
             cfg.update, cfg.host.state_dir, *log_,
             update::UpdateHost{[this](bool with_health) { return serving_plugins(with_health); },
                                [this] { return reload_for_update(); }});
+        update::UpdateManager* manager = update_.get();
+        set_selection_provider([manager] { return manager->selection(); });
         update_->start();
     } catch (const std::exception& e) {
         log_->emit(CC_EV_UpdateCheckFailed, CC_LEVEL_ERROR, std::string("update manager not started: ") + e.what());
+        set_selection_provider(nullptr);
         update_.reset();
     }
     http_->start();
@@ -280,7 +434,6 @@ int Connector::run() {
         int sig = 0;
         if (sigwait(&signals, &sig) != 0) continue;
         if (sig == SIGHUP) {
-            std::lock_guard reloading(reload_mutex_);
             reload();
             continue;
         }
@@ -294,6 +447,7 @@ int Connector::run() {
     jobs_.reset();
     http_->stop();
     http_.reset();
+    set_selection_provider(nullptr);
     update_.reset();  // after the admin socket: a command may still be running in it
     runtime_.reset();
     log_->emit(CC_EV_ServiceStopped, CC_LEVEL_INFO, "certconnector stopped");
@@ -302,6 +456,7 @@ int Connector::run() {
 }
 
 void Connector::reload() {
+    std::lock_guard reloading(reload_mutex_);
     // The certificate and key files are re-read on every SIGHUP (renewed in place), whether or
     // not the configuration file changed; their paths stay the running ones, like all of [host].
     if (config_->host.tls) {
@@ -313,7 +468,15 @@ void Connector::reload() {
                        {{"certificate", config_->host.tls->certificate.string()}});
         }
     }
-    LoadedConfiguration loaded = load_configuration(config_file_, config_->host.plugin_dir);
+    std::function<VersionSelection()> selection;
+    {
+        std::lock_guard lock(state_mutex_);
+        selection = selection_provider_;
+    }
+    ScanOptions options =
+        daemon_scan_options(config_->host.state_dir, config_->host.service_account, selection ? selection() : VersionSelection{});
+    options.probe_timeout = config_->update.probe_timeout;  // [update] probe_timeout_seconds
+    LoadedConfiguration loaded = load_configuration(config_file_, config_->host.plugin_dir, &options);
     if (!loaded.config) {
         json::array problems;
         for (const auto& p : loaded.problems)
@@ -359,6 +522,21 @@ void Connector::reload() {
     config_ = applied_ptr;
     access_ = std::move(access);
     scan_ = std::move(loaded.scan);
+    forget_libraries();
+}
+
+// What the scan loaded and no generation took is unloaded now, and module files nothing maps
+// any more leave the store. Called under state_mutex_.
+void Connector::forget_libraries() {
+    std::set<fs::path> keep;
+    for (const auto& gen : runtime_->generations())
+        keep.insert(gen->library->file);
+    scan_.libraries.clear();
+    try {
+        ModuleStore(config_->host.state_dir / "modules").collect(keep);
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_PluginModuleStoreFailed, CC_LEVEL_WARNING, e.what());
+    }
 }
 
 std::vector<update::ServingPlugin> Connector::serving_plugins(bool with_health) const {
@@ -369,7 +547,7 @@ std::vector<update::ServingPlugin> Connector::serving_plugins(bool with_health) 
                                 id.name,
                                 id.version,
                                 id.release_date,
-                                gen->library->file,
+                                gen->library->source.empty() ? gen->library->file : gen->library->source,
                                 gen->calls.load(std::memory_order_relaxed),
                                 gen->failures.load(std::memory_order_relaxed),
                                 std::nullopt};
@@ -385,10 +563,8 @@ std::vector<update::ServingPlugin> Connector::serving_plugins(bool with_health) 
 }
 
 std::vector<PluginFileReport> Connector::reload_for_update() {
-    std::lock_guard reloading(reload_mutex_);
     reload();
-    std::lock_guard lock(state_mutex_);
-    return scan_.files;
+    return scan_report();
 }
 
 json::object Connector::status() const {
@@ -419,7 +595,7 @@ json::object Connector::status() const {
         json::object o = describe_plugin_file(f);
         if (f.accepted && f.identity) {
             auto gen = runtime_->find(f.identity->kind, f.identity->name);
-            const bool serving = gen && gen->library->file == f.file;
+            const bool serving = gen && (gen->library->source.empty() ? gen->library->file : gen->library->source) == f.file;
             o["status"] = serving                                                                            ? "loaded"
                           : (f.identity->kind == CC_KIND_FEATURE && !cfg->feature_enabled(f.identity->name)) ? "disabled"
                                                                                                              : "not in use";

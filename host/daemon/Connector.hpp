@@ -17,7 +17,9 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <functional>
 #include <mutex>
+#include <set>
 #include <vector>
 
 namespace certconn::host {
@@ -32,11 +34,20 @@ struct LoadedConfiguration {
 };
 
 /// `plugin_dir` overrides the directory named in the file (a reload keeps the running one).
+/// `options`: how the daemon scans (daemon_scan_options); the CLI's inspections pass none.
 LoadedConfiguration load_configuration(const std::filesystem::path& file,
-                                       const std::optional<std::filesystem::path>& plugin_dir = std::nullopt);
+                                       const std::optional<std::filesystem::path>& plugin_dir = std::nullopt,
+                                       const ScanOptions* options = nullptr);
 /// The same for a document already read (`run` reads it before switching to the service account).
 LoadedConfiguration load_configuration(const ConfigDocument& document,
-                                       const std::optional<std::filesystem::path>& plugin_dir = std::nullopt);
+                                       const std::optional<std::filesystem::path>& plugin_dir = std::nullopt,
+                                       const ScanOptions* options = nullptr);
+
+/// The daemon's scan: the update manager's directory (<state_dir>/updates) beside the plugin
+/// directory, the module store (<state_dir>/modules) and probe children (ModuleStore.hpp,
+/// PluginProbe.hpp).
+ScanOptions daemon_scan_options(const std::filesystem::path& state_dir, const std::string& service_account,
+                                VersionSelection selection = {});
 
 /// A plugin file as `certconnector plugins` and `/status` describe it.
 boost::json::object describe_plugin_file(const PluginFileReport& report);
@@ -49,8 +60,15 @@ public:
     /// Serves until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code.
     int run();
 
-    /// Re-reads the configuration file and plugin directory and applies what changed.
+    /// Re-reads the configuration file and plugin directories and applies what changed. Any
+    /// thread (SIGHUP, the update manager); reloads run one at a time.
     void reload();
+
+    /// Pins and bad versions the next scans apply (the update manager sets it).
+    void set_selection_provider(std::function<VersionSelection()> provider);
+    /// The last scan's report of every plugin file (loaded, superseded, refused and why).
+    std::vector<PluginFileReport> scan_report() const;
+    PluginRuntime& runtime() { return *runtime_; }
 
     boost::json::object status() const;
 
@@ -73,8 +91,12 @@ private:
     /// The update manager's view of the plugins in service, and its reload.
     std::vector<update::ServingPlugin> serving_plugins(bool with_health) const;
     std::vector<PluginFileReport> reload_for_update();
+    void forget_libraries();
 
-    mutable std::mutex state_mutex_;  // guards config_ and scan_ (read by /status)
+    std::mutex reload_mutex_;         // one reload at a time
+    mutable std::mutex state_mutex_;  // guards config_, scan_ and selection_provider_ (read by /status)
+    std::function<VersionSelection()> selection_provider_;
+    std::set<std::string> init_probed_;  // sha256 of module files whose init probe passed
     std::filesystem::path config_file_;
     bool foreground_;
     std::shared_ptr<const Config> config_;
@@ -85,7 +107,6 @@ private:
     std::unique_ptr<HttpServer> http_;
     std::unique_ptr<JobScheduler> jobs_;
     std::unique_ptr<update::UpdateManager> update_;
-    std::mutex reload_mutex_;  // one reload at a time: SIGHUP and the update manager
     std::chrono::system_clock::time_point started_at_;
     std::atomic<bool> stopping_{false};
 };

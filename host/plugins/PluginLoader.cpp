@@ -1,6 +1,8 @@
 #include "plugins/PluginLoader.hpp"
 
 #include "daemon/Accounts.hpp"
+#include "plugins/ModuleStore.hpp"
+#include "plugins/PluginProbe.hpp"
 
 #include <certconn/errno_message.hpp>
 #include <certconn/events.h>
@@ -229,49 +231,193 @@ std::shared_ptr<PluginLibrary> open_plugin(const fs::path& file, const LoaderPol
     }
     report.identity = id;
     lib->init = lib->library.get_alias<int(const cc_host_services*, cc_plugin_api*, cc_error*)>(CERTCONN_INIT_EXPORT);
+    lib->unload_problems = unload_problems(file);
+    report.unload_problems = lib->unload_problems;
     report.accepted = true;
     return lib;
 }
 
-PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy) {
+int compare_versions(std::string_view a, std::string_view b) {
+    auto strip = [](std::string_view v) { return v.substr(0, v.find('+')); };
+    a = strip(a);
+    b = strip(b);
+    auto split = [](std::string_view v, char sep) {
+        std::vector<std::string_view> parts;
+        for (std::size_t start = 0;;) {
+            const auto at = v.find(sep, start);
+            parts.push_back(v.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start));
+            if (at == std::string_view::npos) return parts;
+            start = at + 1;
+        }
+    };
+    auto numeric = [](std::string_view s) { return !s.empty() && s.find_first_not_of("0123456789") == std::string_view::npos; };
+    // Numeric identifiers compare as numbers (without leading zeros, longer is larger).
+    auto compare_ids = [&](std::string_view x, std::string_view y) {
+        const bool nx = numeric(x), ny = numeric(y);
+        if (nx && ny) return x.size() != y.size() ? (x.size() < y.size() ? -1 : 1) : x.compare(y) < 0 ? -1 : x == y ? 0 : 1;
+        if (nx != ny) return nx ? -1 : 1;  // numeric identifiers have lower precedence
+        return x.compare(y) < 0 ? -1 : x == y ? 0 : 1;
+    };
+    const auto dash_a = a.find('-'), dash_b = b.find('-');
+    const auto core_a = split(a.substr(0, dash_a), '.'), core_b = split(b.substr(0, dash_b), '.');
+    for (std::size_t i = 0; i < std::min(core_a.size(), core_b.size()); ++i)
+        if (int c = compare_ids(core_a[i], core_b[i]); c != 0) return c;
+    if (core_a.size() != core_b.size()) return core_a.size() < core_b.size() ? -1 : 1;
+    const bool pre_a = dash_a != std::string_view::npos, pre_b = dash_b != std::string_view::npos;
+    if (!pre_a || !pre_b) return pre_a == pre_b ? 0 : pre_a ? -1 : 1;  // a pre-release precedes its release
+    const auto ids_a = split(a.substr(dash_a + 1), '.'), ids_b = split(b.substr(dash_b + 1), '.');
+    for (std::size_t i = 0; i < std::min(ids_a.size(), ids_b.size()); ++i)
+        if (int c = compare_ids(ids_a[i], ids_b[i]); c != 0) return c;
+    return ids_a.size() == ids_b.size() ? 0 : ids_a.size() < ids_b.size() ? -1 : 1;
+}
+
+namespace {
+
+// Checks and loads one file the daemon's way: copied into the module store, identified in a
+// probe child process, then loaded from the store's copy. Refusals fill `report`.
+std::shared_ptr<PluginLibrary> open_through_store(const fs::path& file, const LoaderPolicy& policy, const ScanOptions& options,
+                                                  PluginFileReport& report) {
+    report = PluginFileReport{};
+    report.file = file;
+    const std::string label = "plugin '" + file.stem().string() + "' (" + file.string() + "): ";
+    auto refuse = [&](std::uint32_t id, const std::string& why) -> std::shared_ptr<PluginLibrary> {
+        report.accepted = false;
+        report.event_id = id;
+        report.reason = why.rfind("plugin", 0) == 0 ? why : label + why;
+        return nullptr;
+    };
+    if (std::string why = ownership_problem(file, policy); !why.empty()) return refuse(CC_EV_PluginFileUnsafe, why + "; refused");
+    if (std::string why = ancestor_problem(file, policy); !why.empty()) return refuse(CC_EV_PluginFileUnsafe, why + "; refused");
+    try {
+        const ModuleStore store(*options.module_store);
+        const ModuleStore::Staged staged = store.stage(file);
+        // The identity comes from a child that loaded the staged copy: a file whose static
+        // constructors or query crash or hang never runs in this process.
+        ProbeRequest probe;
+        probe.executable = options.probe_executable;
+        probe.file = staged.path;
+        probe.service_account = options.service_account;
+        probe.timeout = options.probe_timeout;
+        ProbeResult probed = run_probe(probe);
+        if (!probed.ok) {
+            std::string why = probed.error;
+            if (auto at = why.find(staged.path.string()); at != std::string::npos)
+                why.replace(at, staged.path.string().size(), file.string());
+            return refuse(probed.event_id, why);
+        }
+        const fs::path module = store.place(staged, *probed.identity);
+        auto lib = open_plugin(module, policy, report);
+        report.file = file;
+        if (!lib) return refuse(report.event_id, report.reason);
+        const PluginIdentity& id = lib->identity;
+        if (id.kind != probed.identity->kind || id.name != probed.identity->name || id.version != probed.identity->version)
+            return refuse(CC_EV_PluginInfoInvalid, "answered a different identity in the probe than when loaded");
+        lib->source = file;
+        lib->sha256 = staged.sha256;
+        return lib;
+    } catch (const std::exception& e) {
+        return refuse(CC_EV_PluginModuleStoreFailed, e.what());
+    }
+}
+
+}  // namespace
+
+PluginScan scan_plugins(const fs::path& directory, const LoaderPolicy& policy, const ScanOptions& options) {
     PluginScan scan;
     scan.directory = directory;
     std::error_code ec;
+    std::vector<fs::path> files;
+    auto list = [&](const fs::path& dir) {
+        std::vector<fs::path> found;
+        for (const auto& entry : fs::directory_iterator(dir, ec))
+            if (entry.path().extension() == ".so") found.push_back(entry.path());
+        std::sort(found.begin(), found.end());
+        files.insert(files.end(), found.begin(), found.end());
+    };
     if (!fs::is_directory(directory, ec)) {
         scan.directory_problem = "plugin directory " + directory.string() + " does not exist or is not a directory";
-        return scan;
-    }
-    if (std::string why = ownership_problem(directory, policy); !why.empty()) {
+    } else if (std::string why = ownership_problem(directory, policy); !why.empty()) {
         scan.directory_problem = "plugin directory " + directory.string() + " is " + why + "; no plugin loaded from it";
-        return scan;
+    } else if (std::string why2 = ancestor_problem(directory, policy); !why2.empty()) {
+        scan.directory_problem = "plugin directory " + directory.string() + " is unsafe: " + why2 + "; no plugin loaded from it";
+    } else {
+        list(directory);
     }
-    if (std::string why = ancestor_problem(directory, policy); !why.empty()) {
-        scan.directory_problem = "plugin directory " + directory.string() + " is unsafe: " + why + "; no plugin loaded from it";
-        return scan;
+    for (const auto& extra : options.extra_dirs) {
+        if (!fs::is_directory(extra, ec)) continue;
+        if (std::string why = ownership_problem(extra, policy); !why.empty()) {
+            PluginFileReport r;
+            r.file = extra;
+            r.event_id = CC_EV_PluginDirectoryUnsafe;
+            r.reason = "plugin directory " + extra.string() + " is " + why + "; no plugin loaded from it";
+            scan.files.push_back(std::move(r));
+            continue;
+        }
+        list(extra);
     }
-    std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(directory, ec))
-        if (entry.path().extension() == ".so") files.push_back(entry.path());
-    std::sort(files.begin(), files.end());
 
+    // Every file is checked; then, per (kind, name), the candidates compete.
+    std::vector<std::pair<std::size_t, std::shared_ptr<PluginLibrary>>> candidates;  // index into scan.files
     for (const auto& file : files) {
         PluginFileReport report;
-        auto lib = open_plugin(file, policy, report);
-        if (lib) {
-            for (const auto& other : scan.libraries) {
-                if (other->identity.kind == lib->identity.kind && other->identity.name == lib->identity.name) {
-                    report.accepted = false;
-                    report.event_id = CC_EV_PluginDuplicate;
-                    report.reason = "plugin '" + file.stem().string() + "' (" + file.string() + "): a " +
-                                    kind_name(lib->identity.kind) + " plugin named '" + lib->identity.name +
-                                    "' is already loaded from " + other->file.string() + "; refused";
-                    lib.reset();
-                    break;
-                }
+        auto lib = options.module_store ? open_through_store(file, policy, options, report) : open_plugin(file, policy, report);
+        if (lib) candidates.emplace_back(scan.files.size(), std::move(lib));
+        scan.files.push_back(std::move(report));
+    }
+    const VersionSelection& sel = options.selection;
+    auto rank = [&](const PluginLibrary& lib) {  // 2: pinned, 1: fine, 0: marked bad
+        const auto pin = sel.pins.find(lib.identity.name);
+        if (pin != sel.pins.end()) return pin->second == lib.identity.version ? 2 : -1;
+        return sel.bad.count(VersionSelection::key(lib.identity.name, lib.identity.version)) ? 0 : 1;
+    };
+    std::vector<bool> taken(candidates.size(), false);
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        if (taken[i]) continue;
+        const PluginIdentity& id = candidates[i].second->identity;
+        std::vector<std::size_t> group;
+        for (std::size_t j = i; j < candidates.size(); ++j) {
+            const PluginIdentity& other = candidates[j].second->identity;
+            if (!taken[j] && other.kind == id.kind && other.name == id.name) {
+                group.push_back(j);
+                taken[j] = true;
             }
         }
-        if (lib) scan.libraries.push_back(std::move(lib));
-        scan.files.push_back(std::move(report));
+        // Best first: rank, then version; equal versions keep the order found (first wins).
+        std::stable_sort(group.begin(), group.end(), [&](std::size_t a, std::size_t b) {
+            const auto& la = *candidates[a].second;
+            const auto& lb = *candidates[b].second;
+            if (rank(la) != rank(lb)) return rank(la) > rank(lb);
+            return compare_versions(la.identity.version, lb.identity.version) > 0;
+        });
+        const auto& best = candidates[group.front()];
+        if (rank(*best.second) < 0) {  // a pin that no present file satisfies: nothing serves
+            for (std::size_t g : group) {
+                PluginFileReport& r = scan.files[candidates[g].first];
+                r.accepted = false;
+                r.event_id = CC_EV_PluginSuperseded;
+                r.reason = "plugin '" + r.file.stem().string() + "' (" + r.file.string() + "): version " +
+                           candidates[g].second->identity.version + " is not the pinned version " + sel.pins.at(id.name) +
+                           " ([update] pin); not loaded";
+            }
+            continue;
+        }
+        scan.libraries.push_back(best.second);
+        for (std::size_t k = 1; k < group.size(); ++k) {
+            const auto& [index, lib] = candidates[group[k]];
+            PluginFileReport& r = scan.files[index];
+            r.accepted = false;
+            const std::string head = "plugin '" + r.file.stem().string() + "' (" + r.file.string() + "): ";
+            if (lib->identity.version == best.second->identity.version) {
+                r.event_id = CC_EV_PluginDuplicate;
+                r.reason = head + "a " + std::string(kind_name(id.kind)) + " plugin named '" + id.name + "' " + id.version +
+                           " is already loaded from " + scan.files[best.first].file.string() + "; refused";
+            } else {
+                r.superseded = true;
+                r.event_id = CC_EV_PluginSuperseded;
+                r.reason = head + "version " + lib->identity.version + " superseded by " + best.second->identity.version + " (" +
+                           scan.files[best.first].file.string() + ")" + (rank(*lib) == 0 ? "; marked bad by a rollback" : "");
+            }
+        }
     }
     return scan;
 }

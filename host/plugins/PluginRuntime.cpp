@@ -1,5 +1,7 @@
 #include "plugins/PluginRuntime.hpp"
 
+#include "plugins/ModuleStore.hpp"
+
 #include <certconn/sdk.hpp>
 
 #include <boost/json/parse.hpp>
@@ -116,9 +118,39 @@ Generation::~Generation() {
         for (auto& [name, handle] : ca_handles)
             api.ca->close(api.instance, handle);
     if (api.destroy != nullptr) api.destroy(api.instance);
-    if (context && context->runtime)
-        context->runtime->log().emit(CC_EV_PluginUnloaded, CC_LEVEL_INFO, describe(identity()) + " released", {},
-                                     identity_fields(identity(), library->file));
+    EventLog* log = context && context->runtime ? &context->runtime->log() : nullptr;
+    if (log)
+        log->emit(CC_EV_PluginUnloaded, CC_LEVEL_INFO, describe(identity()) + " released", {},
+                  identity_fields(identity(), library->file));
+    if (!reaper || !library) return;
+    // The library goes now (dlclose, when no scan holds it either); once the last generation
+    // built from the module is gone, the module must be gone from the address space too.
+    const PluginIdentity id = identity();
+    const fs::path file = library->file;
+    const std::vector<std::string> problems = library->unload_problems;
+    library.reset();
+    if (!reaper->module_released(file) || log == nullptr || !is_mapped(file)) return;
+    std::string why;
+    for (const auto& p : problems)
+        why += (why.empty() ? "" : "; ") + p;
+    log->emit(CC_EV_PluginStillMapped, problems.empty() ? CC_LEVEL_ERROR : CC_LEVEL_WARNING,
+              describe(id) + " (" + file.string() + ") is still mapped after its last generation was released" +
+                  (why.empty() ? "" : " (expected: " + why + ")"),
+              {}, identity_fields(id, file));
+}
+
+void GenerationReaper::module_acquired(const fs::path& file) {
+    std::lock_guard lock(mutex_);
+    ++modules_[file];
+}
+
+bool GenerationReaper::module_released(const fs::path& file) {
+    std::lock_guard lock(mutex_);
+    auto it = modules_.find(file);
+    if (it == modules_.end()) return true;
+    if (--it->second > 0) return false;
+    modules_.erase(it);
+    return true;
 }
 
 GenerationReaper::GenerationReaper() : thread_([this] { loop(); }) {}
@@ -214,6 +246,8 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
     std::shared_ptr<Generation> gen(new Generation, [reaper = reaper_](Generation* g) { reaper->release(g); });
     gen->config = cfg;
     gen->library = library;
+    gen->reaper = reaper_;
+    reaper_->module_acquired(library->file);
     gen->loaded_at = std::chrono::system_clock::now();
     gen->context = std::make_unique<PluginContext>();
     PluginContext& ctx = *gen->context;
@@ -448,8 +482,9 @@ std::string check_arguments(const std::string& text) {
 }  // namespace
 
 bool PluginRuntime::reserved_command(std::string_view name) {
-    static const std::vector<std::string_view> host = {"run",     "plugins", "status", "config", "keys",     "pfx",
-                                                       "version", "events",  "help",   "token",  "ca export", "update"};
+    static const std::vector<std::string_view> host = {"run",   "plugins",   "plugin-probe", "status", "config",
+                                                       "keys",  "pfx",       "version",      "events", "help",
+                                                       "token", "ca export", "repo",         "update"};
     for (const auto& h : host)
         if (name == h || (name.size() > h.size() && name.substr(0, h.size()) == h && name[h.size()] == ' ')) return true;
     return false;

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <condition_variable>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -74,6 +75,8 @@ struct PluginContext {
     cc_host_services services{};
 };
 
+class GenerationReaper;
+
 class Generation {
 public:
     Generation() = default;
@@ -83,7 +86,8 @@ public:
 
     const PluginIdentity& identity() const { return library->identity; }
 
-    std::shared_ptr<PluginLibrary> library;  // declared first: unloaded after everything below
+    std::shared_ptr<PluginLibrary> library;    // declared first: unloaded after everything below
+    std::shared_ptr<GenerationReaper> reaper;  // counts the generations mapping each module
     std::unique_ptr<PluginContext> context;
     cc_plugin_api api{};
     std::map<std::string, void*> ca_handles;         // CA plugins: opened [ca.<name>] sections
@@ -119,6 +123,11 @@ public:
     void release(Generation* generation) noexcept;
     /// Returns once every generation released so far has been destroyed.
     void wait_idle();
+    /// Live generations per module file: a file is checked for being unmapped only when the
+    /// last generation built from it is gone.
+    void module_acquired(const std::filesystem::path& file);
+    /// True when no live generation uses `file` any more.
+    bool module_released(const std::filesystem::path& file);
     /// Destroys what is queued (and whatever that releases), then joins the thread.
     void stop();
 
@@ -132,6 +141,7 @@ private:
     bool busy_ = false;
     bool stopping_ = false;
     bool stopped_ = false;
+    std::map<std::filesystem::path, int> modules_;
     std::thread thread_;
 };
 

@@ -19,7 +19,7 @@ namespace certconn::host::update {
 inline constexpr std::size_t kMaxPublicKeyText = 4096;
 /// Largest .minisig text accepted, and most signatures in it (k-of-n signatures are shipped as
 /// concatenated .minisig documents: `cat a.minisig b.minisig > index.json.minisig`).
-inline constexpr std::size_t kMaxSignatureText = 64 * 1024;
+inline constexpr std::size_t kMaxSignatureText = std::size_t{64} * 1024;
 inline constexpr std::size_t kMaxSignatures = 32;
 
 struct MinisignPublicKey {

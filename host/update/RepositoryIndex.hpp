@@ -28,7 +28,7 @@
 namespace certconn::host::update {
 
 /// Largest index accepted.
-inline constexpr std::size_t kMaxIndexSize = 4 * 1024 * 1024;
+inline constexpr std::size_t kMaxIndexSize = std::size_t{4} * 1024 * 1024;
 /// Largest plugin file an index may announce.
 inline constexpr std::uint64_t kMaxPluginSize = 256ULL * 1024 * 1024;
 /// Most entries in one index.

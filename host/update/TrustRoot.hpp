@@ -29,7 +29,7 @@
 namespace certconn::host::update {
 
 /// Largest root file accepted.
-inline constexpr std::size_t kMaxRootSize = 256 * 1024;
+inline constexpr std::size_t kMaxRootSize = std::size_t{256} * 1024;
 /// Most keys a root may name.
 inline constexpr std::size_t kMaxRootKeys = 64;
 

@@ -33,6 +33,8 @@ public:
     /// What relying parties fetch: the CRL (DER), OCSP answers, the issuing certificate (DER).
     std::shared_ptr<const std::string> crl() { return revocation_->crl(); }
     std::string ocsp(std::string_view request_der) { return revocation_->ocsp(request_der); }
+    void pause_background() { revocation_->pause(); }
+    void resume_background() { revocation_->resume(); }
     const std::string& issuing_der() const { return issuing_der_; }
 
 private:

@@ -94,6 +94,20 @@ RevocationService::RevocationService(RevocationSettings settings, X509* issuing_
     if (background) thread_ = std::jthread([this](const std::stop_token& stop) { refresher(stop); });
 }
 
+void RevocationService::pause() {
+    if (!thread_.joinable()) return;
+    thread_.request_stop();
+    thread_.join();
+    thread_ = std::jthread();
+    paused_ = true;
+}
+
+void RevocationService::resume() {
+    if (!paused_) return;
+    paused_ = false;
+    thread_ = std::jthread([this](const std::stop_token& stop) { refresher(stop); });
+}
+
 RevocationService::~RevocationService() {
     if (thread_.joinable()) {
         thread_.request_stop();

@@ -55,6 +55,12 @@ public:
     /// or unauthorized response, never an exception.
     std::string ocsp(std::string_view request_der);
 
+    /// Hot-swap hand-over (abi.h quiesce): stops and joins the background refresher, so only the
+    /// next generation writes crl.der; crl() still answers (and regenerates on demand).
+    void pause();
+    /// Restarts the refresher after pause() (the hand-over was abandoned).
+    void resume();
+
 private:
     std::shared_ptr<const std::string> publish();  // builds, signs, stores and caches a CRL
     void refresher(const std::stop_token& stop);
@@ -82,6 +88,7 @@ private:
     crypto::PKey responder_key_;
     std::chrono::system_clock::time_point responder_renew_at_{};
 
+    bool paused_ = false;  // the control thread's: pause() and resume() are never concurrent
     std::jthread thread_;  // last: stopped and joined before the members above go
 };
 

@@ -55,6 +55,12 @@ public:
         std::unique_lock lock(mutex_);
         if (auto it = cas_.find(ca->name()); it != cas_.end() && it->second == ca) cas_.erase(it);
     }
+    /// Runs `fn` on every open CA.
+    void each(const std::function<void(LocalCa&)>& fn) {
+        std::shared_lock lock(mutex_);
+        for (auto& [name, ca] : cas_)
+            fn(*ca);
+    }
     /// Runs `fn` with the CA named `name` (kept open meanwhile), or answers 404.
     HttpResponse with(const std::string& name, const std::function<HttpResponse(LocalCa&)>& fn) {
         std::shared_lock lock(mutex_);
@@ -142,6 +148,15 @@ public:
         const auto config = json::parse(config_json).as_object();
         return std::make_unique<RegisteredCa>(std::make_unique<LocalCa>(name, config, host_.state_dir() / name, host_),
                                               registry_);
+    }
+
+    // Hot-swap hand-over: the CRL refreshers stop, so the next generation's are the only ones
+    // writing crl.der. The issuance record is SQLite in WAL mode: both generations may use it.
+    void quiesce(std::chrono::milliseconds) override {
+        registry_.each([](LocalCa& ca) { ca.pause_background(); });
+    }
+    void resume() override {
+        registry_.each([](LocalCa& ca) { ca.resume_background(); });
     }
 
 private:

@@ -32,12 +32,25 @@ NotificationOutbox::NotificationOutbox(const std::filesystem::path& file, Sender
 }
 
 NotificationOutbox::~NotificationOutbox() {
+    pause();
+}
+
+void NotificationOutbox::pause() {
     {
         std::lock_guard lock(wake_mutex_);
         stopping_ = true;
     }
     wake_.notify_all();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
+}
+
+void NotificationOutbox::resume() {
+    if (thread_.joinable()) return;
+    {
+        std::lock_guard lock(wake_mutex_);
+        stopping_ = false;
+    }
+    thread_ = std::thread([this] { run(); });
 }
 
 void NotificationOutbox::put(const std::string& transaction_id, const std::string& operation, const std::string& body) {

@@ -38,6 +38,11 @@ public:
     /// Persists a notification and wakes the sender; throws sqlite::Error if it cannot persist.
     void put(const std::string& transaction_id, const std::string& operation, const std::string& body);
     std::int64_t size();
+    /// Hot-swap hand-over: stops and joins the sender; put() still persists (the next
+    /// generation's sender, on the same file, delivers what this one leaves).
+    void pause();
+    /// Restarts the sender after pause().
+    void resume();
 
 private:
     void run();

@@ -811,6 +811,17 @@ private:
 
     static HttpResponse reply(std::string der) { return {200, {{"Content-Type", "application/x-pki-message"}}, std::move(der)}; }
 
+public:
+    // Hot-swap hand-over: one notification sender per state directory at a time. Requests still
+    // answered here persist their notifications; the next generation's sender delivers them.
+    void quiesce(std::chrono::milliseconds) override {
+        if (notifications_) notifications_->pause();
+    }
+    void resume() override {
+        if (notifications_) notifications_->resume();
+    }
+
+private:
     certconn::sdk::Host& host_;
     certconn::scep::PendingRequests pending_;
     certconn::scep::IssuedCertificates issued_{host_.state_dir() / "issued.db"};  // the renewal ledger

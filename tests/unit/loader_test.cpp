@@ -1,4 +1,5 @@
 // The loader against real plugin files: good fixtures and deliberately broken ones.
+#include "plugins/ModuleStore.hpp"
 #include "plugins/PluginLoader.hpp"
 #include "support/TestFiles.hpp"
 
@@ -51,11 +52,11 @@ TEST_CASE("a broken plugin among good ones is refused with its own reason - the 
     const auto& major = report_for(scan, "broken-abi-major.so");
     CHECK(major.event_id == CC_EV_PluginAbiMismatch);
     CHECK(major.reason == "plugin 'broken-abi-major' (" + (dir / "broken-abi-major.so").string() +
-                              "): built for SDK 2.1, this host speaks 1.0-1.1");
+                              "): built for SDK 2.1, this host speaks 1.0-1.2");
 
     const auto& minor = report_for(scan, "broken-abi-minor.so");
     CHECK(minor.event_id == CC_EV_PluginAbiMismatch);
-    CHECK_THAT(minor.reason, Catch::EndsWith("built for SDK 1.2, this host speaks 1.0-1.1"));
+    CHECK_THAT(minor.reason, Catch::EndsWith("built for SDK 1.3, this host speaks 1.0-1.2"));
 
     const auto& no_init = report_for(scan, "broken-no-init.so");
     CHECK(no_init.event_id == CC_EV_PluginExportMissing);
@@ -69,10 +70,11 @@ TEST_CASE("a broken plugin among good ones is refused with its own reason - the 
     CHECK(schema.event_id == CC_EV_PluginInfoInvalid);
     CHECK_THAT(schema.reason, Catch::Contains("invalid config_schema: schema.type: unknown type 'tabel'"));
 
+    // Another "echo", older than fixture-echo's 1.2.0: superseded (same versions: the test below).
     const auto& dup = report_for(scan, "zz-duplicate.so");
-    CHECK(dup.event_id == CC_EV_PluginDuplicate);
-    CHECK_THAT(dup.reason, Catch::Contains("a feature plugin named 'echo' is already loaded from " +
-                                           (dir / "fixture-echo.so").string() + "; refused"));
+    CHECK(dup.event_id == CC_EV_PluginSuperseded);
+    CHECK(dup.superseded);
+    CHECK_THAT(dup.reason, Catch::Contains("version 1.0.0 superseded by 1.2.0 (" + (dir / "fixture-echo.so").string() + ")"));
 
     const auto& garbage = report_for(scan, "garbage.so");
     CHECK(garbage.event_id == CC_EV_PluginLoadFailed);
@@ -238,4 +240,72 @@ TEST_CASE("/tmp, root-owned with the sticky bit, is an acceptable ancestor - wha
     CHECK(safe.empty());
     CHECK_THAT(open,
                Catch::StartsWith("ancestor directory " + pattern + " (owner root (uid 0), mode 0777) is writable by everyone"));
+}
+
+TEST_CASE("several versions of a plugin: the highest serves, the others are superseded, pins and bad marks choose") {
+    TempDir dir;
+    install_fixture(dir.path(), "swap", "swap-0.1.0");
+    install_fixture(dir.path(), "swap", "swap-0.2.0");
+    auto served = [&](const ScanOptions& options) {
+        const PluginScan scan = scan_plugins(dir.path(), policy(), options);
+        REQUIRE(scan.libraries.size() == 1);
+        return scan.libraries.front()->identity.version;
+    };
+    {
+        // The older file sorts first by name; the newer version still serves.
+        const PluginScan scan = scan_plugins(dir.path(), policy());
+        REQUIRE(scan.libraries.size() == 1);
+        CHECK(scan.libraries.front()->identity.version == "0.2.0");
+        const auto& old = report_for(scan, "swap-0.1.0.so");
+        CHECK(old.superseded);
+        CHECK_FALSE(old.accepted);
+        CHECK(old.event_id == CC_EV_PluginSuperseded);
+        CHECK_THAT(old.reason, Catch::Contains("version 0.1.0 superseded by 0.2.0"));
+    }
+    {
+        // Two files of the same version: the first found serves, the second is a duplicate.
+        TempDir twice;
+        install_fixture(twice.path(), "swap", "swap-0.2.0", "a.so");
+        install_fixture(twice.path(), "swap", "swap-0.2.0", "b.so");
+        const PluginScan scan = scan_plugins(twice.path(), policy());
+        REQUIRE(scan.libraries.size() == 1);
+        CHECK(report_for(scan, "b.so").event_id == CC_EV_PluginDuplicate);
+        CHECK_THAT(report_for(scan, "b.so").reason,
+                   Catch::Contains("a feature plugin named 'swap' 0.2.0 is already loaded from " + (twice / "a.so").string()));
+    }
+    ScanOptions pinned;
+    pinned.selection.pins["swap"] = "0.1.0";
+    CHECK(served(pinned) == "0.1.0");
+    ScanOptions bad;
+    bad.selection.bad.insert(VersionSelection::key("swap", "0.2.0"));
+    CHECK(served(bad) == "0.1.0");
+    bad.selection.bad.insert(VersionSelection::key("swap", "0.1.0"));
+    CHECK(served(bad) == "0.2.0");  // everything is marked bad: the best of them still serves
+
+    ScanOptions missing;
+    missing.selection.pins["swap"] = "9.9.9";
+    const PluginScan none = scan_plugins(dir.path(), policy(), missing);
+    CHECK(none.libraries.empty());
+    CHECK_THAT(report_for(none, "swap-0.2.0.so").reason, Catch::Contains("not the pinned version 9.9.9"));
+}
+
+TEST_CASE("semantic version precedence") {
+    CHECK(compare_versions("1.0.0", "1.0.0") == 0);
+    CHECK(compare_versions("1.10.0", "1.9.0") > 0);
+    CHECK(compare_versions("1.0.0-alpha", "1.0.0") < 0);
+    CHECK(compare_versions("1.0.0-alpha", "1.0.0-alpha.1") < 0);
+    CHECK(compare_versions("1.0.0-alpha.beta", "1.0.0-beta") < 0);
+    CHECK(compare_versions("1.0.0-beta.2", "1.0.0-beta.11") < 0);
+    CHECK(compare_versions("1.0.0-rc.1", "1.0.0-beta.11") > 0);
+    CHECK(compare_versions("1.0.0+build.7", "1.0.0") == 0);
+}
+
+TEST_CASE("the unload check finds GNU unique symbols and nothing in a plugin built by certconn_add_plugin") {
+    CHECK(unload_problems(fixture("swap", "swap-0.1.0")).empty());
+    const auto unique = unload_problems(fixture("swap", "swap-0.4.0-unique"));
+    REQUIRE(unique.size() == 1);
+    CHECK_THAT(unique.front(), Catch::Contains("STB_GNU_UNIQUE"));
+    TempDir dir;
+    write_file(dir / "garbage.so", "not an ELF file at all");
+    CHECK_THAT(unload_problems(dir / "garbage.so").front(), Catch::Contains("not a 64-bit"));
 }
