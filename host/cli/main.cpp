@@ -9,6 +9,7 @@
 #include "http/AdminClient.hpp"
 #include "plugins/PluginProbe.hpp"
 #include "status/SupportPolicy.hpp"
+#include "update/UpdateState.hpp"
 
 #include <certconn/abi.h>
 #include <certconn/events.h>
@@ -93,7 +94,17 @@ int cmd_run(const ParsedOptions& o) {
         }
     }
     std::optional<ScanOptions> options;
-    if (doc) options = daemon_scan_options(doc->state_dir(), doc->service_account());
+    if (doc) {
+        // The versions the update manager marked bad and the pins apply from the first scan on
+        // ([update] pin read leniently here; validation reports a malformed one).
+        std::map<std::string, std::string> pins;
+        if (const toml::table* t = doc->root["update"]["pin"].as_table())
+            for (const auto& [name, version] : *t)
+                if (auto v = version.value<std::string>()) pins[std::string(name.str())] = *v;
+        options = daemon_scan_options(doc->state_dir(), doc->service_account(), update::persisted_selection(doc->state_dir(), pins));
+        if (auto t = doc->root["update"]["probe_timeout_seconds"].value<int64_t>(); t && *t > 0)
+            options->probe_timeout = std::chrono::seconds(*t);
+    }
     LoadedConfiguration loaded = doc ? load_configuration(*doc, std::nullopt, &*options) : load_configuration(config_path(o));
     if (!loaded.config) {
         print_problems(loaded);

@@ -62,6 +62,24 @@ constexpr std::string_view kHostSchema = R"json({
         "scopes": {"type": "array", "required": true, "items": {"type": "string"}}
       }}}
     }},
+    "update": {"type": "table", "keys": {
+      "mode": {"type": "string", "enum": ["off", "notify", "auto"], "description": "auto: install updates (in the maintenance window); notify: report them; off: only when asked (default)"},
+      "check_interval": {"type": "string", "description": "time between checks: a number and s, m, h or d, e.g. \"6h\" (default 6h)"},
+      "maintenance_window": {"type": "string", "description": "UTC time range in which mode auto installs, e.g. \"02:00-04:00\" (empty: any time)"},
+      "pin": {"type": "table", "values": {"type": "string"}, "description": "plugin name = the only version it may run, e.g. { pkcs = \"0.3.1\" }"},
+      "allow_downgrade": {"type": "boolean", "description": "accept an index entry older than the serving version (default false)"},
+      "watch_seconds": {"type": "integer", "min": 1, "max": 86400, "description": "after an update serves, how long its health and error rate are watched before the previous version is retired (default 300)"},
+      "probe_timeout_seconds": {"type": "integer", "min": 1, "max": 3600, "description": "how long a new version's probe in a child process may take (default 30)"},
+      "stall_seconds": {"type": "integer", "min": 1, "max": 3600, "description": "a download that receives nothing for this long is refused as stalled (default 30)"},
+      "download_timeout_seconds": {"type": "integer", "min": 1, "max": 86400, "description": "a download that takes longer in total is abandoned (default 600)"},
+      "instance_id": {"type": "string", "description": "this connector's id for rollout_percent (default: a random id kept in <state_dir>/instance-id)"},
+      "repositories": {"type": "table", "values": {"type": "table", "keys": {
+        "url": {"type": "string", "required": true, "description": "where index.json lives: https://host/path/ or file:///dir/"},
+        "root": {"type": "string", "required": true, "description": "the repository's trust root (N.root.json; its signatures in <root>.minisig)"},
+        "plugins": {"type": "array", "required": true, "items": {"type": "string"}, "description": "plugin names this repository is trusted for, or [\"*\"] for every plugin"},
+        "ca_bundle": {"type": "string", "description": "PEM CA certificates that verify the https:// server (default: the system's)"}
+      }}}
+    }},
     "features": {"type": "table"},
     "ca": {"type": "table"},
     "tenant": {"type": "table"}
@@ -184,6 +202,78 @@ void check_schemaless_sections(const toml::table& root, const std::vector<Plugin
     }
     if (const toml::node* tenant = root.get("tenant"))
         if (const PluginIdentity* p = schemaless(*tenant, CC_KIND_TENANT)) refuse(*tenant, "tenant", p->name, true);
+}
+
+// What the schema cannot say about [update]: durations, the window, URLs, files, names.
+void check_update_section(const toml::table& root, const fs::path& base, const std::string& file,
+                          std::vector<ConfigProblem>& problems) {
+    const toml::table* update = root["update"].as_table();
+    if (update == nullptr) return;
+    auto at = [&](const toml::node& n, const std::string& key, std::string msg) {
+        problems.push_back(
+            {file, static_cast<int>(n.source().begin.line), static_cast<int>(n.source().begin.column), key, std::move(msg)});
+    };
+    if (const toml::node* n = update->get("check_interval");
+        n && n->is_string() && !parse_duration(*n->value<std::string_view>()))
+        at(*n, "update.check_interval",
+           "expected a positive number followed by s, m, h or d (e.g. \"6h\"), found '" + *n->value<std::string>() + "'");
+    if (const toml::node* n = update->get("maintenance_window"); n && n->is_string()) {
+        const auto v = *n->value<std::string_view>();
+        if (!v.empty() && !parse_time_window(v))
+            at(*n, "update.maintenance_window",
+               "expected HH:MM-HH:MM in UTC with different begin and end (e.g. \"02:00-04:00\"), found '" + std::string(v) + "'");
+    }
+    if (const toml::node* n = update->get("instance_id"); n && n->is_string()) {
+        const auto v = *n->value<std::string_view>();
+        if (v.empty() || v.size() > 128 ||
+            v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != std::string_view::npos)
+            at(*n, "update.instance_id", "expected 1-128 letters, digits, '-', '_' or '.'");
+    }
+    if (const toml::table* pins = update->get_as<toml::table>("pin")) {
+        for (const auto& [name, value] : *pins) {
+            const auto v = value.value<std::string_view>();
+            if (v && (v->empty() || v->find_first_not_of("0123456789.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-+") !=
+                                        std::string_view::npos))
+                at(value, "update.pin." + std::string(name.str()), "expected a version such as \"0.3.1\"");
+        }
+    }
+    const toml::table* repos = update->get_as<toml::table>("repositories");
+    if (repos == nullptr) return;
+    for (const auto& [name, entry] : *repos) {
+        const std::string where = "update.repositories." + std::string(name.str());
+        const toml::table* t = entry.as_table();
+        if (t == nullptr) continue;
+        if (name.str().empty() ||
+            name.str().find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string_view::npos)
+            at(entry, where,
+               "a repository name is lower-case letters, digits, '-' and '_' (it names files in the state directory)");
+        if (const toml::node* n = t->get("url"); n && n->is_string()) {
+            const std::string v(*n->value<std::string_view>());
+            if (v.rfind("https://", 0) != 0 && v.rfind("file:///", 0) != 0)
+                at(*n, where + ".url", "expected an https:// or file:/// URL, found '" + v + "'");
+            else if (v.back() != '/')
+                at(*n, where + ".url", "expected the repository's directory, ending in '/' (index.json is fetched below it)");
+        }
+        for (const char* key : {"root", "ca_bundle"}) {
+            const toml::node* n = t->get(key);
+            if (n == nullptr || !n->is_string()) continue;
+            const fs::path p = resolve(base, *n->value<std::string_view>());
+            std::error_code ec;
+            if (!fs::is_regular_file(p, ec)) at(*n, where + "." + key, "file not found: " + p.string());
+        }
+        if (const toml::array* plugins = t->get_as<toml::array>("plugins")) {
+            if (plugins->empty())
+                at(*plugins, where + ".plugins",
+                   "name the plugins this repository is trusted for (or [\"*\"] for every plugin); an empty list trusts it for "
+                   "none");
+            for (const auto& item : *plugins) {
+                const auto v = item.value<std::string_view>();
+                if (v && *v != "*" &&
+                    (v->empty() || v->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") != std::string_view::npos))
+                    at(item, where + ".plugins", "expected a plugin name (lower-case letters, digits, '-', '_') or \"*\"");
+            }
+        }
+    }
 }
 
 json::object section_json(const toml::node& node, const SchemaNode* schema, bool redact) {
@@ -318,6 +408,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
             }
         }
     }
+    check_update_section(doc.root, base, file, problems);
     if (problems.size() != before) return std::nullopt;
 
     Config c;
@@ -387,6 +478,47 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     integer(root["jobs"]["retry_initial_ms"], c.jobs.retry_initial_ms);
     integer(root["jobs"]["retry_max_ms"], c.jobs.retry_max_ms);
 
+    UpdateSettings& u = c.update;
+    if (auto v = root["update"]["mode"].value<std::string_view>())
+        u.mode = *v == "auto"     ? UpdateSettings::Mode::Auto
+                 : *v == "notify" ? UpdateSettings::Mode::Notify
+                                  : UpdateSettings::Mode::Off;
+    if (auto v = root["update"]["check_interval"].value<std::string_view>()) u.check_interval = *parse_duration(*v);
+    if (auto v = root["update"]["maintenance_window"].value<std::string_view>(); v && !v->empty())
+        u.maintenance_window = parse_time_window(*v);
+    if (const toml::table* pins = root["update"]["pin"].as_table())
+        for (const auto& [name, value] : *pins)
+            u.pins[std::string(name.str())] = *value.value<std::string>();
+    if (auto v = root["update"]["allow_downgrade"].value<bool>()) u.allow_downgrade = *v;
+    if (auto v = root["update"]["watch_seconds"].value<int64_t>()) u.watch = std::chrono::seconds(*v);
+    if (auto v = root["update"]["probe_timeout_seconds"].value<int64_t>()) u.probe_timeout = std::chrono::seconds(*v);
+    if (auto v = root["update"]["stall_seconds"].value<int64_t>()) u.stall_timeout = std::chrono::seconds(*v);
+    if (auto v = root["update"]["download_timeout_seconds"].value<int64_t>()) u.download_timeout = std::chrono::seconds(*v);
+    if (auto v = root["update"]["instance_id"].value<std::string>()) u.instance_id = *v;
+    json::object effective_repositories;
+    if (const toml::table* repos = root["update"]["repositories"].as_table()) {
+        for (const auto& [name, entry] : *repos) {
+            const toml::table& t = *entry.as_table();
+            UpdateRepository r;
+            r.name = std::string(name.str());
+            r.url = *t["url"].value<std::string>();
+            r.root = resolve(base, *t["root"].value<std::string_view>());
+            json::array plugins;
+            for (const auto& item : *t.get_as<toml::array>("plugins")) {
+                r.plugins.push_back(*item.value<std::string>());
+                plugins.push_back(json::string(r.plugins.back()));
+            }
+            if (auto v = t["ca_bundle"].value<std::string_view>()) r.ca_bundle = resolve(base, *v);
+            json::object shown{{"url", r.url}, {"root", r.root.string()}, {"plugins", plugins}};
+            if (!r.ca_bundle.empty()) shown["ca_bundle"] = r.ca_bundle.string();
+            effective_repositories[r.name] = std::move(shown);
+            u.repositories.push_back(std::move(r));
+        }
+    }
+    json::object effective_pins;
+    for (const auto& [name, version] : u.pins)
+        effective_pins[name] = version;
+
     if (const toml::table* f = root["features"].as_table())
         for (const auto& [name, value] : *f)
             c.features[std::string(name.str())] = *value.value<bool>();
@@ -444,13 +576,68 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                                          {"retry_initial_ms", c.jobs.retry_initial_ms},
                                          {"retry_max_ms", c.jobs.retry_max_ms}}},
                    {"auth", effective_auth},
+                   {"update", json::object{{"mode", update_mode_name(u.mode)},
+                                           {"check_interval_seconds", u.check_interval.count()},
+                                           {"maintenance_window", root["update"]["maintenance_window"].value_or(std::string())},
+                                           {"pin", effective_pins},
+                                           {"allow_downgrade", u.allow_downgrade},
+                                           {"watch_seconds", u.watch.count()},
+                                           {"probe_timeout_seconds", u.probe_timeout.count()},
+                                           {"stall_seconds", u.stall_timeout.count()},
+                                           {"download_timeout_seconds", u.download_timeout.count()},
+                                           {"instance_id", u.instance_id},
+                                           {"repositories", effective_repositories}}},
                    {"features", features}};
     for (const auto& [key, node] : root) {
         const std::string k(key.str());
-        if (k == "host" || k == "log" || k == "jobs" || k == "auth" || k == "features") continue;
+        if (k == "host" || k == "log" || k == "jobs" || k == "auth" || k == "features" || k == "update") continue;
         c.effective[k] = to_json(node, schema.child(k), true);
     }
     return c;
+}
+
+const char* update_mode_name(UpdateSettings::Mode mode) {
+    switch (mode) {
+        case UpdateSettings::Mode::Off: return "off";
+        case UpdateSettings::Mode::Notify: return "notify";
+        case UpdateSettings::Mode::Auto: return "auto";
+    }
+    return "off";
+}
+
+std::optional<std::chrono::seconds> parse_duration(std::string_view text) {
+    if (text.size() < 2 || text.size() > 12) return std::nullopt;
+    const std::string_view digits = text.substr(0, text.size() - 1);
+    if (digits.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+    std::int64_t n = 0;
+    for (const char d : digits)
+        n = n * 10 + (d - '0');
+    if (n <= 0) return std::nullopt;
+    switch (text.back()) {
+        case 's': return std::chrono::seconds(n);
+        case 'm': return std::chrono::seconds(n * 60);
+        case 'h': return std::chrono::seconds(n * 3600);
+        case 'd': return std::chrono::seconds(n * 86400);
+        default: return std::nullopt;
+    }
+}
+
+std::optional<std::pair<int, int>> parse_time_window(std::string_view text) {
+    auto minutes = [](std::string_view hhmm) -> std::optional<int> {
+        if (hhmm.size() != 5 || hhmm[2] != ':') return std::nullopt;
+        for (const std::size_t i : {0, 1, 3, 4})
+            if (hhmm[i] < '0' || hhmm[i] > '9') return std::nullopt;
+        const int h = (hhmm[0] - '0') * 10 + (hhmm[1] - '0');
+        const int m = (hhmm[3] - '0') * 10 + (hhmm[4] - '0');
+        if (h > 24 || m > 59 || (h == 24 && m != 0)) return std::nullopt;
+        return h * 60 + m;
+    };
+    const auto dash = text.find('-');
+    if (dash == std::string_view::npos) return std::nullopt;
+    const auto begin = minutes(text.substr(0, dash));
+    const auto end = minutes(text.substr(dash + 1));
+    if (!begin || !end || *begin == *end) return std::nullopt;
+    return std::make_pair(*begin, *end);
 }
 
 std::pair<std::string, std::uint16_t> split_listen_address(const std::string& address) {

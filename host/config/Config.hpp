@@ -77,6 +77,45 @@ struct AuthSettings {
     std::vector<Credential> certificates;
 };
 
+/// A signed plugin repository the update manager may use ([update.repositories.<name>]).
+struct UpdateRepository {
+    std::string name;
+    std::string url;                   // "https://host/path/" or "file:///dir/": where index.json lives
+    std::filesystem::path root;        // the initial trust root (N.root.json); its signatures in <root>.minisig
+    std::vector<std::string> plugins;  // plugin names this repository is trusted for; "*" = every plugin
+    std::filesystem::path ca_bundle;   // optional: CA certificates for https:// (default: the system's)
+
+    bool trusted_for(const std::string& plugin) const {
+        for (const auto& p : plugins)
+            if (p == "*" || p == plugin) return true;
+        return false;
+    }
+};
+
+/// The plugin update manager ([update]; docs/updates.md).
+struct UpdateSettings {
+    enum class Mode { Off, Notify, Auto };
+    Mode mode = Mode::Off;
+    std::chrono::seconds check_interval{std::chrono::hours(6)};
+    /// UTC minutes after midnight, [begin, end); unset = any time. end < begin wraps midnight.
+    std::optional<std::pair<int, int>> maintenance_window;
+    std::map<std::string, std::string> pins;  // plugin name -> version
+    bool allow_downgrade = false;
+    std::chrono::seconds watch{300};         // post-publish watch
+    std::chrono::seconds probe_timeout{30};  // the loader's child-process probe of a new version
+    std::chrono::seconds stall_timeout{30};  // a download receiving nothing for this long is refused
+    std::chrono::seconds download_timeout{600};
+    std::string instance_id;  // empty: a random id persisted in <state_dir>/instance-id
+    std::vector<UpdateRepository> repositories;
+};
+
+const char* update_mode_name(UpdateSettings::Mode mode);
+
+/// "90s", "15m", "6h", "1d" (a positive whole number and a unit); nullopt when malformed.
+std::optional<std::chrono::seconds> parse_duration(std::string_view text);
+/// "02:00-04:00" as UTC minutes after midnight; nullopt when malformed (or begin == end).
+std::optional<std::pair<int, int>> parse_time_window(std::string_view text);
+
 /// A [ca.<name>] or [tenant] section: which plugin serves it and its settings.
 struct PluginSection {
     std::string plugin;
@@ -89,6 +128,7 @@ struct Config {
     LogSettings log;
     JobSettings jobs;
     AuthSettings auth;
+    UpdateSettings update;
     std::map<std::string, bool> features;  // as written in [features]
     std::map<std::string, PluginSection> cas;
     std::optional<PluginSection> tenant;

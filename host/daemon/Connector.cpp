@@ -490,6 +490,7 @@ int Connector::run() {
     }
     {
         std::lock_guard reloading(reload_mutex_);  // the update manager may reload from its thread
+        probe_timeout_ = cfg.update.probe_timeout;
         report_scan(scan_);
         apply_plugins(started_with, scan_, nullptr);
         std::lock_guard lock(state_mutex_);
@@ -500,6 +501,21 @@ int Connector::run() {
     } catch (const std::exception& e) {
         log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
         return 1;
+    }
+    // Before the admin socket serves: its `update` commands reach update_. Its start finishes
+    // (or rolls back) an update a stop or crash interrupted.
+    try {
+        update_ = std::make_unique<update::UpdateManager>(
+            cfg.update, cfg.host.state_dir, *log_,
+            update::UpdateHost{[this](bool with_health) { return serving_plugins(with_health); },
+                               [this] { return reload_for_update(); }});
+        update::UpdateManager* manager = update_.get();
+        set_selection_provider([manager] { return manager->selection(); });
+        update_->start();
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_UpdateCheckFailed, CC_LEVEL_ERROR, std::string("update manager not started: ") + e.what());
+        set_selection_provider(nullptr);
+        update_.reset();
     }
     http_->start();
     jobs_->start();
@@ -524,11 +540,14 @@ int Connector::run() {
         break;
     }
     stopping_ = true;
+    if (update_) update_->stop();              // no update starts while draining (it may be reloading: before the lock)
     std::lock_guard reloading(reload_mutex_);  // no reload from another thread from here on
     jobs_->stop(cfg.host.drain_timeout);
     jobs_.reset();
     http_->stop();
     http_.reset();
+    set_selection_provider(nullptr);
+    update_.reset();  // after the admin socket: a command may still be running in it
     join_quiesce_calls(cfg.host.drain_timeout);
     runtime_.reset();
     log_->emit(CC_EV_ServiceStopped, CC_LEVEL_INFO, "certconnector stopped");
@@ -570,7 +589,7 @@ bool Connector::reload_once() {
     ScanOptions options =
         daemon_scan_options(config_->host.state_dir, config_->host.service_account, selection ? selection() : VersionSelection{});
     options.failed_builds = failed_builds_;
-    options.probe_timeout = probe_timeout_;
+    options.probe_timeout = probe_timeout_ = config_->update.probe_timeout;  // [update] probe_timeout_seconds
     LoadedConfiguration loaded = load_configuration(config_file_, config_->host.plugin_dir, &options);
     if (!loaded.config) {
         json::array problems;
@@ -612,6 +631,7 @@ bool Connector::reload_once() {
     report_scan(loaded.scan);
     const bool probe_failed = apply_plugins(applied_ptr, loaded.scan, previous.get());  // publishes applied_ptr
     auto access = std::make_shared<const AccessPolicy>(applied_ptr->auth, applied_ptr->host.service_account);
+    if (update_) update_->configure(applied_ptr->update);
     std::lock_guard lock(state_mutex_);
     config_ = applied_ptr;
     access_ = std::move(access);
@@ -632,6 +652,34 @@ void Connector::forget_libraries() {
     } catch (const std::exception& e) {
         log_->emit(CC_EV_PluginModuleStoreFailed, CC_LEVEL_WARNING, e.what());
     }
+}
+
+std::vector<update::ServingPlugin> Connector::serving_plugins(bool with_health) const {
+    std::vector<update::ServingPlugin> out;
+    for (const auto& gen : runtime_->generations()) {
+        const PluginIdentity& id = gen->identity();
+        update::ServingPlugin p{id.kind,
+                                id.name,
+                                id.version,
+                                id.release_date,
+                                gen->library->source.empty() ? gen->library->file : gen->library->source,
+                                gen->calls.load(std::memory_order_relaxed),
+                                gen->failures.load(std::memory_order_relaxed),
+                                std::nullopt};
+        if (with_health) {
+            std::error_code ec;
+            const json::value h = json::parse(runtime_->health(*gen), ec);
+            const auto* healthy = !ec && h.is_object() ? h.as_object().if_contains("healthy") : nullptr;
+            p.healthy = healthy && healthy->is_bool() && healthy->as_bool();
+        }
+        out.push_back(std::move(p));
+    }
+    return out;
+}
+
+std::vector<PluginFileReport> Connector::reload_for_update() {
+    reload();
+    return scan_report();
 }
 
 json::object Connector::status() const {
@@ -821,6 +869,9 @@ HttpResponseMessage Connector::list_commands(const Principal& principal) {
     };
     for (const auto& c : kHostCommands)
         add(c.name, c.summary, c.arguments_json, c.scope, "host");
+    if (update_)
+        for (const auto& c : update::UpdateManager::commands())
+            add(c.name, c.summary, c.arguments_json, c.scope, "host");
     for (const auto& m : runtime_->commands())
         add(m.command->name, m.command->summary, m.command->arguments_json, m.command->scope,
             std::string(kind_name(m.owner->identity().kind)) + " '" + m.owner->identity().name + "'");
@@ -853,6 +904,15 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
         json::object reply = export_ca(arguments);
         audit(static_cast<int>(reply.at("exit_code").as_int64()));
         return make_response(200, "application/json", json::serialize(reply));
+    }
+    if (update_) {
+        for (const auto& c : update::UpdateManager::commands()) {
+            if (name != c.name) continue;
+            if (!principal.holds(c.scope)) return deny(principal, origin, "command '" + name + "'", c.scope);
+            json::object reply = update_->command(name, arguments);
+            audit(static_cast<int>(reply.at("exit_code").as_int64()));
+            return make_response(200, "application/json", json::serialize(reply));
+        }
     }
     auto match = runtime_->find_command(name);
     if (!match) return text_response(404, "no administrative command '" + name + "' (see `certconnector help`)");

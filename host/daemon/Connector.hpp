@@ -9,6 +9,7 @@
 #include "jobs/JobScheduler.hpp"
 #include "plugins/PluginLoader.hpp"
 #include "plugins/PluginRuntime.hpp"
+#include "update/UpdateManager.hpp"
 
 #include <boost/json/object.hpp>
 
@@ -95,6 +96,9 @@ private:
     void release_quiesce_calls();
     void join_quiesce_calls(std::chrono::milliseconds limit);
     void warn_unless_service_account();
+    /// The update manager's view of the plugins in service, and its reload.
+    std::vector<update::ServingPlugin> serving_plugins(bool with_health) const;
+    std::vector<PluginFileReport> reload_for_update();
     void forget_libraries();
 
     std::mutex reload_mutex_;         // one reload at a time
@@ -113,6 +117,7 @@ private:
     std::unique_ptr<PluginRuntime> runtime_;
     std::unique_ptr<HttpServer> http_;
     std::unique_ptr<JobScheduler> jobs_;
+    std::unique_ptr<update::UpdateManager> update_;
     std::chrono::system_clock::time_point started_at_;
     std::atomic<bool> stopping_{false};
 };

@@ -252,3 +252,85 @@ TEST_CASE("config: [host] max_connections and [host.tls] client_ca are typed, ra
     CHECK_FALSE(missing.config);
     CHECK_THAT(missing.text(), Catch::Contains("host.tls.client_ca: file not found"));
 }
+
+TEST_CASE("[update] gives typed settings: mode, interval, window, pins, repositories") {
+    TempDir dir;
+    write_file(dir / "corp.root.json", "{}");
+    auto c = check(dir, R"(
+[update]
+mode = "auto"
+check_interval = "90m"
+maintenance_window = "23:30-01:00"
+pin = { pkcs = "0.3.1" }
+allow_downgrade = true
+watch_seconds = 20
+[update.repositories.corp]
+url = "https://updates.example/certconnector/"
+root = "corp.root.json"
+plugins = ["pkcs", "scep"]
+)");
+    INFO(c.text());
+    REQUIRE(c.config);
+    const UpdateSettings& u = c.config->update;
+    CHECK(u.mode == UpdateSettings::Mode::Auto);
+    CHECK(u.check_interval == std::chrono::minutes(90));
+    REQUIRE(u.maintenance_window);
+    CHECK(u.maintenance_window->first == 23 * 60 + 30);
+    CHECK(u.maintenance_window->second == 60);
+    CHECK(u.pins.at("pkcs") == "0.3.1");
+    CHECK(u.allow_downgrade);
+    CHECK(u.watch == std::chrono::seconds(20));
+    REQUIRE(u.repositories.size() == 1);
+    CHECK(u.repositories[0].name == "corp");
+    CHECK(u.repositories[0].root == dir / "corp.root.json");
+    CHECK(u.repositories[0].trusted_for("scep"));
+    CHECK_FALSE(u.repositories[0].trusted_for("import"));
+    CHECK(c.config->effective.at("update").at("mode").as_string() == "auto");
+}
+
+TEST_CASE("[update] defaults to off, and bad values are refused naming the key and what was expected") {
+    TempDir dir;
+    auto defaults = check(dir, "");
+    REQUIRE(defaults.config);
+    CHECK(defaults.config->update.mode == UpdateSettings::Mode::Off);
+    CHECK(defaults.config->update.check_interval == std::chrono::hours(6));
+    CHECK(defaults.config->update.watch == std::chrono::seconds(300));
+
+    auto c = check(dir, R"(
+[update]
+mode = "sometimes"
+check_interval = "6 hours"
+maintenance_window = "2am-4am"
+frequency = 3
+[update.repositories.corp]
+url = "http://updates.example/"
+root = "missing.root.json"
+plugins = []
+trust = "all"
+)");
+    const std::string text = c.text();
+    INFO(text);
+    CHECK_FALSE(c.config);
+    CHECK_THAT(text, Catch::Contains("update.mode: 'sometimes' is not one of: off, notify, auto"));
+    CHECK_THAT(text, Catch::Contains("update.check_interval: expected a positive number followed by s, m, h or d"));
+    CHECK_THAT(text, Catch::Contains("update.maintenance_window: expected HH:MM-HH:MM"));
+    CHECK_THAT(text, Catch::Contains("update.frequency: unknown key 'frequency'"));
+    CHECK_THAT(text, Catch::Contains("update.repositories.corp.url: expected an https:// or file:/// URL"));
+    CHECK_THAT(text, Catch::Contains("update.repositories.corp.root: file not found"));
+    CHECK_THAT(text, Catch::Contains("update.repositories.corp.plugins: name the plugins"));
+    CHECK_THAT(text, Catch::Contains("update.repositories.corp.trust: unknown key 'trust'"));
+    CHECK_THAT(text, Catch::Contains("connector.toml:"));
+}
+
+TEST_CASE("durations and time windows parse strictly") {
+    CHECK(parse_duration("30s") == std::chrono::seconds(30));
+    CHECK(parse_duration("1d") == std::chrono::hours(24));
+    CHECK_FALSE(parse_duration("0s"));
+    CHECK_FALSE(parse_duration("h"));
+    CHECK_FALSE(parse_duration("-5m"));
+    CHECK_FALSE(parse_duration("5w"));
+    CHECK(parse_time_window("02:00-04:00") == std::make_pair(120, 240));
+    CHECK_FALSE(parse_time_window("02:00-02:00"));
+    CHECK_FALSE(parse_time_window("25:00-04:00"));
+    CHECK_FALSE(parse_time_window("2:00-4:00"));
+}
