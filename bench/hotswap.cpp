@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <ctime>
 #include <iostream>
 #include <map>
@@ -94,15 +95,24 @@ struct Event {
 };
 
 /// "2026-11-24T22:30:01.123Z" -> ms since the epoch (the event log's format: UTC, milliseconds).
-std::int64_t parse_time_ms(const std::string& t) {
+std::int64_t parse_time_ms(std::string_view t) {
+    auto field = [&](std::size_t at, std::size_t len) {
+        int v = -1;
+        const char* end = t.data() + at + len;
+        if (t.size() < at + len || std::from_chars(t.data() + at, end, v).ptr != end)
+            throw std::runtime_error("unexpected event time '" + std::string(t) + "'");
+        return v;
+    };
+    if (t.size() != 24 || t[4] != '-' || t[10] != 'T' || t[19] != '.' || t[23] != 'Z')
+        throw std::runtime_error("unexpected event time '" + std::string(t) + "'");
     std::tm tm{};
-    int ms = 0;
-    if (std::sscanf(t.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                    &tm.tm_sec, &ms) != 7)
-        throw std::runtime_error("unexpected event time '" + t + "'");
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    return static_cast<std::int64_t>(timegm(&tm)) * 1000 + ms;
+    tm.tm_year = field(0, 4) - 1900;
+    tm.tm_mon = field(5, 2) - 1;
+    tm.tm_mday = field(8, 2);
+    tm.tm_hour = field(11, 2);
+    tm.tm_min = field(14, 2);
+    tm.tm_sec = field(17, 2);
+    return static_cast<std::int64_t>(timegm(&tm)) * 1000 + field(20, 3);
 }
 
 /// Reads <log_dir>/operational.jsonl as it grows (whole lines only).
@@ -132,7 +142,7 @@ public:
             if (line.empty()) continue;
             const json::object o = json::parse(line).as_object();
             Event e;
-            e.time_ms = parse_time_ms(std::string(o.at("time").as_string()));
+            e.time_ms = parse_time_ms(o.at("time").as_string());
             e.id = o.at("id").to_number<std::int64_t>();
             e.name = std::string(o.at("name").as_string());
             e.level = std::string(o.at("level").as_string());
@@ -186,6 +196,34 @@ Percentiles summarize(const std::vector<Sample>& samples, double from, double to
     return p;
 }
 
+/// One JSON line; numbers in plain decimal (Boost.JSON 1.81 writes doubles as 7.34E1).
+std::string line_of(const json::value& v) {
+    switch (v.kind()) {
+        case json::kind::object: {
+            std::string out = "{";
+            for (const auto& [k, x] : v.get_object())
+                out += (out.size() > 1 ? "," : "") + json::serialize(json::string(k)) + ":" + line_of(x);
+            return out + "}";
+        }
+        case json::kind::array: {
+            std::string out = "[";
+            for (const auto& x : v.get_array())
+                out += (out.size() > 1 ? "," : "") + line_of(x);
+            return out + "]";
+        }
+        case json::kind::double_: {
+            char buf[64];
+            const auto r = std::to_chars(buf, buf + sizeof buf, v.get_double(), std::chars_format::fixed, 3);
+            std::string text(buf, r.ptr);
+            while (text.back() == '0')
+                text.pop_back();
+            if (text.back() == '.') text.pop_back();
+            return text;
+        }
+        default: return json::serialize(v);
+    }
+}
+
 struct Swap {
     std::string plugin;  // file name without .so
     std::string sha12;
@@ -195,10 +233,20 @@ struct Swap {
     std::string problem;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
-    const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+int run(int argc, char** argv) {
+    bool quick = false;
+    fs::path keep_log;  // --keep-log FILE: a copy of the daemon's operational.jsonl, to study a run
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--quick") {
+            quick = true;
+        } else if (arg == "--keep-log" && i + 1 < argc) {
+            keep_log = argv[++i];
+        } else {
+            std::cerr << "usage: bench-hotswap [--quick] [--keep-log FILE]\n";
+            return 2;
+        }
+    }
     const int rounds = 20;  // even --quick swaps 60 times: the swaps are what is measured
     const auto warmup = std::chrono::seconds(quick ? 2 : 3);
     const auto steady = std::chrono::seconds(quick ? 5 : 15);
@@ -238,6 +286,8 @@ int main(int argc, char** argv) {
 
     std::vector<crypto::PKey> scep_keys;
     std::vector<crypto::Cert> scep_selves;
+    scep_keys.reserve(kScepConcurrency);
+    scep_selves.reserve(kScepConcurrency);
     for (int i = 0; i < kScepConcurrency; ++i) {
         scep_keys.push_back(crypto::generate_key("rsa2048"));
         scep_selves.push_back(scep::self_signed(scep_keys.back().get(), "CN=hotswap-device-" + std::to_string(i)));
@@ -247,6 +297,7 @@ int main(int argc, char** argv) {
     std::atomic<bool> stop{false};
     Recorder scep_samples, pkcs_samples;
     std::vector<std::thread> load;
+    load.reserve(kScepConcurrency + kPkcsInFlight);
     // SCEP: each thread builds a PKCSReq (not timed), posts it and times the answer; a success
     // is a CertRep SUCCESS whose envelope decrypts to the certificate for this request's subject.
     for (int t = 0; t < kScepConcurrency; ++t)
@@ -456,10 +507,10 @@ int main(int argc, char** argv) {
         unmatched += matched ? 0 : 1;
     }
     std::sort(publish_to_unload.begin(), publish_to_unload.end());
-    std::vector<double> signal_to_swapped;
+    // SIGHUP to PluginSwapped read by the bench (5 ms polling), per plugin.
+    std::map<std::string, std::vector<double>> signal_to_swapped;
     for (const auto& s : swaps)
-        if (s.swapped) signal_to_swapped.push_back(ms_between(s.signalled, s.seen));
-    std::sort(signal_to_swapped.begin(), signal_to_swapped.end());
+        if (s.swapped) signal_to_swapped[s.plugin].push_back(ms_between(s.signalled, s.seen));
 
     // Output.
     int failed_total = 0;
@@ -483,10 +534,18 @@ int main(int argc, char** argv) {
                     errors[why] = n;
                 line["errors"] = errors;
             }
-            std::cout << json::serialize(line) << std::endl;
+            std::cout << line_of(line) << std::endl;
         }
         const double ratio = before.p99 > 0 ? round_to(during.p99 / before.p99, 0.01) : 0;
         (std::string(workload) == "scep" ? ratio_scep : ratio_pkcs) = ratio;
+    }
+    auto pct = [](const std::vector<double>& v, double q) {
+        return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
+    };
+    json::object sighup_json;
+    for (auto& [plugin, times] : signal_to_swapped) {
+        std::sort(times.begin(), times.end());
+        sighup_json[plugin] = json::object{{"p50", round_to(pct(times, 0.5), 1)}, {"max", round_to(times.back(), 1)}};
     }
     json::object mapped_json;
     for (const auto& [key, files] : mapped)
@@ -497,9 +556,6 @@ int main(int argc, char** argv) {
     json::array swap_problems;
     for (const auto& s : swaps)
         if (!s.swapped) swap_problems.push_back(json::object{{"plugin", s.plugin}, {"problem", s.problem}});
-    auto pct = [](const std::vector<double>& v, double q) {
-        return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))];
-    };
     json::object summary{
         {"bench", "hotswap"},
         {"swap_build", "same code, appended nonce"},
@@ -514,8 +570,7 @@ int main(int argc, char** argv) {
         {"publish_to_unload_ms", json::object{{"p50", pct(publish_to_unload, 0.5)},
                                               {"max", publish_to_unload.empty() ? 0.0 : publish_to_unload.back()},
                                               {"unmatched", unmatched}}},
-        {"sighup_to_swapped_ms", json::object{{"p50", round_to(pct(signal_to_swapped, 0.5), 1)},
-                                              {"max", round_to(signal_to_swapped.empty() ? 0.0 : signal_to_swapped.back(), 1)}}},
+        {"sighup_to_swapped_ms", sighup_json},
         {"still_mapped", still_mapped},
         {"modules_mapped_after", mapped_json},
         {"module_files_stored", stored},
@@ -526,10 +581,22 @@ int main(int argc, char** argv) {
                               {"ca", "ca-local rsa3072"},
                               {"pkcs_issued_key", "p256"}}}};
     if (!swap_problems.empty()) summary["swaps_not_served"] = swap_problems;
-    std::cout << json::serialize(summary) << std::endl;
+    std::cout << line_of(summary) << std::endl;
 
+    if (!keep_log.empty()) fs::copy_file(home / "log" / "operational.jsonl", keep_log, fs::copy_options::overwrite_existing);
     daemon.signal(SIGTERM);
     const auto exit_code = daemon.wait_exit();
     if (exit_code != 0) std::cerr << "bench-hotswap: the daemon exited with " << (exit_code ? *exit_code : -1) << "\n";
     return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    } catch (const std::exception& e) {
+        std::cerr << "bench-hotswap: " << e.what() << "\n";
+        return 1;
+    }
 }
