@@ -168,7 +168,7 @@ std::string module_key(const std::string& module) {
 
 struct Percentiles {
     int ok = 0, failed = 0;
-    double p50 = 0, p99 = 0;
+    double p50 = 0, p99 = 0, max = 0;
     std::map<std::string, int> errors;
 };
 
@@ -193,6 +193,7 @@ Percentiles summarize(const std::vector<Sample>& samples, double from, double to
     };
     p.p50 = pct(0.50);
     p.p99 = pct(0.99);
+    p.max = latencies.back();
     return p;
 }
 
@@ -476,9 +477,15 @@ int run(int argc, char** argv) {
             mapped[module_key(path)].insert(path);
         }
     }
+    // Files in the module store the daemon does not map (collected at a later reload).
+    json::array stored_unmapped;
     std::size_t stored = 0;
-    for (const auto& entry : fs::recursive_directory_iterator(home / "state" / "modules"))
-        stored += entry.is_regular_file() ? 1 : 0;
+    for (const auto& entry : fs::recursive_directory_iterator(home / "state" / "modules")) {
+        if (!entry.is_regular_file()) continue;
+        ++stored;
+        if (!mapped[module_key(entry.path().string())].count(entry.path().string()))
+            stored_unmapped.emplace_back(fs::relative(entry.path(), home / "state" / "modules").string());
+    }
 
     // Publish (PluginSwapped) to unload (the replaced module's PluginUnloaded), from event times.
     std::map<std::string, std::string> serving;  // module key -> module path: first PluginLoaded, then each PluginSwapped
@@ -527,7 +534,8 @@ int run(int argc, char** argv) {
                               {"ok", p->ok},
                               {"failed", p->failed},
                               {"p50_ms", round_to(p->p50, 0.1)},
-                              {"p99_ms", round_to(p->p99, 0.1)}};
+                              {"p99_ms", round_to(p->p99, 0.1)},
+                              {"max_ms", round_to(p->max, 0.1)}};
             if (!p->errors.empty()) {
                 json::object errors;
                 for (const auto& [why, n] : p->errors)
@@ -574,6 +582,7 @@ int run(int argc, char** argv) {
         {"still_mapped", still_mapped},
         {"modules_mapped_after", mapped_json},
         {"module_files_stored", stored},
+        {"module_files_unmapped", stored_unmapped},
         {"warning_and_error_events", problems_json},
         {"load", json::object{{"scep_concurrency", kScepConcurrency},
                               {"pkcs_in_flight", kPkcsInFlight},
