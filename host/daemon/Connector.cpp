@@ -823,7 +823,15 @@ HttpResponseMessage Connector::dispatch(const HttpRequestMessage& request, const
 
     if (path == "/healthz" && (method == "GET" || method == "HEAD")) {
         if (stopping_) return make_response(503, "application/json", R"({"status":"stopping"})");
-        return make_response(200, "application/json", R"({"status":"ok"})");
+        // The lifecycle in one word (the worst of the host and the serving plugins), without
+        // naming plugins or versions: /healthz is public; `status` has the detail.
+        SupportState worst = support_status(CERTCONN_RELEASE_DATE).state;
+        for (const auto& gen : runtime_->generations()) {
+            const SupportState s = support_status(gen->identity().release_date).state;
+            if (s == SupportState::Unsupported || (s == SupportState::Outdated && worst != SupportState::Unsupported)) worst = s;
+        }
+        return make_response(200, "application/json",
+                             json::serialize(json::object{{"status", "ok"}, {"support", support_state_name(worst)}}));
     }
     if (path == "/status" && method == "GET") {
         // Status names files, settings and plugins.

@@ -247,6 +247,9 @@ namespace {
 struct IdentityCache {
     std::mutex mutex;
     std::map<std::string, ProbeResult> by_sha;
+    // A file unchanged since it was staged (same device, inode, size and mtime) is not read,
+    // hashed and copied again on every reload: its SHA-256 and module path are remembered.
+    std::map<std::string, std::pair<std::string, fs::path>> by_file;  // stat key -> (sha256, module)
 };
 IdentityCache& identity_cache() {
     static IdentityCache cache;
@@ -269,6 +272,32 @@ std::shared_ptr<PluginLibrary> identify_through_store(const fs::path& file, cons
     };
     if (std::string why = ownership_problem(file, policy); !why.empty()) return refuse(CC_EV_PluginFileUnsafe, why + "; refused");
     if (std::string why = ancestor_problem(file, policy); !why.empty()) return refuse(CC_EV_PluginFileUnsafe, why + "; refused");
+    struct stat st {};
+    const std::string stat_key = ::stat(file.c_str(), &st) != 0
+                                     ? std::string()
+                                     : file.string() + "|" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+                                           std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+                                           std::to_string(st.st_mtim.tv_nsec);
+    {
+        std::lock_guard lock(identity_cache().mutex);
+        auto& cache = identity_cache();
+        if (auto known = cache.by_file.find(stat_key); !stat_key.empty() && known != cache.by_file.end()) {
+            const auto& [sha, module] = known->second;
+            auto probed = cache.by_sha.find(sha);
+            std::error_code ec;
+            if (probed != cache.by_sha.end() && probed->second.ok && fs::exists(module, ec) &&
+                !options.failed_builds.count(sha)) {
+                auto lib = std::make_shared<PluginLibrary>();
+                lib->file = module;
+                lib->source = file;
+                lib->sha256 = sha;
+                lib->identity = *probed->second.identity;
+                report.identity = lib->identity;
+                report.accepted = true;
+                return lib;
+            }
+        }
+    }
     try {
         const ModuleStore store(*options.module_store);
         const ModuleStore::Staged staged = store.stage(file);
@@ -297,6 +326,10 @@ std::shared_ptr<PluginLibrary> identify_through_store(const fs::path& file, cons
         if (!probed.ok) return refuse(probed.event_id, probed.error);
         auto lib = std::make_shared<PluginLibrary>();
         lib->file = store.place(staged, *probed.identity);
+        if (!stat_key.empty()) {
+            std::lock_guard lock(identity_cache().mutex);
+            identity_cache().by_file[stat_key] = {staged.sha256, lib->file};
+        }
         lib->source = file;
         lib->sha256 = staged.sha256;
         lib->identity = *probed.identity;

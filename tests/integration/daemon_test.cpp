@@ -84,7 +84,7 @@ TEST_CASE("the daemon serves /healthz, /status and plugin routes, and stops clea
 
     auto health = http_request(port, "GET", "/healthz");
     CHECK(health.status == 200);
-    CHECK(health.body == R"({"status":"ok"})");
+    CHECK(health.body == R"({"status":"ok","support":"supported"})");
 
     // Status names files and settings: a loopback TCP caller is anonymous, not "local".
     CHECK(http_request(port, "GET", "/status").status == 401);
@@ -254,14 +254,14 @@ TEST_CASE("TLS: the listener speaks TLS 1.2 and 1.3 and refuses older versions")
     const auto run = run_shell;
     auto ok = run("curl -sS --tlsv1.2 --cacert " + cert.string() + " https://127.0.0.1:" + port + "/healthz");
     CHECK(ok.exit_code == 0);
-    CHECK(ok.output == R"({"status":"ok"})");
+    CHECK(ok.output == R"({"status":"ok","support":"supported"})");
     auto tls13 = run("echo | openssl s_client -connect 127.0.0.1:" + port + " -tls1_3 -CAfile " + cert.string());
     CHECK_THAT(tls13.output, Catch::Contains("Protocol  : TLSv1.3") || Catch::Contains("TLSv1.3"));
     auto old = run("echo | openssl s_client -connect 127.0.0.1:" + port + " -tls1_1 -cipher DEFAULT:@SECLEVEL=0");
     CHECK(old.exit_code != 0);
     CHECK_THAT(old.output, Catch::Contains("alert protocol version") && Catch::Contains("Cipher is (NONE)"));
     auto plain = run("curl -sS http://127.0.0.1:" + port + "/healthz");
-    CHECK(plain.output.find(R"({"status":"ok"})") == std::string::npos);  // no plaintext on a TLS port
+    CHECK(plain.output.find(R"({"status":"ok")") == std::string::npos);  // no plaintext on a TLS port
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }
@@ -319,7 +319,7 @@ TEST_CASE("HTTP limits: stalled clients are cut off, oversized headers and garba
     CHECK(garbage_closed);
 
     auto [no_host, no_host_closed] = raw_exchange(port, "GET /healthz HTTP/1.0\r\n\r\n");
-    CHECK_THAT(no_host, Catch::StartsWith("HTTP/1.0 200") && Catch::EndsWith(R"({"status":"ok"})"));
+    CHECK_THAT(no_host, Catch::StartsWith("HTTP/1.0 200") && Catch::EndsWith(R"({"status":"ok","support":"supported"})"));
 
     auto [two, two_closed] = raw_exchange(
         port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /fixture/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -151,22 +151,22 @@ TEST_CASE("http TLS client_ca: a client certificate from it is accepted, none is
     auto good = run_shell(curl + "--cert " + inst.path("client.pem") + " --key " + inst.path("client.key") + url);
     INFO(good.output);
     CHECK(good.exit_code == 0);
-    CHECK(good.output == R"({"status":"ok"})");
+    CHECK(good.output == R"({"status":"ok","support":"supported"})");
 
     auto anonymous = run_shell(curl + url);  // e.g. a SCEP device
     CHECK(anonymous.exit_code == 0);
-    CHECK(anonymous.output == R"({"status":"ok"})");
+    CHECK(anonymous.output == R"({"status":"ok","support":"supported"})");
 
     auto stranger = run_shell(curl + "--cert " + inst.path("stranger.pem") + " --key " + inst.path("stranger.key") + url);
     INFO(stranger.output);
     CHECK(stranger.exit_code != 0);
-    CHECK(stranger.output.find(R"({"status":"ok"})") == std::string::npos);
+    CHECK(stranger.output.find(R"({"status":"ok")") == std::string::npos);
     for (const char* version : {"-tls1_2", "-tls1_3"}) {  // refused whichever version verifies it
         INFO(version);
         auto s =
             s_client(port, std::string(version) + " -cert " + inst.path("stranger.pem") + " -key " + inst.path("stranger.key"),
                      "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        CHECK(s.output.find(R"({"status":"ok"})") == std::string::npos);
+        CHECK(s.output.find(R"({"status":"ok")") == std::string::npos);
         CHECK_THAT(s.output, Catch::Contains("alert"));
     }
     // The server names the CA it accepts.
@@ -201,7 +201,7 @@ TEST_CASE("http TLS reload: SIGHUP serves a renewed certificate, a broken one is
     CHECK_THAT(inst.operational(), Catch::Contains("TLS certificate " + inst.path("cert.pem")));
     CHECK(served_fingerprint(port) == second);
     auto ok = run_shell("curl -sS --max-time 20 --cacert " + inst.path("cert2.pem") + " https://127.0.0.1:" + port + "/healthz");
-    CHECK(ok.output == R"({"status":"ok"})");
+    CHECK(ok.output == R"({"status":"ok","support":"supported"})");
 
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
