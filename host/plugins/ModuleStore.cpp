@@ -11,7 +11,9 @@
 
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <string_view>
 
@@ -132,12 +134,14 @@ bool is_mapped(const fs::path& file) {
     std::string line;
     // "start-end perms offset dev(major:minor hex) inode path"
     while (std::getline(maps, line)) {
-        unsigned major = 0, minor = 0;
-        unsigned long long inode = 0;
-        char perms[8] = {};
-        unsigned long long start = 0, end = 0, offset = 0;
-        if (std::sscanf(line.c_str(), "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms, &offset, &major, &minor, &inode) != 7)
-            continue;
+        std::istringstream fields(line);
+        std::string range, perms, offset, dev, inode_text;
+        if (!(fields >> range >> perms >> offset >> dev >> inode_text)) continue;
+        const auto colon = dev.find(':');
+        if (colon == std::string::npos) continue;
+        const unsigned long major = std::strtoul(dev.substr(0, colon).c_str(), nullptr, 16);
+        const unsigned long minor = std::strtoul(dev.substr(colon + 1).c_str(), nullptr, 16);
+        const unsigned long long inode = std::strtoull(inode_text.c_str(), nullptr, 10);
         if (exists && inode == st.st_ino && major == ::major(st.st_dev) && minor == ::minor(st.st_dev)) return true;
         // By path too: module paths are unique, and on overlayfs maps shows another device and
         // inode than stat(); a removed file still mapped shows as "<path> (deleted)".
@@ -171,7 +175,7 @@ ModuleStore::Staged ModuleStore::stage(const fs::path& source) const {
 
 fs::path ModuleStore::place(const Staged& staged, const PluginIdentity& id) const {
     const fs::path dir = directory_ / (std::string(kind_name(id.kind)) + "-" + id.name);
-    const fs::path target = dir / (id.version + "-" + staged.sha256.substr(0, 12) + ".so");
+    fs::path target = dir / (id.version + "-" + staged.sha256.substr(0, 12) + ".so");
     std::error_code ec;
     fs::create_directories(dir, ec);
     ::chmod(dir.c_str(), 0700);

@@ -115,6 +115,7 @@ ProbeResult run_probe(const ProbeRequest& request) {
     if (!request.service_account.empty()) args.insert(args.end(), {"--service-account", request.service_account});
     if (request.init) args.insert(args.end(), {"--init", "--scratch", request.scratch_dir.string()});
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args)
         argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -191,8 +192,8 @@ ProbeResult run_probe(const ProbeRequest& request) {
     if (timed_out) {
         ::kill(-pid, SIGKILL);
         ::waitpid(pid, &status, 0);
-        result.error = label + "did not finish " + phase_of(request) + " within " +
-                       std::to_string(request.timeout.count() / 1000.0).substr(0, 4) + " s; killed";
+        result.error =
+            label + "did not finish " + phase_of(request) + " within " + std::to_string(request.timeout.count()) + " ms; killed";
         return result;
     }
     // Output closed: the child is exiting (or closed its descriptors and hangs: bounded wait).
