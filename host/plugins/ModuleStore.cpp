@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <cstdlib>
@@ -56,8 +57,10 @@ public:
     std::string_view string_at(const Elf64_Shdr& strtab, std::uint32_t index) const {
         if (strtab.sh_offset > b_.size() || index >= strtab.sh_size || b_.size() - strtab.sh_offset < strtab.sh_size) return {};
         const std::string_view table = b_.substr(strtab.sh_offset, strtab.sh_size);
-        const auto end = table.find('\0', index);
-        return end == std::string_view::npos ? std::string_view{} : table.substr(index, end - index);
+        // Symbol names are short; a name without its NUL in 4 KiB is treated as absent (bounded work).
+        const std::string_view window = table.substr(index, 4096);
+        const auto end = window.find('\0');
+        return end == std::string_view::npos ? std::string_view{} : window.substr(0, end);
     }
 
 private:
@@ -74,7 +77,9 @@ std::vector<std::string> elf_unload_problems(std::string_view bytes) {
     for (const auto& s : sections) {
         if (s.sh_type == SHT_DYNSYM && s.sh_link < sections.size() && s.sh_entsize == sizeof(Elf64_Sym)) {
             const Elf64_Shdr& strtab = sections[s.sh_link];
-            for (std::uint64_t off = 0; off + sizeof(Elf64_Sym) <= s.sh_size; off += sizeof(Elf64_Sym)) {
+            // Bounded work on hostile input: at most 2^20 symbols are looked at.
+            const std::uint64_t end = std::min<std::uint64_t>(s.sh_size, (std::uint64_t{1} << 20) * sizeof(Elf64_Sym));
+            for (std::uint64_t off = 0; off + sizeof(Elf64_Sym) <= end; off += sizeof(Elf64_Sym)) {
                 Elf64_Sym sym{};
                 if (!elf.read(s.sh_offset + off, sym)) break;
                 const std::string_view name = elf.string_at(strtab, sym.st_name);

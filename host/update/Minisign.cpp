@@ -109,12 +109,16 @@ std::array<unsigned char, 8> parse_key_id_hex(std::string_view hex) {
         if (c >= 'a' && c <= 'f') return c - 'a' + 10;
         return -1;
     };
-    if (hex.size() != 16) throw std::invalid_argument("key id '" + std::string(hex.substr(0, 32)) + "': expected 16 hex digits");
+    if (hex.empty() || hex.size() > 16)
+        throw std::invalid_argument("key id '" + std::string(hex.substr(0, 32)) + "': expected up to 16 hex digits");
+    // minisign prints the id as a number, without leading zeros: pad it back to 16 digits.
+    const std::string padded = std::string(16 - hex.size(), '0') + std::string(hex);
+    hex = padded;
     std::array<unsigned char, 8> out{};
     for (std::size_t i = 0; i < 8; ++i) {
         const int hi = nibble(hex[2 * i]);
         const int lo = nibble(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) throw std::invalid_argument("key id '" + std::string(hex) + "': expected 16 hex digits");
+        if (hi < 0 || lo < 0) throw std::invalid_argument("key id '" + std::string(hex) + "': expected up to 16 hex digits");
         out[7 - i] = static_cast<unsigned char>(hi * 16 + lo);
     }
     return out;

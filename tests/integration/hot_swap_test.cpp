@@ -22,13 +22,14 @@ struct SwapInstallation {
     fs::path plugins = dir / "plugins";
     fs::path state = dir / "state";
 
-    explicit SwapInstallation(const std::string& first) {
+    explicit SwapInstallation(const std::string& first, const std::string& extra = "") {
         fs::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
         install_fixture(plugins, "swap", first);
         write_file(config,
                    "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                   "drain_timeout_seconds = 10\n");
+                   "drain_timeout_seconds = 10\n" +
+                       extra);
     }
     std::string operational() const { return read_file(dir / "log" / "operational.jsonl"); }
     std::string handover() const { return read_file(state / "plugins" / "feature-swap" / "handover.log"); }
@@ -205,6 +206,22 @@ TEST_CASE("hot swap: when the new generation's init fails after the hand-over, t
     fs::remove(inst.state / "plugins" / "feature-swap" / "fail-init");
     daemon.signal(SIGHUP);
     CHECK(eventually([&] { return version(port) == "0.2.0"; }));
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
+TEST_CASE("hot swap: a new version whose init hangs is killed at the probe deadline and the serving one stays") {
+    SwapInstallation inst("swap-0.2.0", "[update]\nprobe_timeout_seconds = 2\n");
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    const auto port = inst.start(daemon);
+    REQUIRE(version(port) == "0.2.0");
+    install_fixture(inst.plugins, "swap", "swap-0.3.0-hang");
+    daemon.signal(SIGHUP);
+    REQUIRE(eventually([&] { return inst.operational().find("\"name\":\"PluginProbeFailed\"") != std::string::npos; }));
+    CHECK_THAT(inst.operational(), Catch::Contains("did not finish loading, init or health within 2000 ms; killed"));
+    CHECK(version(port) == "0.2.0");
+    // No probe child is left behind.
+    CHECK(run_shell("pgrep -f '[p]lugin-probe.*feature-swap' || true").output.empty());
     daemon.signal(SIGTERM);
     CHECK(daemon.wait_exit() == 0);
 }

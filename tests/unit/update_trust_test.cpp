@@ -620,3 +620,11 @@ TEST_CASE("repo init, add, publish, sign and verify build a repository the verif
         CHECK(quietly(certconn::host::repo_verify, verify_options) == 0);  // from the trusted 1 through 2
     }
 }
+
+TEST_CASE("a key id as minisign prints it, without leading zeros, names the same key", "[update]") {
+    CHECK(parse_key_id_hex("ABC") == parse_key_id_hex("0000000000000ABC"));
+    CHECK(key_id_hex(parse_key_id_hex("abc")) == "0000000000000ABC");
+    CHECK_THROWS_AS(parse_key_id_hex(""), std::invalid_argument);
+    CHECK_THROWS_AS(parse_key_id_hex("00000000000000ABC"), std::invalid_argument);  // 17 digits
+    CHECK_THROWS_AS(parse_key_id_hex("XYZ"), std::invalid_argument);
+}
