@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <future>
 
 using namespace certconn::test;
@@ -69,6 +70,19 @@ TEST_CASE("hot swap: new requests see the new build at once, requests in flight 
 
     auto in_flight = std::async(std::launch::async, [&] { return http_request(port, "GET", "/swap/version?hold=1").body; });
     REQUIRE(eventually([&] { return inst.handover().find("in-flight 0.1.0") != std::string::npos; }));
+    // Load through the swap: four clients in a loop. None may fail, and once a client has seen
+    // 0.2.0 it never sees 0.1.0 again (new requests go to the new generation at once).
+    std::atomic<bool> stop_load{false};
+    std::vector<std::future<std::vector<std::string>>> load;
+    for (int i = 0; i < 4; ++i)
+        load.push_back(std::async(std::launch::async, [&] {
+            std::vector<std::string> seen;
+            while (!stop_load) {
+                const auto r = http_request(port, "GET", "/swap/version");
+                seen.push_back(r.status == 200 ? r.body : "HTTP " + std::to_string(r.status));
+            }
+            return seen;
+        }));
 
     install_fixture(inst.plugins, "swap", "swap-0.2.0");
     daemon.signal(SIGHUP);
@@ -79,6 +93,21 @@ TEST_CASE("hot swap: new requests see the new build at once, requests in flight 
     CHECK_THAT(maps_of(daemon), Catch::Contains("modules/feature-swap/0.1.0-"));
     write_file(inst.state / "plugins" / "feature-swap" / "release", "");
     CHECK(in_flight.get() == "0.1.0");
+    stop_load = true;
+    std::size_t requests = 0;
+    for (auto& client : load) {
+        const auto seen = client.get();
+        requests += seen.size();
+        bool newer = false;
+        for (const auto& answer : seen) {
+            INFO(answer);
+            CHECK((answer == "0.1.0" || answer == "0.2.0"));
+            if (answer == "0.2.0") newer = true;
+            if (newer) CHECK(answer == "0.2.0");
+        }
+        CHECK(newer);
+    }
+    CHECK(requests > 8);
     // 0.1.0 quiesced (released its lock on the state directory) before 0.2.0's init took it.
     CHECK_THAT(inst.handover(), Catch::Contains("quiesced 0.1.0"));
     // After the last request on it ended, 0.1.0 is gone from the address space.
