@@ -413,8 +413,11 @@ TEST_CASE("mode auto installs a newer version from the repository, watches it an
     inst.wait_ready(daemon);
     INFO(inst.log_text() << daemon.output());
     CHECK(eventually([&] { return inst.serving(daemon) == "0.2.0"; }, std::chrono::seconds(30)));
-    for (auto id : {CC_EV_UpdateAvailable, CC_EV_UpdateDownloaded, CC_EV_UpdateVerified, CC_EV_UpdateInstalled})
-        CHECK_FALSE(inst.events(id).empty());
+    // 0.2.0 serves as soon as the reload publishes it; the manager writes "installed" just after.
+    for (auto id : {CC_EV_UpdateAvailable, CC_EV_UpdateDownloaded, CC_EV_UpdateVerified, CC_EV_UpdateInstalled}) {
+        INFO("event " << id);
+        CHECK(eventually([&] { return !inst.events(id).empty(); }, std::chrono::seconds(10)));
+    }
     // The watch passes; the journal is gone, the update stays, the plugin_dir file is untouched.
     CHECK(eventually(
         [&] { return !fs::exists(inst.state / "update" / "journal.json") && inst.events(CC_EV_UpdateInstalled).size() >= 2; },
