@@ -15,6 +15,18 @@ check() { local name=$1; shift; local out; if out=$("$@" 2>&1); then ok "$name";
 # expect NAME TEXT COMMAND...: passes when the command's output contains TEXT.
 expect() { local name=$1 text=$2; shift 2; local out; out=$("$@" 2>&1); if grep -q -- "$text" <<<"$out"; then ok "$name"; else fail "$name" "$out"; fi; }
 
+# expect_within SECONDS NAME TEXT COMMAND...: like expect, for what a daemon publishes a little
+# later (a CRL made in the background): retried every half second until SECONDS have passed.
+expect_within() {
+  local limit=$1 name=$2 text=$3; shift 3; local out deadline=$((SECONDS + limit))
+  while :; do
+    out=$("$@" 2>&1)
+    if grep -q -- "$text" <<<"$out"; then ok "$name"; return; fi
+    [ "$SECONDS" -ge "$deadline" ] && { fail "$name" "$out"; return; }
+    sleep 0.5
+  done
+}
+
 # start_connector CONFIG: runs the connector until the script exits (then stops it and removes $work).
 start_connector() {
   "$bin" run --config "$1" >"$work/daemon.out" 2>&1 &

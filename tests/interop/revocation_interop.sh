@@ -32,7 +32,7 @@ plugin = "local"
 algorithm = "rsa3072"
 public_base_url = "$base"
 [revoke]
-batch_window_ms = 50
+batch_window_ms = 250
 TOML
 start_connector "$work/c.toml" || exit 1
 
@@ -77,15 +77,15 @@ expect "revoking again succeeds with a note, and the first reason stands" "alrea
 expect "a lower-case serial with leading zeros names the same certificate" "already revoked" \
   "$bin" submit revoke --config "$work/c.toml" --ca local --serial "000$(tr 'A-F' 'a-f' <<<"$alice")" --wait
 
-expect "after revocation: openssl verify -crl_check says revoked" "certificate revoked" bash -c "$(declare -f crl_bundle); base='$base' work='$work';
+# A fetch may answer the previous CRL (still valid) while a slow generation makes the next one
+# (docs/operator-guide.md): on a loaded machine that can be the case, so CRL checks retry.
+expect_within 10 "after revocation: openssl verify -crl_check says revoked" "certificate revoked" bash -c "$(declare -f crl_bundle); base='$base' work='$work';
   crl_bundle && openssl verify -crl_check -CAfile '$work/chain+crl.pem' '$work/alice.pem'"
 check "bob, not revoked, still verifies with the new CRL" openssl verify -crl_check -CAfile "$work/chain+crl.pem" "$work/bob.pem"
 expect "certtool --verify-crl verifies our CRL's signature" "Verified" \
   certtool --verify-crl --load-ca-certificate "$work/issuing.pem" --infile "$work/crl.pem"
 expect "the CRL entry carries the reason code" "Key Compromise" openssl crl -in "$work/crl.pem" -noout -text
 expect "the CRL has a CRL number and a nextUpdate" "nextUpdate=" bash -c "openssl crl -in '$work/crl.pem' -noout -text | grep -A1 'CRL Number'; openssl crl -in '$work/crl.pem' -noout -nextupdate"
-# A fetch may answer the previous CRL (still valid) while a slow generation makes the next one
-# (docs/operator-guide.md): on a loaded machine that can be the case, so the fetch is retried.
 check "the CRL number increases with each new CRL" bash -c "
   n1=\$(openssl crl -in '$work/crl.pem' -noout -crlnumber | cut -d= -f2)
   '$bin' submit revoke --config '$work/c.toml' --serial '$(serial carol)' --reason cessationOfOperation --wait >/dev/null &&
@@ -123,8 +123,10 @@ expect "an unknown reason fails with invalid_argument / 4002" '"error_code":4002
   "$bin" submit revoke --config "$work/c.toml" --ca local --serial "$(serial bob)" --reason sometimes --wait
 expect "an unknown CA fails as not found, naming the configured ones" '"error_code":4004' \
   "$bin" submit revoke --config "$work/c.toml" --ca nosuch --serial "$(serial bob)" --wait
-expect "revoke at the RSA CA (issuer checked) and its CRL lists it" "$(serial dave)" bash -c "
-  '$bin' submit revoke --config '$work/c.toml' --ca rsa --serial '$(serial dave)' --issuer \"\$(openssl x509 -in '$work/dave.pem' -noout -issuer -nameopt RFC2253 | sed 's/^issuer=//')\" --wait >/dev/null &&
+expect "revoke at the RSA CA, naming the issuer" "succeeded" \
+  "$bin" submit revoke --config "$work/c.toml" --ca rsa --serial "$(serial dave)" \
+  --issuer "$(openssl x509 -in "$work/dave.pem" -noout -issuer -nameopt RFC2253 | sed 's/^issuer=//')" --wait
+expect_within 10 "the RSA CA's CRL lists it" "$(serial dave)" bash -c "
   curl -sf '$base/crl/rsa.crl' | openssl crl -inform DER -noout -text"
 
 # A batch: 40 jobs at once go to the CA in a few calls; all revoked, all in the CRL.
@@ -141,7 +143,7 @@ wait "${pids[@]}"  # not a bare wait: the connector is a background job too
 expect "40 concurrent revocations all succeed" "^40$" bash -c "grep -l succeeded '$work'/r*.out | wc -l"
 expect "they went to the CA in batches (a 3050 event from a CA call carrying several)" "yes" bash -c "
   grep '\"id\":3050,' '$work/log/operational.jsonl' | grep -q '\"batch\":[2-9]' && echo yes"
-expect "the CRL lists all 42 revoked certificates of CA local" "^42$" bash -c "
+expect_within 10 "the CRL lists all 42 revoked certificates of CA local" "^42$" bash -c "
   curl -sf '$base/crl/local.crl' | openssl crl -inform DER -noout -text | grep -c 'Serial Number'"
 
 expect "events: 3020 received, 3050 revoked, 3000 in Admin, 3051/3001 for failures" "ok" bash -c "
