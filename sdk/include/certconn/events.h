@@ -96,6 +96,11 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(402, CaCrlFailed, ADMIN, "CA", "a CRL could not be generated; the previous one is served")                                 \
     X(403, CaOcspResponderIssued, OPERATIONAL, "CA", "a delegated OCSP responder certificate was issued")                        \
     X(404, CaOcspFailed, OPERATIONAL, "CA", "an OCSP request could not be answered")                                             \
+    X(405, CaRequestIssued, OPERATIONAL, "CA", "a remote CA issued a certificate (its own request id in the fields)")            \
+    X(406, CaRequestPending, OPERATIONAL, "CA", "a remote CA holds a request for approval; it is polled later")                  \
+    X(407, CaRequestDenied, OPERATIONAL, "CA", "a remote CA denied a request (its disposition message)")                         \
+    X(408, CaUnreachable, ADMIN, "CA", "a remote CA could not be reached or answered unreadably; its jobs retry")                \
+    X(409, CaRevokeUnsupported, ADMIN, "CA", "a CA plugin cannot revoke through any configured mechanism")                       \
     X(410, ConnectorKeyMissing, ADMIN, "Keys", "a job needs a connector key this connector does not hold")                       \
     X(411, ConnectorKeyFailed, OPERATIONAL, "Keys", "a connector key could not be used (token or file unavailable)")             \
     /* general: the plugin update manager (docs/updates.md) */                                                                   \
