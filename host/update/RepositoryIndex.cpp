@@ -1,5 +1,6 @@
 #include "update/RepositoryIndex.hpp"
 
+#include "auth/AccessPolicy.hpp"
 #include "status/SupportPolicy.hpp"
 #include "update/JsonFields.hpp"
 #include "update/Semver.hpp"
@@ -27,10 +28,6 @@ std::array<unsigned char, 32> sha256(std::string_view data) {
     if (EVP_Digest(data.data(), data.size(), digest.data(), &len, EVP_sha256(), nullptr) != 1 || len != digest.size())
         crypto::throw_openssl("SHA-256");
     return digest;
-}
-
-std::string hex(const std::array<unsigned char, 32>& digest) {
-    return crypto::hex_encode(std::string_view(reinterpret_cast<const char*>(digest.data()), digest.size()));
 }
 
 bool valid_name(const std::string& s) {
@@ -129,7 +126,7 @@ RepositoryIndex parse_index_unverified(std::string_view bytes) {
             malformed(where, e.kind + " '" + e.name + "' " + e.version + " is listed twice");
         index.entries.push_back(std::move(e));
     }
-    index.sha256 = hex(sha256(bytes));
+    index.sha256 = sha256_hex(bytes);
     return index;
 }
 

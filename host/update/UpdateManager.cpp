@@ -1,5 +1,6 @@
 #include "update/UpdateManager.hpp"
 
+#include "auth/AccessPolicy.hpp"
 #include "status/SupportPolicy.hpp"
 #include "update/Fetcher.hpp"
 #include "update/OfflineBundle.hpp"
@@ -95,14 +96,6 @@ std::string window_text(const std::optional<std::pair<int, int>>& w) {
     return hhmm(w->first) + "-" + hhmm(w->second);
 }
 
-std::string sha256_of(std::string_view data) {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr) != 1)
-        throw std::runtime_error("SHA-256 failed");
-    return crypto::hex_encode(std::string_view(reinterpret_cast<const char*>(digest), len));
-}
-
 std::string fetch_failure_reason(FetchFailure f) {
     return f == FetchFailure::Oversize ? "oversize" : f == FetchFailure::Stalled ? "stalled" : "";
 }
@@ -144,7 +137,7 @@ UpdateManager::UpdateManager(UpdateSettings settings, fs::path state_dir, EventL
         }
         if (instance_id_.empty()) {
             instance_id_ = crypto::uuid4();
-            write_durably(file, instance_id_ + "\n");
+            crypto::write_file_atomic(file, instance_id_ + "\n");
         }
     }
     try {
@@ -259,7 +252,7 @@ void UpdateManager::pause_point(const std::string& step) const {
     // getenv races only with setenv/putenv, which this program never calls.
     const char* at = std::getenv("CERTCONN_UPDATE_PAUSE_AT");  // NOLINT(concurrency-mt-unsafe): see above
     if (at == nullptr || step != at) return;
-    write_durably(update_dir() / ("paused-at-" + step), now_text() + "\n");
+    crypto::write_file_atomic(update_dir() / ("paused-at-" + step), now_text() + "\n");
     for (;;) {
         {
             std::lock_guard lock(wake_mutex_);
@@ -395,8 +388,8 @@ bool UpdateManager::refresh_repository(const UpdateRepository& repo, const std::
         if (root.version > before) {
             // Signatures first: a crash between the two leaves a pair that does not verify, which
             // is ignored at the next check (the chain is followed again from the configured root).
-            write_durably(stored.string() + ".minisig", signatures[root.version]);
-            write_durably(stored, root.bytes);
+            crypto::write_file_atomic(stored.string() + ".minisig", signatures[root.version]);
+            crypto::write_file_atomic(stored, root.bytes);
             log_.emit(CC_EV_UpdateRootRotated, CC_LEVEL_WARNING,
                       "repository " + repo.name + ": trust root rotated from version " + std::to_string(before) + " to " +
                           std::to_string(root.version),
@@ -787,7 +780,7 @@ std::string UpdateManager::install(const Candidate& c) {
             what + ": the file has " + std::to_string(bytes.size()) + " bytes, the signed index says " + std::to_string(e.size));
         return abandon("refused (tampered_size)");
     }
-    if (const std::string digest = sha256_of(bytes); digest != e.sha256) {
+    if (const std::string digest = sha256_hex(bytes); digest != e.sha256) {
         refuse("tampered_hash", c.repository.name, e.name, e.version,
                what + ": the file's SHA-256 is " + digest + ", the signed index says " + e.sha256);
         return abandon("refused (tampered_hash)");
@@ -802,7 +795,7 @@ std::string UpdateManager::install(const Candidate& c) {
         state_.pins[e.name] = e.version;
     }
     if (c.downgrade) save_state();
-    write_durably(j.file, bytes, 0600);  // temporary file, fsync, rename: the commit point
+    crypto::write_file_atomic(j.file, bytes, 0600);  // temporary file, fsync, rename: the commit point
     journal_step(j, "placed");
 
     const std::vector<PluginFileReport> reports = host_.reload_plugins();

@@ -41,16 +41,6 @@ std::optional<json::object> read_object(const fs::path& file) {
 
 }  // namespace
 
-void write_durably(const fs::path& file, std::string_view data, unsigned mode) {
-    crypto::write_file_atomic(file, data, static_cast<mode_t>(mode));
-    const fs::path dir = file.parent_path().empty() ? fs::path(".") : file.parent_path();
-    const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) throw std::runtime_error("cannot open " + dir.string() + ": " + sdk::errno_message(errno));
-    const bool synced = ::fsync(fd) == 0;
-    ::close(fd);
-    if (!synced) throw std::runtime_error("cannot sync " + dir.string() + ": " + sdk::errno_message(errno));
-}
-
 UpdateState UpdateState::load(const fs::path& file) {
     UpdateState s;
     const auto o = read_object(file);
@@ -99,8 +89,9 @@ void UpdateState::save(const fs::path& file) const {
     json::object support_map;
     for (const auto& [k, v] : support)
         support_map[k] = v;
-    write_durably(file, json::serialize(json::object{
-                            {"repositories", repos}, {"bad", bad_versions}, {"pins", pin_map}, {"support", support_map}}));
+    crypto::write_file_atomic(
+        file, json::serialize(
+                  json::object{{"repositories", repos}, {"bad", bad_versions}, {"pins", pin_map}, {"support", support_map}}));
 }
 
 json::object Journal::to_json() const {
@@ -149,7 +140,7 @@ std::optional<Journal> Journal::load(const fs::path& file, std::string& problem)
 }
 
 void Journal::save(const fs::path& file) const {
-    write_durably(file, json::serialize(to_json()));
+    crypto::write_file_atomic(file, json::serialize(to_json()));
 }
 
 void Journal::clear(const fs::path& file) {

@@ -65,9 +65,6 @@ struct Journal {
     static void clear(const std::filesystem::path& file);
 };
 
-/// Writes `data` to `file` atomically and durably (mode `mode`): temporary file, fsync, rename, fsync of the directory.
-void write_durably(const std::filesystem::path& file, std::string_view data, unsigned mode = 0600);
-
 /// The selection the loader applies: pins (the configuration's win over `update pin`) and bad versions.
 VersionSelection selection_of(const UpdateState& state, const std::map<std::string, std::string>& config_pins);
 

@@ -675,7 +675,10 @@ std::string read_file(const std::filesystem::path& path, std::string_view what) 
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode) {
     const std::string tmp = path.string() + ".tmp";
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    // A temporary file left by a crash may be read-only (0400 modules): start from none. Never
+    // follow a link planted in its place.
+    ::unlink(tmp.c_str());
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) throw std::runtime_error("cannot write " + tmp + ": " + sdk::errno_message(errno));
     ::fchmod(fd, mode);  // the umask may have narrowed it; never widened beyond `mode`
     std::size_t done = 0;
@@ -696,6 +699,14 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view data,
         ::unlink(tmp.c_str());
         throw std::runtime_error("cannot store " + path.string() + ": " + sdk::errno_message(errno));
     }
+    // The rename is durable once the directory is: without this a crash can lose the new name.
+    const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) throw std::runtime_error("cannot open " + dir.string() + ": " + sdk::errno_message(errno));
+    const bool dir_synced = ::fsync(dfd) == 0;
+    const int err = errno;
+    ::close(dfd);
+    if (!dir_synced) throw std::runtime_error("cannot sync " + dir.string() + ": " + sdk::errno_message(err));
 }
 
 // ---- encodings and randomness ----------------------------------------------------------

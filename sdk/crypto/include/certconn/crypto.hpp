@@ -159,8 +159,9 @@ std::string cms_decrypt(std::string_view der, EVP_PKEY* key);
 // ---- files holding key material ---------------------------------------------------------
 /// The whole file; throws std::invalid_argument("cannot read <what> <path>").
 std::string read_file(const std::filesystem::path& path, std::string_view what = "file");
-/// Writes atomically (temporary file + fsync + rename) with `mode` set before any byte is
-/// written, so a key is never readable by others, not even for a moment.
+/// Writes atomically and durably (temporary file + fsync + rename + fsync of the directory)
+/// with `mode` set before any byte is written, so a key is never readable by others, not even
+/// for a moment.
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode = 0600);
 
 // ---- encodings and randomness ----------------------------------------------------------
