@@ -4,9 +4,13 @@
 # DigiCert; the leaf verifies with openssl against the stand-in's CA), held for approval →
 # approved / denied, a bad API key, 429 with Retry-After and 5xx (retried), CA down, malformed
 # and oversized answers; revoke (the stand-in's CRL lists it); config check errors.
-# usage: digicert_integration.sh CERTCONNECTOR_BIN PLUGIN_DIR
+# The PKCS feature does not yet repeat an issue that answered PENDING, so the plugin's pickup
+# path (the same request id again) is also driven through the plugin's C ABI by
+# digicert-abi-driver (a minimal host), as are the lookup, CRL and health queries.
+# usage: digicert_integration.sh CERTCONNECTOR_BIN PLUGIN_DIR ABI_DRIVER
 set -uo pipefail
 source "$(dirname "$0")/../interop/lib.sh" digicert "$@"
+driver=$(realpath "$3")
 standin="$(cd "$(dirname "$0")/../stand-ins/digicert" && pwd)/digicert.py"
 skipped=0
 skip() { skipped=$((skipped + 1)); echo "skip - $1"; }
@@ -150,6 +154,62 @@ else
   expect "pending (before the denial): the job reports the DigiCert request id" "DigiCert ONE request id $rid" cat "$work/deny-me.out"
   skip "denied after pending: the pkcs feature does not retry a PENDING answer yet"
 fi
+
+# ---- the same through the plugin's C ABI: a second issue with the same request id picks up ----------
+# section JSON: what the host hands the plugin for [ca.abi] (without `plugin`)
+section() {
+  $py -c "import json,sys; print(json.dumps({'url': sys.argv[1], 'api_key_file': sys.argv[2], 'ca_file': sys.argv[3],
+    'timeout_seconds': 5, 'profiles': {'manual': {'profile_id': 'prof-manual'}, 'default': {'profile_id': 'prof-instant'}}}))" \
+    "$dc" "${1:-$work/api.key}" "$work/dc/tls.pem"
+}
+issue_json() {  # issue_json REQUEST_ID PROFILE CN
+  openssl req -new -key "$work/device.key" -subj "/CN=$3" -addext "subjectAltName=email:$3@example.com" 2>/dev/null |
+    $py -c "import json,sys; print(json.dumps({'request_id': sys.argv[1], 'profile': sys.argv[2], 'csr_pem': sys.stdin.read(), 'requester': 'pkcs'}))" "$1" "$2"
+}
+mkdir -p "$work/abi"
+abi() { "$driver" "$plugins/ca-digicert.so" "$work/abi" abi "$(section)" "$@" 2>&1; }
+issues_before=$(stat issue)
+out=$(abi issue "$(issue_json abi-approve manual Pat)")
+expect "ABI: a manual-approval profile answers pending with DigiCert's request id" "error pending pending approval at CA 'abi' (DigiCert ONE request id" echo "$out"
+rid=$(sed -n "s/.*DigiCert ONE request id \([^)]*\)).*/\1/p" <<<"$out")
+pickups_before=$(stat pickup)
+expect "ABI: the same request id again, still undecided: pending again" "error pending" abi issue "$(issue_json abi-approve manual Pat)"
+check "... polled with certificate-pickup, not a second enrollment" \
+  test "$(stat pickup) $(stat issue)" = "$((pickups_before + 1)) $((issues_before + 1))"
+ctl -X POST "$dc/_standin/approve/$rid" >/dev/null
+out=$(abi issue "$(issue_json abi-approve manual Pat)" issue "$(issue_json abi-approve manual Pat)")
+expect "ABI: approved: the same request id collects the certificate" '"already_issued":false' head -1 <<<"$out"
+expect "... and once more: the stored certificate, already_issued" '"already_issued":true' tail -1 <<<"$out"
+head -1 <<<"$out" | cut -c4- | $py -c 'import json,sys; a=json.load(sys.stdin)
+open(sys.argv[1],"w").write(a["certificate_pem"]); open(sys.argv[2],"w").write(a["chain_pem"])' "$work/abi/pat.pem" "$work/abi/chain.pem"
+check "... which verifies against the stand-in's CA" openssl verify -CAfile "$work/dc/ca-chain.pem" "$work/abi/pat.pem"
+expect "... with the chain from ca_chain, issuing CA first" "Stand-in DigiCert Issuing CA" openssl x509 -in "$work/abi/chain.pem" -noout -subject
+expect "... and DigiCert saw one enrollment for it" "^$((issues_before + 1))$" stat issue
+expect "ABI: events 406 then 405 name DigiCert's request id" "406 405" bash -c "
+  grep -o '\"id\":40[5-7]' '$work/abi/events.jsonl' | cut -d: -f2 | uniq | head -2 | tr '\n' ' ' | sed 's/ \$//'"
+out=$(abi issue "$(issue_json abi-deny manual Quinn)")
+rid=$(sed -n "s/.*DigiCert ONE request id \([^)]*\)).*/\1/p" <<<"$out")
+ctl -X POST -d '{"reason":"not an employee"}' "$dc/_standin/deny/$rid" >/dev/null
+out=$(abi issue "$(issue_json abi-deny manual Quinn)" issue "$(issue_json abi-deny manual Quinn)")
+expect "ABI: denied: DigiCert's reason, as denied" "error denied .*rejected request $rid: not an employee" head -1 <<<"$out"
+expect "... and again from the record" "error denied .*not an employee" tail -1 <<<"$out"
+expect "... event 407" "not an employee" grep '"id":407,' "$work/abi/events.jsonl"
+pat=$(openssl x509 -in "$work/abi/pat.pem" -noout -serial | cut -d= -f2)
+expect "ABI: lookup by serial: valid" '"status":"valid"' abi query "{\"op\":\"certificate\",\"serial\":\"$pat\"}"
+expect "ABI: health: a real authenticated call" '"healthy":true' abi query '{"op":"health"}'
+expect "ABI: health with a bad key: unhealthy, HTTP 401" '"healthy":false.*401' \
+  "$driver" "$plugins/ca-digicert.so" "$work/abi" abi "$(section "$work/wrong.key")" query '{"op":"health"}'
+expect "ABI: an unknown query op is not supported" "error not_supported" abi query '{"op":"ocsp"}'
+expect "ABI: revoke (certificateHold → certificate_hold)" '"status":"revoked"' \
+  abi revoke "{\"serial\":\"$pat\",\"reason\":\"certificateHold\",\"request_id\":\"r1\"}"
+expect "ABI: lookup after revoke: revoked, certificateHold" '"revocation_reason":"certificateHold"' \
+  abi query "{\"op\":\"certificate\",\"serial\":\"$pat\"}"
+expect "ABI: the CRL from the CDP of the issued certificates lists it" "$pat" bash -c "
+  '$driver' '$plugins/ca-digicert.so' '$work/abi' abi '$(section)' query '{\"op\":\"crl\"}' |
+    $py -c 'import json,sys,base64; sys.stdout.buffer.write(base64.b64decode(json.loads(sys.stdin.read()[3:])[\"crl_der\"]))' |
+    openssl crl -inform DER -noout -text"
+expect "ABI: an unknown reason is refused" "error invalid_argument unknown revocation reason" \
+  abi revoke "{\"serial\":\"$pat\",\"reason\":\"sometimes\"}"
 
 # ---- bad credentials: denied at once, never retried --------------------------------------------
 expect "a bad API key fails clearly, naming the key file" "refused the API key in $work/wrong.key" \
