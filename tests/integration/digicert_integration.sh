@@ -83,6 +83,8 @@ openssl pkey -in "$work/device.key" -pubout -out "$work/device.pub"
 leaf() { $py -c "import json,sys; print(json.load(open(sys.argv[1]))['result']['certificate_pem'], end='')" "$work/$1/result.json" >"$work/$1.pem"; }
 # events_of ID TEXT: events with that id whose line contains TEXT
 events_of() { grep "\"id\":$1," "$ops" | grep -c -- "$2"; }
+# Admin-channel events (408 CaUnreachable) go to admin.jsonl
+admin="$work/log/admin.jsonl"
 
 # ---- issued ----------------------------------------------------------------------------------
 expect "a PKCS job through DigiCert ONE succeeds" "succeeded: serial" \
@@ -105,10 +107,10 @@ check "the PKCS#12 chain has the issuing CA first (result chain from ca_chain)" 
   openssl x509 -in '$work/alice.pem' -noout -issuer -nameopt RFC2253 | grep -q 'Stand-in DigiCert Issuing CA'"
 expect "event 1032 (PkcsDigiCertRequest) names the job" "alice-1" grep '"id":1032,' "$ops"
 expect "event 405 (issued) carries the serial" "$(openssl x509 -in "$work/alice.pem" -noout -serial | cut -d= -f2)" grep '"id":405,' "$ops"
-expect "a second submit of the same job id does not reach DigiCert again" "^1$" stat issue
-expect "seat_field = email: the seat is the email SAN" "^bob@example.com$" bash -c "
-  '$bin' submit pkcs --config '$work/c.toml' --subject 'CN=Bob' --san email:bob@example.com --device-key '$work/device.pub' \
-    --profile email --wait >/dev/null && $(declare -f ctl last); dc='$dc' work='$work' py='$py'; last \"d['seat']['seat_id']\""
+expect "one job, one enrollment at DigiCert" "^1$" stat issue
+check "a second job with the email profile" cc submit pkcs --subject "CN=Bob" --san email:bob@example.com \
+  --device-key "$work/device.pub" --profile email --wait
+expect "seat_field = email: the seat is the email SAN" "^bob@example.com$" last "d['seat']['seat_id']"
 expect "seat_field = email without an email in the CSR: a clear error" "no email address to use as the DigiCert seat id" \
   cc submit pkcs --subject "CN=Carol" --device-key "$work/device.pub" --profile email --wait
 expect "an unknown profile names the configured ones" "profiles: default, email, manual" \
@@ -226,13 +228,13 @@ expect "the retry (event 1051) says DigiCert's Retry-After" "retry after 1 s" gr
 fault '{"mode":"503","count":2}'
 expect "503 twice: the job is retried and succeeds" "succeeded" \
   cc submit pkcs --subject "CN=Grace" --device-key "$work/device.pub" --id failing-1 --wait
-expect "event 408 (CA unreachable) for the 503" "HTTP 503" grep '"id":408,' "$ops"
+expect "event 408 (CA unreachable) for the 503" "HTTP 503" grep '"id":408,' "$admin"
 expect "... and 1051 for each failed attempt of the job" "^2$" events_of 1051 failing-1
 
 # ---- CA down, malformed and oversized answers ------------------------------------------------------
 expect "CA down: the job fails as unavailable after its retries" '"code":"unavailable"' \
   cc submit pkcs --subject "CN=Heidi" --device-key "$work/device.pub" --ca down --id down-1 --wait
-expect "... with event 408 naming the CA" "CA 'down' (DigiCert ONE at 127.0.0.1:$down_port)" grep '"id":408,' "$ops"
+expect "... with event 408 naming the CA" "CA 'down' (DigiCert ONE at 127.0.0.1:$down_port)" grep '"id":408,' "$admin"
 expect "... after 4 attempts (retryable)" '"attempts":4' cc job show down-1
 fault '{"mode":"malformed","count":-1}'
 expect "a malformed answer: a clear error saying what was expected" "not the expected JSON object" \
@@ -240,7 +242,7 @@ expect "a malformed answer: a clear error saying what was expected" "not the exp
 fault '{"mode":"oversized","count":-1}'
 out=$(cc submit pkcs --subject "CN=Judy" --device-key "$work/device.pub" --id oversized-1 --wait 2>&1)
 expect "an oversized answer (8 MiB > max_response_bytes): the job fails as unavailable" '"code":"unavailable"' echo "$out"
-expect "... and event 408 says so" "oversized-1" grep '"id":408,' "$ops"
+expect "... and event 408 says so" "oversized-1" grep '"id":408,' "$admin"
 fault '{"mode":"none"}'
 
 # ---- revoke --------------------------------------------------------------------------------------------
