@@ -360,6 +360,13 @@ http::Response DigiCertCa::call(const std::string& method, const std::string& pa
     if (!api_key_.empty() && request.url.rfind(url_, 0) == 0)  // the key goes to DigiCert only, never to a CRL host
         request.headers.push_back({"x-api-key", std::string(api_key_.reveal())});
     request.body = body;
+    struct WipeKey {  // the key's copy in the header leaves memory with the call
+        http::Request& r;
+        ~WipeKey() {
+            for (auto& h : r.headers)
+                if (h.name == "x-api-key") sdk::wipe(h.value.data(), h.value.size());
+        }
+    } wipe_key{request};
     try {
         return client_->perform(request);
     } catch (const sdk::Error& e) {
@@ -487,6 +494,9 @@ std::string DigiCertCa::issue(const std::string& request_json) {
     const std::string profile_name = str(req, "profile", "default");
     if (csr_pem.empty()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "issue request has no csr_pem");
 
+    std::unique_lock<std::mutex> same_request;
+    if (!request_id.empty())
+        same_request = std::unique_lock(issue_locks_[std::hash<std::string>{}(request_id) % issue_locks_.size()]);
     // Idempotent by request id: never submit twice; a held request is collected instead.
     if (!request_id.empty())
         if (auto existing = store_->find(request_id)) {

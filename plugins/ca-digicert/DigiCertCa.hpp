@@ -10,6 +10,7 @@
 
 #include <boost/json/object.hpp>
 
+#include <array>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -92,6 +93,9 @@ private:
     std::map<std::string, Profile> profiles_;
     std::unique_ptr<http::Client> client_;
     std::unique_ptr<RequestStore> store_;
+    /// Issues of the same request id run one at a time (striped by hash), so two concurrent
+    /// runs of one job cannot both enroll at DigiCert.
+    std::array<std::mutex, 32> issue_locks_;
 };
 
 }  // namespace certconn::ca_digicert

@@ -23,8 +23,15 @@ api_key="dc-test-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 printf '%s\n' "$api_key" >"$work/api.key"
 printf 'not-the-key\n' >"$work/wrong.key"
 chmod 600 "$work/api.key" "$work/wrong.key"
+# A client CA and a client certificate, for the clientauth path (no API key)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/dc/client-ca.key" -out "$work/dc/client-ca.pem" \
+  -subj "/CN=Client CA" -days 2 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/client.key" -subj "/CN=certconnector RA" 2>/dev/null |
+  openssl x509 -req -CA "$work/dc/client-ca.pem" -CAkey "$work/dc/client-ca.key" -CAcreateserial -days 2 \
+    -extfile <(printf 'extendedKeyUsage=clientAuth\n') -out "$work/client.pem" 2>/dev/null
+chmod 600 "$work/client.key"
 $py "$standin" --state "$work/dc" --cert "$work/dc/tls.pem" --key "$work/dc/tls.key" --api-key-file "$work/api.key" \
-  --profile prof-instant --profile prof-manual:manual 2>"$work/standin.log" &
+  --client-ca "$work/dc/client-ca.pem" --profile prof-instant --profile prof-manual:manual 2>"$work/standin.log" &
 standin_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/dc/port" ] && break; sleep 0.1; done
 dcport=$(cat "$work/dc/port")
@@ -73,6 +80,14 @@ default_ca = "dc"
 $(dc_section dc "$dc/" "$work/api.key")
 $(dc_section badkey "$dc" "$work/wrong.key")
 $(dc_section down "https://127.0.0.1:$down_port" "$work/api.key")
+[ca.certauth]
+plugin = "digicert"
+url = "$dc"
+client_certificate = "$work/client.pem"
+client_key = "$work/client.key"
+ca_file = "$work/dc/tls.pem"
+[ca.certauth.profiles.default]
+profile_id = "prof-instant"
 TOML
 start_connector "$work/c.toml" || { kill $standin_pid; exit 1; }
 trap '[ -n "${daemon:-}" ] && kill -TERM $daemon 2>/dev/null && wait $daemon 2>/dev/null; kill $standin_pid 2>/dev/null; rm -rf "$work"' EXIT
@@ -106,7 +121,7 @@ expect "the certificate carries the SANs DigiCert was asked for" "othername: UPN
 check "the PKCS#12 chain has the issuing CA first (result chain from ca_chain)" bash -c "
   openssl x509 -in '$work/alice.pem' -noout -issuer -nameopt RFC2253 | grep -q 'Stand-in DigiCert Issuing CA'"
 expect "event 1032 (PkcsDigiCertRequest) names the job" "alice-1" grep '"id":1032,' "$ops"
-expect "event 405 (issued) carries the serial" "$(openssl x509 -in "$work/alice.pem" -noout -serial | cut -d= -f2)" grep '"id":405,' "$ops"
+expect "event 405 (issued) carries the serial" "$(openssl x509 -in "$work/alice.pem" -noout -serial | cut -d= -f2 | sed "s/^0*//")" grep '"id":405,' "$ops"
 expect "one job, one enrollment at DigiCert" "^1$" stat issue
 check "a second job with the email profile" cc submit pkcs --subject "CN=Bob" --san email:bob@example.com \
   --device-key "$work/device.pub" --profile email --wait
@@ -215,6 +230,12 @@ expect "ABI: the CRL from the CDP of the issued certificates lists it" "$pat" ba
 expect "ABI: an unknown reason is refused" "error invalid_argument unknown revocation reason" \
   abi revoke "{\"serial\":\"$pat\",\"reason\":\"sometimes\"}"
 
+# ---- a client certificate instead of an API key -----------------------------------------------------
+auth_before=$(stat auth:client_certificate)
+expect "a client certificate authenticates instead of an API key" "succeeded" \
+  cc submit pkcs --subject "CN=Mallory Cert" --device-key "$work/device.pub" --ca certauth --wait
+expect "... DigiCert saw a client-certificate call, no API key" "^$((auth_before + 1))$" stat auth:client_certificate
+
 # ---- bad credentials: denied at once, never retried --------------------------------------------
 expect "a bad API key fails clearly, naming the key file" "refused the API key in $work/wrong.key" \
   cc submit pkcs --subject "CN=Eve" --device-key "$work/device.pub" --ca badkey --id badkey-1 --wait
@@ -248,7 +269,7 @@ expect "... and event 408 says so" "oversized-1" grep '"id":408,' "$admin"
 fault '{"mode":"none"}'
 
 # ---- revoke --------------------------------------------------------------------------------------------
-serial=$(openssl x509 -in "$work/alice.pem" -noout -serial | cut -d= -f2)
+serial=$(openssl x509 -in "$work/alice.pem" -noout -serial | cut -d= -f2 | sed 's/^0*//')  # openssl pads to whole bytes
 expect "revoke through DigiCert ONE" "succeeded: serial $serial" \
   cc submit revoke --ca dc --serial "$serial" --reason keyCompromise --wait
 expect "event 3032 (RevokeDigicertRequest)" "key_compromise" grep '"id":3032,' "$ops"

@@ -244,9 +244,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def authenticated(self):
         key = self.headers.get("x-api-key")
         if key is not None and self.server.state.api_key and key == self.server.state.api_key:
+            self.count("auth:api_key")
             return True
         try:
             if self.connection.getpeercert():
+                self.count("auth:client_certificate")
                 return True
         except (AttributeError, ValueError):
             pass
