@@ -254,6 +254,13 @@ expect "503 twice: the job is retried and succeeds" "succeeded" \
 expect "event 408 (CA unreachable) for the 503" "HTTP 503" grep '"id":408,' "$admin"
 expect "... and 1051 for each failed attempt of the job" "^2$" events_of 1051 failing-1
 
+fault '{"mode":"hang","count":1,"seconds":8}'
+expect "an answer slower than timeout_seconds: retried, then succeeds" "succeeded" \
+  cc submit pkcs --subject "CN=Slow" --device-key "$work/device.pub" --id slow-1 --wait
+expect "... after one failed attempt (1051) and a 408 for it" "^1 1$" bash -c "
+  echo \$(grep '\"id\":1051,' '$ops' | grep -c slow-1) \$(grep '\"id\":408,' '$admin' | grep -c slow-1)"
+fault '{"mode":"none"}'
+
 # ---- CA down, malformed and oversized answers ------------------------------------------------------
 expect "CA down: the job fails as unavailable after its retries" '"code":"unavailable"' \
   cc submit pkcs --subject "CN=Heidi" --device-key "$work/device.pub" --ca down --id down-1 --wait
@@ -267,6 +274,9 @@ out=$(cc submit pkcs --subject "CN=Judy" --device-key "$work/device.pub" --id ov
 expect "an oversized answer (8 MiB > max_response_bytes): the job fails as unavailable" '"code":"unavailable"' echo "$out"
 expect "... and event 408 says so" "oversized-1" grep '"id":408,' "$admin"
 fault '{"mode":"none"}'
+
+expect "ca export prints the chain DigiCert returned (issuing CA first)" "Stand-in DigiCert Issuing CA" bash -c "
+  '$bin' ca export --config '$work/c.toml' --name dc | openssl x509 -noout -subject"
 
 # ---- revoke --------------------------------------------------------------------------------------------
 serial=$(openssl x509 -in "$work/alice.pem" -noout -serial | cut -d= -f2 | sed 's/^0*//')  # openssl pads to whole bytes
