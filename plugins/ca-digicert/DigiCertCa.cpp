@@ -828,7 +828,14 @@ std::string DigiCertCa::query(const std::string& request_json) {
     const json::object& req = parsed.get_object();
     const std::string op = str(req, "op");
     if (op == "certificate") return certificate(str(req, "serial"));
-    if (op == "crl") return crl();
+    if (op == "crl") {
+        // The issuing CA's CRL only: DigiCert publishes its roots' CRLs itself.
+        if (const std::string level = str(req, "level", "issuing"); level != "issuing")
+            throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ +
+                                                   "' serves only its issuing CA's CRL (DigiCert ONE publishes the " +
+                                                   printable(level, 20) + " CRL at its own distribution point)");
+        return crl();
+    }
     if (op == "health") return health();
     throw sdk::Error(CC_ERR_NOT_SUPPORTED,
                      "CA '" + name_ + "' answers no query '" + printable(op, 60) + "' (known: certificate, crl, health)");
