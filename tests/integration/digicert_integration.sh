@@ -227,6 +227,7 @@ expect "ABI: the CRL from the CDP of the issued certificates lists it" "$pat" ba
   '$driver' '$plugins/ca-digicert.so' '$work/abi' abi '$(section)' query '{\"op\":\"crl\"}' |
     $py -c 'import json,sys,base64; sys.stdout.buffer.write(base64.b64decode(json.loads(sys.stdin.read()[3:])[\"crl_der\"]))' |
     openssl crl -inform DER -noout -text"
+expect "ABI: the root CRL is not served as if it were the issuing CA's" "error not_found" abi query '{"op":"crl","level":"root"}'
 expect "ABI: an unknown reason is refused" "error invalid_argument unknown revocation reason" \
   abi revoke "{\"serial\":\"$pat\",\"reason\":\"sometimes\"}"
 
