@@ -1,8 +1,8 @@
 // A minimal host for one CA plugin call sequence, for digicert_integration.sh: loads the plugin
 // file through its two exports (as host/plugins/PluginLoader does), opens one CA with a JSON
 // section, and runs each OP REQUEST_JSON pair in order through the plugin's C ABI (cc_ca_api).
-// It exists because the PKCS feature does not yet repeat an issue that answered PENDING, so the
-// plugin's "same request id again → certificate-pickup" path cannot be reached through the daemon.
+// It checks the plugin call by call (pending, pending again, approved, denied with the same request
+// id; lookup, CRL, health) without waiting for job leases, and across process restarts.
 //
 // usage: digicert_abi_driver PLUGIN_FILE STATE_DIR CA_NAME SECTION_JSON OP REQUEST_JSON [OP REQUEST_JSON ...]
 //   OP: issue | revoke | query | describe (REQUEST_JSON ignored for describe)
