@@ -264,15 +264,16 @@ DigiCertCa::DigiCertCa(std::string name, const json::object& config, const fs::p
 
     http::Settings settings;
     try {
-        settings = http::settings_from_config(config);
+        settings = http::settings_from_config(config, "ca." + name_);  // errors name ca.<name>.<key>
     } catch (const sdk::Error& e) {
-        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, prefix + e.what());
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, e.what());
     } catch (const std::exception& e) {
         throw sdk::Error(CC_ERR_INVALID_ARGUMENT, prefix + e.what());
     }
 
     api_key_file_ = str(config, "api_key_file");
     if (!api_key_file_.empty()) {
+        if (api_key_file_.front() != '/') throw bad("api_key_file", "expected an absolute path, got '" + api_key_file_ + "'");
         std::string key;
         try {
             key = crypto::read_file(api_key_file_, "DigiCert API key file");
