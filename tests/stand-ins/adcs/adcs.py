@@ -404,8 +404,10 @@ NS = {
     "enr": "http://schemas.microsoft.com/windows/pki/2009/01/enrollment",
     "w": "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd",
     "rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
-    "s12": "http://www.w3.org/2003/05/soap-envelope",
+    "auth": "http://schemas.xmlsoap.org/ws/2006/12/authorization",
 }
+# WS-Management (DSP0226 1.0, as WinRM speaks it) uses the 2004/08 addressing namespace.
+WSMAN_NS = dict(NS, a="http://schemas.xmlsoap.org/ws/2004/08/addressing")
 WSTEP_ISSUE = "http://docs.oasis-open.org/ws-sx/ws-trust/200512/Issue"
 WSTEP_QUERY = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment/QueryTokenStatus"
 X509V3 = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-x509-token-profile-1.0#X509v3"
@@ -478,14 +480,14 @@ WSMAN_SHELL_CMD = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
 
 
 def wsman_envelope(action, relates_to, body):
-    return f"""<s:Envelope xml:lang="en-US" xmlns:s="{NS['s']}" xmlns:a="{NS['a']}" xmlns:x="http://schemas.xmlsoap.org/ws/2004/09/transfer" xmlns:w="{NS['w']}" xmlns:rsp="{NS['rsp']}" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd">
+    return f"""<s:Envelope xml:lang="en-US" xmlns:s="{NS['s']}" xmlns:a="{WSMAN_NS['a']}" xmlns:x="http://schemas.xmlsoap.org/ws/2004/09/transfer" xmlns:w="{NS['w']}" xmlns:rsp="{NS['rsp']}" xmlns:p="http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd">
 <s:Header><a:Action>{action}</a:Action><a:MessageID>uuid:{uuid.uuid4()}</a:MessageID><a:To>http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</a:To><a:RelatesTo>{html.escape(relates_to)}</a:RelatesTo></s:Header>
 <s:Body>{body}</s:Body>
 </s:Envelope>"""
 
 
 def wsman_fault(relates_to, code, text):
-    return f"""<s:Envelope xml:lang="en-US" xmlns:s="{NS['s']}" xmlns:a="{NS['a']}" xmlns:w="{NS['w']}">
+    return f"""<s:Envelope xml:lang="en-US" xmlns:s="{NS['s']}" xmlns:a="{WSMAN_NS['a']}" xmlns:w="{NS['w']}">
 <s:Header><a:Action>http://schemas.dmtf.org/wbem/wsman/1/wsman/fault</a:Action><a:RelatesTo>{html.escape(relates_to)}</a:RelatesTo></s:Header>
 <s:Body><s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>w:{code}</s:Value></s:Subcode></s:Code>
 <s:Reason><s:Text xml:lang="en-US">{html.escape(text, quote=False)}</s:Text></s:Reason></s:Fault></s:Body>
@@ -778,11 +780,10 @@ class Handler(BaseHTTPRequestHandler):
             x509.load_der_x509_csr(der)
         except Exception:
             return self.send(500, wstep_fault(message_id, hresult("8009310b"), None), ctype)
+        # Request attributes travel as WS-Authorization AdditionalContext items (MS-WSTEP 2.2.9).
         attributes = {}
-        for attr in rst.findall(".//{http://schemas.microsoft.com/windows/pki/2009/01/enrollment}Attribute"):
-            n = attr.findtext("{http://schemas.microsoft.com/windows/pki/2009/01/enrollment}Name", "")
-            v = attr.findtext("{http://schemas.microsoft.com/windows/pki/2009/01/enrollment}Value", "")
-            attributes[n.strip().lower()] = v.strip()
+        for item in rst.findall(".//auth:AdditionalContext/auth:ContextItem", NS):
+            attributes[(item.get("Name") or "").strip().lower()] = (item.findtext("auth:Value", "", NS) or "").strip()
         template = attributes.get("certificatetemplate", "")
         req = ca.new_request(der, template, attributes)
         with ca.lock:
@@ -799,11 +800,11 @@ class Handler(BaseHTTPRequestHandler):
             env = ET.fromstring(self.body)
         except ET.ParseError:
             return self.send(400, "", "text/html")
-        action = env.findtext(".//a:Action", "", NS)
-        mid = env.findtext(".//a:MessageID", "", NS)
-        resource = env.findtext(".//w:ResourceURI", "", NS)
+        action = env.findtext(".//a:Action", "", WSMAN_NS)
+        mid = env.findtext(".//a:MessageID", "", WSMAN_NS)
+        resource = env.findtext(".//w:ResourceURI", "", WSMAN_NS)
         shell_id = None
-        for sel in env.findall(".//w:SelectorSet/w:Selector", NS):
+        for sel in env.findall(".//w:SelectorSet/w:Selector", WSMAN_NS):
             if sel.get("Name") == "ShellId":
                 shell_id = sel.text
         if resource != WSMAN_SHELL_CMD:
@@ -817,14 +818,14 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(500, wsman_fault(mid, "InvalidSelectors", "The WS-Management service cannot process the request because the request contained invalid selectors for the resource."), ctype)
         shell = self.st.shells[shell_id]
         if action == "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command":
-            line = (env.findtext(".//rsp:CommandLine/rsp:Command", "", NS) + " " +
-                    " ".join(a.text or "" for a in env.findall(".//rsp:CommandLine/rsp:Arguments", NS))).strip()
+            line = (env.findtext(".//rsp:CommandLine/rsp:Command", "", WSMAN_NS) + " " +
+                    " ".join(a.text or "" for a in env.findall(".//rsp:CommandLine/rsp:Arguments", WSMAN_NS))).strip()
             cid = str(uuid.uuid4()).upper()
             shell[cid] = self.run_command(line)
             body = f"<rsp:CommandResponse><rsp:CommandId>{cid}</rsp:CommandId></rsp:CommandResponse>"
             return self.send(200, wsman_envelope("http://schemas.microsoft.com/wbem/wsman/1/windows/shell/CommandResponse", mid, body), ctype)
         if action == "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Receive":
-            stream = env.find(".//rsp:Receive/rsp:DesiredStream", NS)
+            stream = env.find(".//rsp:Receive/rsp:DesiredStream", WSMAN_NS)
             cid = stream.get("CommandId") if stream is not None else None
             if cid not in shell:
                 return self.send(500, wsman_fault(mid, "InvalidParameter", "The parameter is incorrect."), ctype)
