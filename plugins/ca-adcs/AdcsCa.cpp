@@ -368,7 +368,7 @@ void AdcsCa::denied(const std::string& request_id, const std::string& ca_request
 }
 
 std::string AdcsCa::answer(const RequestRecord& r, bool already_issued) const {
-    return json::serialize(json::object{{"serial", r.serial},
+    return json::serialize(json::object{{"serial", crypto::serial_hex(crypto::load_certificate(r.certificate_pem).get())},
                                         {"certificate_pem", r.certificate_pem},
                                         {"chain_pem", r.chain_pem},
                                         {"subject", r.subject},
@@ -388,7 +388,7 @@ RequestRecord AdcsCa::record_issued(RequestRecord r, const Issued& issued) {
     }
     r.status = "issued";
     r.message = "Issued";
-    r.serial = crypto::serial_hex(cert.get());
+    r.serial = canonical_serial(crypto::serial_hex(cert.get()));  // the table's key: no leading zeros
     r.certificate_pem = crypto::certificate_pem(cert.get());
     r.chain_pem = issued.chain_pem.empty() ? chain_pem(r.request_id) : issued.chain_pem;
     r.subject = crypto::name_string(X509_get_subject_name(cert.get()));
