@@ -64,6 +64,10 @@ template = "Approval"
 template = "Refused"
 [ca.$1.profiles.unknown]
 template = "NoSuchTemplate"
+[ca.$1.profiles.sanattr]
+template = "User"
+attributes = ["ccm:device01.corp.test"]
+san_attribute = true
 TOML
 }
 
@@ -161,6 +165,12 @@ check "issued through certsrv with Basic (a CA offering only Basic)" pkcs bob ba
 check "bob verifies against that stand-in's CA" bash -c \
   "cat '$work/basiconly-ca/issuing.pem' '$work/basiconly-ca/root.pem' >'$work/b-chain.pem' && openssl verify -CAfile '$work/b-chain.pem' '$work/bob.pem'"
 
+# ---- request attributes: extra ones, and the CSR's SANs as san: (EDITF_ATTRIBUTESUBJECTALTNAME2) ------
+check "a profile with attributes and san_attribute issues" cc submit pkcs --subject CN=dave --san dns:dave.corp.test \
+  --san email:dave@corp.test --key-type p256 --device-key "$work/device.pub" --ca corp --profile sanattr --wait
+expect "AD CS received CertAttrib with the extra attribute and san:dns=..&email=.." '"san": "dns=dave.corp.test&email=dave@corp.test"' bash -c \
+  "curl -sf --cacert '$work/tls.crt' 'https://127.0.0.1:$P/_control/requests' | $py -c 'import json,sys; [print(json.dumps(r[\"attributes\"], sort_keys=True)) for r in json.load(sys.stdin)]' | grep '\"ccm\": \"device01.corp.test\"'"
+
 # ---- dispositions ------------------------------------------------------------------------------
 pkcs refused corp refused
 expect "a template the account may not enroll: denied with AD CS's disposition message" "0x80094012" cat "$work/refused.out"
@@ -168,7 +178,7 @@ pkcs unknowntpl corp unknown
 expect "an unknown template: AD CS's 0x80094800 message" "not supported by the Active Directory Certificate Services policy: NoSuchTemplate" \
   cat "$work/unknowntpl.out"
 expect "denials are event 407 with the message" "0x80094800" bash -c "grep '\"id\":407,' '$work/log/operational.jsonl'"
-expect "an unknown profile names the configured ones" "profiles: approval, refused, unknown, user" \
+expect "an unknown profile names the configured ones" "profiles: approval, refused, sanattr, unknown, user" \
   "$bin" submit pkcs --subject CN=x --key-type p256 --device-key "$work/device.pub" --ca corp --profile nosuch --wait --config "$work/c.toml"
 
 # Pending: the request waits for a CA manager. The job fails as pending (event 406 with the AD CS
