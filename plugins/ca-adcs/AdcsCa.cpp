@@ -435,7 +435,7 @@ std::string AdcsCa::issue(const std::string& request_json) {
         const Issued issued =
             r->via == "wstep"
                 ? wstep_call(
-                      request_id,
+                      request_id, r->profile,
                       wstep_envelope(std::string("<wst:RequestSecurityToken xmlns:wst=\"") + kNsTrust + "\"><wst:TokenType>" +
                                      kTokenX509 +
                                      "</wst:TokenType><wst:RequestType>http://schemas.microsoft.com/windows/pki/"
@@ -493,7 +493,7 @@ std::string AdcsCa::issue(const std::string& request_json) {
                                 "EncodingType=\"" +
                                 kBase64Binary + "\">" + crypto::base64_encode(csr_der) + "</wsse:BinarySecurityToken>" + context +
                                 "</wst:RequestSecurityToken>";
-        issued = wstep_call(request_id, wstep_envelope(rst), "");
+        issued = wstep_call(request_id, p.name, wstep_envelope(rst), "");
     } else {
         record.via = "certsrv";
         issued = certsrv_submit(request_id, profile->second, csr_pem);
@@ -630,7 +630,7 @@ std::string AdcsCa::wstep_envelope(const std::string& rst) const {
            "</s:Header><s:Body>" + rst + "</s:Body></s:Envelope>";
 }
 
-AdcsCa::Issued AdcsCa::wstep_call(const std::string& request_id, const std::string& body,
+AdcsCa::Issued AdcsCa::wstep_call(const std::string& request_id, const std::string& profile, const std::string& body,
                                   const std::string& known_ca_request_id) {
     http::Request request;
     request.method = "POST";
@@ -686,7 +686,7 @@ AdcsCa::Issued AdcsCa::wstep_call(const std::string& request_id, const std::stri
         // No certificate: the request waits for a CA manager (MS-WSTEP; what cepces polls).
         RequestRecord r =
             store_->find(request_id)
-                .value_or(RequestRecord{request_id, ca_request_id, "wstep", "", "", "", "", "", "", "", "", "", "", ""});
+                .value_or(RequestRecord{request_id, ca_request_id, "wstep", profile, "", "", "", "", "", "", "", "", "", ""});
         r.ca_request_id = ca_request_id;
         r.via = "wstep";
         if (r.status != "pending") {
@@ -727,7 +727,7 @@ AdcsCa::Issued AdcsCa::wstep_call(const std::string& request_id, const std::stri
         }
     }
     if (auto r = store_->find(request_id); !r) {
-        store_->put(RequestRecord{request_id, ca_request_id, "wstep", "", "submitted", "", "", "", "", "", "", "", "", ""});
+        store_->put(RequestRecord{request_id, ca_request_id, "wstep", profile, "submitted", "", "", "", "", "", "", "", "", ""});
     } else if (r->ca_request_id != ca_request_id) {
         r->ca_request_id = ca_request_id;
         store_->put(*r);
@@ -742,7 +742,7 @@ AdcsCa::Issued AdcsCa::wstep_call(const std::string& request_id, const std::stri
 // ---- revoke (WinRM: certutil -revoke on the CA) -----------------------------------------------
 
 std::string AdcsCa::winrm_call(const std::string& action, const std::string& shell_id, const std::string& body,
-                               const std::string& options) {
+                               const std::string& options, bool receive) {
     const std::string envelope =
         std::string("<s:Envelope xmlns:s=\"") + kNsSoap +
         "\" xmlns:a=\"http://schemas.xmlsoap.org/ws/2004/08/addressing\" "
@@ -767,6 +767,10 @@ std::string AdcsCa::winrm_call(const std::string& action, const std::string& she
     request.body = envelope;
     const http::Response response = perform(request, "", *winrm_, "WinRM at " + host_of(winrm_url_));
     if (const auto fault = element(response.body, "Fault")) {
+        // A Receive that waited OperationTimeout without output answers w:TimedOut: ask again.
+        if (receive)
+            for (const auto& v : elements(fault->content, "Value", 4))
+                if (xml_text(v.content).find("TimedOut") != std::string::npos) return {};
         const auto text = element(fault->content, "Text");
         throw sdk::Error(CC_ERR_UNAVAILABLE, "CA '" + name_ + "': WinRM at " + host_of(winrm_url_) + " answered a fault: " +
                                                  (text ? html_text(xml_text(text->content), 300) : std::string("(no reason)")));
@@ -808,7 +812,8 @@ std::string AdcsCa::winrm_run(const std::string& command_line, int& exit_code) {
         for (int round = 0; round < 30 && !done; ++round) {
             const std::string received = winrm_call(std::string(kWsmanShell) + "/Receive", shell_id,
                                                     "<rsp:Receive><rsp:DesiredStream CommandId=\"" + xml_escape(command_id) +
-                                                        "\">stdout stderr</rsp:DesiredStream></rsp:Receive>");
+                                                        "\">stdout stderr</rsp:DesiredStream></rsp:Receive>",
+                                                    {}, true);
             for (const auto& stream : elements(received, "Stream", 64)) {
                 const std::string b64 = xml_text(stream.content);
                 if (b64.empty()) continue;

@@ -45,11 +45,12 @@ private:
     Issued certsrv_submit(const std::string& request_id, const Profile& profile, const std::string& csr_pem);
     Issued certsrv_fetch(const std::string& request_id, const std::string& ca_request_id);
     // MS-WSTEP
-    Issued wstep_call(const std::string& request_id, const std::string& body, const std::string& known_ca_request_id);
+    Issued wstep_call(const std::string& request_id, const std::string& profile, const std::string& body,
+                      const std::string& known_ca_request_id);
     std::string wstep_envelope(const std::string& rst) const;
     // WinRM
     std::string winrm_call(const std::string& action, const std::string& shell_id, const std::string& body,
-                           const std::string& options = {});
+                           const std::string& options = {}, bool receive = false);
     std::string winrm_run(const std::string& command_line, int& exit_code);
 
     http::Response perform(const http::Request& request, const std::string& request_id, const http::Client& client,

@@ -489,7 +489,7 @@ def wsman_envelope(action, relates_to, body):
 def wsman_fault(relates_to, code, text):
     return f"""<s:Envelope xml:lang="en-US" xmlns:s="{NS['s']}" xmlns:a="{WSMAN_NS['a']}" xmlns:w="{NS['w']}">
 <s:Header><a:Action>http://schemas.dmtf.org/wbem/wsman/1/wsman/fault</a:Action><a:RelatesTo>{html.escape(relates_to)}</a:RelatesTo></s:Header>
-<s:Body><s:Fault><s:Code><s:Value>s:Sender</s:Value><s:Subcode><s:Value>w:{code}</s:Value></s:Subcode></s:Code>
+<s:Body><s:Fault><s:Code><s:Value>s:{"Receiver" if code == "TimedOut" else "Sender"}</s:Value><s:Subcode><s:Value>w:{code}</s:Value></s:Subcode></s:Code>
 <s:Reason><s:Text xml:lang="en-US">{html.escape(text, quote=False)}</s:Text></s:Reason></s:Fault></s:Body>
 </s:Envelope>"""
 
@@ -524,6 +524,7 @@ class State:
         self.mode = "normal"
         self.delay = 0.0
         self.shells = {}  # shell id -> {command id -> (exit, stdout, stderr)}
+        self.receive_timeouts = 0  # Receives to answer with w:TimedOut first (a slow command)
         self.log = []
 
 
@@ -829,6 +830,9 @@ class Handler(BaseHTTPRequestHandler):
             cid = stream.get("CommandId") if stream is not None else None
             if cid not in shell:
                 return self.send(500, wsman_fault(mid, "InvalidParameter", "The parameter is incorrect."), ctype)
+            if self.st.receive_timeouts > 0:
+                self.st.receive_timeouts -= 1
+                return self.send(500, wsman_fault(mid, "TimedOut", "The WS-Management service cannot complete the operation within the time specified in OperationTimeout."), ctype)
             code, out, err = shell[cid]
             enc = lambda s: base64.b64encode(s.encode("utf-8")).decode()
             body = (f"<rsp:ReceiveResponse>"
@@ -900,6 +904,9 @@ class Handler(BaseHTTPRequestHandler):
             self.st.mode = q("set", "normal")
             self.st.delay = float(q("seconds", "0") or 0)
             return self.send(200, f"mode {self.st.mode}\n", "text/plain")
+        if what == "winrm":
+            self.st.receive_timeouts = int(q("receive_timeouts", "0") or 0)
+            return self.send(200, "ok\n", "text/plain")
         if what == "requests":
             with ca.lock:
                 out = [{"id": r["id"], "status": r["status"], "template": r["template"], "message": r["message"],
