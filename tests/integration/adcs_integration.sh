@@ -157,11 +157,14 @@ check "the chain came from certcarc.asp + certnew.p7b (ca export prints issuing 
   cc ca export --name corp >'$work/exported.pem' && diff <(openssl x509 -in '$work/exported.pem' -noout -subject) \
     <(openssl x509 -in '$work/main-ca/issuing.pem' -noout -subject) && grep -c BEGIN '$work/exported.pem' | grep -qx 2"
 expect "event 405 names the AD CS request id" '"ca_request_id":"' bash -c "grep '\"id\":405,' '$work/log/operational.jsonl'"
+expect "the enrollment account logged on with NTLMv2 (verified by the stand-in)" 'ntlmv2 logon CORP.svc-enroll' \
+  curl -sf --cacert "$work/tls.crt" "https://127.0.0.1:$P/_control/log"
 expect "certsrv saw a browser User-Agent" "UA=Mozilla/5.0" curl -sf --cacert "$work/tls.crt" "https://127.0.0.1:$P/_control/log"
 serial_alice=$(openssl x509 -in "$work/alice.pem" -noout -serial | cut -d= -f2 | sed 's/^0*//')
 
 # ---- Basic -----------------------------------------------------------------------------------
 check "issued through certsrv with Basic (a CA offering only Basic)" pkcs bob basic user
+expect "... logged on with Basic" 'basic logon CORP.svc-enroll' curl -sf --cacert "$work/tls.crt" "https://127.0.0.1:$B/_control/log"
 check "bob verifies against that stand-in's CA" bash -c \
   "cat '$work/basiconly-ca/issuing.pem' '$work/basiconly-ca/root.pem' >'$work/b-chain.pem' && openssl verify -CAfile '$work/b-chain.pem' '$work/bob.pem'"
 
@@ -273,6 +276,8 @@ expect "CES pending: the RequestID from the response" "pending approval at CA 'c
 ctl "$P" "winrm?receive_timeouts=2" >/dev/null  # certutil slow to answer: two Receives time out first
 expect "revoke alice through WinRM (certutil -revoke on the CA; Receive retried after w:TimedOut)" "succeeded" \
   cc submit revoke --ca corp --serial "$serial_alice" --reason keyCompromise --wait
+expect "WinRM logged on as the revocation account (NTLMv2)" 'ntlmv2 logon CORP.svc-camanager' \
+  curl -sf --cacert "$work/tls.crt" "https://127.0.0.1:$P/_control/log"
 expect "WinRM ran certutil with the CA config string" 'certutil -config "ca01.corp.test\\Stand-in Issuing CA" -revoke '"$serial_alice"' 1' \
   curl -sf --cacert "$work/tls.crt" "https://127.0.0.1:$P/_control/log"
 check "the CA's CRL (its CDP) lists alice: openssl verify -crl_check says revoked" bash -c "

@@ -574,6 +574,7 @@ class Handler(BaseHTTPRequestHandler):
             d, u = split_account(user)
             for ad, au, ap in accounts:
                 if u.lower() == au.lower() and (not d or d.lower() == ad.lower()) and hmac.compare_digest(password, ap):
+                    self.st.log.append(f"basic logon {ad}\\{au}")
                     return f"{ad}\\{au}"
             self.st.log.append(f"basic logon failure for {user}")
         elif scheme == "ntlm" and "ntlm" in self.st.auth_schemes:
@@ -590,6 +591,7 @@ class Handler(BaseHTTPRequestHandler):
             if kind == 3 and getattr(self, "ntlm_challenge", None):
                 try:
                     who = ntlm_verify(msg, self.ntlm_challenge, accounts)
+                    self.st.log.append(f"ntlmv2 logon {who}")
                     self.ntlm_user = who
                     return who
                 except (ValueError, PermissionError, struct.error) as e:
