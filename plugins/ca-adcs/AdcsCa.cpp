@@ -734,7 +734,14 @@ AdcsCa::Issued AdcsCa::wstep_call(const std::string& request_id, const std::stri
     }
     if (!issued.chain_pem.empty()) {
         std::lock_guard lock(chain_mutex_);
-        if (chain_pem_.empty()) chain_pem_ = issued.chain_pem;
+        if (chain_pem_.empty()) {
+            chain_pem_ = issued.chain_pem;
+            try {
+                crypto::write_file_atomic(chain_file_, chain_pem_, 0644);  // for describe after a restart
+            } catch (const std::exception&) {
+                // only a cache
+            }
+        }
     }
     return issued;
 }
