@@ -231,14 +231,7 @@ AdcsCa::AdcsCa(std::string name, const json::object& config, const fs::path& dir
         }
     if (profiles_.empty()) bad("profiles", "expected at least one [ca." + name_ + ".profiles.<name>] table with a template");
 
-    http::Settings settings;
-    try {
-        settings = http::settings_from_config(config);
-    } catch (const sdk::Error& e) {
-        throw sdk::Error(e.code(), prefix + e.what());
-    } catch (const std::exception& e) {
-        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, prefix + e.what());
-    }
+    http::Settings settings = http::settings_from_config(config, "ca." + name_);
     settings.user_agent = str(config, "user_agent", kBrowserAgent);
     client_ = std::make_unique<http::Client>(std::move(settings));
 
@@ -250,12 +243,7 @@ AdcsCa::AdcsCa(std::string name, const json::object& config, const fs::path& dir
         section.erase("winrm_url");
         if (!section.contains("ca_file") && config.contains("ca_file")) section["ca_file"] = config.at("ca_file");
         if (!section.contains("auth")) section["auth"] = "ntlm";
-        http::Settings ws;
-        try {
-            ws = http::settings_from_config(section);
-        } catch (const std::exception& e) {
-            throw sdk::Error(CC_ERR_INVALID_ARGUMENT, prefix + "revocation." + e.what());
-        }
+        http::Settings ws = http::settings_from_config(section, "ca." + name_ + ".revocation");
         if (ws.username.empty()) bad("revocation.username", "expected the account holding Issue and Manage Certificates");
         if (ws.auth != http::Auth::basic && ws.auth != http::Auth::ntlm && ws.auth != http::Auth::negotiate)
             bad("revocation.auth", "expected basic, ntlm or negotiate");

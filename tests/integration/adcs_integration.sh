@@ -80,6 +80,7 @@ log_dir = "log"
 [jobs]
 concurrency = 4
 max_attempts = 2
+lease_seconds = 10
 retry_initial_ms = 200
 retry_max_ms = 400
 [tenant]
@@ -186,9 +187,8 @@ expect "an unknown profile names the configured ones" "profiles: approval, refus
 
 # Pending: the request waits for a CA manager. The job fails as pending (event 406 with the AD CS
 # request id); the manager then approves or denies at the CA.
-# Through the daemon: the job meets PENDING. Whether the pkcs feature then polls (the same request
-# id again, so the plugin asks AD CS with the stored request id) or ends the job as pending is
-# the feature's choice; both are accepted here, and the plugin's polling is checked directly below.
+# Through the daemon: the job meets PENDING, frees its worker, and runs again when its lease returns
+# it (lease_seconds = 10) with the same request id: the plugin asks AD CS with the stored request id.
 cc submit pkcs --subject CN=waiting --key-type p256 --device-key "$work/device.pub" --ca corp --profile approval \
   --id job-waiting >/dev/null 2>&1
 expect_within 20 "a template needing approval: event 406 for the job, with the AD CS request id" '"ca_request_id":"[0-9]' bash -c \
@@ -197,20 +197,24 @@ rid=$(grep '"id":406,' "$work/log/operational.jsonl" | grep job-waiting | head -
 expect "the stand-in holds that request as pending" '"status": "pending"' bash -c \
   "curl -sf --cacert '$work/tls.crt' 'https://127.0.0.1:$P/_control/requests' | $py -c 'import json,sys; print([json.dumps(r) for r in json.load(sys.stdin) if r[\"id\"]==int(sys.argv[1])])' '$rid'"
 check "the CA manager approves it" ctl "$P" "approve?ReqID=$rid"
-expect_within 60 "the job ends: issued once approved (pkcs polls) or failed naming the pending AD CS request (pkcs ends at PENDING)" \
-  "\"status\":\"succeeded\"\|pending approval at CA 'corp' (AD CS request id $rid)" cc job show job-waiting
-if cc job show job-waiting | grep -q '"status":"succeeded"'; then
-  check "... and the polled certificate verifies against the CA" bash -c "
-    '$bin' job show job-waiting --config '$work/c.toml' | $py -c 'import json,sys; print(json.load(sys.stdin)[\"result\"][\"certificate_pem\"], end=\"\")' >'$work/waiting.pem' &&
-    openssl verify -CAfile '$work/main-chain.pem' '$work/waiting.pem'"
-else
-  echo "note - the pkcs feature ended job-waiting at PENDING (it does not poll); polling is checked through the C ABI below"
-fi
+expect_within 60 "the job's next run (its lease returned it) polls AD CS and gets the approved certificate" '"status":"succeeded"' \
+  cc job show job-waiting
+check "... which verifies against the CA" bash -c "
+  '$bin' job show job-waiting --config '$work/c.toml' | $py -c 'import json,sys; print(json.load(sys.stdin)[\"result\"][\"certificate_pem\"], end=\"\")' >'$work/waiting.pem' &&
+  openssl verify -CAfile '$work/main-chain.pem' '$work/waiting.pem'"
+expect "... and AD CS got one submission for it, not one per run" "^1$" bash -c \
+  "curl -sf --cacert '$work/tls.crt' 'https://127.0.0.1:$P/_control/requests' | $py -c 'import json,sys; print(sum(1 for r in json.load(sys.stdin) if r[\"template\"]==\"Approval\"))'"
+cc submit pkcs --subject CN=refusedlater --key-type p256 --device-key "$work/device.pub" --ca corp --profile approval \
+  --id job-refusedlater >/dev/null 2>&1
+expect_within 20 "another approval request waits (event 406)" '"ca_request_id":"[0-9]' bash -c \
+  "grep '\"id\":406,' '$work/log/operational.jsonl' | grep job-refusedlater"
+rid=$(grep '"id":406,' "$work/log/operational.jsonl" | grep job-refusedlater | head -1 | grep -o '"ca_request_id":"[0-9]*' | grep -o '[0-9]*$')
+check "the CA manager denies it" ctl "$P" "deny?ReqID=$rid&message=Denied%20by%20CORP%5Cca-manager%3A%20not%20this%20device"
+expect_within 60 "the job's next run ends it denied, with the manager's disposition message" 'not this device' cc job show job-refusedlater
 
-# Issuing again with the same request id polls AD CS with the stored request id (certnew.cer?ReqID=
-# or QueryTokenStatus) and never submits twice. The pkcs feature ends a job at its first PENDING
-# answer today, so these calls go through the C ABI with adcs_poll_driver, as the host makes them
-# (a new process each time: the request table survives restarts).
+# The same through the C ABI, call by call (adcs_poll_driver, as the host makes them, a new process
+# each time: the request table survives restarts): pending, approved or denied, Web Enrollment
+# (certnew.cer?ReqID=) and CES (QueryTokenStatus), never a second submission.
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$work/poll.key" -subj /CN=polled \
   -out "$work/poll.csr" 2>/dev/null
 section() {  # section URL-KEY URL AUTH -> a [ca.*] section as the host passes it (JSON)
@@ -282,8 +286,13 @@ check "issued through CES (RequestSecurityToken with the PKCS#10)" pkcs carol ce
 check "carol verifies against the CA" openssl verify -CAfile "$work/main-chain.pem" "$work/carol.pem"
 pkcs cesdenied ces refused
 expect "CES denial: the CertificateEnrollmentWSDetail fault's message and error code" "0x80094012" cat "$work/cesdenied.out"
-pkcs cespending ces approval job-cespending
-expect "CES pending: the RequestID from the response" "pending approval at CA 'ces' (AD CS request id" cat "$work/cespending.out"
+cc submit pkcs --subject CN=cespending --key-type p256 --device-key "$work/device.pub" --ca ces --profile approval \
+  --id job-cespending >/dev/null 2>&1
+expect_within 20 "CES pending: event 406 with the RequestID from the response" '"ca_request_id":"[0-9]' bash -c \
+  "grep '\"id\":406,' '$work/log/operational.jsonl' | grep job-cespending"
+cesrid=$(grep '"id":406,' "$work/log/operational.jsonl" | grep job-cespending | head -1 | grep -o '"ca_request_id":"[0-9]*' | grep -o '[0-9]*$')
+check "the CA manager approves CES request $cesrid" ctl "$P" "approve?ReqID=$cesrid"
+expect_within 60 "CES: the job's next run asks QueryTokenStatus and gets the approved certificate" '"status":"succeeded"' cc job show job-cespending
 
 # ---- revocation through WinRM ------------------------------------------------------------------------
 ctl "$P" "winrm?receive_timeouts=2" >/dev/null  # certutil slow to answer: two Receives time out first

@@ -1,7 +1,7 @@
 // adcs_poll_driver: loads a CA plugin (.so) through the C ABI exactly as the host does, opens one
 // CA section and runs CA calls in order, printing each answer. The adcs integration script uses
-// it for what no shipped feature does yet: issuing again with the request id of a request AD CS
-// held pending (the pkcs feature ends a job at its first PENDING answer today).
+// it to drive the plugin call by call (issue again with the request id of a pending request,
+// queries for certificates, the CRL and health) with a new process each time.
 //
 // usage: adcs_poll_driver PLUGIN.so STATE_DIR CA_NAME SECTION.json (issue|revoke|query|describe) REQUEST.json ...
 // Prints per call "ok <answer json>" or "error <status> <message>"; events as "event <id> <fields>".
