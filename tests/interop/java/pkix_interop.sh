@@ -35,9 +35,27 @@ public_base_url = "$base"
 validity_days = 30
 key_usage = ["digitalSignature", "keyEncipherment"]
 extended_key_usage = ["clientAuth"]
+[ca.legacy]
+plugin = "local"
+certificate = "$work/legacy/issuing.pem"
+private_key = "$work/legacy/issuing-key.pem"
+chain = "$work/legacy/root.pem"
+public_base_url = "$base"
 [revoke]
 batch_window_ms = 100
 TOML
+# A hierarchy as it was before the issuing CA carried the root's CRL distribution point (an
+# existing installation, docs/operator-guide.md): the control that shows the check matters.
+mkdir -p "$work/legacy" && (
+  cd "$work/legacy" &&
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout root-key.pem -out root.pem -days 3650 \
+    -subj "/CN=Legacy Root" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout issuing-key.pem -out issuing.csr -subj "/CN=Legacy Issuing" &&
+  printf '%s\n' "basicConstraints=critical,CA:TRUE,pathlen:0" "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid:always" >ext.cnf &&
+  openssl x509 -req -in issuing.csr -CA root.pem -CAkey root-key.pem -CAcreateserial -days 1825 -sha256 \
+    -extfile ext.cnf -out issuing.pem
+) >"$work/legacy.log" 2>&1 || { cat "$work/legacy.log"; exit 1; }
 cd "$work" || exit 1
 start_connector "$work/c.toml" || exit 1
 
@@ -46,14 +64,15 @@ openssl pkey -in "$work/device.key" -pubout -out "$work/device.pub"
 "$bin" ca export --config "$work/c.toml" --name local >"$work/chain.pem"
 openssl x509 -in "$work/chain.pem" -out "$work/issuing.pem"
 awk '/BEGIN CERT/{n++} n==2' "$work/chain.pem" >"$work/root.pem"
-issue() {
+issue() {  # issue NAME [CA]
   "$bin" submit pkcs --config "$work/c.toml" --subject "CN=$1" --key-type p256 --device-key "$work/device.pub" \
-    --wait --out "$work/$1" >/dev/null &&
+    ${2:+--ca $2} --wait --out "$work/$1" >/dev/null &&
     $py -c "import json,sys; print(json.load(open(sys.argv[1]))['result']['certificate_pem'], end='')" "$work/$1/result.json" >"$work/$1.pem"
 }
 serial() { openssl x509 -in "$work/$1.pem" -noout -serial | cut -d= -f2; }
 
-check "two leaves are issued" bash -c "$(declare -f issue); bin='$bin' work='$work' py='$py'; issue erin && issue frank"
+check "leaves are issued (two by ca local, one by ca legacy)" bash -c "$(declare -f issue); bin='$bin' work='$work' py='$py';
+  issue erin && issue frank && issue gina legacy"
 check "the root is self-signed and the issuing CA chains to it" openssl verify -CAfile "$work/root.pem" "$work/issuing.pem"
 expect "the issuing CA certificate names the root's CRL" "URI:$base/crl/local-root.crl" \
   openssl x509 -in "$work/issuing.pem" -noout -ext crlDistributionPoints
@@ -73,6 +92,15 @@ expect_within 10 "Java PKIX with CRLs only says revoked too (the issuing CA's CR
   java_check "$work/root.pem" "$work/issuing.pem" "$work/erin.pem" --no-ocsp
 expect "frank, not revoked, still validates" "^good$" \
   java_check "$work/root.pem" "$work/issuing.pem" "$work/frank.pem"
+
+# The control: an issuing CA without a distribution point (made before this version) leaves Java
+# unable to tell whether the issuing CA is revoked, though the leaf's own OCSP answer is good.
+expect "an issuing CA without the root's CRL fails Java PKIX at the issuing CA (OCSP, then CRL fallback)" \
+  "^failed: [A-Z_]* at certificate 1: " \
+  java_check "$work/legacy/root.pem" "$work/legacy/issuing.pem" "$work/gina.pem"
+expect "and with CRLs only: revocation status undetermined at the issuing CA" \
+  "^failed: UNDETERMINED_REVOCATION_STATUS at certificate 1" \
+  java_check "$work/legacy/root.pem" "$work/legacy/issuing.pem" "$work/gina.pem" --no-ocsp
 
 # The issuing CA itself revoked in the root's CRL (the ceremony after a compromise): Java finds it
 # through the issuing certificate's distribution point, so the check covers the whole chain.
