@@ -128,7 +128,7 @@ TEST_CASE("plugins and config check name a broken plugin with its reason while t
     CHECK(plugins.exit_code == 0);
     CHECK_THAT(plugins.output, Catch::Contains("broken-abi-major.so: REFUSED   plugin 'broken-abi-major'") &&
                                    Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.3"));
-    CHECK_THAT(plugins.output, Catch::Contains("fixture-ca.so: loadable  ca 'fixture' 0.3.0  SDK 1.2  released 2026-11-01"));
+    CHECK_THAT(plugins.output, Catch::Contains("fixture-ca.so: loadable  ca 'fixture' 0.3.0  SDK 1.3  released 2026-11-01"));
 
     auto as_json = run_cli({"plugins", "--dir", inst.plugins.string(), "--json"});
     REQUIRE(as_json.exit_code == 0);

@@ -222,7 +222,7 @@ TEST_CASE("status shows each CA's health from the background probe; a failing pr
     CHECK(ca_status(status, "local")->contains("checked_at"));
     CHECK(state_of("plain") == "open, no health probe");
     CHECK(state_of("flaky") == "healthy");
-    CHECK_THAT(fetch(port, "GET", "/healthz").body, Catch::Contains("\"cas\":\"ok\""));
+    CHECK(fetch(port, "GET", "/healthz").body == R"({"status":"ok","support":"supported"})");
 
     write_file(inst.marker, "down");
     REQUIRE(eventually([&] { return state_of("flaky") == "degraded"; }, std::chrono::seconds(20)));
@@ -276,7 +276,7 @@ TEST_CASE("the root CRL ceremony signs with an offline root key and can list the
     CrlPtr second = crl_of(fetch(port, "GET", "/crl/local-root.crl").body);
     REQUIRE(second);
     CHECK(crl_number(second.get()) == 2);
-    CHECK(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(second.get())) == 0);
+    CHECK(sk_X509_REVOKED_num(X509_CRL_get_REVOKED(second.get())) <= 0);  // none (-1: no list at all)
 
     // After a compromise: the root CRL lists the issuing CA.
     CertPtr issuing = cert_of(fetch(port, "GET", "/ca/local.crt").body);
