@@ -22,7 +22,7 @@ using Clock = std::chrono::system_clock;
 namespace {
 
 // Bounds on what a CA plugin may hand back: a CRL of a million entries is some 40 MB of DER.
-constexpr std::size_t kMaxAnswerBytes = std::size_t{64} * 1024 * 1024;
+constexpr std::size_t kMaxAnswerBytes = std::size_t{128} * 1024 * 1024;
 // A CRL leaves the cache this long before its nextUpdate (or a tenth of its validity, if less),
 // so relying parties never get one that expires while they hold it for max-age.
 constexpr std::chrono::seconds kNextUpdateMargin{300};

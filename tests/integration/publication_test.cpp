@@ -205,7 +205,7 @@ TEST_CASE("the host publishes each CA's CRLs and certificates with ETag and max-
     CHECK(fetch(port, "DELETE", "/ocsp/local").status == 405);
 }
 
-TEST_CASE("status shows each CA's health from the background probe; a failing probe is degraded, with event 122") {
+TEST_CASE("status shows each CA's health from the background probe, and a failing probe as degraded with event 122") {
     Installation inst;
     Daemon daemon(inst.config, inst.dir / "daemon.out");
     const auto port = static_cast<std::uint16_t>(inst.status(daemon).at("port").as_int64());
