@@ -872,7 +872,17 @@ HttpResponseMessage Connector::dispatch(const HttpRequestMessage& request, const
     }
     if (path == "/admin/command" && method == "POST") return run_command(request, principal, origin);
     // Relying parties (public): CRLs, CA certificates and OCSP of every CA, whatever its plugin.
-    if (auto published = publication_->handle(request, path, method)) return std::move(*published);
+    // A plugin built for ABI < 1.3 may still serve these paths itself (PluginRuntime::register_route):
+    // it answers where the host has nothing (404, e.g. its CA plugin has no ocsp query op).
+    if (auto published = publication_->handle(request, path, method)) {
+        if (published->result() == boost::beast::http::status::not_found)
+            if (auto legacy = runtime_->match_route(method, path)) {
+                if (!principal.holds(legacy->route->scope))
+                    return deny(principal, origin, method + " " + legacy->route->path, legacy->route->scope);
+                return call_plugin_route(*legacy, request, origin, principal);
+            }
+        return std::move(*published);
+    }
     if (auto match = runtime_->match_route(method, path)) {
         if (!principal.holds(match->route->scope))
             return deny(principal, origin, method + " " + match->route->path, match->route->scope);

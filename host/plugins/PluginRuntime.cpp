@@ -447,15 +447,30 @@ bool PluginRuntime::paths_overlap(std::string_view a, std::string_view b) {
     return !b.empty() && b.back() == '/' && a.substr(0, b.size()) == b;
 }
 
-bool PluginRuntime::reserved_path(std::string_view path) {
-    // The host's own paths, and the relying-party namespaces it publishes for every CA.
-    static constexpr std::string_view kHost[] = {"/healthz", "/status", "/admin/", "/crl/", "/ca/", "/ocsp/"};
-    for (const auto host : kHost) {
-        if (paths_overlap(path, host)) return true;
+namespace {
+
+bool overlaps_any(std::string_view path, std::initializer_list<std::string_view> namespaces) {
+    for (const auto ns : namespaces) {
+        if (PluginRuntime::paths_overlap(path, ns)) return true;
         // "/crl" (no slash) is a namespace root too: a plugin's exact "/crl" would look like ours.
-        if (host.back() == '/' && path == host.substr(0, host.size() - 1)) return true;
+        if (ns.back() == '/' && path == ns.substr(0, ns.size() - 1)) return true;
     }
     return false;
+}
+
+}  // namespace
+
+bool PluginRuntime::host_path(std::string_view path) {
+    return overlaps_any(path, {"/healthz", "/status", "/admin/"});
+}
+
+bool PluginRuntime::relying_party_path(std::string_view path) {
+    return overlaps_any(path, {"/crl/", "/ca/", "/ocsp/"});
+}
+
+bool PluginRuntime::reserved_path(std::string_view path) {
+    // The host's own paths, and the relying-party namespaces it publishes for every CA.
+    return host_path(path) || relying_party_path(path);
 }
 
 namespace {
@@ -571,7 +586,12 @@ int PluginRuntime::register_route(PluginContext& ctx, const char* method, const 
         return refuse(CC_ERR_INVALID_ARGUMENT, "route " + std::string(method) + " " + path + ": scope '" + scope_text +
                                                    "' is not lower-case letters, digits, ':', '_', '-'");
     HttpRoute route{method, path, scope_text, handler, handler_ctx};
-    if (reserved_path(route.path)) {
+    // Before 1.3 a CA plugin served relying parties itself (ca-local 0.1 registered /crl/, /ca/,
+    // /ocsp/): a plugin built for an older minor keeps doing so, behind the host's publication
+    // (used only where the host has nothing to say for that CA, e.g. no ocsp query op).
+    const bool legacy_publication =
+        ctx.identity.abi_major == 1 && ctx.identity.abi_minor < 3 && relying_party_path(route.path) && !host_path(route.path);
+    if (!legacy_publication && reserved_path(route.path)) {
         const std::string why = "path " + route.path + " is reserved for the host (/healthz, /status, /admin/, and /crl/, " +
                                 "/ca/, /ocsp/ which the host publishes for every CA)";
         ctx.route_conflict = describe(ctx.identity) + ": " + why;

@@ -218,6 +218,9 @@ public:
     /// Paths the host serves itself (/healthz, /status, /admin/, /crl/, /ca/, /ocsp/); plugins
     /// cannot register them, nor a prefix route covering them.
     static bool reserved_path(std::string_view path);
+    /// The host's own paths (/healthz, /status, /admin/) and the relying-party namespaces.
+    static bool host_path(std::string_view path);
+    static bool relying_party_path(std::string_view path);
     /// True when two routes' paths overlap: equal, or one is a prefix route ('/'-terminated)
     /// that the other lies in.
     static bool paths_overlap(std::string_view a, std::string_view b);

@@ -26,6 +26,7 @@ struct Host {
         install_fixture(plugins, "good", "fixture-echo");
         install_fixture(plugins, "broken", "broken-overlap-route");
         install_fixture(plugins, "broken", "broken-reserved-crl");
+        install_fixture(plugins, "broken", "legacy-ocsp-route");
         scan = scan_plugins(plugins, LoaderPolicy::for_service_account(""));
         write_file(dir / "c.toml", "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n");
         std::vector<ConfigProblem> problems;
@@ -104,4 +105,15 @@ TEST_CASE("the host's relying-party paths cannot be registered by plugins") {
     Host h;
     CHECK_THAT(h.init("reserved-crl"), Catch::Contains("path /crl/x.crl is reserved for the host"));
     CHECK_FALSE(h.runtime->match_route("GET", "/crl/x.crl"));
+}
+
+TEST_CASE("a plugin built for ABI 1.2 may still serve a relying-party path itself, behind the host's publication") {
+    Host h;
+    CHECK(h.init("legacy-ocsp").empty());
+    auto match = h.runtime->match_route("GET", "/ocsp/legacy");
+    REQUIRE(match);
+    CHECK(match->owner->identity().name == "legacy-ocsp");
+    // The host's own paths stay refused whatever the plugin's ABI.
+    CHECK(PluginRuntime::host_path("/status"));
+    CHECK_FALSE(PluginRuntime::host_path("/ocsp/legacy"));
 }
