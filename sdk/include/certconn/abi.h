@@ -284,9 +284,7 @@ typedef struct cc_host_services {
      * itself (/healthz, /status, /admin/..., and since 1.3 /crl/, /ca/, /ocsp/) are refused with
      * CC_ERR_CONFLICT, and so (since 1.3) is a route overlapping another plugin's (the same
      * path, or a path inside another plugin's prefix route, or a prefix covering its routes):
-     * the plugin's init then fails even if it ignores the status. A plugin built for 1.0-1.2
-     * may still register under /crl/, /ca/, /ocsp/: it answers only where the host's
-     * publication has nothing for that CA (404). */
+     * the plugin's init then fails even if it ignores the status (1.0-1.2 plugins: see sdk docs). */
     int (*http_register)(void* host_ctx, const cc_http_route* route, cc_error* error);
 
     /* Registers an administrative command. Only during init; names are unique per host. */
