@@ -101,7 +101,8 @@ int cmd_run(const ParsedOptions& o) {
         if (const toml::table* t = doc->root["update"]["pin"].as_table())
             for (const auto& [name, version] : *t)
                 if (auto v = version.value<std::string>()) pins[std::string(name.str())] = *v;
-        options = daemon_scan_options(doc->state_dir(), doc->service_account(), update::persisted_selection(doc->state_dir(), pins));
+        options =
+            daemon_scan_options(doc->state_dir(), doc->service_account(), update::persisted_selection(doc->state_dir(), pins));
         if (auto t = doc->root["update"]["probe_timeout_seconds"].value<int64_t>(); t && *t > 0)
             options->probe_timeout = std::chrono::seconds(*t);
     }
@@ -218,7 +219,20 @@ int cmd_status(const ParsedOptions& o) {
     for (const auto& c : s.at("cas").as_array())
         std::cout << " " << str(c.at("name")) << " [" << str(c.at("plugin")) << "]"
                   << (c.at("open").as_bool() ? "" : " (NOT open)");
-    std::cout << "\n  plugins:\n";
+    std::cout << "\n";
+    for (const auto& c : s.at("cas").as_array()) {
+        const auto& co = c.as_object();
+        // name [plugin]: state — the last background health probe's detail (and when it ran)
+        std::cout << "    " << str(co.at("name")) << " [" << str(co.at("plugin"))
+                  << "]: " << (co.contains("state") ? str(co.at("state")) : (co.at("open").as_bool() ? "open" : "not open"));
+        if (const auto* h = co.if_contains("health");
+            h && h->is_object() && h->as_object().contains("detail") && !str(h->as_object().at("detail")).empty())
+            std::cout << " - " << str(h->as_object().at("detail"));
+        if (const auto* e = co.if_contains("error")) std::cout << " - " << str(*e);
+        if (const auto* t = co.if_contains("checked_at")) std::cout << " (probed " << str(*t) << ")";
+        std::cout << "\n";
+    }
+    std::cout << "  plugins:\n";
     for (const auto& p : s.at("plugins").as_array()) {
         const auto& po = p.as_object();
         std::cout << "    " << fs::path(str(po.at("file"))).filename().string() << ": " << str(po.at("status"));

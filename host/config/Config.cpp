@@ -31,6 +31,8 @@ constexpr std::string_view kHostSchema = R"json({
       "drain_timeout_seconds": {"type": "integer", "min": 0, "max": 600},
       "max_connections": {"type": "integer", "min": 1, "max": 1000000, "description": "TCP connections served at once; at the cap the listener pauses until one closes (the admin socket is not counted)"},
       "max_queued_requests": {"type": "integer", "min": 0, "max": 100000, "description": "TCP requests waiting for a busy worker; beyond that they get 503 with Retry-After (default 64)"},
+      "ca_health_interval_seconds": {"type": "integer", "min": 5, "max": 86400, "description": "how often each configured CA's health probe runs in the background (default 60)"},
+      "publication_cache_seconds": {"type": "integer", "min": 0, "max": 86400, "description": "how long a published CRL or CA certificate is served from the host's cache at most (default 300; never past shortly before the CRL's nextUpdate)"},
       "tls": {"type": "table", "keys": {
         "certificate": {"type": "string", "required": true, "description": "PEM certificate chain; re-read on SIGHUP"},
         "private_key": {"type": "string", "required": true, "description": "PEM private key, mode 0600; re-read on SIGHUP"},
@@ -439,6 +441,8 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     if (auto v = root["host"]["drain_timeout_seconds"].value<int64_t>()) h.drain_timeout = std::chrono::seconds(*v);
     integer(root["host"]["max_connections"], h.max_connections);
     integer(root["host"]["max_queued_requests"], h.max_queued_requests);
+    if (auto v = root["host"]["ca_health_interval_seconds"].value<int64_t>()) h.ca_health_interval = std::chrono::seconds(*v);
+    if (auto v = root["host"]["publication_cache_seconds"].value<int64_t>()) h.publication_cache = std::chrono::seconds(*v);
     if (root["host"]["tls"].is_table()) {
         h.tls = TlsSettings{resolve(base, *root["host"]["tls"]["certificate"].value<std::string_view>()),
                             resolve(base, *root["host"]["tls"]["private_key"].value<std::string_view>()),
@@ -555,7 +559,9 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                       {"read_timeout_seconds", h.read_timeout.count()},
                       {"drain_timeout_seconds", h.drain_timeout.count()},
                       {"max_connections", h.max_connections},
-                      {"max_queued_requests", h.max_queued_requests}};
+                      {"max_queued_requests", h.max_queued_requests},
+                      {"ca_health_interval_seconds", h.ca_health_interval.count()},
+                      {"publication_cache_seconds", h.publication_cache.count()}};
     if (h.tls) {
         json::object tls{{"certificate", h.tls->certificate.string()}, {"private_key", h.tls->private_key.string()}};
         if (!h.tls->client_ca.empty()) tls["client_ca"] = h.tls->client_ca.string();

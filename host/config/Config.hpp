@@ -39,7 +39,9 @@ struct HostSettings {
     // TCP connections served at once (the admin socket is not counted); at the cap the listener
     // stops accepting until one closes. Also held below the descriptor limit (see HttpServer).
     std::size_t max_connections = 1024;
-    std::size_t max_queued_requests = 64;  // TCP requests waiting for a worker; more get 503
+    std::size_t max_queued_requests = 64;         // TCP requests waiting for a worker; more get 503
+    std::chrono::seconds ca_health_interval{60};  // background health probe of each configured CA
+    std::chrono::seconds publication_cache{300};  // CRL / CA certificate cache of /crl/ and /ca/ (at most)
     std::optional<TlsSettings> tls;
 
     std::filesystem::path admin_socket() const { return state_dir / "admin.sock"; }

@@ -6,6 +6,7 @@
 #include "status/SupportPolicy.hpp"
 
 #include <certconn/errno_message.hpp>
+#include <certconn/time.hpp>
 #include <certconn/sdk.hpp>
 
 #include <boost/json/parse.hpp>
@@ -146,7 +147,9 @@ std::shared_ptr<const AccessPolicy> Connector::access_policy() const {
 Connector::~Connector() {
     jobs_.reset();
     http_.reset();
+    ca_health_.reset();
     runtime_.reset();
+    publication_.reset();
     if (log_) log_->flush();
 }
 
@@ -474,6 +477,12 @@ int Connector::run() {
                {{"configuration", cfg.effective}});
     started_at_ = std::chrono::system_clock::now();
     runtime_ = std::make_unique<PluginRuntime>(*log_, config_);
+    publication_ = std::make_unique<Publication>(*runtime_, *log_, cfg.host.publication_cache);
+    runtime_->set_revocation_listener(
+        [publication = publication_.get()](const std::string& ca, std::chrono::system_clock::time_point started) {
+            publication->revoked(ca, started);
+        });
+    ca_health_ = std::make_unique<CaHealthMonitor>(*runtime_, *log_, cfg.host.ca_health_interval);
 
     const HttpLimits limits{cfg.host.max_header_bytes, cfg.host.max_body_bytes,  cfg.host.read_timeout,
                             cfg.host.drain_timeout,    cfg.host.max_connections, cfg.host.max_queued_requests};
@@ -519,6 +528,7 @@ int Connector::run() {
     }
     http_->start();
     jobs_->start();
+    ca_health_->start();  // its first round probes every CA now
 
     const SupportStatus support = support_status(CERTCONN_RELEASE_DATE);
     log_->emit(CC_EV_ServiceStarted, support.state == SupportState::Supported ? CC_LEVEL_INFO : CC_LEVEL_WARNING,
@@ -548,6 +558,7 @@ int Connector::run() {
     http_.reset();
     set_selection_provider(nullptr);
     update_.reset();  // after the admin socket: a command may still be running in it
+    ca_health_->stop();
     join_quiesce_calls(cfg.host.drain_timeout);
     runtime_.reset();
     log_->emit(CC_EV_ServiceStopped, CC_LEVEL_INFO, "certconnector stopped");
@@ -632,6 +643,8 @@ bool Connector::reload_once() {
     const bool probe_failed = apply_plugins(applied_ptr, loaded.scan, previous.get());  // publishes applied_ptr
     auto access = std::make_shared<const AccessPolicy>(applied_ptr->auth, applied_ptr->host.service_account);
     if (update_) update_->configure(applied_ptr->update);
+    publication_->invalidate_all();  // CAs may have changed plugin, key or chain
+    ca_health_->wake();
     std::lock_guard lock(state_mutex_);
     config_ = applied_ptr;
     access_ = std::move(access);
@@ -738,12 +751,22 @@ json::object Connector::status() const {
         auto gen = runtime_->find(CC_KIND_CA, section.plugin);
         if (!gen) {
             o["open"] = false;
+            o["state"] = "not open";
             o["error"] = "plugin '" + section.plugin + "' is not loaded";
         } else if (gen->ca_handles.count(name)) {
             o["open"] = true;
-            o["health"] = json::parse(runtime_->health(*gen));
+            // The last background probe (CaHealthMonitor): status never probes a CA itself.
+            const auto probed = ca_health_ ? ca_health_->result(name) : std::nullopt;
+            if (!probed) {
+                o["state"] = "open, not probed yet";
+            } else {
+                o["state"] = !probed->probe ? "open, no health probe" : probed->healthy ? "healthy" : "degraded";
+                o["health"] = json::object{{"healthy", probed->healthy}, {"detail", probed->detail}};
+                o["checked_at"] = sdk::utc_iso8601(probed->checked_at);
+            }
         } else {
             o["open"] = false;
+            o["state"] = "not open";
             auto why = gen->ca_failures.find(name);
             o["error"] = why != gen->ca_failures.end() ? why->second : "not opened";
         }
@@ -830,8 +853,13 @@ HttpResponseMessage Connector::dispatch(const HttpRequestMessage& request, const
             const SupportState s = support_status(gen->identity().release_date).state;
             if (s == SupportState::Unsupported || (s == SupportState::Outdated && worst != SupportState::Unsupported)) worst = s;
         }
-        return make_response(200, "application/json",
-                             json::serialize(json::object{{"status", "ok"}, {"support", support_state_name(worst)}}));
+        // "cas": "degraded" when a configured CA's last health probe failed (absent while all are
+        // fine, so monitors matching the healthy answer keep matching it).
+        json::object answer{{"status", "ok"}, {"support", support_state_name(worst)}};
+        if (ca_health_)
+            for (const auto& [name, section] : runtime_->config()->cas)
+                if (auto r = ca_health_->result(name); r && !r->healthy) answer["cas"] = "degraded";
+        return make_response(200, "application/json", json::serialize(answer));
     }
     if (path == "/status" && method == "GET") {
         // Status names files, settings and plugins.
@@ -843,6 +871,18 @@ HttpResponseMessage Connector::dispatch(const HttpRequestMessage& request, const
         return list_commands(principal);
     }
     if (path == "/admin/command" && method == "POST") return run_command(request, principal, origin);
+    // Relying parties (public): CRLs, CA certificates and OCSP of every CA, whatever its plugin.
+    // A plugin built for ABI < 1.3 may still serve these paths itself (PluginRuntime::register_route):
+    // it answers where the host has nothing (404, e.g. its CA plugin has no ocsp query op).
+    if (auto published = publication_->handle(request, path, method)) {
+        if (published->result() == boost::beast::http::status::not_found)
+            if (auto legacy = runtime_->match_route(method, path)) {
+                if (!principal.holds(legacy->route->scope))
+                    return deny(principal, origin, method + " " + legacy->route->path, legacy->route->scope);
+                return call_plugin_route(*legacy, request, origin, principal);
+            }
+        return std::move(*published);
+    }
     if (auto match = runtime_->match_route(method, path)) {
         if (!principal.holds(match->route->scope))
             return deny(principal, origin, method + " " + match->route->path, match->route->scope);
@@ -943,6 +983,7 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
     }
     const auto* code = reply.as_object().if_contains("exit_code");
     audit(code && code->is_int64() ? static_cast<int>(code->as_int64()) : 0);
+    publication_->invalidate_all();  // a command may have signed a CRL (`ca root-crl`) or changed a CA
     return make_response(200, "application/json", json::serialize(reply));
 }
 

@@ -9,6 +9,8 @@
 #include "jobs/JobScheduler.hpp"
 #include "plugins/PluginLoader.hpp"
 #include "plugins/PluginRuntime.hpp"
+#include "publication/CaHealth.hpp"
+#include "publication/Publication.hpp"
 #include "update/UpdateManager.hpp"
 
 #include <boost/json/object.hpp>
@@ -118,6 +120,8 @@ private:
     std::unique_ptr<HttpServer> http_;
     std::unique_ptr<JobScheduler> jobs_;
     std::unique_ptr<update::UpdateManager> update_;
+    std::unique_ptr<Publication> publication_;    // /crl/, /ca/, /ocsp/ for every CA
+    std::unique_ptr<CaHealthMonitor> ca_health_;  // background health probes of the CAs
     std::chrono::system_clock::time_point started_at_;
     std::atomic<bool> stopping_{false};
 };

@@ -299,6 +299,9 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
         return fail("init failed (status " + std::to_string(status) + "): " + (err.message[0] ? err.message : "no message"));
     }
     if (gen->api.destroy == nullptr) return fail("init succeeded but provided no destroy function");
+    // A refused route fails the plugin even when its init ignored the status: half its
+    // namespace would be served by someone else.
+    if (!ctx.route_conflict.empty()) return fail("init registered a conflicting route: " + ctx.route_conflict);
     const bool table_ok = (id.kind == CC_KIND_FEATURE && gen->api.feature && gen->api.feature->run_job) ||
                           (id.kind == CC_KIND_CA && gen->api.ca && gen->api.ca->open && gen->api.ca->close &&
                            gen->api.ca->issue && gen->api.ca->revoke) ||
@@ -438,8 +441,36 @@ int PluginRuntime::key_decrypt(PluginContext& ctx, const std::string& key_name, 
     }
 }
 
+bool PluginRuntime::paths_overlap(std::string_view a, std::string_view b) {
+    if (a == b) return true;
+    if (!a.empty() && a.back() == '/' && b.substr(0, a.size()) == a) return true;
+    return !b.empty() && b.back() == '/' && a.substr(0, b.size()) == b;
+}
+
+namespace {
+
+bool overlaps_any(std::string_view path, std::initializer_list<std::string_view> namespaces) {
+    for (const auto ns : namespaces) {
+        if (PluginRuntime::paths_overlap(path, ns)) return true;
+        // "/crl" (no slash) is a namespace root too: a plugin's exact "/crl" would look like ours.
+        if (ns.back() == '/' && path == ns.substr(0, ns.size() - 1)) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+bool PluginRuntime::host_path(std::string_view path) {
+    return overlaps_any(path, {"/healthz", "/status", "/admin/"});
+}
+
+bool PluginRuntime::relying_party_path(std::string_view path) {
+    return overlaps_any(path, {"/crl/", "/ca/", "/ocsp/"});
+}
+
 bool PluginRuntime::reserved_path(std::string_view path) {
-    return path == "/healthz" || path == "/status" || path.substr(0, 7) == "/admin/";
+    // The host's own paths, and the relying-party namespaces it publishes for every CA.
+    return host_path(path) || relying_party_path(path);
 }
 
 namespace {
@@ -555,14 +586,32 @@ int PluginRuntime::register_route(PluginContext& ctx, const char* method, const 
         return refuse(CC_ERR_INVALID_ARGUMENT, "route " + std::string(method) + " " + path + ": scope '" + scope_text +
                                                    "' is not lower-case letters, digits, ':', '_', '-'");
     HttpRoute route{method, path, scope_text, handler, handler_ctx};
-    if (reserved_path(route.path)) return refuse(CC_ERR_CONFLICT, "path " + route.path + " is reserved for the host");
+    // Before 1.3 a CA plugin served relying parties itself (ca-local 0.1 registered /crl/, /ca/,
+    // /ocsp/): a plugin built for an older minor keeps doing so, behind the host's publication
+    // (used only where the host has nothing to say for that CA, e.g. no ocsp query op).
+    const bool legacy_publication =
+        ctx.identity.abi_major == 1 && ctx.identity.abi_minor < 3 && relying_party_path(route.path) && !host_path(route.path);
+    if (!legacy_publication && reserved_path(route.path)) {
+        const std::string why = "path " + route.path + " is reserved for the host (/healthz, /status, /admin/, and /crl/, " +
+                                "/ca/, /ocsp/ which the host publishes for every CA)";
+        ctx.route_conflict = describe(ctx.identity) + ": " + why;
+        return refuse(CC_ERR_CONFLICT, why);
+    }
+    // Paths are namespaced per plugin: a route of another plugin that is the same, lies inside
+    // this prefix or contains this path is a conflict (longest-prefix routing would otherwise
+    // hand one plugin's requests to the other without a word). Methods do not matter: GET of
+    // one plugin and POST of another under one path is the same namespace shared.
     for (const auto& gen : generations()) {
         const PluginIdentity& owner = gen->identity();
         if (owner.kind == ctx.identity.kind && owner.name == ctx.identity.name) continue;  // being replaced
         for (const auto& r : gen->context->routes)
-            if (r.method == route.method && r.path == route.path)
-                return refuse(CC_ERR_CONFLICT,
-                              "route " + route.method + " " + route.path + " is already served by " + describe(owner));
+            if (paths_overlap(r.path, route.path)) {
+                const std::string why = "route " + route.method + " " + route.path + " of " + describe(ctx.identity) +
+                                        " overlaps " + r.method + " " + r.path + " of " + describe(owner) +
+                                        " (each plugin serves its own path namespace)";
+                ctx.route_conflict = why;  // init fails with it: event 109 names both plugins
+                return refuse(CC_ERR_CONFLICT, why);
+            }
     }
     for (const auto& r : ctx.routes)
         if (r.method == route.method && r.path == route.path)
@@ -615,15 +664,41 @@ int PluginRuntime::ca_call(CaOperation op, const char* ca_name, const char* requ
         return CC_ERR_UNAVAILABLE;
     }
     const cc_ca_api* api = gen->api.ca;
+    if (op == CaOperation::describe) {
+        if (api->struct_size <= offsetof(cc_ca_api, describe) || api->describe == nullptr) {
+            sdk::detail::set_error(
+                error, CC_ERR_NOT_SUPPORTED,
+                std::string("CA '") + ca_name + "' (plugin '" + section->second.plugin + "') cannot describe itself");
+            return CC_ERR_NOT_SUPPORTED;
+        }
+        const int rc = api->describe(gen->api.instance, handle->second, out, error);
+        gen->count_call(rc);
+        return rc;
+    }
     if (op == CaOperation::query && (api->struct_size <= offsetof(cc_ca_api, query) || api->query == nullptr)) {
         sdk::detail::set_error(error, CC_ERR_NOT_SUPPORTED,
                                std::string("CA '") + ca_name + "' (plugin '" + section->second.plugin + "') answers no queries");
         return CC_ERR_NOT_SUPPORTED;
     }
     auto fn = op == CaOperation::issue ? api->issue : op == CaOperation::revoke ? api->revoke : api->query;
+    const auto started = std::chrono::system_clock::now();
     const int rc = fn(gen->api.instance, handle->second, request, out, error);
     gen->count_call(rc);
+    if (op == CaOperation::revoke) {
+        std::function<void(const std::string&, std::chrono::system_clock::time_point)> listener;
+        {
+            std::lock_guard lock(mutex_);
+            listener = revocation_listener_;
+        }
+        if (listener) listener(ca_name, started);
+    }
     return rc;
+}
+
+void PluginRuntime::set_revocation_listener(
+    std::function<void(const std::string&, std::chrono::system_clock::time_point)> listener) {
+    std::lock_guard lock(mutex_);
+    revocation_listener_ = std::move(listener);
 }
 
 int PluginRuntime::tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error) {

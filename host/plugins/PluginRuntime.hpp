@@ -26,6 +26,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -36,7 +37,7 @@
 
 namespace certconn::host {
 
-enum class CaOperation { issue, revoke, query };
+enum class CaOperation { issue, revoke, query, describe };
 
 class PluginRuntime;
 
@@ -72,6 +73,7 @@ struct PluginContext {
     std::vector<HttpRoute> routes;
     std::vector<AdminCommand> commands;
     bool accepting_routes = true;  // routes and commands: only during init
+    std::string route_conflict;    // why a route was refused as overlapping: init fails with it
     cc_host_services services{};
 };
 
@@ -198,8 +200,12 @@ public:
     void set_config(std::shared_ptr<const Config> config);
     EventLog& log() { return log_; }
 
-    // Entry points of the host-services table (see abi.h).
+    // Entry points of the host-services table (see abi.h). CaOperation::describe ignores `request`.
     int ca_call(CaOperation op, const char* ca_name, const char* request, cc_sink* out, cc_error* error);
+    /// Called after every revoke that reached a CA plugin through the host (whatever its
+    /// outcome), with the CA's name and when the call started: the publication cache drops what
+    /// it holds of that CA. Set before plugins are instantiated; any thread calls it.
+    void set_revocation_listener(std::function<void(const std::string&, std::chrono::system_clock::time_point)> listener);
     int key_decrypt(PluginContext& ctx, const std::string& key_name, const std::string& padding, std::string_view ciphertext,
                     cc_sink* out, cc_error* error);
     /// The connector keys of the current configuration.
@@ -209,8 +215,15 @@ public:
                        void* handler_ctx, cc_error* error);
     int register_command(PluginContext& ctx, const cc_admin_command* command, cc_error* error);
 
-    /// Paths the host serves itself; plugins cannot register them.
+    /// Paths the host serves itself (/healthz, /status, /admin/, /crl/, /ca/, /ocsp/); plugins
+    /// cannot register them, nor a prefix route covering them.
     static bool reserved_path(std::string_view path);
+    /// The host's own paths (/healthz, /status, /admin/) and the relying-party namespaces.
+    static bool host_path(std::string_view path);
+    static bool relying_party_path(std::string_view path);
+    /// True when two routes' paths overlap: equal, or one is a prefix route ('/'-terminated)
+    /// that the other lies in.
+    static bool paths_overlap(std::string_view a, std::string_view b);
 
 private:
     using Key = std::pair<cc_plugin_kind, std::string>;
@@ -225,6 +238,7 @@ private:
     std::shared_ptr<KeyStore> keys_;
     std::map<Key, std::shared_ptr<const Generation>> published_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
+    std::function<void(const std::string&, std::chrono::system_clock::time_point)> revocation_listener_;
 };
 
 /// A cc_sink appending to a string, refusing to grow past `limit` bytes.

@@ -86,9 +86,20 @@ crypto::Cert sign_certificate(const X509_NAME* subject, EVP_PKEY* public_key, X5
 }  // namespace
 
 LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& directory, sdk::Host& host)
-    : name_(std::move(name)), host_(host) {
+    : name_(std::move(name)), host_(host), directory_(directory) {
     fs::create_directories(directory);
     ::chmod(directory.c_str(), 0700);
+    public_base_url_ = str(config, "public_base_url", "");
+    while (!public_base_url_.empty() && public_base_url_.back() == '/')
+        public_base_url_.pop_back();
+    if (!public_base_url_.empty() && public_base_url_.rfind("http://", 0) != 0 && public_base_url_.rfind("https://", 0) != 0)
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT,
+                         "public_base_url '" + public_base_url_ + "' must start with http:// or https://");
+    root_crl_validity_ = std::chrono::hours(24 * num(config, "root_crl_validity_days", 180));
+    root_key_source_ = str(config, "root_private_key", "");
+    if (!root_key_source_.empty() && root_key_source_.rfind("pkcs11:", 0) != 0 && !fs::path(root_key_source_).is_absolute())
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT,
+                         "root_private_key '" + root_key_source_ + "' must be an absolute path or a pkcs11: URI");
     try {
         if (config.contains("certificate") || config.contains("private_key")) {
             if (!config.contains("certificate") || !config.contains("private_key"))
@@ -139,12 +150,13 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
         }
     }
     issuing_der_ = crypto::certificate_der(issuing_cert_.get());
-    public_base_url_ = str(config, "public_base_url", "");
-    while (!public_base_url_.empty() && public_base_url_.back() == '/')
-        public_base_url_.pop_back();
-    if (!public_base_url_.empty() && public_base_url_.rfind("http://", 0) != 0 && public_base_url_.rfind("https://", 0) != 0)
-        throw sdk::Error(CC_ERR_INVALID_ARGUMENT,
-                         "public_base_url '" + public_base_url_ + "' must start with http:// or https://");
+    if (fs::exists(directory / "root-crl.der")) {
+        try {
+            root_crl_ = std::make_shared<const std::string>(crypto::read_file(directory / "root-crl.der"));
+        } catch (const std::exception& e) {
+            throw sdk::Error(CC_ERR_UNAVAILABLE, std::string("the root CRL: ") + e.what());
+        }
+    }
     RevocationSettings rs;
     rs.ca_name = name_;
     rs.crl_validity = std::chrono::hours(num(config, "crl_validity_hours", 48));
@@ -172,12 +184,25 @@ void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) 
                                           {NID_authority_key_identifier, "keyid:always"}});
     crypto::PKey issuing_key = crypto::generate_key(algorithm);
     crypto::Name issuing_name = crypto::parse_name(str(config, "issuing_subject", "CN=certconnector Issuing CA (" + name_ + ")"));
+    std::vector<std::pair<int, std::string>> issuing_extensions = {
+        {NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+        {NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"},
+        {NID_subject_key_identifier, "hash"},
+        {NID_authority_key_identifier, "keyid:always"}};
+    if (!public_base_url_.empty()) {
+        // Relying parties that check the whole chain (Java PKIX, Windows) need the issuing CA's
+        // own revocation status: the root's CRL, and where the root certificate is.
+        issuing_extensions.emplace_back(NID_crl_distribution_points, "URI:" + public_base_url_ + "/crl/" + name_ + "-root.crl");
+        issuing_extensions.emplace_back(NID_info_access, "caIssuers;URI:" + public_base_url_ + "/ca/" + name_ + "-root.crt");
+    }
     crypto::Cert issuing = sign_certificate(issuing_name.get(), issuing_key.get(), root.get(), root_key.get(), new_serial(),
-                                            -3600, num(config, "issuing_validity_days", 3650) * day,
-                                            {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-                                             {NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature"},
-                                             {NID_subject_key_identifier, "hash"},
-                                             {NID_authority_key_identifier, "keyid:always"}});
+                                            -3600, num(config, "issuing_validity_days", 3650) * day, issuing_extensions);
+    {
+        std::error_code ec;
+        fs::remove(dir / "root-revoked.json", ec);  // a new root has revoked nothing
+        std::lock_guard lock(root_mutex_);
+        publish_root_crl(root.get(), root_key.get());  // before issuing.pem: a hierarchy is complete with its root CRL
+    }
     crypto::write_file_atomic(dir / "root-key.pem", crypto::private_key_pem(root_key.get()), 0600);
     crypto::write_file_atomic(dir / "issuing-key.pem", crypto::private_key_pem(issuing_key.get()), 0600);
     crypto::write_file_atomic(dir / "root.pem", crypto::certificate_pem(root.get()), 0644);
@@ -404,7 +429,34 @@ std::string LocalCa::query(const std::string& request_json) {
     if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "query is not a JSON object");
     const json::object& req = parsed.get_object();
     const std::string op = str(req, "op", "");
-    if (op == "crl") return json::serialize(json::object{{"crl_der", crypto::base64_encode(*revocation_->crl())}});
+    if (op == "crl") {
+        const std::string level = str(req, "level", "issuing");
+        if (level == "root") {
+            std::shared_ptr<const std::string> root_crl;
+            {
+                std::lock_guard lock(root_mutex_);
+                root_crl = root_crl_;
+            }
+            if (!root_crl)
+                throw sdk::Error(
+                    CC_ERR_NOT_FOUND,
+                    "CA '" + name_ + "' publishes no root CRL (sign one: `certconnector ca root-crl --name " + name_ + "`)");
+            return json::serialize(json::object{{"crl_der", crypto::base64_encode(*root_crl)}});
+        }
+        if (level != "issuing")
+            throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "crl level '" + level + "' is neither \"issuing\" nor \"root\"");
+        return json::serialize(json::object{{"crl_der", crypto::base64_encode(*revocation_->crl())}});
+    }
+    if (op == "ocsp") {
+        std::string der;
+        try {
+            der = crypto::base64_decode(str(req, "request_der", ""));
+        } catch (const std::invalid_argument&) {
+            throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "request_der is not base64");
+        }
+        return json::serialize(json::object{{"response_der", crypto::base64_encode(revocation_->ocsp(der))}});
+    }
+    if (op == "health") return health();
     if (op == "certificate") {
         std::string serial;
         try {
@@ -421,7 +473,253 @@ std::string LocalCa::query(const std::string& request_json) {
         }
         return json::serialize(answer);
     }
-    throw sdk::Error(CC_ERR_NOT_SUPPORTED, "CA '" + name_ + "' answers no query '" + op + "' (known: certificate, crl)");
+    throw sdk::Error(CC_ERR_NOT_SUPPORTED,
+                     "CA '" + name_ + "' answers no query '" + op + "' (known: certificate, crl, ocsp, health)");
+}
+
+X509* LocalCa::root_certificate() const {
+    if (chain_.size() < 2) return nullptr;
+    X509* last = chain_.back().get();
+    return X509_check_issued(last, last) == X509_V_OK ? last : nullptr;
+}
+
+namespace {
+
+// "2026-12-07T15:00:00Z" -> an ASN1_TIME (caller frees).
+ASN1_TIME* iso_to_asn1(const std::string& iso) {
+    std::string compact;
+    for (char c : iso)
+        if (std::isdigit(static_cast<unsigned char>(c)) || c == 'Z') compact += c;
+    ASN1_TIME* t = ASN1_TIME_new();
+    if (!t || ASN1_TIME_set_string_X509(t, compact.c_str()) != 1) {
+        ASN1_TIME_free(t);
+        crypto::throw_openssl("revocation time '" + iso + "'");
+    }
+    return t;
+}
+
+// The CRL number of a DER CRL, or 0.
+std::int64_t crl_number_of(const std::string& der) {
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    std::unique_ptr<X509_CRL, crypto::Deleter<X509_CRL_free>> crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size())));
+    if (!crl) {
+        ERR_clear_error();
+        return 0;
+    }
+    std::unique_ptr<ASN1_INTEGER, crypto::Deleter<ASN1_INTEGER_free>> n(
+        static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl.get(), NID_crl_number, nullptr, nullptr)));
+    std::int64_t out = 0;
+    if (!n || ASN1_INTEGER_get_int64(&out, n.get()) != 1) out = 0;
+    ERR_clear_error();
+    return out;
+}
+
+// nextUpdate of a DER CRL as seconds from now (negative: expired); nullopt when unreadable.
+std::optional<long> crl_seconds_left(const std::string& der) {
+    const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+    std::unique_ptr<X509_CRL, crypto::Deleter<X509_CRL_free>> crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(der.size())));
+    if (!crl || !X509_CRL_get0_nextUpdate(crl.get())) {
+        ERR_clear_error();
+        return std::nullopt;
+    }
+    int days = 0, secs = 0;
+    if (!ASN1_TIME_diff(&days, &secs, nullptr, X509_CRL_get0_nextUpdate(crl.get()))) return std::nullopt;
+    return static_cast<long>(days) * 86400 + secs;
+}
+
+}  // namespace
+
+void LocalCa::publish_root_crl(X509* root, EVP_PKEY* root_key) {
+    if (X509_check_private_key(root, root_key) != 1) {
+        ERR_clear_error();
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "the root key given does not belong to the root certificate of CA '" + name_ +
+                                                      "' (" + crypto::name_string(X509_get_subject_name(root)) + ")");
+    }
+    json::array revoked;
+    if (fs::exists(directory_ / "root-revoked.json")) {
+        std::error_code ec;
+        const json::value v = json::parse(read_text(directory_ / "root-revoked.json"), ec);
+        if (ec || !v.is_array())
+            throw sdk::Error(CC_ERR_INTERNAL, (directory_ / "root-revoked.json").string() + " is not a JSON array");
+        revoked = v.get_array();
+    }
+    const std::int64_t number = (root_crl_ ? crl_number_of(*root_crl_) : 0) + 1;
+    const time_t now = std::time(nullptr);
+    std::unique_ptr<X509_CRL, crypto::Deleter<X509_CRL_free>> crl(X509_CRL_new());
+    X509_CRL_set_version(crl.get(), X509_CRL_VERSION_2);
+    X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(root));
+    {
+        std::unique_ptr<ASN1_TIME, crypto::Deleter<ASN1_TIME_free>> this_update(ASN1_TIME_set(nullptr, now));
+        std::unique_ptr<ASN1_TIME, crypto::Deleter<ASN1_TIME_free>> next_update(
+            ASN1_TIME_adj(nullptr, now, 0, static_cast<long>(root_crl_validity_.count())));
+        X509_CRL_set1_lastUpdate(crl.get(), this_update.get());
+        X509_CRL_set1_nextUpdate(crl.get(), next_update.get());
+    }
+    for (const auto& r : revoked) {
+        const auto& o = r.as_object();
+        X509_REVOKED* entry = X509_REVOKED_new();
+        BIGNUM* bn = nullptr;
+        BN_hex2bn(&bn, std::string(o.at("serial").as_string()).c_str());
+        ASN1_INTEGER* sn = BN_to_ASN1_INTEGER(bn, nullptr);
+        BN_free(bn);
+        X509_REVOKED_set_serialNumber(entry, sn);
+        ASN1_INTEGER_free(sn);
+        std::unique_ptr<ASN1_TIME, crypto::Deleter<ASN1_TIME_free>> when(
+            iso_to_asn1(std::string(o.at("revoked_at").as_string())));
+        X509_REVOKED_set_revocationDate(entry, when.get());
+        const int code = reason_code(std::string(o.at("reason").as_string()));
+        if (code != 0) {
+            ASN1_ENUMERATED* e = ASN1_ENUMERATED_new();
+            ASN1_ENUMERATED_set(e, code);
+            X509_REVOKED_add1_ext_i2d(entry, NID_crl_reason, e, 0, 0);
+            ASN1_ENUMERATED_free(e);
+        }
+        X509_CRL_add0_revoked(crl.get(), entry);
+    }
+    X509_CRL_sort(crl.get());
+    {
+        ASN1_INTEGER* n = ASN1_INTEGER_new();
+        ASN1_INTEGER_set_int64(n, number);
+        X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, n, 0, 0);
+        ASN1_INTEGER_free(n);
+        X509V3_CTX ctx;
+        X509V3_set_ctx(&ctx, root, nullptr, nullptr, crl.get(), 0);
+        X509_EXTENSION* aki = X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always");
+        if (!aki) crypto::throw_openssl("root CRL authorityKeyIdentifier");
+        X509_CRL_add_ext(crl.get(), aki, -1);
+        X509_EXTENSION_free(aki);
+    }
+    if (!X509_CRL_sign(crl.get(), root_key, digest_for(root_key))) crypto::throw_openssl("signing the root CRL");
+    unsigned char* der = nullptr;
+    const int len = i2d_X509_CRL(crl.get(), &der);
+    if (len <= 0) crypto::throw_openssl("encoding the root CRL");
+    auto out = std::make_shared<const std::string>(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
+    OPENSSL_free(der);
+    crypto::write_file_atomic(directory_ / "root-crl.der", *out, 0644);
+    root_crl_ = out;
+    host_.log(
+        CC_EV_CaCrlPublished, CC_LEVEL_INFO,
+        "CA '" + name_ + "': root CRL " + std::to_string(number) + " with " + std::to_string(revoked.size()) +
+            " entries signed, valid for " + std::to_string(root_crl_validity_.count() / 86400) + " days",
+        {},
+        json::serialize(json::object{
+            {"ca", name_}, {"level", "root"}, {"crl_number", number}, {"entries", revoked.size()}, {"bytes", out->size()}}));
+}
+
+std::string LocalCa::sign_root_crl(const std::string& root_key_pem, bool revoke_issuing, const std::string& reason) {
+    X509* root = root_certificate();
+    if (!root)
+        throw sdk::Error(CC_ERR_NOT_SUPPORTED, "CA '" + name_ +
+                                                   "' has no root certificate in its chain (configure 'chain' with the "
+                                                   "self-signed root to publish its CRL here)");
+    crypto::PKey key;
+    try {
+        if (!root_key_pem.empty())
+            key = crypto::load_private_key(root_key_pem);
+        else if (!root_key_source_.empty())
+            key = crypto::load_private_key_from(root_key_source_);
+        else if (fs::exists(directory_ / "root-key.pem"))
+            key = crypto::load_private_key(read_text(directory_ / "root-key.pem"));
+        else
+            throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ +
+                                                   "': no root key here (offline?): pass --root-key FILE, or set "
+                                                   "root_private_key in [ca." +
+                                                   name_ + "]");
+    } catch (const crypto::CryptoError& e) {
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, std::string("the root key: ") + e.what());
+    }
+    std::lock_guard lock(root_mutex_);
+    if (X509_check_private_key(root, key.get()) != 1) {
+        ERR_clear_error();
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "the root key given does not belong to the root certificate of CA '" + name_ +
+                                                      "' (" + crypto::name_string(X509_get_subject_name(root)) + ")");
+    }
+    if (revoke_issuing) {
+        std::string reason_text;
+        try {
+            reason_text = reason_name(reason_code(reason.empty() ? "cACompromise" : reason));
+        } catch (const std::invalid_argument& e) {
+            throw sdk::Error(CC_ERR_INVALID_ARGUMENT, e.what());
+        }
+        json::array revoked;
+        if (fs::exists(directory_ / "root-revoked.json"))
+            revoked = json::parse(read_text(directory_ / "root-revoked.json")).as_array();
+        const std::string serial = crypto::serial_hex(issuing_cert_.get());
+        bool listed = false;
+        for (const auto& r : revoked)
+            listed |= r.as_object().at("serial").as_string() == serial;
+        if (!listed) {
+            revoked.push_back(json::object{{"serial", serial},
+                                           {"revoked_at", sdk::utc_iso8601(std::chrono::system_clock::now())},
+                                           {"reason", reason_text},
+                                           {"subject", crypto::name_string(X509_get_subject_name(issuing_cert_.get()))}});
+            crypto::write_file_atomic(directory_ / "root-revoked.json", json::serialize(revoked), 0644);
+        }
+    }
+    publish_root_crl(root, key.get());
+    const auto left = crl_seconds_left(*root_crl_).value_or(0);
+    return "CA '" + name_ + "': root CRL " + std::to_string(crl_number_of(*root_crl_)) + " signed by " +
+           crypto::name_string(X509_get_subject_name(root)) + ", next update in " + std::to_string(left / 86400) + " days" +
+           (revoke_issuing ? "; it lists the issuing CA " + crypto::serial_hex(issuing_cert_.get()) + " as revoked" : "") +
+           "; served at /crl/" + name_ + "-root.crl\n";
+}
+
+std::string LocalCa::health() {
+    auto answer = [](bool healthy, const std::string& detail) {
+        return json::serialize(json::object{{"healthy", healthy}, {"detail", detail}});
+    };
+    // The issuing key signs (a token that went away fails here) and its signature verifies.
+    {
+        const std::string probe = crypto::random_bytes(32);
+        std::unique_ptr<EVP_MD_CTX, crypto::Deleter<EVP_MD_CTX_free>> md(EVP_MD_CTX_new());
+        std::size_t sig_len = 0;
+        std::string sig;
+        bool ok =
+            md && EVP_DigestSignInit(md.get(), nullptr, EVP_sha256(), nullptr, issuing_key_.get()) == 1 &&
+            EVP_DigestSign(md.get(), nullptr, &sig_len, reinterpret_cast<const unsigned char*>(probe.data()), probe.size()) == 1;
+        if (ok) {
+            sig.resize(sig_len);
+            ok = EVP_DigestSign(md.get(), reinterpret_cast<unsigned char*>(sig.data()), &sig_len,
+                                reinterpret_cast<const unsigned char*>(probe.data()), probe.size()) == 1;
+            sig.resize(sig_len);
+        }
+        std::unique_ptr<EVP_MD_CTX, crypto::Deleter<EVP_MD_CTX_free>> vd(EVP_MD_CTX_new());
+        ok = ok && vd &&
+             EVP_DigestVerifyInit(vd.get(), nullptr, EVP_sha256(), nullptr, X509_get0_pubkey(issuing_cert_.get())) == 1 &&
+             EVP_DigestVerify(vd.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
+                              reinterpret_cast<const unsigned char*>(probe.data()), probe.size()) == 1;
+        if (!ok) {
+            ERR_clear_error();
+            return answer(false, "the issuing CA's key cannot sign (token or key file unusable)");
+        }
+    }
+    // The record answers a read.
+    try {
+        (void)store_->revocation_status("01");
+    } catch (const std::exception& e) {
+        return answer(false, std::string("the issuance record cannot be read: ") + e.what());
+    }
+    int days = 0, secs = 0;
+    if (ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notAfter(issuing_cert_.get())) && (days < 0 || secs < 0))
+        return answer(false, "the issuing CA certificate has expired");
+    std::string detail = "key signs, record readable";
+    std::shared_ptr<const std::string> root_crl;
+    {
+        std::lock_guard lock(root_mutex_);
+        root_crl = root_crl_;
+    }
+    if (root_crl) {
+        const auto left = crl_seconds_left(*root_crl);
+        if (!left) return answer(false, "the root CRL cannot be read");
+        if (*left <= 0)
+            return answer(false,
+                          "the root CRL has expired: relying parties checking the whole chain fail; run "
+                          "`certconnector ca root-crl --name " +
+                              name_ + "`");
+        detail += ", root CRL valid for " + std::to_string(*left / 86400) + " more days";
+        if (*left < 14L * 86400) detail += " (sign a new one soon: `certconnector ca root-crl --name " + name_ + "`)";
+    }
+    return answer(true, detail);
 }
 
 std::string LocalCa::describe() {

@@ -13,8 +13,10 @@
 #include <boost/json/object.hpp>
 
 #include <filesystem>
+#include <chrono>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,15 +32,25 @@ public:
     std::string query(const std::string& request_json) override;
 
     const std::string& name() const { return name_; }
-    /// What relying parties fetch: the CRL (DER), OCSP answers, the issuing certificate (DER).
-    std::shared_ptr<const std::string> crl() { return revocation_->crl(); }
-    std::string ocsp(std::string_view request_der) { return revocation_->ocsp(request_der); }
     void pause_background() { revocation_->pause(); }
     void resume_background() { revocation_->resume(); }
-    const std::string& issuing_der() const { return issuing_der_; }
+
+    /// {"healthy", "detail"}: a real probe (the issuing key signs, the record answers, the
+    /// certificates and the root CRL are within their validity).
+    std::string health();
+    /// The root CRL ceremony (`certconnector ca root-crl`): signs a fresh CRL of the root with
+    /// the root key (`root_key_pem`, or else [ca.<name>] root_private_key, or else the
+    /// root-key.pem ca-local created), optionally listing the issuing CA as revoked first.
+    /// Returns a line for the operator.
+    std::string sign_root_crl(const std::string& root_key_pem, bool revoke_issuing, const std::string& reason);
 
 private:
     void create_hierarchy(const boost::json::object& config, const std::filesystem::path& directory);
+    /// The root certificate (the chain's last, self-signed), or null when the chain has none.
+    X509* root_certificate() const;
+    /// Signs and stores root-crl.der (the root's revoked CAs, from root-revoked.json) with
+    /// `root_key`; caller holds root_mutex_.
+    void publish_root_crl(X509* root, EVP_PKEY* root_key);
     std::string answer(const IssuedCertificate& cert, bool already_issued) const;
     std::string new_serial();
     /// Validates one revoke request; returns the certificate and sets the RFC 5280 reason name.
@@ -54,6 +66,11 @@ private:
     std::string chain_pem_;
     std::string issuing_der_;
     std::string public_base_url_;  // when set: CDP and AIA in issued certificates
+    std::filesystem::path directory_;
+    std::string root_key_source_;  // [ca.<name>] root_private_key: path or pkcs11: URI ("" = directory/root-key.pem)
+    std::chrono::seconds root_crl_validity_{180L * 24 * 3600};
+    std::mutex root_mutex_;                        // one root CRL ceremony at a time; guards root_crl_
+    std::shared_ptr<const std::string> root_crl_;  // DER; null when this CA publishes no root CRL
     std::map<std::string, CertificateProfile> profiles_;
     std::unique_ptr<IssuanceStore> store_;
     std::unique_ptr<RevocationService> revocation_;  // after store_: destroyed first

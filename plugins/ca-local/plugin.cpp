@@ -3,8 +3,10 @@
 #include "LocalCa.hpp"
 
 #include <certconn/sdk.hpp>
+#include <certconn/secret.hpp>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <functional>
 #include <map>
@@ -22,7 +24,9 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   "certificate": {"type":"string","description":"existing issuing CA certificate (absolute PEM path)"},
   "private_key": {"type":"string","secret":true,"description":"its key: absolute PEM path or pkcs11: URI (may carry pin-value, hence redacted in logs)"},
   "chain": {"type":"string","description":"certificates above the issuing CA (absolute PEM path)"},
-  "public_base_url": {"type":"string","description":"URL relying parties reach this connector at, e.g. http://pki.example.com; adds CRL distribution point and AIA (OCSP, CA issuers) to issued certificates"},
+  "public_base_url": {"type":"string","description":"URL relying parties reach this connector at, e.g. http://pki.example.com; adds CRL distribution point and AIA (OCSP, CA issuers) to issued certificates, and to the issuing CA certificate ca-local creates (the root's CRL and certificate)"},
+  "root_crl_validity_days": {"type":"integer","min":1,"max":3650,"description":"nextUpdate of the root CRL, signed when the hierarchy is created and by `certconnector ca root-crl` (default 180)"},
+  "root_private_key": {"type":"string","secret":true,"description":"where `ca root-crl` finds the root key when --root-key is not given: absolute PEM path or pkcs11: URI (default: the root-key.pem ca-local created)"},
   "crl_validity_hours": {"type":"integer","min":1,"max":8760,"description":"nextUpdate of each CRL (default 48)"},
   "crl_refresh_hours": {"type":"integer","min":1,"max":8759,"description":"a CRL older than this is regenerated even without revocations (default 24)"},
   "ocsp_validity_minutes": {"type":"integer","min":1,"max":10080,"description":"nextUpdate of OCSP answers (default 60)"},
@@ -41,10 +45,8 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
 
 namespace json = boost::json;
 using certconn::ca_local::LocalCa;
-using certconn::sdk::HttpRequest;
-using certconn::sdk::HttpResponse;
 
-/// The open CAs by name, for the relying-party routes (CRL, OCSP, CA certificate).
+/// The open CAs by name, for the plugin's admin command and the hot-swap hand-over.
 class Registry {
 public:
     void add(LocalCa* ca) {
@@ -61,11 +63,17 @@ public:
         for (auto& [name, ca] : cas_)
             fn(*ca);
     }
-    /// Runs `fn` with the CA named `name` (kept open meanwhile), or answers 404.
-    HttpResponse with(const std::string& name, const std::function<HttpResponse(LocalCa&)>& fn) {
+    /// Runs `fn` with the CA named `name` (kept open meanwhile); NOT_FOUND names the open ones.
+    std::string with(const std::string& name, const std::function<std::string(LocalCa&)>& fn) {
         std::shared_lock lock(mutex_);
         auto it = cas_.find(name);
-        if (it == cas_.end()) return HttpResponse{404, {{"Content-Type", "text/plain"}}, "no local CA named '" + name + "'\n"};
+        if (it == cas_.end()) {
+            std::string open;
+            for (const auto& [n, ca] : cas_)
+                open += (open.empty() ? "" : ", ") + n;
+            throw certconn::sdk::Error(CC_ERR_NOT_FOUND,
+                                       "no open local CA named '" + name + "' (open: " + (open.empty() ? "none" : open) + ")");
+        }
         return fn(*it->second);
     }
 
@@ -90,58 +98,20 @@ private:
     Registry& registry_;
 };
 
-/// "/crl/local.crl" with prefix "/crl/" and suffix ".crl" -> "local"; "" when it does not fit.
-std::string name_between(std::string_view path, std::string_view prefix, std::string_view suffix) {
-    if (path.size() <= prefix.size() + suffix.size() || path.substr(0, prefix.size()) != prefix ||
-        path.substr(path.size() - suffix.size()) != suffix)
-        return {};
-    return std::string(path.substr(prefix.size(), path.size() - prefix.size() - suffix.size()));
-}
-
-HttpResponse ocsp_answer(Registry& registry, const std::string& name, std::string_view der) {
-    return registry.with(name, [&](LocalCa& ca) {
-        return HttpResponse{200, {{"Content-Type", "application/ocsp-response"}}, ca.ocsp(der)};
-    });
-}
+constexpr const char* kRootCrlArguments = R"j([
+  {"name":"name","kind":"string","required":true,"help":"the CA's name ([ca.<name>])"},
+  {"name":"root-key","kind":"file","help":"the root's private key (PEM), e.g. from removable media; default: root_private_key of [ca.<name>], else the root-key.pem ca-local created"},
+  {"name":"revoke-issuing","kind":"flag","help":"list the issuing CA certificate as revoked in the root CRL (after a compromise; re-issue the hierarchy next)"},
+  {"name":"reason","kind":"string","help":"reason for --revoke-issuing (RFC 5280 name, default cACompromise)"}
+])j";
 
 class LocalCaPlugin final : public certconn::sdk::CaPlugin {
 public:
+    // Relying parties (CRL, OCSP, CA certificates) are served by the host (/crl/, /ocsp/, /ca/)
+    // through cc_ca_api.query: this plugin registers no routes.
     explicit LocalCaPlugin(certconn::sdk::Host& host) : host_(host) {
-        host.route("GET", "/crl/", [this](const HttpRequest& r) {
-            const std::string name = name_between(r.path, "/crl/", ".crl");
-            if (name.empty()) return HttpResponse{404, {{"Content-Type", "text/plain"}}, "expected /crl/<ca>.crl\n"};
-            return registry_.with(name, [](LocalCa& ca) {
-                return HttpResponse{200, {{"Content-Type", "application/pkix-crl"}}, *ca.crl()};
-            });
-        });
-        host.route("GET", "/ca/", [this](const HttpRequest& r) {
-            const std::string name = name_between(r.path, "/ca/", ".crt");
-            if (name.empty()) return HttpResponse{404, {{"Content-Type", "text/plain"}}, "expected /ca/<ca>.crt\n"};
-            return registry_.with(name, [](LocalCa& ca) {
-                return HttpResponse{200, {{"Content-Type", "application/pkix-cert"}}, ca.issuing_der()};
-            });
-        });
-        // RFC 6960 appendix A: POST /ocsp/<ca> with the DER request as body, or
-        // GET /ocsp/<ca>/<url-encoded base64 of the DER request>.
-        host.route("POST", "/ocsp/", [this](const HttpRequest& r) {
-            const std::string name(r.path.substr(6));
-            if (name.empty() || name.find('/') != std::string::npos)
-                return HttpResponse{404, {{"Content-Type", "text/plain"}}, "expected POST /ocsp/<ca>\n"};
-            return ocsp_answer(registry_, name, r.body);
-        });
-        host.route("GET", "/ocsp/", [this](const HttpRequest& r) {
-            const std::string_view rest = r.path.substr(6);
-            const auto slash = rest.find('/');
-            if (slash == std::string_view::npos || slash == 0)
-                return HttpResponse{404, {{"Content-Type", "text/plain"}}, "expected GET /ocsp/<ca>/<base64 request>\n"};
-            std::string der;
-            try {
-                der = certconn::crypto::base64_decode(rest.substr(slash + 1));
-            } catch (const std::exception&) {
-                return HttpResponse{400, {{"Content-Type", "text/plain"}}, "the OCSP request is not base64\n"};
-            }
-            return ocsp_answer(registry_, std::string(rest.substr(0, slash)), der);
-        });
+        host.admin_command("ca root-crl", "sign a fresh CRL of a local CA's root with the root key (the offline root's ceremony)",
+                           "ca:admin", kRootCrlArguments, [this](std::string_view arguments) { return root_crl(arguments); });
     }
 
     std::unique_ptr<Ca> open(const std::string& name, const std::string& config_json) override {
@@ -160,6 +130,28 @@ public:
     }
 
 private:
+    std::string root_crl(std::string_view arguments) {
+        const auto args = json::parse(arguments).as_object();
+        auto text = [&](const char* key) {
+            const auto* v = args.if_contains(key);
+            return v && v->is_string() ? std::string(v->get_string()) : std::string();
+        };
+        const auto* flag = args.if_contains("revoke-issuing");
+        const bool revoke_issuing = flag && flag->is_bool() && flag->get_bool();
+        std::string key_pem;
+        if (const std::string b64 = text("root-key"); !b64.empty()) {
+            try {
+                key_pem = certconn::crypto::base64_decode(b64);
+            } catch (const std::invalid_argument&) {
+                throw certconn::sdk::Error(CC_ERR_INVALID_ARGUMENT, "root-key: the CLI sent no base64 file content");
+            }
+        }
+        const std::string line =
+            registry_.with(text("name"), [&](LocalCa& ca) { return ca.sign_root_crl(key_pem, revoke_issuing, text("reason")); });
+        certconn::sdk::wipe(key_pem.data(), key_pem.size());
+        return json::serialize(json::object{{"exit_code", 0}, {"stdout", line}});
+    }
+
     certconn::sdk::Host& host_;
     Registry registry_;
 };

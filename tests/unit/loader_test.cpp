@@ -52,11 +52,12 @@ TEST_CASE("a broken plugin among good ones is refused with its own reason - the 
     const auto& major = report_for(scan, "broken-abi-major.so");
     CHECK(major.event_id == CC_EV_PluginAbiMismatch);
     CHECK(major.reason == "plugin 'broken-abi-major' (" + (dir / "broken-abi-major.so").string() +
-                              "): built for SDK 2.1, this host speaks 1.0-1.2");
+                              "): built for SDK 2.1, this host speaks 1.0-1." + std::to_string(CERTCONN_ABI_MINOR));
 
     const auto& minor = report_for(scan, "broken-abi-minor.so");
     CHECK(minor.event_id == CC_EV_PluginAbiMismatch);
-    CHECK_THAT(minor.reason, Catch::EndsWith("built for SDK 1.3, this host speaks 1.0-1.2"));
+    CHECK_THAT(minor.reason, Catch::EndsWith("built for SDK 1." + std::to_string(CERTCONN_ABI_MINOR + 1) +
+                                             ", this host speaks 1.0-1." + std::to_string(CERTCONN_ABI_MINOR)));
 
     const auto& no_init = report_for(scan, "broken-no-init.so");
     CHECK(no_init.event_id == CC_EV_PluginExportMissing);

@@ -46,6 +46,9 @@
  *       scopes;
  *       cc_http_request.local now means "admin socket" only (loopback TCP is anonymous).
  *  1.2  cc_plugin_api: quiesce, resume (hand-over of the state directory on hot swap).
+ *  1.3  cc_ca_api.query: ops "ocsp" and "health", "crl" with "level"; the host publishes every
+ *       CA's CRLs, CA certificates and OCSP answers itself (/crl/, /ca/, /ocsp/ are reserved),
+ *       and refuses a route that overlaps another plugin's.
  */
 #ifndef CERTCONN_ABI_H
 #define CERTCONN_ABI_H
@@ -58,7 +61,7 @@ extern "C" {
 #endif
 
 #define CERTCONN_ABI_MAJOR 1
-#define CERTCONN_ABI_MINOR 2
+#define CERTCONN_ABI_MINOR 3
 
 /* Names of the two exports every plugin provides (as Boost.DLL aliases: exported data
  * pointers to the functions; see CERTCONN_C_EXPORT_PLUGIN below). */
@@ -278,7 +281,10 @@ typedef struct cc_host_services {
     /* since 1.1 (check struct_size) ------------------------------------------------------ */
 
     /* Registers a route with the scope it requires. Only during init. Paths the host serves
-     * itself (/healthz, /status, /admin/...) are refused with CC_ERR_CONFLICT. */
+     * itself (/healthz, /status, /admin/..., and since 1.3 /crl/, /ca/, /ocsp/) are refused with
+     * CC_ERR_CONFLICT, and so (since 1.3) is a route overlapping another plugin's (the same
+     * path, or a path inside another plugin's prefix route, or a prefix covering its routes):
+     * the plugin's init then fails even if it ignores the status (1.0-1.2 plugins: see sdk docs). */
     int (*http_register)(void* host_ctx, const cc_http_route* route, cc_error* error);
 
     /* Registers an administrative command. Only during init; names are unique per host. */
@@ -318,6 +324,18 @@ typedef struct cc_ca_api {
     /* Optional (may be NULL; check struct_size): read-only questions, JSON in and out.
      *   {"op": "certificate", "serial": "HEX"} -> {"serial", "certificate_pem", "status"}
      *   {"op": "crl"} -> {"crl_der": "<base64>"} (the CA's current CRL)
+     *   since 1.3:
+     *   {"op": "crl", "level": "root"} -> {"crl_der": "<base64>"}: the CRL of the root above
+     *       the issuing CA, when this plugin publishes it (CC_ERR_NOT_FOUND when it does not);
+     *       "level": "issuing" is the default.
+     *   {"op": "ocsp", "request_der": "<base64 OCSPRequest>"} -> {"response_der": "<base64
+     *       OCSPResponse>"} (RFC 6960); a malformed request gets a malformedRequest response,
+     *       not an error. The host serves it at POST /ocsp/<ca> and GET /ocsp/<ca>/<base64>.
+     *   {"op": "health"} -> {"healthy": bool, "detail": "..."}: a real, cheap probe of this CA
+     *       (its key or its remote service answers), never a cached flag. The host calls it in
+     *       the background every [host] ca_health_interval_seconds, never on a request path.
+     * The host publishes /crl/<ca>.crl, /crl/<ca>-root.crl, /ca/<ca>.crt, /ca/<ca>-root.crt
+     * (from describe's chain_pem) and /ocsp/<ca> for every configured CA through these ops.
      * CC_ERR_NOT_FOUND for an unknown certificate, CC_ERR_NOT_SUPPORTED for an unknown op. */
     int (*query)(void* instance, void* ca_handle, const char* request_json, cc_sink* response_json, cc_error* error);
 } cc_ca_api;

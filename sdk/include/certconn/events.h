@@ -60,6 +60,8 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(120, PluginSwapped, OPERATIONAL, "Plugins", "a new generation of a plugin serves; the previous one drains and unloads")    \
     X(121, PluginModuleStoreFailed, OPERATIONAL, "Plugins",                                                                      \
       "a plugin file could not be copied into the content-addressed module store")                                               \
+    X(122, CaHealthChanged, ADMIN, "Plugins",                                                                                    \
+      "a configured CA's background health probe changed state: degraded (the probe failed) or healthy again")                   \
     /* general: HTTP */                                                                                                          \
     X(200, HttpListening, OPERATIONAL, "Http", "the HTTP server listens")                                                        \
     X(201, HttpServerError, OPERATIONAL, "Http", "the HTTP server could not start or accept")                                    \

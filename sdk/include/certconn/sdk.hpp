@@ -401,7 +401,8 @@ public:
         virtual std::string revoke(const std::string& request_json) = 0;
         /// {"chain_pem": "..."} and whatever else identifies this CA.
         virtual std::string describe() { throw Error(CC_ERR_NOT_SUPPORTED, "this CA cannot describe itself"); }
-        /// Read-only questions (see cc_ca_api.query in abi.h).
+        /// Read-only questions (see cc_ca_api.query in abi.h: certificate, crl, and since 1.3 crl with
+        /// "level", ocsp, health). The host publishes /crl/, /ca/, /ocsp/ for every CA from them.
         virtual std::string query(const std::string& request_json) {
             throw Error(CC_ERR_NOT_SUPPORTED, "this CA answers no queries");
         }
