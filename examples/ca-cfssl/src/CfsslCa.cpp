@@ -121,6 +121,8 @@ CfsslCa::CfsslCa(std::string name, const json::object& config, const fs::path& s
         settings = certconn::http::settings_from_config(config);
     } catch (const Error& e) {
         throw Error(e.code(), prefix + e.what());
+    } catch (const std::exception& e) {
+        throw Error(CC_ERR_INVALID_ARGUMENT, prefix + e.what());
     }
     std::optional<certconn::sdk::Secret> auth_key;
     if (const std::string f = absolute_path(config, name_, "auth_key_file"); !f.empty())
@@ -155,7 +157,15 @@ CfsslCa::CfsslCa(std::string name, const json::object& config, const fs::path& s
 std::shared_ptr<const CfsslCa::Signer> CfsslCa::signer() {
     std::lock_guard lock(signer_mutex_);
     if (signer_ && std::chrono::steady_clock::now() - signer_fetched_ < std::chrono::minutes(5)) return signer_;
-    const std::string pem = api_->info();
+    std::string pem;
+    try {
+        pem = api_->info();
+    } catch (const Error& e) {
+        // cfssl unreachable: an answer from the last minutes still names the right chain (an
+        // already issued certificate can be answered); without one, the caller retries.
+        if (signer_ && e.retryable()) return signer_;
+        throw;
+    }
     auto s = std::make_shared<Signer>();
     try {
         s->certificate = certconn::crypto::load_certificate(pem);
