@@ -272,6 +272,99 @@ expect "revoke: a serial cfssl never issued is not found / 4004" '"error_code":4
 expect "revoke: an unknown reason is invalid_argument / 4002" '"error_code":4002' \
   cc submit revoke --ca cf --serial "$serial1" --reason sometimes --wait
 
+# --- The plugin's calls through ca-harness (examples/ca-cfssl/test): the C ABI, no connector ---
+harness="$work/ca-cfssl-build/ca-harness"
+so="$work/ca-cfssl-build/ca-cfssl.so"
+mkdir -p "$work/h-state"
+cf_section="{\"url\":\"http://127.0.0.1:$cfport\",\"crl_url\":\"http://127.0.0.1:$wwwport/cfssl.crl\",\"crl_cache_seconds\":0}"
+h() { "$harness" "$so" "$work/h-state" hcf "$@"; }
+expect "query crl: the CRL from crl_url, with the revoked serial" "Serial Number: $serial1" bash -c "
+  '$harness' '$so' '$work/h-state' hcf '$cf_section' query '{\"op\":\"crl\"}' |
+  '$py' -c 'import json,sys,base64; sys.stdout.buffer.write(base64.b64decode(json.load(sys.stdin)[\"crl_der\"]))' |
+  openssl crl -inform DER -noout -text"
+# A CRL of another CA, an expired one (signed by the right key), garbage: all refused.
+cd "$work/cfssl"
+echo '{"CN":"Another CA","key":{"algo":"ecdsa","size":256}}' >other-csr.json
+cfssl gencert -initca other-csr.json 2>/dev/null | cfssljson -bare other
+cfssl gencrl revoked.txt other.pem other-key.pem >"$work/www/other.crl"
+"$py" - "$work/cfssl/ca.pem" "$work/cfssl/ca-key.pem" "$work/www/expired.crl" <<'PY'
+import sys, datetime
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+ca = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+key = serialization.load_pem_private_key(open(sys.argv[2], "rb").read(), None)
+now = datetime.datetime.utcnow()
+crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+       .last_update(now - datetime.timedelta(days=2)).next_update(now - datetime.timedelta(days=1))
+       .sign(key, hashes.SHA256()))
+open(sys.argv[3], "wb").write(crl.public_bytes(serialization.Encoding.DER))
+PY
+echo "not a CRL" >"$work/www/garbage.crl"
+cd "$work"
+with_crl() { echo "{\"url\":\"http://127.0.0.1:$cfport\",\"crl_url\":\"http://127.0.0.1:$wwwport/$1\"}"; }
+expect "query crl: a CRL signed by another CA is refused (unavailable)" "unavailable.*not signed by cfssl's signer" \
+  h "$(with_crl other.crl)" query '{"op":"crl"}'
+expect "query crl: an expired CRL is refused (unavailable)" "unavailable.*expired at" h "$(with_crl expired.crl)" query '{"op":"crl"}'
+expect "query crl: a body that is no CRL is refused (unavailable)" "unavailable.*is not a CRL" h "$(with_crl garbage.crl)" query '{"op":"crl"}'
+expect "query crl: a missing CRL file (404) is unavailable" "unavailable.*HTTP 404" h "$(with_crl missing.crl)" query '{"op":"crl"}'
+expect "query crl: without crl_url, cfssl 1.2 has no CRL endpoint: not_supported, naming crl_url" "not_supported.*set crl_url" \
+  h "{\"url\":\"http://127.0.0.1:$cfport\"}" query '{"op":"crl"}'
+expect "query health: cfssl up" '"healthy":true' h "$cf_section" query '{"op":"health"}'
+expect "query health: cfssl down is unhealthy, saying why" '"healthy":false.*127.0.0.1:'"$deadport" \
+  h "{\"url\":\"http://127.0.0.1:$deadport\"}" query '{"op":"health"}'
+expect "query: an unknown op is not_supported" "not_supported" h "$cf_section" query '{"op":"ocsp"}'
+expect "describe: cfssl's signer is the chain" "cfssl Interop CA" h "$cf_section" describe
+# Idempotency by request id, then certificate lookup and revocation as the table records them.
+openssl req -new -newkey rsa:2048 -nodes -keyout "$work/h.key" -subj "/CN=harness-leaf" -out "$work/h.csr" 2>/dev/null
+issue_req=$("$py" -c "import json; print(json.dumps({'request_id':'req-1','csr_pem':open('$work/h.csr').read(),'profile':'default'}))")
+h "$cf_section" issue "$issue_req" >"$work/h-issue1.json" 2>/dev/null
+h "$cf_section" issue "$issue_req" >"$work/h-issue2.json" 2>/dev/null
+check "issue: the same request id twice signs once (already_issued, same serial, one certdb row)" "$py" -c "
+import json, sqlite3
+a, b = json.load(open('$work/h-issue1.json')), json.load(open('$work/h-issue2.json'))
+assert not a['already_issued'] and b['already_issued'] and a['serial'] == b['serial'], (a, b)
+assert a['chain_pem'].count('BEGIN CERTIFICATE') == 1 and a['not_after'].endswith('Z'), a
+db = sqlite3.connect('$work/cfssl/certs.db')
+assert db.execute('select count(*) from certificates where serial_number = ?', (str(int(a['serial'], 16)),)).fetchone()[0] == 1
+from cryptography import x509
+subjects = [x509.load_pem_x509_certificate(p.encode() if isinstance(p, str) else p).subject.rfc4514_string() for (p,) in db.execute('select pem from certificates')]
+assert subjects.count('CN=harness-leaf') == 1, subjects"
+hserial=$("$py" -c "import json; print(json.load(open('$work/h-issue1.json'))['serial'])")
+expect "query certificate: valid" '"status":"valid"' h "$cf_section" query "{\"op\":\"certificate\",\"serial\":\"$hserial\"}"
+expect "revoke with the issuer of another CA is not_found" "not_found.*not the issuer" \
+  h "$cf_section" revoke "{\"serial\":\"$hserial\",\"reason\":\"superseded\",\"issuer\":\"CN=Someone Else\"}"
+expect "revoke: revoked at cfssl" '"already_revoked":false' h "$cf_section" revoke "{\"serial\":\"$hserial\",\"reason\":\"superseded\"}"
+expect "query certificate: now revoked, with the reason" '"status":"revoked".*"revocation_reason":"superseded"' \
+  h "$cf_section" query "{\"op\":\"certificate\",\"serial\":\"$hserial\"}"
+expect "query certificate: an unknown serial is not_found" "not_found" h "$cf_section" query '{"op":"certificate","serial":"ABCDEF"}'
+expect "issue: a CSR whose signature does not verify is invalid_argument" "invalid_argument" \
+  h "$cf_section" issue "$("$py" -c "
+import json; pem = open('$work/h.csr').read(); lines = pem.splitlines(); body = ''.join(lines[1:-1]); i = len(body) - 10
+body = body[:i] + ('A' if body[i] != 'A' else 'B') + body[i+1:]
+print(json.dumps({'request_id':'req-bad','csr_pem':lines[0] + '\n' + '\n'.join(body[j:j+64] for j in range(0, len(body), 64)) + '\n' + lines[-1] + '\n'}))")"
+
+# A server that is not cfssl: a 200 that is not its envelope, and an endless answer.
+fakeport=$(free_port)
+"$py" - "$fakeport" <<'PY' >"$work/fake.log" 2>&1 &
+import sys, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b"<html>a proxy's error page</html>" if "info" in self.path else b"{" + b" " * (64 << 20)
+        self.send_response(200); self.send_header("Content-Type", "text/html"); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+pids+=($!)
+for _ in $(seq 1 50); do curl -s -o /dev/null -X POST "http://127.0.0.1:$fakeport/x" && break; sleep 0.1; done
+expect "a 200 answer that is not cfssl's envelope is unavailable (retryable), saying what was expected" \
+  "unavailable.*without cfssl's JSON envelope" h "{\"url\":\"http://127.0.0.1:$fakeport\"}" describe
+expect "an oversized answer is unavailable (bounded by max_response_bytes)" "unavailable" \
+  h "{\"url\":\"http://127.0.0.1:$fakeport\",\"max_response_bytes\":1048576}" issue "$issue_req"
+h "{\"url\":\"http://127.0.0.1:$fakeport\"}" issue "${issue_req/req-1/req-2}" >/dev/null 2>"$work/h-408.err"
+check "the unreadable answer logged event 408 (CA unreachable / unreadable)" grep -q '^event 408:' "$work/h-408.err"
+
 # --- Bad [ca.<name>] sections ---
 bad() {  # bad NAME TOML-LINES: a configuration whose [ca.x] section is wrong; prints config check's output
   printf '[host]\nlisten = "127.0.0.1:0"\nplugin_dir = "%s"\nstate_dir = "%s"\n[tenant]\nplugin = "local"\n[ca.x]\nplugin = "cfssl"\n%s\n' \
