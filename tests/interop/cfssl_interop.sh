@@ -350,7 +350,7 @@ import sys, http.server
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = b"<html>a proxy's error page</html>" if "info" in self.path else b"{" + b" " * (64 << 20)
+        body = b"{" + b" " * (64 << 20) if self.path.startswith("/huge/") else b"<html>a proxy's error page</html>"
         self.send_response(200); self.send_header("Content-Type", "text/html"); self.send_header("Content-Length", str(len(body)))
         self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
@@ -360,8 +360,9 @@ pids+=($!)
 for _ in $(seq 1 50); do curl -s -o /dev/null -X POST "http://127.0.0.1:$fakeport/x" && break; sleep 0.1; done
 expect "a 200 answer that is not cfssl's envelope is unavailable (retryable), saying what was expected" \
   "unavailable.*without cfssl's JSON envelope" h "{\"url\":\"http://127.0.0.1:$fakeport\"}" describe
-expect "an oversized answer is unavailable (bounded by max_response_bytes)" "unavailable" \
-  h "{\"url\":\"http://127.0.0.1:$fakeport\",\"max_response_bytes\":1048576}" issue "$issue_req"
+h "{\"url\":\"http://127.0.0.1:$fakeport/huge\",\"max_response_bytes\":1048576}" describe >/dev/null 2>"$work/h-huge.err"
+check "a 64 MiB answer is cut off: unavailable (bounded by max_response_bytes), never parsed" bash -c "
+  grep -q '^error unavailable' '$work/h-huge.err' && ! grep -q envelope '$work/h-huge.err'" 
 h "{\"url\":\"http://127.0.0.1:$fakeport\"}" issue "${issue_req/req-1/req-2}" >/dev/null 2>"$work/h-408.err"
 check "the unreadable answer logged event 408 (CA unreachable / unreadable)" grep -q '^event 408:' "$work/h-408.err"
 
