@@ -56,6 +56,23 @@ expect "find_package(CertconnSDK 1.0) accepts the installed $abi" "found SDK $ab
 expect "find_package(CertconnSDK 1.9) refuses it (newer minor)" "not compatible\|could not be found\|Could not find" version_probe 1.9
 expect "find_package(CertconnSDK 2.0) refuses it (other major)" "not compatible\|could not be found\|Could not find" version_probe 2.0
 
+# Header-only use: abi.h + sdk.hpp, flags from pkg-config, no SDK library linked.
+mkdir -m 0755 "$work/header-only"
+cat >"$work/header-only.cpp" <<'CPP'
+#include <certconn/sdk.hpp>
+class Echo final : public certconn::sdk::FeaturePlugin {
+public:
+    explicit Echo(certconn::sdk::Host&) {}
+    std::string run_job(const std::string& job) override { return job; }
+};
+CERTCONN_PLUGIN(Echo, "header-only-echo", "1.0.0", "2026-12-07", "built from pkg-config's flags alone", nullptr)
+CPP
+check "a header-only plugin builds with pkg-config --cflags certconn-sdk alone" bash -c "
+  g++ -std=c++20 -O1 -fPIC -shared -fvisibility=hidden -fvisibility-inlines-hidden -fno-gnu-unique -Wl,--no-undefined \
+    \$(PKG_CONFIG_PATH='$prefix/lib/pkgconfig' pkg-config --cflags certconn-sdk) '$work/header-only.cpp' -o '$work/header-only/header-only-echo.so' &&
+  chmod 0644 '$work/header-only/header-only-echo.so'"
+expect "certconnector plugins --dir accepts it" '"header-only-echo"' "$bin" plugins --dir "$work/header-only" --json
+
 # --- 2. the example, out of tree ---------------------------------------------------------------
 # A copy outside the source tree: a relative path into ../../sdk could not resolve.
 cp -r "$src/examples/ca-cfssl" "$work/ca-cfssl-src"
