@@ -275,6 +275,16 @@ void JobScheduler::run(Claim& claim) {
             }
             break;
         }
+        if (rc == CC_ERR_PENDING) {
+            // Waiting for an approval can take days: no worker waits for it. The job keeps
+            // its lease until it ends; then the tenant hands it out again, and that run asks
+            // the CA (the same request id) whether the request was decided.
+            log_.emit(CC_EV_JobPendingAtCa, CC_LEVEL_INFO,
+                      "job " + id + " waits for approval at its CA (" + err.message +
+                          "); asked again when its lease returns it (about " + std::to_string(settings_.lease_seconds) + " s)",
+                      id, {{"attempt", attempt}});
+            return;
+        }
         if (CC_STATUS_IS_RETRYABLE(rc) && attempt < settings_.max_attempts) {
             if (lost(claim)) {
                 log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING, "job " + id + ": not retried, its lease was lost", id,

@@ -199,6 +199,9 @@ private:
                 ca, json::serialize(json::object{
                         {"request_id", id}, {"csr_pem", entry->csr_pem}, {"profile", profile}, {"requester", "pkcs"}}));
         } catch (const Error& e) {
+            // The CA holds the request for approval: the key and CSR stay journaled, and the
+            // host runs the job again later with the same request id, which polls the CA.
+            if (e.code() == CC_ERR_PENDING) throw;
             if (e.retryable() && attempt < max_attempts) {
                 host_.log(CC_EV_PkcsIssuedFailedAttempt, CC_LEVEL_WARNING,
                           "issuance attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) +

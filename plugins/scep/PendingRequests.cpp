@@ -35,6 +35,15 @@ std::optional<PendingRequest> PendingRequests::find(const std::string& tx) {
     return PendingRequest{s.text(0), s.text(1), s.text(2), s.text(3)};
 }
 
+void PendingRequests::hold_at_ca(const std::string& tx, const std::string& profile, const std::string& csr_pem) {
+    std::lock_guard lock(mutex_);
+    db_.prepare(
+           "INSERT INTO pending (transaction_id, profile, csr_pem, status) VALUES (?, ?, ?, 'at-ca') "
+           "ON CONFLICT(transaction_id) DO UPDATE SET status = 'at-ca' WHERE status = 'approved'")
+        .bind_all(tx, profile, csr_pem)
+        .run();
+}
+
 bool PendingRequests::decide(const std::string& tx, bool approve) {
     std::lock_guard lock(mutex_);
     db_.prepare(

@@ -517,6 +517,15 @@ private:
                                                                        {"profile", p.certificate_profile},
                                                                        {"requester", "scep"}}));
         } catch (const Error& e) {
+            if (e.code() == CC_ERR_PENDING && kind == "enroll") {
+                // The CA holds it for approval (AD CS "CA certificate manager approval"): PENDING
+                // to the device, whose CertPoll asks the CA again with the same request id.
+                pending_.hold_at_ca(tx, p.name, csr_text);
+                host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                          "profile '" + p.name + "': the CA holds the request for approval (" + e.what() + "); the device polls",
+                          tx);
+                return reply(scep::pending_reply(req, p.ra_cert.get(), p.ra_key.get()));
+            }
             if (e.retryable()) throw;
             std::string why = std::string("the CA refused: ") + e.what();
             enqueue(tx, "scep.notify_failure",

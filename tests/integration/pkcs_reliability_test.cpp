@@ -109,6 +109,50 @@ TEST_CASE("a CA outage: jobs retry with events, then fail after max_attempts or 
     CHECK(daemon.wait_exit() == 0);
 }
 
+TEST_CASE(
+    "a CA holding requests for approval: the job frees its worker, is asked again when its lease returns it, "
+    "and ends issued or denied with the CA's message") {
+    PkcsInstallation inst(
+        "[ca.approving]\nplugin = \"fixture\"\nlabel = \"approving\"\nforward_to = \"local\"\n"
+        "pending_while = \"PENDING_MARKER\"\ndenied_while = \"DENIED_MARKER\"\n"
+        "[jobs]\nlease_seconds = 10\nconcurrency = 1\n[pkcs]\ndefault_ca = \"approving\"\n");
+    const fs::path pending = inst.dir / "pending", denied = inst.dir / "denied";
+    std::string text = read_file(inst.config);
+    text.replace(text.find("PENDING_MARKER"), 14, pending.string());
+    text.replace(text.find("DENIED_MARKER"), 13, denied.string());
+    write_file(inst.config, text);
+    write_file(pending, "held");
+
+    Daemon daemon(inst.config, inst.dir / "daemon.out");
+    inst.start(daemon);
+    const std::string held = inst.submit("approval-1");
+    REQUIRE(eventually([&] { return count_events(inst.operational_log(), 310, held) >= 1; }, std::chrono::seconds(20)));
+    CHECK_THAT(inst.operational_log(), Catch::Contains("waits for approval at its CA"));
+    // Its worker is free: with concurrency 1, a job for another CA runs while this one waits.
+    auto other = run_cli({"submit", "pkcs", "--config", inst.config.string(), "--subject", "CN=other", "--key-type", "p256",
+                          "--device-key", inst.device_key.string(), "--ca", "local", "--id", "other-ca", "--wait"});
+    INFO(other.output);
+    CHECK(other.exit_code == 0);
+    CHECK(inst.job(held).at("status").as_string() != "failed");  // pending is not a failure
+    CHECK(count_events(inst.operational_log(), 1052, held) == 0);
+
+    fs::remove(pending);  // the CA manager approves: the next run (lease returns it) gets the certificate
+    REQUIRE(eventually([&] { return inst.job(held).at("status").as_string() == "succeeded"; }, std::chrono::seconds(40)));
+    CHECK(count_events(inst.operational_log(), 1050, held) == 1);
+
+    write_file(pending, "held");
+    const std::string refused = inst.submit("approval-2");
+    REQUIRE(eventually([&] { return count_events(inst.operational_log(), 310, refused) >= 1; }, std::chrono::seconds(20)));
+    write_file(denied, "no");  // the CA manager denies it
+    REQUIRE(eventually([&] { return inst.job(refused).at("status").as_string() == "failed"; }, std::chrono::seconds(40)));
+    const auto failed = inst.job(refused);
+    CHECK(failed.at("result").at("error").at("code").as_string() == "denied");
+    CHECK_THAT(std::string(failed.at("result").at("error").at("message").as_string()),
+               Catch::Contains("the manager denied request approval-2"));
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
 TEST_CASE("kill -9 in the middle of 200 jobs: every job ends with exactly one result, no certificate issued twice") {
     PkcsInstallation inst("[jobs]\nconcurrency = 4\nlease_seconds = 10\n[pkcs]\ndefault_ca = \"local\"\n");
     const fs::path jobs_db = inst.dir / "state" / "plugins" / "tenant-local" / "jobs.db";

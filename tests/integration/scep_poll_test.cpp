@@ -82,6 +82,63 @@ TEST_CASE("SCEP: a pending request is polled with CertPoll until an administrato
     CHECK(daemon.wait_exit() == 0);
 }
 
+TEST_CASE("SCEP: a request the CA holds for approval answers PENDING; CertPoll asks the CA again until it issues or denies") {
+    TempDir dir;
+    install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep"});
+    install_fixture(dir / "plugins", "good", "fixture-ca");
+    const fs::path config = dir / "c.toml", pending = dir / "pending", denied = dir / "denied";
+    write_file(config,
+               "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
+               "[tenant]\nplugin = \"local\"\nscep_challenges = { held = \"letmein\" }\n"
+               "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
+               "[ca.approving]\nplugin = \"fixture\"\nlabel = \"approving\"\nforward_to = \"local\"\npending_while = \"" +
+                   pending.string() + "\"\ndenied_while = \"" + denied.string() +
+                   "\"\n"
+                   "[scep.profiles.held]\npath = \"/held\"\nca = \"approving\"\n");
+    Daemon daemon(config, dir / "daemon.out");
+    const auto status = wait_for_status(daemon, config);
+    INFO(daemon.output());
+    REQUIRE_FALSE(status.empty());
+    const auto port = static_cast<std::uint16_t>(status.at("port").as_int64());
+    const crypto::Cert ra = ra_of(port, "/held");
+    write_file(pending, "held");  // after GetCACert: the profile's RA certificate comes from that CA too
+    auto device_send = [&](EVP_PKEY* key, X509* self, scep::MessageType type, const std::string& tx, const std::string& content) {
+        const auto message = scep::build_request({type, tx, {}, content, EVP_aes_256_cbc(), EVP_sha256()}, self, key, ra.get());
+        const auto answer = http_request(port, "POST", "/held?operation=PKIOperation", message);
+        REQUIRE(answer.status == 200);
+        return scep::read_reply(answer.body, ra.get());
+    };
+    const std::string poll_content("\x30\x00", 2);
+
+    crypto::PKey device = crypto::generate_key("rsa2048");
+    crypto::Cert self = scep::self_signed(device.get(), "CN=held");
+    CHECK(device_send(device.get(), self.get(), scep::MessageType::PKCSReq, "held-1",
+                      scep::csr_with_challenge(device.get(), "held", "letmein"))
+              .status == "3");  // PENDING
+    CHECK(device_send(device.get(), self.get(), scep::MessageType::CertPoll, "held-1", poll_content).status == "3");
+    fs::remove(pending);  // approved at the CA
+    const auto done = device_send(device.get(), self.get(), scep::MessageType::CertPoll, "held-1", poll_content);
+    REQUIRE(done.status == "0");
+    const std::string degenerate = crypto::cms_decrypt(done.envelope, device.get());
+    const auto* p = reinterpret_cast<const unsigned char*>(degenerate.data());
+    std::unique_ptr<PKCS7, crypto::Deleter<PKCS7_free>> p7(d2i_PKCS7(nullptr, &p, static_cast<long>(degenerate.size())));
+    REQUIRE(p7);
+    CHECK(EVP_PKEY_eq(X509_get0_pubkey(sk_X509_value(p7->d.sign->cert, 0)), device.get()) == 1);
+
+    write_file(pending, "held");
+    crypto::PKey second = crypto::generate_key("rsa2048");
+    crypto::Cert second_self = scep::self_signed(second.get(), "CN=refused");
+    CHECK(device_send(second.get(), second_self.get(), scep::MessageType::PKCSReq, "held-2",
+                      scep::csr_with_challenge(second.get(), "refused", "letmein"))
+              .status == "3");
+    write_file(denied, "no");  // denied at the CA
+    const auto refused = device_send(second.get(), second_self.get(), scep::MessageType::CertPoll, "held-2", poll_content);
+    CHECK(refused.status == "2");     // FAILURE
+    CHECK(refused.fail_info == "2");  // badRequest
+    daemon.signal(SIGTERM);
+    CHECK(daemon.wait_exit() == 0);
+}
+
 TEST_CASE("SCEP: GetCert and GetCRL answer from the CA, GetNextCACert serves a configured rollover") {
     TempDir dir;
     install_plugins(dir / "plugins", {"ca-local", "tenant-local", "scep", "revoke"});

@@ -90,6 +90,8 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
       "decides")                                                                                                                 \
     X(309, JobResultDeliverySlow, OPERATIONAL, "Jobs",                                                                           \
       "the tenant took longer than the delivery deadline to acknowledge a result")                                               \
+    X(310, JobPendingAtCa, OPERATIONAL, "Jobs",                                                                                  \
+      "a job's CA holds its request for approval; the job runs again when its lease returns it")                                 \
     /* certificate authorities (CA plugins; relying-party services) */                                                           \
     X(400, CaHierarchyCreated, ADMIN, "CA", "a CA created its key pair and certificate")                                         \
     X(401, CaCrlPublished, OPERATIONAL, "CA", "a CRL was generated")                                                             \

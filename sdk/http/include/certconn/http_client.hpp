@@ -34,8 +34,8 @@ struct Settings {
     std::string proxy;               ///< "http://host:port" (or https://, socks5://); empty: no proxy
     std::string proxy_username;
     sdk::Secret proxy_password;
-    Auth auth = Auth::none;          ///< server authentication (negotiate: Kerberos via GSS-API)
-    std::string username;            ///< basic/ntlm: "user" or "DOMAIN\\user"
+    Auth auth = Auth::none;  ///< server authentication (negotiate: Kerberos via GSS-API)
+    std::string username;    ///< basic/ntlm: "user" or "DOMAIN\\user"
     sdk::Secret password;
     std::chrono::milliseconds connect_timeout{10'000};
     std::chrono::milliseconds timeout{60'000};  ///< whole request, answer included
@@ -47,8 +47,9 @@ struct Settings {
 ///   ca_file, client_certificate, client_key, client_key_pin_file, proxy, proxy_username,
 ///   proxy_password_file, auth ("none"|"basic"|"ntlm"|"negotiate"), username, password_file,
 ///   connect_timeout_seconds, timeout_seconds, max_response_bytes.
-/// Secrets are read from files named in the section (never inline); errors name the key.
-Settings settings_from_config(const boost::json::object& section);
+/// Secrets are read from files named in the section (never inline). Errors are sdk::Error
+/// INVALID_ARGUMENT naming the key, prefixed with `where` (e.g. "ca.corp").
+Settings settings_from_config(const boost::json::object& section, std::string_view where = {});
 
 /// The same keys as schema properties, to splice into a plugin's JSON schema object
 /// (docs/plugin-sdk.md, "Configuration schema"): `"{" + std::string(kSchemaProperties) + ", ...}"`.
