@@ -111,6 +111,13 @@ json::value CfsslApi::call(const std::string& endpoint, const std::string& body)
         throw Error(CC_ERR_BUSY, where + " is throttling requests (HTTP 429" +
                                      (delay ? ", retry after " + std::to_string(delay->count()) + " s" : std::string()) + ")");
     }
+    if (response.status == 401 || response.status == 407) {
+        // cfssl has no accounts; this is a reverse proxy (auth/username) or a proxy in front of it.
+        const auto& user = response.status == 407 ? client_.settings().proxy_username : client_.settings().username;
+        throw Error(CC_ERR_DENIED, where + " refused the credentials" +
+                                       (user.empty() ? std::string(" (none configured)") : " of '" + user + "'") + " (HTTP " +
+                                       std::to_string(response.status) + ")");
+    }
     if (response.status >= 500 || response.status == 408)
         throw Error(CC_ERR_UNAVAILABLE,
                     where + " failed with HTTP " + std::to_string(response.status) + ": " + clip(response.body, 200));

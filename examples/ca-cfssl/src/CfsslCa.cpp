@@ -118,9 +118,9 @@ CfsslCa::CfsslCa(std::string name, const json::object& config, const fs::path& s
                     prefix + "url: expected the http:// or https:// URL of cfssl serve, got '" + url + "'");
     certconn::http::Settings settings;
     try {
-        settings = certconn::http::settings_from_config(config);
-    } catch (const Error& e) {
-        throw Error(e.code(), prefix + e.what());
+        settings = certconn::http::settings_from_config(config, "ca." + name_);  // errors name the key
+    } catch (const Error&) {
+        throw;
     } catch (const std::exception& e) {
         throw Error(CC_ERR_INVALID_ARGUMENT, prefix + e.what());
     }
