@@ -245,6 +245,10 @@ check "PKCS: that leaf has the 'plain' profile's TLS Web Server usage" bash -c "
   $(declare -f leaf_of); work='$work'; leaf_of '$work/pkcs2' && openssl verify -CAfile '$work/cfssl/ca.pem' '$work/pkcs2/leaf.pem' &&
   openssl x509 -in '$work/pkcs2/leaf.pem' -noout -ext extendedKeyUsage | grep -q 'TLS Web Server Authentication'"
 
+check "ca export --name cf prints cfssl's signer (describe, from cfssl's info)" bash -c "
+  '$bin' ca export --name cf --config '$work/c.toml' | openssl x509 -noout -fingerprint -sha256 >'$work/export.fp' &&
+  openssl x509 -in '$work/cfssl/ca.pem' -noout -fingerprint -sha256 | cmp - '$work/export.fp'"
+
 # Refusals: not retryable, with cfssl's reason.
 expect "a profile needing authsign, without auth_key_file, is denied naming the fix" "auth_key_file" \
   cc submit pkcs --ca cfplain --profile needs-auth --subject "CN=cf-noauth" --device-key "$work/device.pub" --wait
