@@ -42,7 +42,7 @@ import uuid
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
@@ -89,12 +89,16 @@ def der_utf8(text):
 
 
 class Ca:
-    """A root and an issuing CA (EC P-256), made at start, and everything issued since."""
+    """A root and an issuing CA (EC P-256, or RSA-2048 with --ca-key rsa: SCEP clients such as
+    micromdm's scepclient encrypt to every CA certificate and speak only RSA), made at start, and
+    everything issued since."""
 
-    def __init__(self, state_dir, crl_url):
+    def __init__(self, state_dir, crl_url, key_type="ec"):
         self.crl_url = crl_url
         t = now()
-        self.root_key = ec.generate_private_key(ec.SECP256R1())
+        new_key = (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)) if key_type == "rsa" \
+            else (lambda: ec.generate_private_key(ec.SECP256R1()))
+        self.root_key = new_key()
         root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Stand-in DigiCert Root CA"),
                                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certconnector tests")])
         self.root = (x509.CertificateBuilder().subject_name(root_name).issuer_name(root_name)
@@ -104,7 +108,7 @@ class Ca:
                      .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
                      .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.root_key.public_key()), critical=False)
                      .sign(self.root_key, hashes.SHA256()))
-        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.key = new_key()
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Stand-in DigiCert Issuing CA"),
                           x509.NameAttribute(NameOID.ORGANIZATION_NAME, "certconnector tests")])
         self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(root_name)
@@ -511,6 +515,7 @@ def main():
     ap.add_argument("--client-ca", help="PEM bundle: accept client certificates it signed")
     ap.add_argument("--profile", action="append", default=[], help="ID[:instant|manual] (repeatable)")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--ca-key", choices=["ec", "rsa"], default="ec", help="key type of the stand-in's CAs")
     args = ap.parse_args()
     args.api_key = open(args.api_key_file).read().strip() if args.api_key_file else ""
 
@@ -523,7 +528,7 @@ def main():
         ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.load_verify_locations(args.client_ca)
     server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    ca = Ca(args.state, "https://127.0.0.1:%d/crl/issuing.crl" % port)
+    ca = Ca(args.state, "https://127.0.0.1:%d/crl/issuing.crl" % port, args.ca_key)
     server.state = State(args, ca)
     with open(os.path.join(args.state, "port.tmp"), "w") as f:
         f.write(str(port))
