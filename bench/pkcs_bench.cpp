@@ -5,6 +5,11 @@
 //   (b) the OpenSSL primitives alone, in-process: key generation, CSR and certificate
 //       signatures, PKCS#12 (PBKDF2 + AES + MAC) and the three CMS encryptions of a job.
 // Prints one JSON object per (key type, concurrency) and the ratios. Device key: RSA-2048.
+// Then the same pipeline with a remote CA behind the pkcs feature: ca-adcs against the AD CS
+// stand-in (certsrv over TLS with NTLM) and ca-digicert against the DigiCert ONE stand-in
+// (tests/stand-ins/), beside ca-local in the same run, so the per-job cost of a remote CA
+// (HTTP, TLS, authentication, the CA's own work) is printed as the difference. The stand-ins
+// are Python: their own issuance time is part of that difference, as a real CA's would be.
 #include "support/Daemon.hpp"
 #include "support/TestCa.hpp"
 
@@ -132,18 +137,21 @@ struct ConnectorRates {
 /// Fills the queue with the pkcs feature disabled, then enables it (SIGHUP) and times the
 /// processing alone: claim, key, CSR, issuance, PKCS#12, CMS, outbox, report.
 ConnectorRates connector_rate(const std::string& key_type, int concurrency, int jobs, const fs::path& work,
-                              const std::string& device_pem) {
-    const fs::path dir = work / ("connector-" + key_type + "-" + std::to_string(concurrency));
+                              const std::string& device_pem, const std::string& backend = "local",
+                              const std::string& remote_ca_toml = "") {
+    static int runs = 0;  // each run its own directory: a reused job queue would hold earlier jobs
+    const fs::path dir =
+        work / ("connector-" + backend + "-" + key_type + "-" + std::to_string(concurrency) + "-" + std::to_string(++runs));
     fs::create_directories(dir / "plugins");
     ::chmod(dir.c_str(), 0755);
-    install_plugins(dir / "plugins", {"ca-local", "tenant-local", "pkcs"});
+    install_plugins(dir / "plugins", {"ca-local", "tenant-local", "pkcs", "ca-adcs", "ca-digicert"});
     write_file(dir / "c.toml",
                "[host]\nlisten = \"127.0.0.1:0\"\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
                "[jobs]\nconcurrency = " +
                    std::to_string(concurrency) + "\n" + test_token_config() +
                    "[tenant]\nplugin = \"local\"\n"
-                   "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n"
-                   "[pkcs]\nescrow_key = \"" +
+                   "[ca.local]\nplugin = \"local\"\nalgorithm = \"p256\"\n" +
+                   remote_ca_toml + "[pkcs]\ndefault_ca = \"" + backend + "\"\nescrow_key = \"" +
                    (work / "ca" / "escrow.key").string() + "\"\n");
     const std::string enabled = read_file(dir / "c.toml");
     write_file(dir / "c.toml", enabled + "[features]\npkcs = false\n");
@@ -193,6 +201,79 @@ ConnectorRates connector_rate(const std::string& key_type, int concurrency, int 
     daemon.signal(SIGTERM);
     daemon.wait_exit();
     return {intake, rate};
+}
+
+/// A stand-in CA (tests/stand-ins/NAME) as a child process, killed at the end.
+class StandIn {
+public:
+    StandIn(const std::vector<std::string>& args, const fs::path& port_file) {
+        std::vector<std::string> a = args;
+        std::vector<char*> argv;
+        for (auto& x : a)
+            argv.push_back(x.data());
+        argv.push_back(nullptr);
+        if (posix_spawnp(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0)
+            throw std::runtime_error("cannot start " + args[1]);
+        if (!eventually([&] { return fs::exists(port_file) && fs::file_size(port_file) > 0; }, std::chrono::seconds(30)))
+            throw std::runtime_error(args[1] + " did not start");
+        port = read_file(port_file);
+        while (!port.empty() && (port.back() == '\n' || port.back() == ' '))
+            port.pop_back();
+    }
+    ~StandIn() {
+        ::kill(pid_, SIGTERM);
+        ::waitpid(pid_, nullptr, 0);
+    }
+    StandIn(const StandIn&) = delete;
+    StandIn& operator=(const StandIn&) = delete;
+    std::string port;
+
+private:
+    pid_t pid_ = -1;
+};
+
+/// ca-local, ca-adcs and ca-digicert behind the pkcs feature, in the same run.
+void remote_ca_rates(int jobs, const fs::path& work, const std::string& device_pem) {
+    const fs::path dir = work / "stand-ins";
+    fs::create_directories(dir / "dc");
+    const std::string d = dir.string();
+    run_shell("cd " + d +
+              " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout tls.key -out tls.pem "
+              "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -days 2 2>/dev/null"
+              " && printf 'Enr0ll!pass' > enroll.pw && printf 'bench-api-key\n' > api.key && chmod 600 enroll.pw api.key");
+    const std::string standins = std::string(SOURCE_DIR) + "/tests/stand-ins/";
+    StandIn adcs({"/usr/bin/python3", standins + "adcs/adcs.py", "--cert", d + "/tls.pem", "--key", d + "/tls.key", "--port-file",
+                  d + "/adcs.port", "--ca-dir", d + "/adcs-ca"},
+                 dir / "adcs.port");
+    StandIn digicert({"/usr/bin/python3", standins + "digicert/digicert.py", "--state", d + "/dc", "--cert", d + "/tls.pem",
+                      "--key", d + "/tls.key", "--api-key-file", d + "/api.key", "--profile", "prof-instant"},
+                     dir / "dc" / "port");
+    const std::string adcs_toml = "[ca.adcs]\nplugin = \"adcs\"\nurl = \"https://127.0.0.1:" + adcs.port +
+                                  "/certsrv\"\nca_config = \"ca01.corp.test\\\\Stand-in Issuing CA\"\nca_file = \"" + d +
+                                  "/tls.pem\"\nauth = \"ntlm\"\nusername = \"CORP\\\\svc-enroll\"\npassword_file = \"" + d +
+                                  "/enroll.pw\"\n[ca.adcs.profiles.default]\ntemplate = \"User\"\n";
+    const std::string dc_toml = "[ca.digicert]\nplugin = \"digicert\"\nurl = \"https://127.0.0.1:" + digicert.port +
+                                "\"\napi_key_file = \"" + d + "/api.key\"\nca_file = \"" + d +
+                                "/tls.pem\"\n[ca.digicert.profiles.default]\nprofile_id = \"prof-instant\"\n";
+    for (int concurrency : {1, 2}) {
+        const double local = connector_rate("p256", concurrency, jobs, work, device_pem).processing;
+        for (const auto& [backend, toml] :
+             {std::pair{std::string("adcs"), adcs_toml}, std::pair{std::string("digicert"), dc_toml}}) {
+            const double remote = connector_rate("p256", concurrency, jobs, work, device_pem, backend, toml).processing;
+            const json::object r{{"bench", "pkcs-remote-ca"},
+                                 {"backend", backend == "adcs" ? "ca-adcs + AD CS stand-in (certsrv, NTLM, TLS)"
+                                                               : "ca-digicert + DigiCert ONE stand-in (REST, API key, TLS)"},
+                                 {"issued_key", "p256"},
+                                 {"concurrency", concurrency},
+                                 {"jobs", jobs},
+                                 {"connector_jobs_per_s", std::round(remote * 10) / 10},
+                                 {"ca_local_jobs_per_s", std::round(local * 10) / 10},
+                                 {"per_job_ms", std::round(1000.0 / remote * 10) / 10},
+                                 {"ca_local_per_job_ms", std::round(1000.0 / local * 10) / 10},
+                                 {"remote_ca_overhead_ms", std::round((1000.0 / remote - 1000.0 / local) * 10) / 10}};
+            std::cout << json::serialize(r) << std::endl;
+        }
+    }
 }
 
 }  // namespace
@@ -252,5 +333,6 @@ int main(int argc, char** argv) {
             results.push_back(r);
         }
     }
+    remote_ca_rates(quick ? 10 : 60, work.path(), device_pem);
     return 0;
 }
