@@ -651,7 +651,7 @@ AdcsCa::Issued AdcsCa::wstep_call(const std::string& request_id, const std::stri
         try {
             const long long v = std::stoll(code);
             char buf[16];
-            std::snprintf(buf, sizeof buf, "0x%08llX", static_cast<unsigned long long>(v) & 0xFFFFFFFFull);
+            (void)std::snprintf(buf, sizeof buf, "0x%08llX", static_cast<unsigned long long>(v) & 0xFFFFFFFFull);
             hex = buf;
         } catch (const std::exception&) {
             hex = code;

@@ -77,7 +77,7 @@ std::string rfc5280_reason(const std::string& digicert) {
 /// DigiCert's error text: {"errors":[{"code","message","field"}]} or {"error":{...}} or {"error":"..."}.
 std::string error_text(const std::string& body) {
     std::error_code ec;
-    const json::value v = json::parse(body.substr(0, 64 * 1024), ec);
+    const json::value v = json::parse(body.substr(0, std::size_t{64} * 1024), ec);
     if (ec || !v.is_object()) return {};
     const json::object& o = v.get_object();
     auto one = [](const json::value& e) -> std::string {

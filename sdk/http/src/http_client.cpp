@@ -1,4 +1,5 @@
 // certconn::http over libcurl: one easy handle per call, TLS 1.2+, bounded answers.
+#include <certconn/errno_message.hpp>
 #include <certconn/http_client.hpp>
 #include <certconn/sdk.hpp>
 
@@ -63,7 +64,7 @@ sdk::Secret secret_file(const json::object& o, std::string_view where, std::stri
     const std::string path = string_of(o, where, key);
     if (path.empty()) return {};
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw config_error(where, key, "cannot read '" + path + "': " + std::strerror(errno));
+    if (!in) throw config_error(where, key, "cannot read '" + path + "': " + sdk::errno_message(errno));
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (text.size() > 4096) {
         sdk::wipe(text.data(), text.size());
