@@ -286,6 +286,8 @@ check "revoke: openssl verify -crl_check refuses the revoked leaf" bash -c "
   openssl crl -inform DER -in '$work/cfssl.crl.der' -out '$work/cfssl.crl.pem' &&
   ! openssl verify -crl_check -CAfile '$work/cfssl/ca.pem' -CRLfile '$work/cfssl.crl.pem' '$work/pkcs1/leaf.pem' &&
   openssl verify -crl_check -CAfile '$work/cfssl/ca.pem' -CRLfile '$work/cfssl.crl.pem' '$work/pkcs2/leaf.pem'"
+expect_within 15 "the connector publishes the out-of-tree plugin's CRL at /crl/cf.crl (host publication), listing it" \
+  "Serial Number: $serial1" bash -c "curl -sf 'http://127.0.0.1:$port/crl/cf.crl' | openssl crl -inform DER -noout -text"
 expect "revoke: again is a success with the first reason" "already revoked (keyCompromise" \
   cc submit revoke --ca cf --serial "$serial1" --reason superseded --wait
 expect "revoke: a serial cfssl never issued is not found / 4004" '"error_code":4004' \
