@@ -30,6 +30,8 @@
  *      issue, revoke, query       any thread (job workers, HTTP workers); calls overlap.
  *      claim_jobs                 the scheduler's claim thread, one call at a time.
  *      complete_job               the outbox's delivery thread, one call at a time.
+ *      jobs_report                the claim thread (downloads) or the delivery thread
+ *                                 (uploads) of the tenant named in the report.
  *      cc_tenant_api.call, health any thread; calls overlap.
  *      cc_http_handler,
  *      cc_admin_handler           HTTP workers ([host] workers); calls overlap.
@@ -49,6 +51,10 @@
  *  1.3  cc_ca_api.query: ops "ocsp" and "health", "crl" with "level"; the host publishes every
  *       CA's CRLs, CA certificates and OCSP answers itself (/crl/, /ca/, /ocsp/ are reserved),
  *       and refuses a route that overlaps another plugin's.
+ *  1.4  several tenants ([tenant.<name>]): cc_host_services.tenant_call_to (a named tenant) and
+ *       tenant_notify (a must-deliver call handed to the host's durable outbox);
+ *       cc_feature_api.jobs_report (batches downloaded from / results uploaded to a tenant);
+ *       job documents carry "tenant". tenant_call now means "the default tenant".
  */
 #ifndef CERTCONN_ABI_H
 #define CERTCONN_ABI_H
@@ -61,7 +67,7 @@ extern "C" {
 #endif
 
 #define CERTCONN_ABI_MAJOR 1
-#define CERTCONN_ABI_MINOR 3
+#define CERTCONN_ABI_MINOR 4
 
 /* Names of the two exports every plugin provides (as Boost.DLL aliases: exported data
  * pointers to the functions; see CERTCONN_C_EXPORT_PLUGIN below). */
@@ -230,6 +236,42 @@ typedef struct cc_admin_command {
 } cc_admin_command;
 
 /* ---------------------------------------------------------------------------------------- */
+/* Tenant calls the host delivers, and job batches it reports (since 1.4)                   */
+
+/* A must-deliver tenant call (tenant_notify, since 1.4). The host writes the events named here
+ * as the delivery goes; an event id of 0 writes nothing. */
+typedef struct cc_tenant_notification {
+    uint32_t struct_size;
+    const char* tenant;       /* as for tenant_call_to                                         */
+    const char* operation;    /* e.g. "scep.notify_success"                                    */
+    const char* key;          /* idempotency key, unique per tenant, e.g. "<tx>/success"        */
+    const char* request_json; /* the call's request                                            */
+    const char* request_id;   /* for the events (a transaction id); may be NULL                */
+    uint32_t event_delivered; /* the tenant took it (e.g. 4008)                                */
+    uint32_t event_retry;     /* an attempt failed; it is retried (e.g. 4009)                  */
+    uint32_t event_refused;   /* the tenant refused it for good (non-retryable status)         */
+    uint32_t event_done;      /* optional second event at delivery, e.g. Admin "request done" */
+    const char* done_message; /* its message                                                   */
+} cc_tenant_notification;
+
+/* What the host tells a feature about a batch of its jobs (cc_feature_api.jobs_report). */
+typedef enum cc_jobs_report_kind {
+    CC_JOBS_DOWNLOADED = 1,      /* a claim from `tenant` brought these jobs                        */
+    CC_JOBS_DOWNLOAD_FAILED = 2, /* a claim from `tenant` failed (`message`); no job ids            */
+    CC_JOBS_UPLOADED = 3         /* one delivery pass gave `tenant` these jobs' results            */
+} cc_jobs_report_kind;
+
+typedef struct cc_jobs_report {
+    uint32_t struct_size;
+    uint32_t kind; /* a cc_jobs_report_kind */
+    const char* tenant;
+    const char* const* job_ids;
+    const char* const* job_documents; /* CC_JOBS_DOWNLOADED: each job's JSON document; else NULL */
+    size_t job_count;
+    const char* message; /* CC_JOBS_DOWNLOAD_FAILED: why; else "" */
+} cc_jobs_report;
+
+/* ---------------------------------------------------------------------------------------- */
 /* Services the host offers a plugin. The table and `host_ctx` stay valid until the plugin
  * instance is destroyed. All functions are thread-safe.                                    */
 
@@ -289,6 +331,21 @@ typedef struct cc_host_services {
 
     /* Registers an administrative command. Only during init; names are unique per host. */
     int (*admin_register_command)(void* host_ctx, const cc_admin_command* command, cc_error* error);
+
+    /* since 1.4 (check struct_size) ------------------------------------------------------ */
+
+    /* tenant_call to the tenant configured as [tenant.<tenant>]. NULL or "" = the default
+     * tenant: the one named "default" (the old [tenant] section), else the only one configured.
+     * CC_ERR_NOT_FOUND: no such tenant, or no default among several. */
+    int (*tenant_call_to)(void* host_ctx, const char* tenant, const char* operation, const char* request_json,
+                          cc_sink* response_json, cc_error* error);
+
+    /* Hands the host a call the tenant must receive (a notification): the host stores it
+     * durably and returns; a delivery thread of that tenant makes the call, in the order
+     * stored, retrying retryable failures with backoff (and the tenant's Retry-After) until it
+     * succeeds. CC_OK means stored; an error means it was not stored (the feature logs it).
+     * Storing the same `key` twice stores it once. */
+    int (*tenant_notify)(void* host_ctx, const cc_tenant_notification* notification, cc_error* error);
 } cc_host_services;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -308,6 +365,9 @@ typedef struct cc_feature_api {
      * the host calls this one instead of run_job when present, so nothing is strlen'ed). The
      * document is still NUL-terminated. */
     int (*run_job_len)(void* instance, const char* job_json, size_t job_len, cc_sink* result_json, cc_error* error);
+    /* since 1.4, optional: batches of this feature's jobs downloaded from or uploaded to a
+     * tenant, so the feature writes its "downloaded" / "download failed" / "uploaded" events. */
+    void (*jobs_report)(void* instance, const cc_jobs_report* report);
 } cc_feature_api;
 
 /* CA plugins: one instance serves every [ca.<name>] whose plugin = this plugin. */

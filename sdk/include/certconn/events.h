@@ -125,6 +125,25 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(511, UpdateDeferred, OPERATIONAL, "Update",                                                                                \
       "an available update waits: mode notify, outside the maintenance window, pinned, or outside the rollout share")            \
     X(512, SupportStateChanged, ADMIN, "Update", "a serving plugin's support state changed (supported, outdated, unsupported)")  \
+    /* general: the tenant (device-management service) and its credential */                                                     \
+    X(600, TenantSignedIn, OPERATIONAL, "Tenant", "a token was obtained from the tenant's identity provider")                    \
+    X(601, TenantSignInFailed, ADMIN, "Tenant",                                                                                  \
+      "signing in to the tenant failed: the credential was refused or the identity provider did not answer")                     \
+    X(602, TenantDiscovered, OPERATIONAL, "Tenant", "the tenant's service endpoints were discovered (or refreshed)")             \
+    X(603, TenantDiscoveryFailed, OPERATIONAL, "Tenant", "discovering the tenant's service endpoints failed; will retry")        \
+    X(604, TenantCallFailed, OPERATIONAL, "Tenant",                                                                              \
+      "a call to the tenant failed (service, HTTP status, client-request-id in the fields)")                                     \
+    X(610, TenantCredentialRenewalStarted, OPERATIONAL, "Tenant", "the tenant credential nears expiry; its renewal started")     \
+    X(611, TenantCredentialKeyCreated, OPERATIONAL, "Tenant", "a new credential key and certificate were made")                  \
+    X(612, TenantCredentialKeyAdded, ADMIN, "Tenant", "the new credential was added to the application (addKey)")                \
+    X(613, TenantCredentialSwitched, ADMIN, "Tenant", "the connector signs in with the new credential")                          \
+    X(614, TenantCredentialOldKeyRemoved, ADMIN, "Tenant",                                                                       \
+      "the previous credential was removed from the application (removeKey)")                                                    \
+    X(615, TenantCredentialRenewalFailed, ADMIN, "Tenant", "renewing the tenant credential failed; it is retried")               \
+    X(616, TenantCredentialExpiring, ADMIN, "Tenant", "the tenant credential expires soon and has not been renewed")             \
+    X(620, TenantOutboxDeadLetter, ADMIN, "Tenant",                                                                              \
+      "the tenant refused a notification or result for good; kept in the outbox for inspection, not retried")                    \
+    X(621, TenantOutboxBacklog, OPERATIONAL, "Tenant", "a tenant's outbox holds undelivered entries older than a minute")        \
     /* general: who may do what (docs/security.md) */                                                                            \
     X(700, AccessDenied, OPERATIONAL, "Access", "a request lacked the scope its route or command needs (401/403)")               \
     X(701, AdminSocketPeerRefused, ADMIN, "Access",                                                                              \

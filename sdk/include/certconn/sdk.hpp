@@ -219,8 +219,57 @@ public:
             throw Error(CC_ERR_NOT_SUPPORTED, "this host cannot query CAs (it predates ca_query)");
         return call_out(s_->ca_query, ca_name, request_json, "CA '" + ca_name + "' query");
     }
+    /// A call to the default tenant (abi.h, tenant_call_to).
     std::string tenant_call(const std::string& operation, const std::string& request_json) const {
         return call_out(s_->tenant_call, operation, request_json, "tenant call '" + operation + "'");
+    }
+    /// A call to tenant `tenant` ([tenant.<name>]; "" = the default tenant).
+    std::string tenant_call(const std::string& tenant, const std::string& operation, const std::string& request_json) const {
+        if (s_->struct_size <= offsetof(cc_host_services, tenant_call_to) || s_->tenant_call_to == nullptr) {
+            if (!tenant.empty() && tenant != "default")
+                throw Error(CC_ERR_NOT_SUPPORTED, "this host (SDK < 1.4) has one tenant; it cannot call tenant '" + tenant + "'");
+            return tenant_call(operation, request_json);
+        }
+        std::string out;
+        cc_sink sink = detail::sink_for(out);
+        cc_error error = detail::make_error();
+        detail::throw_if_failed(
+            s_->tenant_call_to(s_->host_ctx, tenant.c_str(), operation.c_str(), request_json.c_str(), &sink, &error), error,
+            "tenant " + (tenant.empty() ? std::string("(default)") : "'" + tenant + "'") + " call '" + operation + "'");
+        return out;
+    }
+
+    /// A must-deliver tenant call: stored durably by the host, delivered in order with retries
+    /// (abi.h, tenant_notify). Throws when it could not be stored.
+    struct Notification {
+        std::string tenant;  ///< "" = the default tenant
+        std::string operation;
+        std::string key;  ///< idempotency key, unique per tenant
+        std::string request_json;
+        std::string request_id;  ///< for the events
+        uint32_t event_delivered = 0, event_retry = 0, event_refused = 0, event_done = 0;
+        std::string done_message;
+    };
+    void notify_tenant(const Notification& n) const {
+        if (s_->struct_size <= offsetof(cc_host_services, tenant_notify) || s_->tenant_notify == nullptr)
+            throw Error(CC_ERR_NOT_SUPPORTED, "this host (SDK < 1.4) has no tenant outbox");
+        const cc_tenant_notification c{sizeof(cc_tenant_notification),
+                                       n.tenant.c_str(),
+                                       n.operation.c_str(),
+                                       n.key.c_str(),
+                                       n.request_json.c_str(),
+                                       n.request_id.empty() ? nullptr : n.request_id.c_str(),
+                                       n.event_delivered,
+                                       n.event_retry,
+                                       n.event_refused,
+                                       n.event_done,
+                                       n.done_message.c_str()};
+        cc_error error = detail::make_error();
+        detail::throw_if_failed(s_->tenant_notify(s_->host_ctx, &c, &error), error, "tenant notification '" + n.operation + "'");
+    }
+    /// Whether notify_tenant() is available (a 1.4+ host).
+    bool has_tenant_outbox() const {
+        return s_->struct_size > offsetof(cc_host_services, tenant_notify) && s_->tenant_notify != nullptr;
     }
 
     /// RSA-OAEP decryption with connector key `key_name`; the key stays in the host.
@@ -389,6 +438,16 @@ public:
     virtual std::string run_job(const std::string& job_json) = 0;
     /// The host delivered (or failed to deliver) the result of `job_id` to the tenant.
     virtual void result_delivered(const std::string& job_id, bool delivered, const std::string& message) {}
+    /// A batch of this feature's jobs was downloaded from (or failed to download from, or was
+    /// uploaded to) `report.tenant`: write the feature's batch events (abi.h, jobs_report).
+    struct JobsReport {
+        cc_jobs_report_kind kind;
+        std::string tenant;
+        std::vector<std::string> job_ids;
+        std::vector<std::string> job_documents;  ///< CC_JOBS_DOWNLOADED only
+        std::string message;
+    };
+    virtual void jobs_report(const JobsReport& report) {}
 };
 
 class CaPlugin : public Plugin {
@@ -483,6 +542,19 @@ struct Thunks {
         } catch (...) {
         }
     }
+    static void jobs_report(void* instance, const cc_jobs_report* r) noexcept {
+        try {
+            if (r == nullptr || r->struct_size < sizeof(cc_jobs_report)) return;
+            FeaturePlugin::JobsReport report{
+                static_cast<cc_jobs_report_kind>(r->kind), r->tenant ? r->tenant : "", {}, {}, r->message ? r->message : ""};
+            for (size_t i = 0; i < r->job_count; ++i) {
+                report.job_ids.emplace_back(r->job_ids[i]);
+                if (r->job_documents != nullptr) report.job_documents.emplace_back(r->job_documents[i]);
+            }
+            plugin_of<P>(instance).jobs_report(report);
+        } catch (...) {
+        }
+    }
     static int ca_describe(void*, void* handle, cc_sink* out, cc_error* error) noexcept {
         return guarded(error, [&] { write_sink(out, static_cast<CaPlugin::Ca*>(handle)->describe()); });
     }
@@ -519,7 +591,8 @@ int init(const cc_host_services* host, cc_plugin_api* api, cc_error* error) noex
         api->tenant = nullptr;
         // Only the table of the plugin's own kind is instantiated.
         if constexpr (kind_of<P>() == CC_KIND_FEATURE) {
-            static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job, &T::result_delivered, &T::run_job_len};
+            static const cc_feature_api feature{sizeof(cc_feature_api), &T::run_job, &T::result_delivered, &T::run_job_len,
+                                                &T::jobs_report};
             api->feature = &feature;
         } else if constexpr (kind_of<P>() == CC_KIND_CA) {
             static const cc_ca_api ca{sizeof(cc_ca_api), &T::ca_open,     &T::ca_close, &T::ca_issue,
