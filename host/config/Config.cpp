@@ -161,6 +161,12 @@ SchemaNode concrete_schema(const toml::table& root, const std::vector<PluginIden
         item->type = SchemaNode::Type::String;
         features_key.items = item;
         s.keys["features"] = features_key;
+        SchemaNode heartbeat;
+        heartbeat.type = SchemaNode::Type::Integer;
+        heartbeat.min = 0;
+        heartbeat.max = 86400;
+        heartbeat.description = "seconds between heartbeats the host sends this tenant (default 300; 0 = none)";
+        s.keys["heartbeat_seconds"] = heartbeat;
         return s;
     };
     const toml::table* tenant = root["tenant"].as_table();
@@ -188,7 +194,8 @@ void check_schemaless_sections(const toml::table& root, const std::vector<Plugin
         if (table) {
             for (const auto& [key, value] : *table) {
                 if (plugin_key_allowed && key.str() == "plugin") continue;
-                if (path.rfind("tenant", 0) == 0 && key.str() == "features") continue;  // the host's key
+                if (path.rfind("tenant", 0) == 0 && (key.str() == "features" || key.str() == "heartbeat_seconds"))
+                    continue;  // the host's keys
                 keys.push_back("'" + std::string(key.str()) + "'");
                 if (first || (key.source().begin.line > 0 && key.source().begin.line < where.begin.line)) where = key.source();
                 first = false;
@@ -609,6 +616,10 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
             for (const auto& item : f->as_array())
                 section.features.emplace_back(item.as_string());
             section.settings.erase("features");
+        }
+        if (const auto* h = section.settings.if_contains("heartbeat_seconds")) {
+            section.heartbeat_seconds = static_cast<int>(h->as_int64());
+            section.settings.erase("heartbeat_seconds");
         }
         return section;
     };

@@ -125,6 +125,8 @@ struct PluginSection {
     boost::json::object settings;  // without the "plugin" key (and a tenant's "features"); secrets included
     /// A tenant only: the features whose jobs are claimed from it; empty = every enabled feature.
     std::vector<std::string> features;
+    /// A tenant only: how often the host sends it "tenant.heartbeat" (0 = never).
+    int heartbeat_seconds = 300;
 
     bool feeds(const std::string& feature) const {
         return features.empty() || std::find(features.begin(), features.end(), feature) != features.end();

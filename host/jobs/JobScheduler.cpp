@@ -173,10 +173,59 @@ void JobScheduler::report(const std::string& feature, cc_jobs_report_kind kind, 
     api->jobs_report(gen->api.instance, &r);
 }
 
+void JobScheduler::heartbeat(Lane& lane) {
+    const auto cfg = runtime_.config();
+    const auto section = cfg->tenants.find(lane.tenant);
+    if (section == cfg->tenants.end() || section->second.heartbeat_seconds <= 0 || lane.heartbeat_unsupported) return;
+    const auto now = steady_clock::now();
+    if (now < lane.next_heartbeat) return;
+    auto tenant = tenant_plugin(lane.tenant);
+    if (!tenant) return;
+    json::object beat{{"version", CERTCONN_VERSION}, {"in_flight", in_flight_.load()}};
+    json::array features;
+    for (const auto& f : features_for(lane.tenant))
+        features.push_back(json::string(f));
+    beat["features"] = std::move(features);
+    json::array cas;
+    for (const auto& [name, ca] : cfg->cas)
+        cas.push_back(json::string(name));
+    beat["cas"] = std::move(cas);
+    const std::string body = json::serialize(beat);
+    StringSink sink(std::size_t{64} * 1024);
+    cc_sink s = sink.sink();
+    cc_error err = sdk::detail::make_error();
+    const int rc = tenant->api.tenant->call(tenant->api.instance, "tenant.heartbeat", body.c_str(), &s, &err);
+    const json::object fields{{"tenant", lane.tenant}};
+    if (rc == CC_OK) {
+        lane.heartbeat_failures = 0;
+        lane.next_heartbeat = now + seconds(section->second.heartbeat_seconds);
+        log_.emit(CC_EV_HealthMessageUploadSuccess, CC_LEVEL_DEBUG, "heartbeat sent to tenant '" + lane.tenant + "'", {}, fields);
+        return;
+    }
+    if (rc == CC_ERR_NOT_SUPPORTED) {  // the tenant has no heartbeat (e.g. Intune's public APIs)
+        lane.heartbeat_unsupported = true;
+        return;
+    }
+    // Retried sooner than the interval; after three failures in a row, an error (and retries go on).
+    const auto wait = std::min<milliseconds>(backoff(++lane.heartbeat_failures), seconds(section->second.heartbeat_seconds));
+    lane.next_heartbeat = now + wait;
+    if (lane.heartbeat_failures < 3)
+        log_.emit(CC_EV_HealthMessageUploadFailedAttempt, CC_LEVEL_WARNING,
+                  "heartbeat to tenant '" + lane.tenant + "' failed (" + err.message + "); retrying in " +
+                      std::to_string(wait.count()) + " ms",
+                  {}, fields);
+    else
+        log_.emit(CC_EV_HealthMessageUploadFailure, CC_LEVEL_ERROR,
+                  "heartbeat to tenant '" + lane.tenant + "' failed " + std::to_string(lane.heartbeat_failures) +
+                      " times in a row (" + err.message + ")",
+                  {}, fields);
+}
+
 void JobScheduler::claim_loop(Lane& lane) {
     int failures = 0;
     while (!stopping_ && !lane.stop) {
         renew_running(lane.tenant);
+        heartbeat(lane);
         std::shared_ptr<const Generation> tenant = tenant_plugin(lane.tenant);
         std::size_t queued;
         {

@@ -73,11 +73,17 @@ private:
         bool delivery_stop = false;
         std::chrono::steady_clock::time_point delivery_deadline;  // at stop: last pass until then
         std::chrono::steady_clock::time_point backlog_reported;
+        // Claim thread only: the heartbeat ("tenant.heartbeat").
+        std::chrono::steady_clock::time_point next_heartbeat;
+        int heartbeat_failures = 0;
+        bool heartbeat_unsupported = false;
     };
 
     void start_lane(const std::string& tenant);
     void stop_lane(Lane& lane, std::chrono::steady_clock::time_point deadline);
     void claim_loop(Lane& lane);
+    /// Claim thread: sends the tenant its heartbeat when due (events 5000-5002).
+    void heartbeat(Lane& lane);
     void worker_loop();
     void delivery_loop(Lane& lane);
     void run(Claim& claim);

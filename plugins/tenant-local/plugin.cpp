@@ -7,8 +7,11 @@
 
 #include <certconn/crypto.hpp>
 #include <certconn/sdk.hpp>
+#include <certconn/time.hpp>
 
 #include <boost/json.hpp>
+
+#include <mutex>
 
 namespace {
 
@@ -101,6 +104,11 @@ public:
             scep_.record(operation.substr(12), request.as_object());
             return R"({"code":"Success"})";
         }
+        if (operation == "tenant.heartbeat") {  // the host's heartbeat: shown by health (status)
+            std::lock_guard lock(heartbeat_mutex_);
+            last_heartbeat_ = certconn::sdk::utc_iso8601(std::chrono::system_clock::now(), false);
+            return "{}";
+        }
         if (operation == "tenant.check") {  // `certconnector tenant check`: the queue answers
             const auto queued = queue_.count("queued");
             return json::serialize(json::object{
@@ -114,9 +122,15 @@ public:
     }
 
     std::string health() override {
+        std::string heartbeat;
+        {
+            std::lock_guard lock(heartbeat_mutex_);
+            heartbeat = last_heartbeat_;
+        }
         return json::serialize(json::object{{"healthy", true},
                                             {"detail", "local queue: " + std::to_string(queue_.count("queued")) + " queued, " +
-                                                           std::to_string(queue_.count("running")) + " running"}});
+                                                           std::to_string(queue_.count("running")) + " running"},
+                                            {"last_heartbeat", heartbeat.empty() ? json::value(nullptr) : json::value(heartbeat)}});
     }
 
 private:
@@ -212,6 +226,8 @@ private:
     }
 
     certconn::sdk::Host& host_;
+    std::mutex heartbeat_mutex_;
+    std::string last_heartbeat_;  // when the host last sent its heartbeat
     certconn::tenant_local::JobQueue queue_;
     certconn::tenant_local::ScepLedger scep_;
 };
