@@ -11,9 +11,12 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include <p11-kit/uri.h>
+
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -89,10 +92,43 @@ sdk::Secret read_pin_file(const std::string& path) {
     return pin;
 }
 
+struct UriFree {
+    void operator()(P11KitUri* u) const noexcept { p11_kit_uri_free(u); }
+};
+
 const fs::path kRenewedFile = "credential.pem";
 constexpr std::string_view kKeyReferencePrefix = "key-reference: ";
 
 }  // namespace
+
+/// Loads a key from a `pkcs11:` URI through the engine. A pin-source (a file) is read here, as
+/// crypto::pkcs11_pin reads it (trailing newline removed), and handed to the engine as the PIN:
+/// libp11 would take the file's newline for part of the PIN. Exposed to CredentialRenewal.cpp.
+crypto::PKey load_token_key(const std::string& uri_text) {
+    std::unique_ptr<P11KitUri, UriFree> uri(p11_kit_uri_new());
+    if (uri && p11_kit_uri_parse(uri_text.c_str(), P11_KIT_URI_FOR_ANY, uri.get()) == P11_KIT_URI_OK &&
+        p11_kit_uri_get_pin_source(uri.get()) != nullptr && p11_kit_uri_get_pin_value(uri.get()) == nullptr) {
+        const sdk::Secret pin = crypto::pkcs11_pin(uri_text);
+        p11_kit_uri_set_pin_source(uri.get(), nullptr);
+        p11_kit_uri_set_pin_value(uri.get(), pin.reveal_c_str());
+        char* formatted = nullptr;
+        if (p11_kit_uri_format(uri.get(), P11_KIT_URI_FOR_ANY, &formatted) != P11_KIT_URI_OK || !formatted)
+            throw crypto::CryptoError("cannot format the key URI " + crypto::redact_pkcs11_uri(uri_text));
+        std::string with_pin = formatted;
+        sdk::wipe(formatted, std::strlen(formatted));
+        std::free(formatted);
+        try {
+            auto key = crypto::load_private_key_from(with_pin);
+            sdk::wipe(with_pin.data(), with_pin.size());
+            return key;
+        } catch (const std::exception& e) {
+            const std::string message = crypto::scrub_pin(e.what(), with_pin);
+            sdk::wipe(with_pin.data(), with_pin.size());
+            throw crypto::CryptoError(message);
+        }
+    }
+    return crypto::load_private_key_from(uri_text);
+}
 
 // Exposed to CredentialRenewal.cpp (declared there).
 std::shared_ptr<Credential> make_credential(crypto::Cert certificate, crypto::PKey key, std::string key_reference,
@@ -150,7 +186,7 @@ std::shared_ptr<Credential> load_credential_file(const fs::path& file, const std
                                             end == std::string::npos ? end : end - pos - kKeyReferencePrefix.size());
         crypto::PKey key;
         try {
-            key = crypto::load_private_key_from(uri);
+            key = load_token_key(uri);
         } catch (const std::exception& e) {
             throw sdk::Error(CC_ERR_UNAVAILABLE, what + " " + file.string() + ": " + crypto::scrub_pin(e.what(), uri));
         }
@@ -290,7 +326,7 @@ CredentialStore::CredentialStore(const json::object& section, fs::path state_dir
                 key_ref += (key_ref.find('?') == std::string::npos ? "?" : "&") + std::string("pin-source=file:") + pin_file;
             }
             try {
-                key = crypto::load_private_key_from(key_ref);
+                key = load_token_key(key_ref);
             } catch (const std::exception& e) {
                 throw sdk::Error(CC_ERR_UNAVAILABLE, std::string("credential_key: ") + crypto::scrub_pin(e.what(), key_ref));
             }

@@ -18,8 +18,12 @@
 #include <openssl/bn.h>
 #include <openssl/x509v3.h>
 
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/uri.h>
+
 #include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <ctime>
 
 namespace certconn::intune {
@@ -32,6 +36,7 @@ std::shared_ptr<Credential> make_credential(crypto::Cert certificate, crypto::PK
                                             const std::string& what);
 std::shared_ptr<Credential> load_credential_file(const fs::path& file, const std::string& what);
 void write_credential_file(const fs::path& file, const Credential& c);
+crypto::PKey load_token_key(const std::string& uri);
 
 namespace {
 
@@ -39,8 +44,6 @@ constexpr std::chrono::minutes kFirstRetry{5};
 constexpr std::chrono::hours kMaxRetry{6};
 constexpr std::chrono::hours kCheckInterval{1};
 constexpr std::chrono::hours kWarningInterval{24};
-constexpr const char* kTokenNotSupported =
-    "renewal of a token key is not supported yet: put a new key in the token and configure it";
 
 long int_setting(const json::object& section, std::string_view key, long fallback, long min, long max) {
     const auto* v = section.if_contains(key);
@@ -119,6 +122,144 @@ crypto::Cert self_signed(EVP_PKEY* key, const std::string& client_id, long valid
     }
     if (!X509_sign(x, key, EVP_sha256())) crypto::throw_openssl("cannot sign the credential certificate");
     return cert;
+}
+
+/// Generates an RSA 2048 key pair in the token that `current_uri` names (PKCS#11 C_GenerateKeyPair
+/// through p11-kit: the URI's module-path, else the modules registered with p11-kit, as the
+/// OpenSSL pkcs11 engine finds them), labelled `label`, private key sensitive and not
+/// extractable. Returns the new key's URI: the current one with object/id replaced (its PIN
+/// source and module attributes kept).
+std::string generate_token_key(const std::string& current_uri, const std::string& label) {
+    struct UriFree {
+        void operator()(P11KitUri* u) const noexcept { p11_kit_uri_free(u); }
+    };
+    const std::string shown = crypto::redact_pkcs11_uri(current_uri);
+    std::unique_ptr<P11KitUri, UriFree> uri(p11_kit_uri_new());
+    if (!uri || p11_kit_uri_parse(current_uri.c_str(), P11_KIT_URI_FOR_ANY, uri.get()) != P11_KIT_URI_OK)
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "credential_key: not a valid pkcs11: URI: " + shown);
+    sdk::Secret pin;
+    try {
+        pin = crypto::pkcs11_pin(current_uri);
+    } catch (const std::exception& e) {
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, std::string("credential_key: ") + e.what());
+    }
+
+    // The modules: the one the URI names by path, or every module registered with p11-kit.
+    CK_FUNCTION_LIST** modules = nullptr;
+    CK_FUNCTION_LIST* single = nullptr;
+    if (const char* path = p11_kit_uri_get_module_path(uri.get())) {
+        single = p11_kit_module_load(path, 0);
+        if (!single) throw sdk::Error(CC_ERR_UNAVAILABLE, std::string("cannot load the PKCS#11 module ") + path);
+        if (p11_kit_module_initialize(single) != CKR_OK) {
+            p11_kit_module_release(single);
+            throw sdk::Error(CC_ERR_UNAVAILABLE, std::string("cannot initialise the PKCS#11 module ") + path);
+        }
+    } else {
+        modules = p11_kit_modules_load_and_initialize(0);
+        if (!modules) throw sdk::Error(CC_ERR_UNAVAILABLE, "p11-kit found no PKCS#11 modules");
+    }
+    struct Release {
+        CK_FUNCTION_LIST** modules;
+        CK_FUNCTION_LIST* single;
+        ~Release() {
+            if (single) {
+                p11_kit_module_finalize(single);
+                p11_kit_module_release(single);
+            }
+            if (modules) p11_kit_modules_finalize_and_release(modules);
+        }
+    } release{modules, single};
+    CK_FUNCTION_LIST* one[] = {single, nullptr};
+    CK_FUNCTION_LIST** list = single ? one : modules;
+    const char* module_name = p11_kit_uri_get_module_name(uri.get());
+
+    CK_FUNCTION_LIST* module = nullptr;
+    CK_SLOT_ID slot = 0;
+    for (CK_FUNCTION_LIST** m = list; *m && !module; ++m) {
+        if (module_name && !single) {
+            char* name = p11_kit_module_get_name(*m);
+            const bool same = name && std::strcmp(name, module_name) == 0;
+            std::free(name);
+            if (!same) continue;
+        }
+        CK_ULONG count = 0;
+        if ((*m)->C_GetSlotList(CK_TRUE, nullptr, &count) != CKR_OK || count == 0) continue;
+        std::vector<CK_SLOT_ID> slots(count);
+        if ((*m)->C_GetSlotList(CK_TRUE, slots.data(), &count) != CKR_OK) continue;
+        for (CK_ULONG i = 0; i < count; ++i) {
+            CK_TOKEN_INFO info{};
+            if ((*m)->C_GetTokenInfo(slots[i], &info) == CKR_OK && p11_kit_uri_match_token_info(uri.get(), &info) == 1) {
+                module = *m;
+                slot = slots[i];
+                break;
+            }
+        }
+    }
+    if (!module)
+        throw sdk::Error(CC_ERR_UNAVAILABLE, "no PKCS#11 token matches the credential key " + shown + " (is the token present?)");
+
+    CK_SESSION_HANDLE session = 0;
+    if (const CK_RV rv = module->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, nullptr, nullptr, &session);
+        rv != CKR_OK)
+        throw sdk::Error(CC_ERR_UNAVAILABLE,
+                         "cannot open a read-write session on the token of " + shown + " (CKR " + std::to_string(rv) + ")");
+    struct Close {
+        CK_FUNCTION_LIST* module;
+        CK_SESSION_HANDLE session;
+        ~Close() { module->C_CloseSession(session); }
+    } close{module, session};
+    if (!pin.empty()) {
+        std::string pin_text(pin.reveal());
+        const CK_RV rv = module->C_Login(session, CKU_USER, reinterpret_cast<CK_UTF8CHAR*>(pin_text.data()), pin_text.size());
+        sdk::wipe(pin_text.data(), pin_text.size());
+        if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
+            throw sdk::Error(rv == CKR_PIN_INCORRECT ? CC_ERR_DENIED : CC_ERR_UNAVAILABLE,
+                             "the token of " + shown + " refused the login (CKR " + std::to_string(rv) + ")");
+    }
+
+    std::string id = crypto::random_bytes(16);
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG bits = 2048;
+    CK_BYTE exponent[] = {0x01, 0x00, 0x01};
+    std::string label_copy = label;
+    CK_ATTRIBUTE pub[] = {{CKA_TOKEN, &yes, sizeof yes},
+                          {CKA_PRIVATE, &no, sizeof no},
+                          {CKA_VERIFY, &yes, sizeof yes},
+                          {CKA_ENCRYPT, &no, sizeof no},
+                          {CKA_MODULUS_BITS, &bits, sizeof bits},
+                          {CKA_PUBLIC_EXPONENT, exponent, sizeof exponent},
+                          {CKA_LABEL, label_copy.data(), label_copy.size()},
+                          {CKA_ID, id.data(), id.size()}};
+    CK_ATTRIBUTE priv[] = {{CKA_TOKEN, &yes, sizeof yes},
+                           {CKA_PRIVATE, &yes, sizeof yes},
+                           {CKA_SENSITIVE, &yes, sizeof yes},
+                           {CKA_EXTRACTABLE, &no, sizeof no},
+                           {CKA_SIGN, &yes, sizeof yes},
+                           {CKA_DECRYPT, &no, sizeof no},
+                           {CKA_LABEL, label_copy.data(), label_copy.size()},
+                           {CKA_ID, id.data(), id.size()}};
+    CK_MECHANISM mechanism{CKM_RSA_PKCS_KEY_PAIR_GEN, nullptr, 0};
+    CK_OBJECT_HANDLE pub_handle = 0, priv_handle = 0;
+    if (const CK_RV rv =
+            module->C_GenerateKeyPair(session, &mechanism, pub, std::size(pub), priv, std::size(priv), &pub_handle, &priv_handle);
+        rv != CKR_OK)
+        throw sdk::Error(CC_ERR_UNAVAILABLE, "the token of " + shown +
+                                                 " could not generate an RSA 2048 key pair (C_GenerateKeyPair CKR " +
+                                                 std::to_string(rv) + ")");
+
+    // The new key's URI: same token, module and PIN source; this object.
+    CK_OBJECT_CLASS klass = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE attributes[] = {
+        {CKA_LABEL, label_copy.data(), label_copy.size()}, {CKA_ID, id.data(), id.size()}, {CKA_CLASS, &klass, sizeof klass}};
+    for (auto& a : attributes)
+        if (p11_kit_uri_set_attribute(uri.get(), &a) != P11_KIT_URI_OK)
+            throw sdk::Error(CC_ERR_INTERNAL, "cannot build the new key's URI");
+    char* formatted = nullptr;
+    if (p11_kit_uri_format(uri.get(), P11_KIT_URI_FOR_ANY, &formatted) != P11_KIT_URI_OK || !formatted)
+        throw sdk::Error(CC_ERR_INTERNAL, "cannot format the new key's URI");
+    std::string out = formatted;
+    std::free(formatted);
+    return out;
 }
 
 /// An sdk::Error naming the step, keeping a retryable status retryable.
@@ -213,8 +354,27 @@ struct CredentialRenewer::Impl {
         return std::nullopt;
     }
 
+    /// A new key where the current one lives (a file key → a key in the state directory; a token
+    /// key → a new key object in the same token) and a self-signed certificate for it.
     std::shared_ptr<Credential> new_credential(const Credential& current) const {
-        if (crypto::is_pkcs11_uri(current.key_reference)) throw sdk::Error(CC_ERR_NOT_SUPPORTED, kTokenNotSupported);
+        if (crypto::is_pkcs11_uri(current.key_reference)) {
+            const std::time_t now = std::time(nullptr);
+            std::tm tm{};
+            gmtime_r(&now, &tm);
+            char date[16];
+            std::strftime(date, sizeof date, "%Y%m%d", &tm);
+            const std::string label = std::string("certconnector-") + date + "-" + crypto::hex_encode(crypto::random_bytes(4));
+            const std::string uri = generate_token_key(current.key_reference, label);
+            crypto::PKey key;
+            try {
+                key = load_token_key(uri);
+            } catch (const std::exception& e) {
+                throw sdk::Error(CC_ERR_UNAVAILABLE, "the new token key " + crypto::redact_pkcs11_uri(uri) +
+                                                         " cannot be used: " + crypto::scrub_pin(e.what(), uri));
+            }
+            crypto::Cert cert = self_signed(key.get(), client_id, validity_days);  // signed by the token
+            return make_credential(std::move(cert), std::move(key), uri, "the new credential");
+        }
         crypto::PKey key = crypto::generate_key("rsa2048");
         crypto::Cert cert = self_signed(key.get(), client_id, validity_days);
         return make_credential(std::move(cert), std::move(key), (dir / "credential.pem").string(), "the new credential");
@@ -271,8 +431,6 @@ struct CredentialRenewer::Impl {
         event(CC_EV_TenantCredentialRenewalStarted, CC_LEVEL_INFO,
               "renewing the tenant credential " + current->thumbprint + " (expires " + iso8601(current->not_after) + ")",
               {{"thumbprint", current->thumbprint}, {"not_after", iso8601(current->not_after)}});
-        if (!has_pending && crypto::is_pkcs11_uri(current->key_reference))
-            throw sdk::Error(CC_ERR_NOT_SUPPORTED, kTokenNotSupported);
         const std::string app = object_id();
 
         std::shared_ptr<Credential> next;
@@ -297,8 +455,9 @@ struct CredentialRenewer::Impl {
                 rethrow_step("making the new credential");
             }
             event(CC_EV_TenantCredentialKeyCreated, CC_LEVEL_INFO,
-                  "new credential key (RSA 2048) and self-signed certificate " + next->thumbprint + " valid until " +
-                      iso8601(next->not_after),
+                  std::string(crypto::is_pkcs11_uri(next->key_reference) ? "new credential key (RSA 2048, in the token)"
+                                                                         : "new credential key (RSA 2048)") +
+                      " and self-signed certificate " + next->thumbprint + " valid until " + iso8601(next->not_after),
                   {{"thumbprint", next->thumbprint}, {"not_after", iso8601(next->not_after)}});
         }
 

@@ -738,3 +738,63 @@ TEST_CASE("intune renewal: configuration errors", "[intune][renewal]") {
     s.erase("client_id");
     CHECK_THAT(error_of(s), Contains("client_id"));
 }
+
+TEST_CASE("intune renewal: a credential key in a PKCS#11 token (SoftHSM) is renewed by a new key in the same token",
+          "[intune][renewal][softhsm]") {
+    if (!fs::exists("/usr/lib/softhsm/libsofthsm2.so")) {
+        WARN("softhsm2 is not installed: the token renewal test did not run");
+        return;
+    }
+    test::TempDir dir;
+    fs::create_directories(dir / "tokens");
+    test::write_file(dir / "softhsm2.conf",
+                     "directories.tokendir = " + (dir / "tokens").string() + "\nobjectstore.backend = file\nlog.level = ERROR\n");
+    ::setenv("SOFTHSM2_CONF", (dir / "softhsm2.conf").c_str(), 1);
+    REQUIRE(run("softhsm2-util --init-token --free --label intune-cred --pin 246810 --so-pin 135790 >/dev/null 2>&1") == 0);
+    REQUIRE(run("pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --login --pin 246810 --keypairgen --key-type rsa:2048 "
+                "--label cred --id 01 >/dev/null 2>&1") == 0);
+    REQUIRE(run("openssl req -new -x509 -engine pkcs11 -keyform engine -key "
+                "'pkcs11:token=intune-cred;object=cred;type=private;pin-value=246810' -subj /CN=cred -days 10 -out " +
+                (dir / "cred.crt").string() + " >/dev/null 2>&1") == 0);
+    test::write_file(dir / "pin", "246810\n");
+    json::object section{{"client_id", "11111111-2222-3333-4444-555555555555"},
+                         {"credential_certificate", (dir / "cred.crt").string()},
+                         {"credential_key", "pkcs11:token=intune-cred;object=cred;type=private"},
+                         {"credential_key_pin_file", (dir / "pin").string()}};
+    const fs::path state = dir / "state";
+    FakeHost host(state);
+    FakeGraph graph;
+    graph.add_existing(test::read_file(dir / "cred.crt"));
+    intune::CredentialStore store(section, state);
+    const auto old = store.current();
+    CHECK(crypto::is_pkcs11_uri(old->key_reference));
+    std::atomic<int> sign_ins{0};
+    std::atomic<bool> fail_sign_in{false};
+    intune::CredentialRenewer renewer(host.host(), section, store, graph.access(), sign_in_with(graph, sign_ins, fail_sign_in));
+    renewer.renew_now();
+
+    const auto next = store.current();
+    CHECK(next->thumbprint != old->thumbprint);
+    CHECK_THAT(next->key_reference, Contains("token=intune-cred"));
+    CHECK_THAT(next->key_reference, Contains("object=certconnector-"));
+    CHECK_THAT(next->key_reference, !Contains("246810"));  // the PIN stays in its file
+    CHECK(sign_ins == 1);                                  // the fake token endpoint verified an assertion signed in the token
+    REQUIRE(graph.proof_signers.size() == 2);
+    CHECK(graph.proof_signers[1] == next->thumbprint);  // removeKey's proof: signed by the new token key
+    CHECK_FALSE(graph.registered(old->thumbprint));
+    CHECK_THAT(host.events.text(CC_EV_TenantCredentialKeyCreated), Contains("in the token"));
+    // No private key on disk: the renewed credential names the key in the token.
+    const std::string stored = test::read_file(state / "credential" / "credential.pem");
+    CHECK_THAT(stored, Contains("key-reference: pkcs11:"));
+    CHECK_THAT(stored, !Contains("PRIVATE KEY"));
+    // The token holds the new key pair, not extractable.
+    REQUIRE(run("pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --login --pin 246810 --list-objects --type privkey > " +
+                (dir / "objects.txt").string() + " 2>/dev/null") == 0);
+    const std::string objects = test::read_file(dir / "objects.txt");
+    CHECK_THAT(objects, Contains("certconnector-"));
+    CHECK_THAT(objects, Contains("never extractable"));
+    // A restart loads the renewed token credential and signs with it.
+    intune::CredentialStore restarted(section, state);
+    CHECK(restarted.current()->thumbprint == next->thumbprint);
+    (void)verify_jwt(intune::client_assertion(*restarted.current(), "c", "aud"), next->certificate.get());
+}
