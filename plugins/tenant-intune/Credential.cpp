@@ -15,6 +15,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -303,7 +304,6 @@ CredentialStore::CredentialStore(const json::object& section, fs::path state_dir
         throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "credential_key: expected an absolute PEM path or a pkcs11: URI");
 
     std::shared_ptr<Credential> configured;
-    std::string configured_error;
     try {
         std::string pem;
         try {
@@ -340,8 +340,8 @@ CredentialStore::CredentialStore(const json::object& section, fs::path state_dir
             }
         }
         configured = make_credential(std::move(cert), std::move(key), key_ref, "credential_certificate/credential_key");
-    } catch (const sdk::Error& e) {
-        configured_error = e.what();
+    } catch (const sdk::Error&) {
+        // The configured files may be gone after a renewal (the operator tidied up): the renewed one serves.
         if (!fs::exists(state_dir_ / "credential" / kRenewedFile)) throw;
     }
 

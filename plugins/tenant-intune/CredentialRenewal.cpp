@@ -436,7 +436,17 @@ struct CredentialRenewer::Impl {
         std::shared_ptr<Credential> next;
         std::optional<std::string> key_id;
         if (has_pending) {
-            next = load_credential_file(pending_file(), "the pending credential");
+            try {
+                next = load_credential_file(pending_file(), "the pending credential");
+            } catch (const sdk::Error& e) {
+                if (e.code() != CC_ERR_INVALID_ARGUMENT) throw;  // a token that is absent now: try again later
+                // Damaged: set it aside (never deleted: it may hold a key already on the application)
+                // so that the next attempt starts over with a new key.
+                const fs::path aside = dir / ("pending.pem.unreadable-" + std::to_string(std::time(nullptr)));
+                fs::rename(pending_file(), aside, ec);
+                throw sdk::Error(CC_ERR_UNAVAILABLE,
+                                 std::string(e.what()) + "; moved to " + aside.string() + ", the next attempt makes a new key");
+            }
             if (next->thumbprint == current->thumbprint) {  // switched, then died before tidying up
                 fs::remove(pending_file());
                 if (fs::exists(remove_file())) remove_old(app);
@@ -532,6 +542,11 @@ struct CredentialRenewer::Impl {
         if (after->not_after - Clock::now() < std::chrono::days(warn_before_days) &&
             Clock::now() - last_warning >= kWarningInterval) {
             last_warning = Clock::now();
+            std::string last_error;
+            {
+                std::lock_guard lock(mutex);
+                last_error = this->last_error;
+            }
             const auto days = std::chrono::duration_cast<std::chrono::hours>(after->not_after - Clock::now()).count() / 24;
             event(CC_EV_TenantCredentialExpiring, CC_LEVEL_WARNING,
                   "the tenant credential " + after->thumbprint + " expires " + iso8601(after->not_after) + " (in " +

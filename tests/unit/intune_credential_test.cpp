@@ -60,6 +60,13 @@ std::string b64url_decode(std::string s) {
     return crypto::base64_decode(s);
 }
 
+std::string from_hex(const std::string& hex) {
+    std::string out;
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+        out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+    return out;
+}
+
 struct Jwt {
     json::object header;
     json::object claims;
@@ -168,6 +175,7 @@ struct FakeGraph {
     std::vector<std::string> proof_signers;  // thumbprint of the key that signed each proof
     bool fail_add = false;                   // answers addKey with an error before registering
     bool lose_add_answer = false;            // registers, then the answer is lost (connection reset)
+    bool base64_identifiers = false;         // customKeyIdentifier as base64 of the SHA-1 bytes (Edm.Binary)
     std::mutex mutex;
 
     void add_existing(const std::string& cert_pem) {
@@ -216,11 +224,12 @@ struct FakeGraph {
             calls.push_back("GET");
             json::array list;
             for (const auto& k : keys)
-                list.push_back(json::object{{"keyId", k.key_id},
-                                            {"customKeyIdentifier", k.thumbprint},
-                                            {"type", "AsymmetricX509Cert"},
-                                            {"usage", "Verify"},
-                                            {"key", nullptr}});
+                list.push_back(json::object{
+                    {"keyId", k.key_id},
+                    {"customKeyIdentifier", base64_identifiers ? crypto::base64_encode(from_hex(k.thumbprint)) : k.thumbprint},
+                    {"type", "AsymmetricX509Cert"},
+                    {"usage", "Verify"},
+                    {"key", nullptr}});
             return json::object{{"keyCredentials", list}};
         }
         const json::object request = json::parse(body).as_object();
@@ -591,8 +600,7 @@ TEST_CASE("intune renewal: resumes after a crash between addKey and the switch w
     }
 }
 
-TEST_CASE("intune renewal: a crash after the switch still removes the old key; the current key is never removed",
-          "[intune][renewal]") {
+TEST_CASE("intune renewal: a crash after the switch still removes the old key, never the current one", "[intune][renewal]") {
     test::TempDir dir;
     make_credential_files(dir.path(), "cred", "rsa", 20);
     const fs::path state = dir.path() / "state";
@@ -621,6 +629,7 @@ TEST_CASE("intune renewal: a crash after the switch still removes the old key; t
     CHECK(graph.registered(old_thumbprint));
     CHECK(fs::exists(state / "credential" / "remove-old.json"));
     graph_down = false;
+    graph.base64_identifiers = true;  // Graph's Edm.Binary form of customKeyIdentifier is recognised too
     // After a restart, the background pass finishes the removal (the credential is fresh: no new renewal).
     intune::CredentialStore restarted(section, state);
     CHECK(restarted.current()->thumbprint == new_thumbprint);
@@ -797,4 +806,31 @@ TEST_CASE("intune renewal: a credential key in a PKCS#11 token (SoftHSM) is rene
     intune::CredentialStore restarted(section, state);
     CHECK(restarted.current()->thumbprint == next->thumbprint);
     (void)verify_jwt(intune::client_assertion(*restarted.current(), "c", "aud"), next->certificate.get());
+}
+
+TEST_CASE("intune renewal: a damaged pending credential is set aside and the next attempt starts over", "[intune][renewal]") {
+    test::TempDir dir;
+    make_credential_files(dir.path(), "cred", "rsa", 20);
+    const fs::path state = dir.path() / "state";
+    FakeHost host(state);
+    FakeGraph graph;
+    graph.add_existing(test::read_file(dir.path() / "cred.crt"));
+    auto section = section_for(dir.path(), "cred");
+    intune::CredentialStore store(section, state);
+    const auto old = store.current();
+    std::atomic<int> sign_ins{0};
+    std::atomic<bool> fail_sign_in{false};
+    intune::CredentialRenewer renewer(host.host(), section, store, graph.access(), sign_in_with(graph, sign_ins, fail_sign_in));
+    fs::create_directories(state / "credential");
+    test::write_file(state / "credential" / "pending.pem", "-----BEGIN CERTIFICATE-----\ntruncated");
+    CHECK_THROWS_WITH(renewer.renew_now(), Contains("the pending credential") && Contains("moved to"));
+    CHECK(store.current()->thumbprint == old->thumbprint);
+    CHECK(graph.count("addKey") == 0);
+    bool kept = false;
+    for (const auto& e : fs::directory_iterator(state / "credential"))
+        kept = kept || e.path().filename().string().starts_with("pending.pem.unreadable-");
+    CHECK(kept);
+    renewer.renew_now();
+    CHECK(store.current()->thumbprint != old->thumbprint);
+    CHECK(graph.count("addKey") == 1);
 }
