@@ -270,8 +270,7 @@ void check_tenant_sections(const toml::table& root, const std::vector<PluginIden
                 bool known = false;
                 for (const auto& p : plugins)
                     known = known || (p.kind == CC_KIND_FEATURE && p.name == *feature);
-                if (!known)
-                    problem("tenant." + name + ".features", "no feature plugin named '" + *feature + "' is present");
+                if (!known) problem("tenant." + name + ".features", "no feature plugin named '" + *feature + "' is present");
             }
     }
 }

@@ -82,7 +82,7 @@ void JobScheduler::sync_tenants() {
         for (const auto& [name, section] : cfg->tenants)
             if (!lanes_.count(name)) start_lane(name);
     }
-    for (auto& lane : gone)  // outside the lock: a delivery in progress may wake another lane
+    for (auto& lane : gone)                     // outside the lock: a delivery in progress may wake another lane
         stop_lane(*lane, steady_clock::now());  // its outbox entries wait for the tenant's return
 }
 
@@ -371,7 +371,8 @@ void JobScheduler::renew_running(const std::string& tenant) {
         std::lock_guard lock(mutex_);
         const auto now = steady_clock::now();
         for (const auto& claim : running_)
-            if (claim->tenant == tenant && !claim->lost && now >= claim->renew_not_before && claim->lease_until - now < lease / 2) due.push_back(claim);
+            if (claim->tenant == tenant && !claim->lost && now >= claim->renew_not_before && claim->lease_until - now < lease / 2)
+                due.push_back(claim);
     }
     for (const auto& claim : due) {
         std::string why;
@@ -579,7 +580,8 @@ JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entr
     // A call into the plugin cannot be interrupted; a slow one is reported, and the entries
     // after it wait their turn (claims, workers and other tenants do not).
     const auto took = duration_cast<milliseconds>(steady_clock::now() - started);
-    const std::string what = is_result ? "job " + entry.key + "'s result" : "notification " + entry.operation + " (" + entry.key + ")";
+    const std::string what =
+        is_result ? "job " + entry.key + "'s result" : "notification " + entry.operation + " (" + entry.key + ")";
     if (took > kDeliveryDeadline)
         log_.emit(CC_EV_JobResultDeliverySlow, CC_LEVEL_WARNING,
                   "tenant '" + lane.tenant + "' took " + std::to_string(took.count()) + " ms to take " + what + " (deadline " +
@@ -607,12 +609,14 @@ JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entr
         } else {
             if (auto id = event_field(events, "delivered"))
                 log_.emit(id, CC_LEVEL_INFO, "tenant '" + lane.tenant + "' took " + what, request_id, fields);
-            if (auto id = event_field(events, "done")) log_.emit(id, CC_LEVEL_INFO, text(events, "done_message"), request_id, fields);
+            if (auto id = event_field(events, "done"))
+                log_.emit(id, CC_LEVEL_INFO, text(events, "done_message"), request_id, fields);
         }
         return Delivery::delivered;
     }
     // Refused for good: the tenant will never take it as it is. Kept (refused) for inspection.
-    const bool final = rc == CC_ERR_INVALID_ARGUMENT || rc == CC_ERR_NOT_FOUND || rc == CC_ERR_CONFLICT || rc == CC_ERR_NOT_SUPPORTED;
+    const bool final =
+        rc == CC_ERR_INVALID_ARGUMENT || rc == CC_ERR_NOT_FOUND || rc == CC_ERR_CONFLICT || rc == CC_ERR_NOT_SUPPORTED;
     if (final) {
         outbox_.refuse(entry.seq, err.message);
         log_.emit(CC_EV_TenantOutboxDeadLetter, CC_LEVEL_ERROR,
@@ -620,7 +624,8 @@ JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entr
                       err.message + "); kept in the outbox, not retried",
                   request_id, fields);
         if (auto id = event_field(events, "refused"))
-            log_.emit(id, CC_LEVEL_ERROR, "tenant '" + lane.tenant + "' refused " + what + ": " + err.message, request_id, fields);
+            log_.emit(id, CC_LEVEL_ERROR, "tenant '" + lane.tenant + "' refused " + what + ": " + err.message, request_id,
+                      fields);
         if (notify_feature) feature->api.feature->result_delivered(feature->api.instance, entry.key.c_str(), 0, err.message);
         return Delivery::refused;
     }
@@ -662,8 +667,9 @@ void JobScheduler::deliver_due(Lane& lane) {
             if (s.pending > 0 && s.oldest_age_seconds >= 60 && steady_clock::now() - lane.backlog_reported > minutes(5)) {
                 lane.backlog_reported = steady_clock::now();
                 log_.emit(CC_EV_TenantOutboxBacklog, CC_LEVEL_WARNING,
-                          "tenant '" + lane.tenant + "': " + std::to_string(s.pending) + " entries wait in the outbox, the oldest " +
-                              std::to_string(s.oldest_age_seconds) + " s (" + s.last_error + ")",
+                          "tenant '" + lane.tenant + "': " + std::to_string(s.pending) +
+                              " entries wait in the outbox, the oldest " + std::to_string(s.oldest_age_seconds) + " s (" +
+                              s.last_error + ")",
                           {}, {{"tenant", lane.tenant}, {"pending", s.pending}, {"oldest_age_seconds", s.oldest_age_seconds}});
             }
         }

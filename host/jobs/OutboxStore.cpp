@@ -48,7 +48,8 @@ OutboxStore::OutboxStore(const std::filesystem::path& file) : db_(file, false) {
     old.step();
     if (old.integer(0) > 0) {
         sqlite::Transaction tx(db_);
-        db_.exec(R"(INSERT OR IGNORE INTO deliveries (tenant, kind, key, feature, body, attempts, next_attempt_ms, last_error, stored_at)
+        db_.exec(
+            R"(INSERT OR IGNORE INTO deliveries (tenant, kind, key, feature, body, attempts, next_attempt_ms, last_error, stored_at)
                     SELECT '', 'result', job_id, feature, result, attempts, next_attempt_ms, last_error, stored_at
                     FROM outbox ORDER BY stored_at)");
         db_.exec("DROP TABLE outbox");
@@ -59,8 +60,9 @@ OutboxStore::OutboxStore(const std::filesystem::path& file) : db_(file, false) {
 std::string OutboxStore::put(const std::string& tenant, const std::string& job_id, const std::string& feature,
                              const std::string& result) {
     std::lock_guard lock(mutex_);
-    db_.prepare("INSERT INTO deliveries (tenant, kind, key, feature, body) VALUES (?, 'result', ?, ?, ?) "
-                "ON CONFLICT(tenant, kind, key) DO NOTHING")
+    db_.prepare(
+           "INSERT INTO deliveries (tenant, kind, key, feature, body) VALUES (?, 'result', ?, ?, ?) "
+           "ON CONFLICT(tenant, kind, key) DO NOTHING")
         .bind_all(tenant, job_id, feature, result)
         .run();
     auto s = db_.prepare("SELECT body FROM deliveries WHERE tenant = ? AND kind = 'result' AND key = ?");
@@ -81,8 +83,9 @@ std::optional<OutboxEntry> OutboxStore::find(const std::string& tenant, const st
 bool OutboxStore::notify(const std::string& tenant, const std::string& key, const std::string& plugin,
                          const std::string& operation, const std::string& body, const std::string& events) {
     std::lock_guard lock(mutex_);
-    auto s = db_.prepare("INSERT INTO deliveries (tenant, kind, key, feature, operation, body, events) "
-                         "VALUES (?, 'notification', ?, ?, ?, ?, ?) ON CONFLICT(tenant, kind, key) DO NOTHING RETURNING seq");
+    auto s = db_.prepare(
+        "INSERT INTO deliveries (tenant, kind, key, feature, operation, body, events) "
+        "VALUES (?, 'notification', ?, ?, ?, ?, ?) ON CONFLICT(tenant, kind, key) DO NOTHING RETURNING seq");
     s.bind_all(tenant, key, plugin, operation, body, events);
     const bool stored = s.step();
     while (s.step()) {
@@ -137,9 +140,11 @@ OutboxState OutboxStore::state(const std::string& tenant, bool is_default, std::
     s.step();
     out.pending = s.integer(0);
     out.refused = s.integer(1);
-    if (auto oldest = s.optional_text(2)) out.oldest_age_seconds = std::max<std::int64_t>(0, (now_ms - std::stoll(*oldest)) / 1000);
+    if (auto oldest = s.optional_text(2))
+        out.oldest_age_seconds = std::max<std::int64_t>(0, (now_ms - std::stoll(*oldest)) / 1000);
     auto e = db_.prepare(
-        "SELECT last_error FROM deliveries WHERE (tenant = ? OR (? AND tenant = '')) AND last_error IS NOT NULL ORDER BY seq DESC "
+        "SELECT last_error FROM deliveries WHERE (tenant = ? OR (? AND tenant = '')) AND last_error IS NOT NULL ORDER BY seq "
+        "DESC "
         "LIMIT 1");
     e.bind(1, tenant).bind(2, is_default ? 1 : 0);
     if (e.step()) out.last_error = e.text(0);

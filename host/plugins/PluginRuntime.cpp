@@ -726,8 +726,9 @@ int PluginRuntime::tenant_call(const char* tenant, const char* operation, const 
         const std::string why = tenant != nullptr && *tenant != '\0'
                                     ? "no tenant '" + name + "' is configured ([tenant." + name + "])"
                                 : cfg->tenants.empty() ? std::string("no tenant is configured ([tenant.<name>] section)")
-                                                       : std::string("several tenants are configured and none is named 'default': "
-                                                                     "the caller must name one");
+                                                       : std::string(
+                                                             "several tenants are configured and none is named 'default': "
+                                                             "the caller must name one");
         sdk::detail::set_error(error, CC_ERR_NOT_FOUND, why);
         return CC_ERR_NOT_FOUND;
     }

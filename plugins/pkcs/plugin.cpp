@@ -332,7 +332,7 @@ private:
         std::string success_fields;
     };
     std::mutex pending_mutex_;
-    std::map<std::string, Pending> pending_;  // jobs run, result not yet delivered
+    std::map<std::string, Pending> pending_;   // jobs run, result not yet delivered
     std::set<std::string> uploaded_recrypts_;  // recrypt results delivered, until their batch is reported
 };
 

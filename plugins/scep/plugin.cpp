@@ -740,19 +740,20 @@ private:
         }
         std::string verdict;
         try {
-            verdict = host_.tenant_call(
-                p.tenant, "scep.validate", json::serialize(json::object{{"renewal", true},
-                                                              {"profile", p.name},
-                                                              {"transaction_id", tx},
-                                                              {"csr_pem", csr_text},
-                                                              {"challenge", nullptr},
-                                                              {"old_certificate_pem", crypto::certificate_pem(old)},
-                                                              {"old_serial", serial},
-                                                              {"old_not_after", crypto::time_iso8601(X509_get0_notAfter(old))},
-                                                              {"original_serial", record->original_serial},
-                                                              {"renewal_count", lineage.renewal_count},
-                                                              {"subject", crypto::name_string(X509_REQ_get_subject_name(csr))},
-                                                              {"sans", std::move(sans_json)}}));
+            verdict =
+                host_.tenant_call(p.tenant, "scep.validate",
+                                  json::serialize(json::object{{"renewal", true},
+                                                               {"profile", p.name},
+                                                               {"transaction_id", tx},
+                                                               {"csr_pem", csr_text},
+                                                               {"challenge", nullptr},
+                                                               {"old_certificate_pem", crypto::certificate_pem(old)},
+                                                               {"old_serial", serial},
+                                                               {"old_not_after", crypto::time_iso8601(X509_get0_notAfter(old))},
+                                                               {"original_serial", record->original_serial},
+                                                               {"renewal_count", lineage.renewal_count},
+                                                               {"subject", crypto::name_string(X509_REQ_get_subject_name(csr))},
+                                                               {"sans", std::move(sans_json)}}));
         } catch (const Error& e) {
             if (e.retryable()) throw;  // 503 with Retry-After: the device asks again later
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepRenewalTenantVeto,
@@ -795,8 +796,8 @@ private:
         n.event_refused = success ? CC_EV_ScepRequestUploadFailure : CC_EV_ScepNotifyAttemptFailed;
         if (success) {
             n.event_done = CC_EV_ScepRequestSuccess;
-            n.done_message = "SCEP certificate " + std::string(note.at("certificate_serial_number").as_string()) + " issued for " +
-                             std::string(note.at("certificate_subject").as_string()) + " (profile '" + p.name +
+            n.done_message = "SCEP certificate " + std::string(note.at("certificate_serial_number").as_string()) +
+                             " issued for " + std::string(note.at("certificate_subject").as_string()) + " (profile '" + p.name +
                              "') and the tenant notified";
         }
         try {
@@ -847,7 +848,8 @@ private:
                 if (const auto* profile = body.as_object().if_contains("profile"); profile && profile->is_string())
                     for (const auto& candidate : profiles_)
                         if (candidate->name == profile->as_string()) none.tenant = candidate->tenant;
-                none.name = body.as_object().contains("profile") ? json::value_to<std::string>(body.as_object().at("profile")) : "";
+                none.name =
+                    body.as_object().contains("profile") ? json::value_to<std::string>(body.as_object().at("profile")) : "";
                 if (operation == "scep.notify_success" && !body.as_object().contains("certificate_subject"))
                     body.as_object()["certificate_subject"] = "";
                 enqueue(none, tx, operation, body.as_object());
@@ -856,7 +858,8 @@ private:
         std::error_code ec;
         for (const char* suffix : {"", "-wal", "-shm"})
             std::filesystem::remove(file.string() + suffix, ec);
-        host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO, "undelivered notifications of an earlier version handed to the host outbox");
+        host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO,
+                  "undelivered notifications of an earlier version handed to the host outbox");
     }
 
     static HttpResponse reply(std::string der) { return {200, {{"Content-Type", "application/x-pki-message"}}, std::move(der)}; }

@@ -21,11 +21,11 @@ namespace certconn::intune {
 /// One certificate credential: the certificate registered on the application and its key.
 struct Credential {
     crypto::Cert certificate;
-    crypto::PKey key;              // file key, or a handle into the token (pkcs11 engine)
-    std::string key_reference;     // the file path or the pkcs11: URI (redact before showing)
-    std::string x5t;               // base64url(SHA-1 of the certificate DER): the JWT header
-    std::string x5t_s256;          // base64url(SHA-256 of the certificate DER)
-    std::string thumbprint;        // SHA-1 hex, upper-case (what the Entra portal shows)
+    crypto::PKey key;           // file key, or a handle into the token (pkcs11 engine)
+    std::string key_reference;  // the file path or the pkcs11: URI (redact before showing)
+    std::string x5t;            // base64url(SHA-1 of the certificate DER): the JWT header
+    std::string x5t_s256;       // base64url(SHA-256 of the certificate DER)
+    std::string thumbprint;     // SHA-1 hex, upper-case (what the Entra portal shows)
     std::chrono::system_clock::time_point not_after;
 };
 

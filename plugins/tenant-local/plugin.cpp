@@ -111,12 +111,12 @@ public:
         }
         if (operation == "tenant.check") {  // `certconnector tenant check`: the queue answers
             const auto queued = queue_.count("queued");
-            return json::serialize(json::object{
-                {"ok", true},
-                {"checks", json::array{json::object{{"name", "job queue"},
-                                                    {"ok", true},
-                                                    {"detail", (host_.state_dir() / "jobs.db").string() + ", " +
-                                                                   std::to_string(queued) + " queued"}}}}});
+            return json::serialize(
+                json::object{{"ok", true},
+                             {"checks", json::array{json::object{{"name", "job queue"},
+                                                                 {"ok", true},
+                                                                 {"detail", (host_.state_dir() / "jobs.db").string() + ", " +
+                                                                                std::to_string(queued) + " queued"}}}}});
         }
         throw Error(CC_ERR_NOT_SUPPORTED, "tenant-local has no operation '" + operation + "'");
     }
@@ -127,10 +127,11 @@ public:
             std::lock_guard lock(heartbeat_mutex_);
             heartbeat = last_heartbeat_;
         }
-        return json::serialize(json::object{{"healthy", true},
-                                            {"detail", "local queue: " + std::to_string(queue_.count("queued")) + " queued, " +
-                                                           std::to_string(queue_.count("running")) + " running"},
-                                            {"last_heartbeat", heartbeat.empty() ? json::value(nullptr) : json::value(heartbeat)}});
+        return json::serialize(
+            json::object{{"healthy", true},
+                         {"detail", "local queue: " + std::to_string(queue_.count("queued")) + " queued, " +
+                                        std::to_string(queue_.count("running")) + " running"},
+                         {"last_heartbeat", heartbeat.empty() ? json::value(nullptr) : json::value(heartbeat)}});
     }
 
 private:

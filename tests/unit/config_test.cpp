@@ -77,7 +77,7 @@ workers = 4
     CHECK(c.config->cas.at("corp").plugin == "local");
     CHECK_FALSE(c.config->cas.at("corp").settings.contains("plugin"));
     CHECK(c.config->cas.at("corp").settings.at("key_pin").as_string() == "1234");  // plugins get secrets
-    CHECK(c.config->tenants.at("default").plugin == "local");  // the old [tenant] section
+    CHECK(c.config->tenants.at("default").plugin == "local");                      // the old [tenant] section
     CHECK(c.config->deprecations.size() == 1);
     CHECK(c.config->feature_sections.at("pkcs").at("workers").as_int64() == 4);
 }

@@ -241,8 +241,8 @@ TEST_CASE("notifications: stored before delivery, delivered in order, Retry-Afte
     const auto state = f.scheduler->outbox_state("default");
     CHECK(state.at("refused").as_int64() == 1);
     const std::string events = f.operational();
-    CHECK_THAT(events, Catch::Contains("\"name\":\"ScepNotifyAttemptFailed\""));  // the feature's retry event
-    CHECK_THAT(events, Catch::Contains("\"name\":\"ScepNotifySuccess\""));        // delivered
+    CHECK_THAT(events, Catch::Contains("\"name\":\"ScepNotifyAttemptFailed\""));    // the feature's retry event
+    CHECK_THAT(events, Catch::Contains("\"name\":\"ScepNotifySuccess\""));          // delivered
     CHECK_THAT(f.admin(), Catch::Contains("\"name\":\"TenantOutboxDeadLetter\""));  // refused for good
 }
 
