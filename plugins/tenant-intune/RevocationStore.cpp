@@ -28,7 +28,8 @@ std::int64_t RevocationStore::now() const {
 }
 
 std::size_t RevocationStore::add(const std::vector<RevocationRequest>& requests,
-                                 const std::function<std::string(const std::string&)>& ca_for, const std::string& reason) {
+                                 const std::function<std::string(const std::string&)>& ca_for, const std::string& reason,
+                                 std::vector<std::string>* added_contexts) {
     std::lock_guard lock(mutex_);
     const std::int64_t t = now();
     std::size_t added = 0;
@@ -55,7 +56,10 @@ std::size_t RevocationStore::add(const std::vector<RevocationRequest>& requests,
         else
             s.bind_null(9);
         s.bind(10, t).bind(11, t).run();
-        added += static_cast<std::size_t>(db_.changes());
+        if (db_.changes() == 1) {
+            ++added;
+            if (added_contexts) added_contexts->push_back(r.request_context);
+        }
     }
     tx.commit();
     return added;

@@ -46,9 +46,9 @@ public:
     /// Stores every downloaded request durably (one transaction) before any is handed out.
     /// `ca_for` maps caConfiguration to our CA ("" = none: the request is completed at once as
     /// failed 4002, waiting for upload). A request already known (Intune handed it out again)
-    /// is left as it is. Returns how many were new.
+    /// is left as it is. Returns how many were new (their requestContexts in `added` if given).
     std::size_t add(const std::vector<RevocationRequest>& requests, const std::function<std::string(const std::string&)>& ca_for,
-                    const std::string& reason);
+                    const std::string& reason, std::vector<std::string>* added = nullptr);
 
     /// Up to `max` requests that are queued or whose lease expired, now leased for
     /// `lease_seconds` under a new claim number.

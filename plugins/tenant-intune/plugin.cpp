@@ -293,18 +293,24 @@ private:
             client_->call(intune::kPkiService, intune::kPkiApiVersion, "CertificateAuthorityRequests/downloadRevocationRequests",
                           json::object{{"downloadParameters", params}}, {});
         const auto requests = intune::revocation_requests(answer, static_cast<std::size_t>(rc.batch_size));
+        std::vector<std::string> fresh;
+        const std::size_t added = db.add(
+            requests, [&](const std::string& c) { return rc.ca_for(c); }, rc.reason, &fresh);
         std::vector<intune::RevocationRequest> unmapped;
         for (const auto& r : requests)
-            if (rc.ca_for(r.ca_configuration).empty()) unmapped.push_back(r);
-        const std::size_t added = db.add(
-            requests, [&](const std::string& c) { return rc.ca_for(c); }, rc.reason);
-        for (const auto& r : unmapped)
+            if (rc.ca_for(r.ca_configuration).empty() && std::find(fresh.begin(), fresh.end(), r.request_context) != fresh.end())
+                unmapped.push_back(r);
+        for (const auto& r : unmapped) {
+            // No job runs for it, so the revoke feature never sees it: its events are written here.
+            host_.log(CC_EV_RevokeDownloadedRequest, CC_LEVEL_INFO, "revocation request downloaded",
+                      intune::job_id_for(r.request_context));
             host_.log(CC_EV_RevokeRequestFailure, CC_LEVEL_ERROR,
                       "revocation of " + intune::printable(r.serial_number, 80) +
                           " refused: no CA configured for caConfiguration " + intune::printable(r.ca_configuration, 200) +
                           " (add it to [revocation.ca_map] or set default_ca)",
                       intune::job_id_for(r.request_context),
                       json::serialize(json::object{{"error_code", 4002}, {"caConfiguration", r.ca_configuration}}));
+        }
         if (added > 0) db.purge_uploaded(kKeepUploadedDays);
         if (!unmapped.empty()) {
             try {
