@@ -15,6 +15,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -274,4 +275,221 @@ TEST_CASE("http client: encodings and status mapping", "[http]") {
     CHECK(http::status_of_http(503) == CC_ERR_UNAVAILABLE);
     CHECK(http::status_of_http(404) == CC_ERR_NOT_FOUND);
     CHECK(http::status_of_http(400) == CC_ERR_INVALID_ARGUMENT);
+}
+
+namespace {
+
+int free_loopback_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    ::close(fd);
+    return static_cast<int>(ntohs(a.sin_port));
+}
+
+/// A tinyproxy on 127.0.0.1:`port` that we can kill and start again on the same port.
+class Tinyproxy {
+public:
+    Tinyproxy(const fs::path& dir, int port, const std::string& connect_port, const std::string& basic_auth = {})
+        : conf_(dir / ("tinyproxy-" + std::to_string(port) + ".conf")), port_(port) {
+        std::ofstream conf(conf_);
+        conf << "Port " << port << "\nListen 127.0.0.1\nTimeout 30\nMaxClients 10\nAllow 127.0.0.1\n"
+             << "ConnectPort " << connect_port << "\nLogFile \"" << (dir / "tinyproxy.log").string() << "\"\nLogLevel Connect\n";
+        if (!basic_auth.empty()) conf << "BasicAuth " << basic_auth << "\n";
+        if (::geteuid() == 0) conf << "User nobody\nGroup nogroup\n";
+        conf.close();
+        ::chmod(dir.c_str(), 0777);
+        start();
+    }
+    ~Tinyproxy() { kill(); }
+    void start() {
+        std::string bin = "/usr/bin/tinyproxy", d = "-d", c = "-c", path = conf_.string();
+        char* argv[] = {bin.data(), d.data(), c.data(), path.data(), nullptr};
+        REQUIRE(posix_spawn(&pid_, argv[0], nullptr, nullptr, argv, environ) == 0);
+        // Ready when it accepts connections.
+        for (int i = 0; i < 100; ++i) {
+            const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            a.sin_port = htons(static_cast<uint16_t>(port_));
+            const bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+            ::close(fd);
+            if (up) return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        FAIL("tinyproxy did not start on port " << port_);
+    }
+    /// SIGKILL (a crash, not a clean shutdown), and wait until the port is free.
+    void kill() {
+        if (pid_ <= 0) return;
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+
+private:
+    fs::path conf_;
+    int port_;
+    pid_t pid_ = -1;
+};
+
+}  // namespace
+
+TEST_CASE("http client: the same client works again after the proxy is killed and restarted", "[http][proxy]") {
+    if (!fs::exists("/usr/bin/tinyproxy")) {
+        WARN("tinyproxy is not installed (scripts/install-deps installs it): the proxy test did not run");
+        return;
+    }
+    test::TempDir dir;
+    make_certificates(dir.path());
+    Server tls(dir.path());
+    Server plain(dir.path(), true);
+    const int port = free_loopback_port();
+    Tinyproxy proxy(dir.path(), port, tls.port);
+    auto s = with_ca(dir.path());
+    s.proxy = "http://127.0.0.1:" + std::to_string(port);
+    s.connect_timeout = std::chrono::seconds(3);
+    const http::Client client(std::move(s));
+    const std::string https = "https://127.0.0.1:" + tls.port + "/ok";
+    const std::string http_url = "http://127.0.0.1:" + plain.port + "/ok";
+    CHECK(client.perform({"GET", https, {}, {}}).body == "hello");
+    CHECK_THAT(client.perform({"GET", http_url, {}, {}}).header("X-Via").value_or(""), Contains("tinyproxy"));
+
+    proxy.kill();
+    // While the proxy is down: a retryable failure naming the target, not a hang.
+    try {
+        client.perform({"GET", https, {}, {}});
+        FAIL("a request succeeded without its proxy");
+    } catch (const sdk::Error& e) {
+        CHECK(e.code() == CC_ERR_UNAVAILABLE);
+        CHECK_THAT(e.what(), Contains("127.0.0.1:" + tls.port));
+    }
+
+    proxy.start();  // the proxy restarts on the same port
+    CHECK(client.perform({"GET", https, {}, {}}).body == "hello");
+    CHECK_THAT(client.perform({"GET", http_url, {}, {}}).header("X-Via").value_or(""), Contains("tinyproxy"));
+    // ... and again with a crash in between requests on several threads of the same client.
+    proxy.kill();
+    proxy.start();
+    std::vector<std::thread> threads;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 4; ++i)
+        threads.emplace_back([&] {
+            try {
+                if (client.perform({"GET", https, {}, {}}).body == "hello") ++ok;
+            } catch (...) {
+            }
+        });
+    for (auto& t : threads)
+        t.join();
+    CHECK(ok == 4);
+}
+
+TEST_CASE("http client: proxy Basic credentials (proxy_auth) and no_proxy", "[http][proxy]") {
+    if (!fs::exists("/usr/bin/tinyproxy")) {
+        WARN("tinyproxy is not installed (scripts/install-deps installs it): the proxy test did not run");
+        return;
+    }
+    test::TempDir dir;
+    make_certificates(dir.path());
+    Server tls(dir.path());
+    Server plain(dir.path(), true);
+    const int port = free_loopback_port();
+    Tinyproxy proxy(dir.path(), port, tls.port, "svc s3cret-proxy");
+    const std::string http_url = "http://127.0.0.1:" + plain.port + "/ok";
+    const std::string https = "https://127.0.0.1:" + tls.port + "/ok";
+    test::write_file(dir.path() / "proxy-pw", "s3cret-proxy\n");
+    test::write_file(dir.path() / "wrong-pw", "nope\n");
+
+    SECTION("Basic credentials from the configuration reach the proxy; wrong ones are refused") {
+        json::object section{{"ca_file", (dir.path() / "ca.pem").string()},
+                             {"proxy", "http://127.0.0.1:" + std::to_string(port)},
+                             {"proxy_username", "svc"},
+                             {"proxy_password_file", (dir.path() / "proxy-pw").string()},
+                             {"proxy_auth", "basic"}};
+        const http::Client good(http::settings_from_config(section, "tenant.intune"));
+        CHECK(good.perform({"GET", http_url, {}, {}}).status == 200);
+        CHECK(good.perform({"GET", https, {}, {}}).body == "hello");
+        section["proxy_password_file"] = (dir.path() / "wrong-pw").string();
+        const http::Client bad(http::settings_from_config(section, "tenant.intune"));
+        // tinyproxy 1.11 refuses a plain-HTTP request with wrong credentials with 401 (not 407).
+        const auto refused = bad.perform({"GET", http_url, {}, {}});
+        CHECK((refused.status == 407 || refused.status == 401));
+        CHECK(refused.body != "hello");
+        CHECK_THROWS_AS(bad.perform({"GET", https, {}, {}}), sdk::Error);  // CONNECT refused
+        section["proxy_auth"] = "any";                                     // libcurl answers the proxy's Basic challenge
+        section["proxy_password_file"] = (dir.path() / "proxy-pw").string();
+        const http::Client any(http::settings_from_config(section, "tenant.intune"));
+        CHECK(any.perform({"GET", https, {}, {}}).body == "hello");
+    }
+    SECTION("no_proxy: listed hosts go direct, others through the proxy") {
+        // Nothing listens on the proxy's port: only a bypass can succeed.
+        auto dead_proxy = [&](const std::string& no_proxy) {
+            auto s = with_ca(dir.path());
+            s.proxy = "http://127.0.0.1:1";
+            s.no_proxy = no_proxy;
+            return s;
+        };
+        const http::Client bypass(dead_proxy("login.example,127.0.0.1"));
+        const auto r = bypass.perform({"GET", http_url, {}, {}});
+        CHECK(r.status == 200);
+        CHECK(r.header("X-Via").value_or("") == "");
+        CHECK(bypass.perform({"GET", https, {}, {}}).body == "hello");
+
+        const http::Client through(dead_proxy("login.example,.corp.example"));  // 127.0.0.1 not listed
+        CHECK_THROWS_AS(through.perform({"GET", http_url, {}, {}}), sdk::Error);
+
+        // The environment's no_proxy is ignored like its http_proxy: only configuration decides.
+        ::setenv("no_proxy", "127.0.0.1", 1);
+        const http::Client env(dead_proxy(""));
+        CHECK_THROWS_AS(env.perform({"GET", http_url, {}, {}}), sdk::Error);
+        ::unsetenv("no_proxy");
+
+        // With a live proxy, a host not in no_proxy really goes through it.
+        json::object section{{"ca_file", (dir.path() / "ca.pem").string()},
+                             {"proxy", "http://127.0.0.1:" + std::to_string(port)},
+                             {"proxy_username", "svc"},
+                             {"proxy_password_file", (dir.path() / "proxy-pw").string()},
+                             {"no_proxy", "graph.example"}};
+        const http::Client live(http::settings_from_config(section, "tenant.intune"));
+        CHECK_THAT(live.perform({"GET", http_url, {}, {}}).header("X-Via").value_or(""), Contains("tinyproxy"));
+    }
+}
+
+TEST_CASE("http client: proxy_auth and no_proxy settings", "[http][proxy]") {
+    test::TempDir dir;
+    test::write_file(dir.path() / "pw", "pw\n");
+    auto error_of = [](const json::object& o) {
+        try {
+            http::settings_from_config(o, "tenant.intune");
+        } catch (const sdk::Error& e) {
+            CHECK(e.code() == CC_ERR_INVALID_ARGUMENT);
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    const json::object ntlm{{"proxy", "http://proxy:3128"},
+                            {"proxy_username", "CORP\\svc"},
+                            {"proxy_password_file", (dir.path() / "pw").string()},
+                            {"proxy_auth", "ntlm"},
+                            {"no_proxy", "localhost,.corp.example"}};
+    const auto s = http::settings_from_config(ntlm);
+    CHECK(s.proxy_auth == http::ProxyAuth::ntlm);
+    CHECK(s.no_proxy == "localhost,.corp.example");
+    CHECK(http::settings_from_config(json::object{}).proxy_auth == http::ProxyAuth::basic);
+    CHECK_THAT(error_of({{"proxy", "http://p:1"}, {"proxy_auth", "digest"}}),
+               Contains("tenant.intune.proxy_auth: 'digest' is not one of basic, ntlm, any"));
+    CHECK_THAT(error_of({{"proxy", "http://p:1"}, {"proxy_auth", "ntlm"}}),
+               Contains("'ntlm' needs proxy_username and proxy_password_file"));
+    CHECK_THAT(error_of({{"no_proxy", 5}}), Contains("tenant.intune.no_proxy: expected a string"));
+    CHECK_THAT(error_of({{"no_proxy", "a\nb"}}), Contains("without control characters"));
+    // The schema lists both keys, so a plugin that splices kSchemaProperties accepts them.
+    const auto schema = json::parse("{" + std::string(http::kSchemaProperties) + "}").as_object();
+    CHECK(schema.contains("proxy_auth"));
+    CHECK(schema.contains("no_proxy"));
 }

@@ -25,6 +25,8 @@ const char* const kSchemaProperties = R"json(
   "proxy": {"type":"string","description":"HTTP proxy, e.g. http://proxy.example.com:3128 (default: none; the environment is not read)"},
   "proxy_username": {"type":"string"},
   "proxy_password_file": {"type":"string","description":"file holding the proxy password"},
+  "proxy_auth": {"type":"string","enum":["basic","ntlm","any"],"description":"how proxy_username/proxy_password_file are sent to the proxy (default basic; any: the safest scheme the proxy offers)"},
+  "no_proxy": {"type":"string","description":"comma-separated hosts reached without the proxy: a name, .domain (its subdomains), an IP address or CIDR, or * (default: none; the environment is not read)"},
   "auth": {"type":"string","enum":["none","basic","ntlm","negotiate"],"description":"server authentication (negotiate: Kerberos through GSS-API, needs a keytab in KRB5_CLIENT_KTNAME)"},
   "username": {"type":"string","description":"account for basic/ntlm: user or DOMAIN\\user"},
   "password_file": {"type":"string","description":"file holding that account's password"},
@@ -165,6 +167,21 @@ Settings settings_from_config(const json::object& section, std::string_view wher
     s.proxy = string_of(section, where, "proxy");
     s.proxy_username = string_of(section, where, "proxy_username");
     s.proxy_password = secret_file(section, where, "proxy_password_file");
+    const std::string proxy_auth = string_of(section, where, "proxy_auth");
+    if (proxy_auth.empty() || proxy_auth == "basic")
+        s.proxy_auth = ProxyAuth::basic;
+    else if (proxy_auth == "ntlm")
+        s.proxy_auth = ProxyAuth::ntlm;
+    else if (proxy_auth == "any")
+        s.proxy_auth = ProxyAuth::any;
+    else
+        throw config_error(where, "proxy_auth", "'" + proxy_auth + "' is not one of basic, ntlm, any");
+    if (s.proxy_auth == ProxyAuth::ntlm && (s.proxy_username.empty() || s.proxy_password.empty()))
+        throw config_error(where, "proxy_auth", "'ntlm' needs proxy_username and proxy_password_file");
+    s.no_proxy = string_of(section, where, "no_proxy");
+    if (s.no_proxy.size() > 4096) throw config_error(where, "no_proxy", "longer than 4096 characters");
+    if (std::any_of(s.no_proxy.begin(), s.no_proxy.end(), [](char ch) { return static_cast<unsigned char>(ch) < 0x20; }))
+        throw config_error(where, "no_proxy", "expected comma-separated host names, without control characters");
     const std::string auth = string_of(section, where, "auth");
     if (auth.empty() || auth == "none")
         s.auth = Auth::none;
@@ -256,10 +273,19 @@ Response Client::perform(const Request& request) const {
     if (!s.ca_file.empty()) curl_easy_setopt(c, CURLOPT_CAINFO, s.ca_file.c_str());
     // An empty proxy turns off the http_proxy/https_proxy environment too: only configuration decides.
     curl_easy_setopt(c, CURLOPT_PROXY, s.proxy.c_str());
+    // Likewise an empty no_proxy: the no_proxy environment variable is not read.
+    curl_easy_setopt(c, CURLOPT_NOPROXY, s.no_proxy.c_str());
     if (!s.proxy_username.empty()) {
         curl_easy_setopt(c, CURLOPT_PROXYUSERNAME, s.proxy_username.c_str());
         curl_easy_setopt(c, CURLOPT_PROXYPASSWORD, s.proxy_password.reveal_c_str());
+        const unsigned long scheme = s.proxy_auth == ProxyAuth::ntlm  ? CURLAUTH_NTLM
+                                     : s.proxy_auth == ProxyAuth::any ? CURLAUTH_ANY
+                                                                      : CURLAUTH_BASIC;
+        curl_easy_setopt(c, CURLOPT_PROXYAUTH, scheme);
     }
+    // Every call has its own easy handle, hence its own connection: a connection that a
+    // restarted proxy dropped is never reused, and the next call connects afresh
+    // (tests/unit/http_client_test.cpp kills and restarts tinyproxy between two calls).
     if (!s.client_certificate.empty()) {
         curl_easy_setopt(c, CURLOPT_SSLCERT, s.client_certificate.c_str());
         curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");

@@ -25,6 +25,9 @@
 namespace certconn::http {
 
 enum class Auth { none, basic, ntlm, negotiate };
+/// How the proxy credentials are sent: Basic (default), NTLM, or whatever the proxy offers
+/// (libcurl picks the safest scheme of its 407 challenge).
+enum class ProxyAuth { basic, ntlm, any };
 
 struct Settings {
     std::string ca_file;             ///< PEM bundle that roots the server's chain; empty: the system store
@@ -34,8 +37,10 @@ struct Settings {
     std::string proxy;               ///< "http://host:port" (or https://, socks5://); empty: no proxy
     std::string proxy_username;
     sdk::Secret proxy_password;
-    Auth auth = Auth::none;  ///< server authentication (negotiate: Kerberos via GSS-API)
-    std::string username;    ///< basic/ntlm: "user" or "DOMAIN\\user"
+    ProxyAuth proxy_auth = ProxyAuth::basic;  ///< scheme for proxy_username/proxy_password
+    std::string no_proxy;                     ///< comma-separated hosts (".corp.example" = the domain) reached without the proxy
+    Auth auth = Auth::none;                   ///< server authentication (negotiate: Kerberos via GSS-API)
+    std::string username;                     ///< basic/ntlm: "user" or "DOMAIN\\user"
     sdk::Secret password;
     std::chrono::milliseconds connect_timeout{10'000};
     std::chrono::milliseconds timeout{60'000};  ///< whole request, answer included
@@ -45,8 +50,8 @@ struct Settings {
 
 /// Reads the common keys of a plugin's configuration section (all optional):
 ///   ca_file, client_certificate, client_key, client_key_pin_file, proxy, proxy_username,
-///   proxy_password_file, auth ("none"|"basic"|"ntlm"|"negotiate"), username, password_file,
-///   connect_timeout_seconds, timeout_seconds, max_response_bytes.
+///   proxy_password_file, proxy_auth ("basic"|"ntlm"|"any"), no_proxy, auth ("none"|"basic"|"ntlm"|"negotiate"), username,
+///   password_file, connect_timeout_seconds, timeout_seconds, max_response_bytes.
 /// Secrets are read from files named in the section (never inline). Errors are sdk::Error
 /// INVALID_ARGUMENT naming the key, prefixed with `where` (e.g. "ca.corp").
 Settings settings_from_config(const boost::json::object& section, std::string_view where = {});
