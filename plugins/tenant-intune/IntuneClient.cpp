@@ -37,6 +37,8 @@ IntuneClient::IntuneClient(sdk::Host& host, const Config& config, CredentialStor
           s.proxy = c.proxy;
           s.proxy_username = c.proxy_username;
           s.proxy_password = c.proxy_password.clone();
+          s.proxy_auth = c.proxy_auth;
+          s.no_proxy = c.no_proxy;
           s.connect_timeout = c.connect_timeout;
           s.timeout = c.timeout;
           s.max_response_bytes = c.max_response_bytes;

@@ -37,7 +37,7 @@ TEST_CASE("intune: a failed revocation uploads its error_code and message") {
         const auto e = entry(R"({"status":"failed","error_code":)" + std::to_string(code) +
                              R"(,"error":{"code":"not_found","message":"no such certificate"}})");
         CHECK(e.at("succeeded") == false);
-        CHECK(e.at("errorCode") == std::to_string(code));
+        CHECK(e.at("errorCode").as_string() == std::to_string(code));
         CHECK(e.at("errorMessage") == "no such certificate");
     }
     // Without a usable code (absent, 0, unknown): a non-retryable service error, never "None".
