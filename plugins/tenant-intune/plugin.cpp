@@ -19,6 +19,7 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -78,6 +79,17 @@ std::string csr_base64(const std::string& text, const std::string& field) {
     } catch (const std::exception& e) {
         throw Error(CC_ERR_INVALID_ARGUMENT, field + ": expected a PEM certificate request: " + intune::printable(e.what(), 200));
     }
+}
+
+/// SHA-1 thumbprint as Intune shows it: hex, upper-case (colons, as openssl prints them, dropped).
+std::string upper_hex(const std::string& text, const std::string& field) {
+    std::string out;
+    for (char c : text) {
+        if (c == ':') continue;
+        if (!std::isxdigit(static_cast<unsigned char>(c))) throw Error(CC_ERR_INVALID_ARGUMENT, field + ": expected hexadecimal");
+        out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    }
+    return out;
 }
 
 std::string iso(std::optional<std::chrono::system_clock::time_point> t) {
@@ -411,7 +423,8 @@ private:
         json::object n{{"transactionId", tx},
                        {"certificateRequest",
                         csr_base64(required(o, "certificate_request", op, 64 * 1024), op + ": field 'certificate_request'")},
-                       {"certificateThumbprint", required(o, "certificate_thumbprint", op, 128)},
+                       {"certificateThumbprint",
+                        upper_hex(required(o, "certificate_thumbprint", op, 128), op + ": field 'certificate_thumbprint'")},
                        {"certificateSerialNumber", required(o, "certificate_serial_number", op, 128)},
                        {"certificateExpirationDateUtc", required(o, "certificate_expiration_date_utc", op, 64)},
                        {"issuingCertificateAuthority", issuer},
