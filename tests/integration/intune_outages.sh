@@ -194,22 +194,32 @@ assert any(x[\"authorization\"]==\"bearer:refused\" and x[\"status\"]==401 for x
 tokens=[x for x in c if x[\"kind\"]==\"token\" and x[\"status\"]==200]
 assert 1 <= len(tokens) <= 3, tokens'"
 
-# Renewal of the credential certificate while enrollments flow.
+# Renewal of the credential certificate while enrollments flow. The credential (valid 400 days)
+# enters its renewal window when renew_before_days grows to 401: the reload (SIGHUP) re-initialises
+# the tenant, whose renewer finds the renewal due and runs it (610-614) while devices enroll.
 old_thumb=$(openssl x509 -in "$work/cred.crt" -noout -fingerprint -sha1 | cut -d= -f2 | tr -d :)
-( for i in 1 2 3; do enroll "e-renew$i" || echo "e-renew$i failed"; done >"$work/renew-flow.out" 2>&1 ) &
+( for i in 1 2 3 4; do enroll "e-renew$i" || echo "e-renew$i failed"; done >"$work/renew-flow.out" 2>&1 ) &
 flow=$!
 sleep 1
-check "certconnector tenant renew-credential renews the credential now" \
-  "$bin" tenant renew-credential --config "$work/c.toml" --name intune
+sed -i 's/^renew_before_days = 30$/renew_before_days = 401/; s/^credential_validity_days = 90$/credential_validity_days = 450/' "$work/c.toml"
+kill -HUP "$daemon"
+new_key() { ctl GET app | "$py" -c "
+import json,sys
+k=[x['thumbprint'] for x in json.load(sys.stdin)['keyCredentials']]
+assert len(k)==1 and k[0]!=sys.argv[1], k" "$old_thumb"; }
+check "the credential is renewed: the application has one key credential, a new one, and not the old one" wait_until 60 new_key
 wait "$flow"
 check "the enrollments during the renewal all succeeded" bash -c "! grep -q failed '$work/renew-flow.out'"
-keys=$(ctl GET app | jq_py '[k["thumbprint"] for k in d["keyCredentials"]]')
-check "the application has one key credential, a new one, and not the old one" "$py" -c "
+check "events 610 (started), 611 (key made), 612 (addKey), 613 (switched), 614 (old key removed)" "$py" -c "
 import json,sys
-k=json.loads(sys.argv[1]); assert len(k)==1 and k[0]!=sys.argv[2], k" "$keys" "$old_thumb"
+ids=[json.loads(l)['id'] for f in ('admin','operational') for l in open('$work/log/%s.jsonl' % f)]
+assert all(i in ids for i in (610,611,612,613,614)), sorted(set(i for i in ids if 600<=i<700))"
+keys=$(ctl GET app | jq_py '[k["thumbprint"] for k in d["keyCredentials"]]')
 check "a sign-in with the old key is refused now (AADSTS700027: key not registered)" bash -c "
   $(declare -f b64u client_assertion token_with); work='$work' standin_url='$standin_url' T='$T' C='$C'
   token_with '$work/cred.key' '$work/cred.crt' | grep -q 700027"
+check "the renewed key lives in the state directory, mode 0600" bash -c "
+  f=\$(find '$work/state' -path '*credential*' -name '*.pem' | head -1); [ -n \"\$f\" ] && [ \$(stat -c %a \"\$f\") = 600 ]"
 mark=$(ctl GET calls | jq_py 'len(d)')
 ctl POST expire-tokens >/dev/null
 check "after the renewal the plugin signs in with the new key" enroll e-newkey
