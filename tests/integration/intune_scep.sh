@@ -121,8 +121,8 @@ import re,subprocess,sys
 dn=subprocess.run(['openssl','x509','-in',sys.argv[2],'-noout','-issuer','-nameopt','RFC2253'],capture_output=True,text=True).stdout.split('=',1)[1].strip()
 norm=lambda t: sorted(x.strip().replace(' = ','=') for x in re.split(r'(?<!\\\\),', t.strip().lstrip('/').replace('/',',')) if x.strip())
 assert norm(sys.argv[1])==norm(dn), (sys.argv[1], dn)" "$(jq_py 'd.get("issuingCertificateAuthority")' <<<"$n1")" "$work/mm1/cert.pem"
-check "it names the transaction and carries the CSR Intune validated (base64 DER)" bash -c "
-  [ -n '$(jq_py 'd.get("transactionId") or ""' <<<"$n1")' ] &&
+check "it names a transaction Intune validated (Success) and carries its CSR (base64 DER)" bash -c "
+  curl -s --cacert '$work/tls.crt' '$standin_url/_control/validations' | grep -qF '{\"transactionId\": \"$(jq_py 'd.get("transactionId") or "-"' <<<"$n1")\", \"code\": \"Success\"' &&
   printf '%s' '$(jq_py 'd.get("certificateRequest") or ""' <<<"$n1")' | openssl base64 -d -A | openssl req -inform DER -noout -subject | grep -q mm-intune"
 check "Intune's SCEP calls carried api-version 2018-02-20 and a fresh client-request-id each" bash -c "
   ctl() { curl -s --cacert '$work/tls.crt' '$standin_url/_control/'\$1; }
@@ -166,9 +166,14 @@ import json,sys
 f=json.load(sys.stdin)
 assert len(f)==1 and isinstance(f[0][\"hResult\"],int) and f[0][\"hResult\"]!=0, f
 assert 0 < len(f[0][\"errorDescription\"]) <= 255 and f[0][\"transactionId\"] and f[0][\"certificateRequest\"], f'"
-check "its transactionId is the one Intune validated" bash -c "
-  tx=\$(curl -s --cacert '$work/tls.crt' '$standin_url/_control/notifications' | '$py' -c 'import json,sys; print([n for n in json.load(sys.stdin) if n[\"kind\"]==\"failure\"][0][\"notification\"][\"transactionId\"])')
-  [ -n \"\$tx\" ] && grep -q \"\$tx\" '$work/log/operational.jsonl'"
+check "its transactionId is one Intune validated (Success) before the CA refused" bash -c "
+  curl -s --cacert '$work/tls.crt' '$standin_url/_control/notifications' >'$work/n.json'
+  curl -s --cacert '$work/tls.crt' '$standin_url/_control/validations' >'$work/v.json'
+  '$py' -c '
+import json
+n=[x[\"notification\"][\"transactionId\"] for x in json.load(open(\"$work/n.json\")) if x[\"kind\"]==\"failure\"]
+v={x[\"transactionId\"]:x[\"code\"] for x in json.load(open(\"$work/v.json\"))}
+assert n and v.get(n[0])==\"Success\", (n, v)'"
 
 # certmonger (GET, AES-256, SHA-256) through a profile Intune validates.
 mkdir -p "$work/cm"/{config,requests,cas,tmp,local}
