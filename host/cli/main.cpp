@@ -127,6 +127,9 @@ int cmd_config_check(const ParsedOptions& o) {
         if (s.state == SupportState::Outdated || s.state == SupportState::Unsupported)
             std::cerr << "warning: plugin '" << f.identity->name << "' (" << f.file.string() << "): " << s.message << "\n";
     }
+    if (loaded.config)
+        for (const auto& d : loaded.config->deprecations)
+            std::cerr << "note: " << d.to_string() << "\n";
     if (count > 0) {
         std::cerr << file.string() << ": " << count << " problem(s)\n";
         return kExitProblems;
@@ -204,12 +207,24 @@ int cmd_status(const ParsedOptions& o) {
               << str(s.at("support").at("state")) << ": " << str(s.at("support").at("message")) << ")\n"
               << "  state: " << str(s.at("state")) << ", pid " << str(s.at("pid")) << ", up " << str(s.at("uptime_seconds"))
               << " s, listening on " << str(s.at("listen")) << "\n";
-    std::cout << "  tenant: ";
-    if (s.at("tenant").is_null())
-        std::cout << "not configured\n";
-    else
-        std::cout << str(s.at("tenant").at("plugin")) << " ("
-                  << (s.at("tenant").at("connected").as_bool() ? "connected" : "NOT connected") << ")\n";
+    std::cout << "  tenants:";
+    if (s.at("tenants").as_array().empty()) std::cout << " not configured";
+    std::cout << "\n";
+    for (const auto& t : s.at("tenants").as_array()) {
+        const auto& to = t.as_object();
+        std::cout << "    " << str(to.at("name")) << " [" << str(to.at("plugin")) << "]"
+                  << (to.at("default").as_bool() ? " (default)" : "") << ": "
+                  << (to.at("connected").as_bool() ? "connected" : "NOT connected");
+        if (const auto* h = to.if_contains("health"); h && h->is_object() && h->as_object().contains("detail"))
+            std::cout << " — " << str(h->as_object().at("detail"));
+        if (const auto* ob = to.if_contains("outbox"); ob && ob->is_object()) {
+            const auto& b = ob->as_object();
+            std::cout << "; outbox " << str(b.at("pending")) << " pending";
+            if (b.at("refused").as_int64() > 0) std::cout << ", " << str(b.at("refused")) << " REFUSED";
+            if (b.at("pending").as_int64() > 0) std::cout << ", oldest " << str(b.at("oldest_age_seconds")) << " s";
+        }
+        std::cout << "\n";
+    }
     std::cout << "  features:";
     if (s.at("features").as_array().empty()) std::cout << " none";
     for (const auto& f : s.at("features").as_array())

@@ -151,7 +151,26 @@ SchemaNode concrete_schema(const toml::table& root, const std::vector<PluginIden
         for (const auto& [name, section] : *ca_table)
             cas.keys[std::string(name.str())] = plugin_section_schema(&section, plugins, CC_KIND_CA);
     }
-    schema.keys["tenant"] = plugin_section_schema(root.get("tenant"), plugins, CC_KIND_TENANT);
+    // [tenant.<name>] sections, or the old single [tenant] section (it has a "plugin" key).
+    auto tenant_schema = [&](const toml::node* section) {
+        SchemaNode s = plugin_section_schema(section, plugins, CC_KIND_TENANT);
+        SchemaNode features_key;
+        features_key.type = SchemaNode::Type::Array;
+        features_key.description = "features whose jobs are claimed from this tenant (default: every enabled feature)";
+        auto item = std::make_shared<SchemaNode>();
+        item->type = SchemaNode::Type::String;
+        features_key.items = item;
+        s.keys["features"] = features_key;
+        return s;
+    };
+    const toml::table* tenant = root["tenant"].as_table();
+    if (tenant && tenant->contains("plugin")) {
+        schema.keys["tenant"] = tenant_schema(tenant);
+    } else if (tenant) {
+        SchemaNode& tenants = schema.keys["tenant"];
+        for (const auto& [name, section] : *tenant)
+            tenants.keys[std::string(name.str())] = tenant_schema(&section);
+    }
     return schema;
 }
 
@@ -169,6 +188,7 @@ void check_schemaless_sections(const toml::table& root, const std::vector<Plugin
         if (table) {
             for (const auto& [key, value] : *table) {
                 if (plugin_key_allowed && key.str() == "plugin") continue;
+                if (path.rfind("tenant", 0) == 0 && key.str() == "features") continue;  // the host's key
                 keys.push_back("'" + std::string(key.str()) + "'");
                 if (first || (key.source().begin.line > 0 && key.source().begin.line < where.begin.line)) where = key.source();
                 first = false;
@@ -202,8 +222,51 @@ void check_schemaless_sections(const toml::table& root, const std::vector<Plugin
             if (const PluginIdentity* p = schemaless(section, CC_KIND_CA))
                 refuse(section, "ca." + std::string(name.str()), p->name, true);
     }
-    if (const toml::node* tenant = root.get("tenant"))
-        if (const PluginIdentity* p = schemaless(*tenant, CC_KIND_TENANT)) refuse(*tenant, "tenant", p->name, true);
+    if (const toml::table* tenant = root["tenant"].as_table()) {
+        if (tenant->contains("plugin")) {
+            if (const PluginIdentity* p = schemaless(*tenant, CC_KIND_TENANT)) refuse(*tenant, "tenant", p->name, true);
+        } else {
+            for (const auto& [name, section] : *tenant)
+                if (const PluginIdentity* p = schemaless(section, CC_KIND_TENANT))
+                    refuse(section, "tenant." + std::string(name.str()), p->name, true);
+        }
+    }
+}
+
+// [tenant.<name>]: names, one section per tenant plugin, known features; the old [tenant].
+void check_tenant_sections(const toml::table& root, const std::vector<PluginIdentity>& plugins, const std::string& file,
+                           std::vector<ConfigProblem>& problems) {
+    const toml::table* tenant = root["tenant"].as_table();
+    if (tenant == nullptr || tenant->contains("plugin")) return;
+    std::map<std::string, std::string> served;  // plugin -> tenant name
+    for (const auto& [key, section] : *tenant) {
+        const std::string name(key.str());
+        const auto at = section.source().begin;
+        auto problem = [&](const std::string& path, const std::string& msg) {
+            problems.push_back({file, static_cast<int>(at.line), static_cast<int>(at.column), path, msg});
+        };
+        const bool valid_name = !name.empty() && name.size() <= 63 && name[0] >= 'a' && name[0] <= 'z' &&
+                                name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos;
+        if (!valid_name) problem("tenant." + name, "a tenant name is [a-z][a-z0-9-]{0,62}, e.g. [tenant.intune]");
+        const toml::table* t = section.as_table();
+        if (t == nullptr) continue;  // the schema reports it
+        if (auto plugin = (*t)["plugin"].value<std::string>()) {
+            auto [it, fresh] = served.emplace(*plugin, name);
+            if (!fresh)
+                problem("tenant." + name + ".plugin", "tenant plugin '" + *plugin + "' already serves [tenant." + it->second +
+                                                          "]; a tenant plugin serves one tenant section");
+        }
+        if (const toml::array* features = (*t)["features"].as_array())
+            for (const auto& f : *features) {
+                const auto feature = f.value<std::string>();
+                if (!feature) continue;
+                bool known = false;
+                for (const auto& p : plugins)
+                    known = known || (p.kind == CC_KIND_FEATURE && p.name == *feature);
+                if (!known)
+                    problem("tenant." + name + ".features", "no feature plugin named '" + *feature + "' is present");
+            }
+    }
 }
 
 // What the schema cannot say about [update]: durations, the window, URLs, files, names.
@@ -351,6 +414,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
     known.additional = true;  // reported above
     validate_node(doc.root, known, "", file, problems);
     check_schemaless_sections(doc.root, plugins, file, problems);
+    check_tenant_sections(doc.root, plugins, file, problems);
 
     if (const toml::node* listen = doc.root["host"]["listen"].node(); listen && listen->is_string()) {
         try {
@@ -539,7 +603,27 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
         for (const auto& [name, node] : *cas)
             c.cas.emplace(std::string(name.str()), plugin_section(node, schema.keys.at("ca").child(name.str())));
     }
-    if (const toml::node* t = root.get("tenant")) c.tenant = plugin_section(*t, schema.child("tenant"));
+    auto tenant_section = [&](const toml::node& node, const SchemaNode* s) {
+        PluginSection section = plugin_section(node, s);
+        if (const auto* f = section.settings.if_contains("features")) {
+            for (const auto& item : f->as_array())
+                section.features.emplace_back(item.as_string());
+            section.settings.erase("features");
+        }
+        return section;
+    };
+    if (const toml::table* t = root["tenant"].as_table()) {
+        if (t->contains("plugin")) {
+            c.tenants.emplace("default", tenant_section(*t, schema.child("tenant")));
+            const auto at = t->source().begin;
+            c.deprecations.push_back({c.file.string(), static_cast<int>(at.line), static_cast<int>(at.column), "tenant",
+                                      "the single [tenant] section is deprecated: it is read as [tenant.default]; rename it "
+                                      "to [tenant.default] (or another name), which also lets more tenants be configured"});
+        } else {
+            for (const auto& [name, node] : *t)
+                c.tenants.emplace(std::string(name.str()), tenant_section(node, schema.keys.at("tenant").child(name.str())));
+        }
+    }
     for (const auto& p : plugins) {
         if (p.kind != CC_KIND_FEATURE) continue;
         if (const toml::node* n = root.get(p.name)) c.feature_sections[p.name] = section_json(*n, schema.child(p.name), false);

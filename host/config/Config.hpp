@@ -7,6 +7,7 @@
 
 #include <boost/json/object.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -118,10 +119,16 @@ std::optional<std::chrono::seconds> parse_duration(std::string_view text);
 /// "02:00-04:00" as UTC minutes after midnight; nullopt when malformed (or begin == end).
 std::optional<std::pair<int, int>> parse_time_window(std::string_view text);
 
-/// A [ca.<name>] or [tenant] section: which plugin serves it and its settings.
+/// A [ca.<name>] or [tenant.<name>] section: which plugin serves it and its settings.
 struct PluginSection {
     std::string plugin;
-    boost::json::object settings;  // without the "plugin" key; secrets included
+    boost::json::object settings;  // without the "plugin" key (and a tenant's "features"); secrets included
+    /// A tenant only: the features whose jobs are claimed from it; empty = every enabled feature.
+    std::vector<std::string> features;
+
+    bool feeds(const std::string& feature) const {
+        return features.empty() || std::find(features.begin(), features.end(), feature) != features.end();
+    }
 };
 
 struct Config {
@@ -133,9 +140,25 @@ struct Config {
     UpdateSettings update;
     std::map<std::string, bool> features;  // as written in [features]
     std::map<std::string, PluginSection> cas;
-    std::optional<PluginSection> tenant;
+    /// [tenant.<name>] sections; the old single [tenant] section is read as "default".
+    std::map<std::string, PluginSection> tenants;
+    /// Accepted but deprecated settings: `config check` prints them as notes.
+    std::vector<ConfigProblem> deprecations;
     std::map<std::string, boost::json::object> feature_sections;
     boost::json::object effective;  // everything above, defaults filled in, secrets redacted
+
+    /// The tenant a plugin's unnamed tenant call goes to: "default", else the only one; "" when
+    /// there is none (or several, none named "default").
+    std::string default_tenant() const {
+        if (tenants.count("default")) return "default";
+        return tenants.size() == 1 ? tenants.begin()->first : std::string();
+    }
+    /// The tenant section plugin `plugin` serves (a tenant plugin serves at most one).
+    const std::pair<const std::string, PluginSection>* tenant_of_plugin(const std::string& plugin) const {
+        for (const auto& entry : tenants)
+            if (entry.second.plugin == plugin) return &entry;
+        return nullptr;
+    }
 
     bool feature_enabled(const std::string& name) const {
         auto it = features.find(name);

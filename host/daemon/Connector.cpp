@@ -103,7 +103,7 @@ std::string section_fingerprint(const Config& c, const PluginIdentity& id) {
         if (it != c.feature_sections.end()) o["section"] = it->second;
         o["enabled"] = c.feature_enabled(id.name);
     } else if (id.kind == CC_KIND_TENANT) {
-        if (c.tenant && c.tenant->plugin == id.name) o["section"] = c.tenant->settings;
+        if (const auto* t = c.tenant_of_plugin(id.name)) o[t->first] = t->second.settings;
     } else {
         for (const auto& [name, section] : c.cas)
             if (section.plugin == id.name) o[name] = section.settings;
@@ -115,7 +115,7 @@ std::string section_fingerprint(const Config& c, const PluginIdentity& id) {
 bool wanted(const Config& c, const PluginIdentity& id) {
     switch (id.kind) {
         case CC_KIND_FEATURE: return c.feature_enabled(id.name);
-        case CC_KIND_TENANT: return c.tenant && c.tenant->plugin == id.name;
+        case CC_KIND_TENANT: return c.tenant_of_plugin(id.name) != nullptr;
         case CC_KIND_CA:
             for (const auto& [name, section] : c.cas)
                 if (section.plugin == id.name) return true;
@@ -145,10 +145,14 @@ std::shared_ptr<const AccessPolicy> Connector::access_policy() const {
 }
 
 Connector::~Connector() {
-    jobs_.reset();
+    {
+        std::lock_guard lock(jobs_mutex_);
+        jobs_.reset();
+    }
     http_.reset();
     ca_health_.reset();
     runtime_.reset();
+    outbox_.reset();
     publication_.reset();
     if (log_) log_->flush();
 }
@@ -190,8 +194,8 @@ std::string init_spec(const Config& c, const PluginIdentity& id) {
     if (id.kind == CC_KIND_FEATURE) {
         auto it = c.feature_sections.find(id.name);
         spec["section"] = it != c.feature_sections.end() ? it->second : json::object{};
-    } else if (id.kind == CC_KIND_TENANT && c.tenant) {
-        spec["section"] = c.tenant->settings;
+    } else if (const auto* t = id.kind == CC_KIND_TENANT ? c.tenant_of_plugin(id.name) : nullptr) {
+        spec["section"] = t->second.settings;
     } else if (id.kind == CC_KIND_CA) {
         json::object cas;
         for (const auto& [name, section] : c.cas)
@@ -483,6 +487,19 @@ int Connector::run() {
             publication->revoked(ca, started);
         });
     ca_health_ = std::make_unique<CaHealthMonitor>(*runtime_, *log_, cfg.host.ca_health_interval);
+    // Before plugins start: a feature may hand over notifications from its init.
+    try {
+        outbox_ = std::make_unique<OutboxStore>(cfg.host.state_dir / "outbox.db");
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
+        return 1;
+    }
+    runtime_->set_notification_sink([this](const PluginRuntime::Notification& n) {
+        if (outbox_->notify(n.tenant, n.key, n.plugin, n.operation, n.body, n.events)) {
+            std::lock_guard lock(jobs_mutex_);
+            if (jobs_) jobs_->wake_delivery(n.tenant);
+        }
+    });
 
     const HttpLimits limits{cfg.host.max_header_bytes, cfg.host.max_body_bytes,  cfg.host.read_timeout,
                             cfg.host.drain_timeout,    cfg.host.max_connections, cfg.host.max_queued_requests};
@@ -505,11 +522,9 @@ int Connector::run() {
         std::lock_guard lock(state_mutex_);
         forget_libraries();
     }
-    try {
-        jobs_ = std::make_unique<JobScheduler>(*runtime_, *log_, cfg.jobs, cfg.host.state_dir);
-    } catch (const std::exception& e) {
-        log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
-        return 1;
+    {
+        std::lock_guard lock(jobs_mutex_);
+        jobs_ = std::make_unique<JobScheduler>(*runtime_, *log_, cfg.jobs, *outbox_);
     }
     // Before the admin socket serves: its `update` commands reach update_. Its start finishes
     // (or rolls back) an update a stop or crash interrupted.
@@ -553,7 +568,10 @@ int Connector::run() {
     if (update_) update_->stop();              // no update starts while draining (it may be reloading: before the lock)
     std::lock_guard reloading(reload_mutex_);  // no reload from another thread from here on
     jobs_->stop(cfg.host.drain_timeout);
-    jobs_.reset();
+    {
+        std::lock_guard lock(jobs_mutex_);
+        jobs_.reset();
+    }
     http_->stop();
     http_.reset();
     set_selection_provider(nullptr);
@@ -645,6 +663,7 @@ bool Connector::reload_once() {
     if (update_) update_->configure(applied_ptr->update);
     publication_->invalidate_all();  // CAs may have changed plugin, key or chain
     ca_health_->wake();
+    if (jobs_) jobs_->sync_tenants();  // tenants added or removed (jobs_ changes only under reload_mutex_)
     std::lock_guard lock(state_mutex_);
     config_ = applied_ptr;
     access_ = std::move(access);
@@ -775,9 +794,16 @@ json::object Connector::status() const {
     s["cas"] = std::move(cas);
     if (jobs_) s["jobs"] = json::object{{"in_flight", jobs_->in_flight()}, {"outbox", jobs_->outbox_size()}};
 
-    if (cfg->tenant) {
-        json::object t{{"plugin", cfg->tenant->plugin}};
-        if (auto gen = runtime_->find(CC_KIND_TENANT, cfg->tenant->plugin)) {
+    json::array tenants;
+    for (const auto& [name, section] : cfg->tenants) {
+        json::object t{{"name", name}, {"plugin", section.plugin}, {"default", name == cfg->default_tenant()}};
+        if (!section.features.empty()) {
+            json::array features;
+            for (const auto& f : section.features)
+                features.push_back(json::string(f));
+            t["features"] = std::move(features);
+        }
+        if (auto gen = runtime_->find(CC_KIND_TENANT, section.plugin)) {
             json::value health = json::parse(runtime_->health(*gen));
             t["connected"] = health.as_object().contains("healthy") && health.as_object().at("healthy").is_bool() &&
                              health.as_object().at("healthy").get_bool();
@@ -786,10 +812,10 @@ json::object Connector::status() const {
             t["connected"] = false;
             t["health"] = json::object{{"healthy", false}, {"detail", "tenant plugin not loaded"}};
         }
-        s["tenant"] = std::move(t);
-    } else {
-        s["tenant"] = nullptr;
+        if (jobs_) t["outbox"] = jobs_->outbox_state(name);
+        tenants.push_back(std::move(t));
     }
+    s["tenants"] = std::move(tenants);
     return s;
 }
 
@@ -903,6 +929,8 @@ struct HostCommand {
 const HostCommand kHostCommands[] = {
     {"ca export", "print a configured CA's certificate chain (PEM, issuing CA first)",
      R"j([{"name":"name","kind":"string","required":true,"help":"the CA's name ([ca.<name>])"}])j", "ca:read"},
+    {"tenant check", "sign in to each configured tenant (or --name N), discover its services and say what works",
+     R"j([{"name":"name","kind":"string","required":false,"help":"only the tenant [tenant.<name>]"}])j", "status"},
 };
 
 }  // namespace
@@ -949,7 +977,7 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
     for (const auto& c : kHostCommands) {
         if (name != c.name) continue;
         if (!principal.holds(c.scope)) return deny(principal, origin, "command '" + name + "'", c.scope);
-        json::object reply = export_ca(arguments);
+        json::object reply = name == "tenant check" ? check_tenants(arguments) : export_ca(arguments);
         audit(static_cast<int>(reply.at("exit_code").as_int64()));
         return make_response(200, "application/json", json::serialize(reply));
     }
@@ -985,6 +1013,50 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
     audit(code && code->is_int64() ? static_cast<int>(code->as_int64()) : 0);
     publication_->invalidate_all();  // a command may have signed a CRL (`ca root-crl`) or changed a CA
     return make_response(200, "application/json", json::serialize(reply));
+}
+
+// Each tenant plugin answers "tenant.check" with {"ok", "checks": [{"name", "ok", "detail"}]}.
+json::object Connector::check_tenants(const json::object& arguments) {
+    const auto cfg = runtime_->config();
+    std::string only;
+    if (const auto* n = arguments.if_contains("name"); n && n->is_string()) only = n->as_string();
+    if (!only.empty() && !cfg->tenants.count(only))
+        return json::object{{"exit_code", 1}, {"stderr", "certconnector tenant check: no tenant '" + only + "' is configured\n"}};
+    if (cfg->tenants.empty())
+        return json::object{{"exit_code", 1}, {"stderr", "certconnector tenant check: no tenant is configured\n"}};
+    std::string out;
+    bool all_ok = true;
+    for (const auto& [name, section] : cfg->tenants) {
+        if (!only.empty() && name != only) continue;
+        out += "tenant '" + name + "' [" + section.plugin + "]\n";
+        StringSink sink(std::size_t{256} * 1024);
+        cc_sink s = sink.sink();
+        cc_error err = sdk::detail::make_error();
+        const int rc = runtime_->tenant_call(name.c_str(), "tenant.check", "{}", &s, &err);
+        std::error_code ec;
+        const json::value answer = rc == CC_OK ? json::parse(sink.data, ec) : json::value();
+        if (rc != CC_OK || ec || !answer.is_object()) {
+            all_ok = false;
+            out += "  FAIL  " + std::string(rc != CC_OK ? err.message : "the plugin's answer is not a JSON object") + "\n";
+            continue;
+        }
+        const auto* checks = answer.as_object().if_contains("checks");
+        if (checks && checks->is_array())
+            for (const auto& c : checks->as_array()) {
+                if (!c.is_object()) continue;
+                const auto& o = c.as_object();
+                const bool ok = o.contains("ok") && o.at("ok").is_bool() && o.at("ok").as_bool();
+                all_ok = all_ok && ok;
+                const auto field = [&](const char* k) {
+                    return o.contains(k) && o.at(k).is_string() ? std::string(o.at(k).as_string()) : std::string();
+                };
+                out += std::string(ok ? "  ok    " : "  FAIL  ") + field("name") +
+                       (field("detail").empty() ? "" : ": " + field("detail")) + "\n";
+            }
+        const auto* ok = answer.as_object().if_contains("ok");
+        all_ok = all_ok && ok && ok->is_bool() && ok->as_bool();
+    }
+    return json::object{{"exit_code", all_ok ? 0 : 1}, {"stdout", out}};
 }
 
 json::object Connector::export_ca(const json::object& arguments) {

@@ -5,6 +5,8 @@
 
 #include <boost/json.hpp>
 
+#include <optional>
+
 namespace certconn::host {
 
 namespace json = boost::json;
@@ -26,24 +28,81 @@ std::string text(const json::object& o, const char* key) {
 
 }  // namespace
 
-JobScheduler::JobScheduler(PluginRuntime& runtime, EventLog& log, JobSettings settings, const std::filesystem::path& state_dir)
-    : runtime_(runtime), log_(log), settings_(settings), outbox_(state_dir / "outbox.db") {}
+JobScheduler::JobScheduler(PluginRuntime& runtime, EventLog& log, JobSettings settings, OutboxStore& outbox)
+    : runtime_(runtime), log_(log), settings_(settings), outbox_(outbox) {}
 
 JobScheduler::~JobScheduler() {
     stop(seconds(0));
 }
 
 void JobScheduler::start() {
-    deliverer_ = std::thread([this] { delivery_loop(); });
-    claimer_ = std::thread([this] { claim_loop(); });
     for (int i = 0; i < settings_.concurrency; ++i)
         workers_.emplace_back([this] { worker_loop(); });
+    sync_tenants();
+}
+
+void JobScheduler::start_lane(const std::string& tenant) {
+    auto lane = std::make_unique<Lane>(tenant);
+    Lane& l = *lane;
+    l.deliverer = std::thread([this, &l] { delivery_loop(l); });
+    l.claimer = std::thread([this, &l] { claim_loop(l); });
+    lanes_.emplace(tenant, std::move(lane));
+}
+
+void JobScheduler::stop_lane(Lane& lane, steady_clock::time_point deadline) {
+    {
+        std::lock_guard lock(mutex_);  // with the sleepers' mutex: none misses the wake-up
+        lane.stop = true;
+    }
+    wake_.notify_all();
+    if (lane.claimer.joinable()) lane.claimer.join();
+    {
+        std::lock_guard lock(lane.mutex);
+        lane.delivery_stop = true;
+        lane.delivery_deadline = deadline;
+    }
+    lane.wake.notify_all();
+    if (lane.deliverer.joinable()) lane.deliverer.join();
+}
+
+void JobScheduler::sync_tenants() {
+    if (stopping_) return;
+    const auto cfg = runtime_.config();
+    std::vector<std::unique_ptr<Lane>> gone;
+    {
+        std::lock_guard lock(lanes_mutex_);
+        for (auto it = lanes_.begin(); it != lanes_.end();) {
+            if (cfg->tenants.count(it->first)) {
+                ++it;
+                continue;
+            }
+            gone.push_back(std::move(it->second));
+            it = lanes_.erase(it);
+        }
+        for (const auto& [name, section] : cfg->tenants)
+            if (!lanes_.count(name)) start_lane(name);
+    }
+    for (auto& lane : gone)  // outside the lock: a delivery in progress may wake another lane
+        stop_lane(*lane, steady_clock::now());  // its outbox entries wait for the tenant's return
 }
 
 void JobScheduler::stop(seconds drain) {
-    if (stopping_.exchange(true)) return;
+    {
+        std::lock_guard lock(mutex_);
+        if (stopping_.exchange(true)) return;
+    }
     wake_.notify_all();
-    if (claimer_.joinable()) claimer_.join();
+    std::map<std::string, std::unique_ptr<Lane>> lanes;
+    {
+        // Out of the map: a worker storing a result meanwhile finds no lane to wake, and the
+        // delivery threads' last pass below reports it.
+        std::lock_guard lock(lanes_mutex_);
+        lanes.swap(lanes_);
+    }
+    for (auto& [name, lane] : lanes) {  // claimers first: nothing new is claimed while draining
+        lane->stop = true;
+        if (lane->claimer.joinable()) lane->claimer.join();
+    }
     const auto deadline = steady_clock::now() + drain;
     while (in_flight_ > 0 && steady_clock::now() < deadline)
         std::this_thread::sleep_for(milliseconds(20));
@@ -57,20 +116,15 @@ void JobScheduler::stop(seconds drain) {
     wake_.notify_all();
     for (auto& w : workers_)
         if (w.joinable()) w.join();
-    // The delivery thread makes a last pass over the outbox until the drain deadline; what is
+    // Each delivery thread makes a last pass over its outbox until the drain deadline; what is
     // left stays in the outbox and is reported after the next start.
-    {
-        std::lock_guard lock(delivery_mutex_);
-        delivery_stop_ = true;
-        delivery_deadline_ = deadline;
-    }
-    delivery_wake_.notify_all();
-    if (deliverer_.joinable()) deliverer_.join();
+    for (auto& [name, lane] : lanes)
+        stop_lane(*lane, deadline);
 }
 
-bool JobScheduler::sleep_unless_stopping(milliseconds duration) {
+bool JobScheduler::sleep_unless_stopping(const Lane* lane, milliseconds duration) {
     std::unique_lock lock(mutex_);
-    return !wake_.wait_for(lock, duration, [this] { return stopping_.load(); });
+    return !wake_.wait_for(lock, duration, [&] { return stopping_.load() || (lane && lane->stop.load()); });
 }
 
 milliseconds JobScheduler::backoff(int attempt) const {
@@ -80,18 +134,50 @@ milliseconds JobScheduler::backoff(int attempt) const {
     return policy.delay(attempt);
 }
 
-std::vector<std::string> JobScheduler::enabled_features() const {
+std::shared_ptr<const Generation> JobScheduler::tenant_plugin(const std::string& tenant) const {
+    const auto cfg = runtime_.config();
+    const auto it = cfg->tenants.find(tenant);
+    return it == cfg->tenants.end() ? nullptr : runtime_.find(CC_KIND_TENANT, it->second.plugin);
+}
+
+std::vector<std::string> JobScheduler::features_for(const std::string& tenant) const {
+    const auto cfg = runtime_.config();
+    const auto it = cfg->tenants.find(tenant);
     std::vector<std::string> out;
+    if (it == cfg->tenants.end()) return out;
     for (const auto& gen : runtime_.generations())
-        if (gen->identity().kind == CC_KIND_FEATURE) out.push_back(gen->identity().name);
+        if (gen->identity().kind == CC_KIND_FEATURE && it->second.feeds(gen->identity().name))
+            out.push_back(gen->identity().name);
     return out;
 }
 
-void JobScheduler::claim_loop() {
-    while (!stopping_) {
-        renew_running();
-        const auto cfg = runtime_.config();
-        std::shared_ptr<const Generation> tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
+void JobScheduler::report(const std::string& feature, cc_jobs_report_kind kind, const std::string& tenant,
+                          const std::vector<std::string>& ids, const std::vector<std::string>& documents,
+                          const std::string& message) {
+    auto gen = runtime_.find(CC_KIND_FEATURE, feature);
+    if (!gen) return;
+    const cc_feature_api* api = gen->api.feature;
+    if (api->struct_size <= offsetof(cc_feature_api, jobs_report) || api->jobs_report == nullptr) return;
+    std::vector<const char*> id_ptrs, doc_ptrs;
+    for (const auto& id : ids)
+        id_ptrs.push_back(id.c_str());
+    for (const auto& d : documents)
+        doc_ptrs.push_back(d.c_str());
+    const cc_jobs_report r{sizeof(cc_jobs_report),
+                           static_cast<uint32_t>(kind),
+                           tenant.c_str(),
+                           id_ptrs.data(),
+                           documents.empty() ? nullptr : doc_ptrs.data(),
+                           ids.size(),
+                           message.c_str()};
+    api->jobs_report(gen->api.instance, &r);
+}
+
+void JobScheduler::claim_loop(Lane& lane) {
+    int failures = 0;
+    while (!stopping_ && !lane.stop) {
+        renew_running(lane.tenant);
+        std::shared_ptr<const Generation> tenant = tenant_plugin(lane.tenant);
         std::size_t queued;
         {
             std::lock_guard lock(mutex_);
@@ -101,16 +187,16 @@ void JobScheduler::claim_loop() {
         // a claim round trip; their leases cover the wait.
         const std::size_t capacity = 2 * static_cast<std::size_t>(settings_.concurrency);
         const std::size_t busy = in_flight_ + queued;
-        const auto features = enabled_features();
+        const auto features = features_for(lane.tenant);
         if (busy >= capacity) {
             // Wake as soon as a worker frees a slot.
             std::unique_lock lock(mutex_);
             wake_.wait_for(lock, milliseconds(settings_.poll_interval_ms),
-                           [&] { return stopping_ || in_flight_ + queue_.size() < capacity; });
+                           [&] { return stopping_ || lane.stop || in_flight_ + queue_.size() < capacity; });
             continue;
         }
         if (!tenant || features.empty()) {
-            sleep_unless_stopping(milliseconds(settings_.poll_interval_ms));
+            sleep_unless_stopping(&lane, milliseconds(settings_.poll_interval_ms));
             continue;
         }
         json::array names;
@@ -125,29 +211,46 @@ void JobScheduler::claim_loop() {
         const int rc =
             tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(), static_cast<uint32_t>(capacity - busy),
                                            static_cast<uint32_t>(settings_.lease_seconds), &s, &err);
-        if (rc != CC_OK) {
-            log_.emit(CC_EV_JobClaimFailed, CC_LEVEL_WARNING, std::string("claiming jobs failed: ") + err.message);
-            sleep_unless_stopping(milliseconds(std::max(1000, settings_.poll_interval_ms)));
-            continue;
-        }
         std::error_code ec;
-        json::value jobs = json::parse(sink.data, ec);
-        if (ec || !jobs.is_array()) {
-            log_.emit(CC_EV_JobClaimFailed, CC_LEVEL_ERROR, "the tenant plugin returned jobs that are not a JSON array");
-            sleep_unless_stopping(milliseconds(std::max(1000, settings_.poll_interval_ms)));
+        json::value jobs;
+        std::string failed;
+        if (rc != CC_OK) {
+            failed = std::string("claiming jobs from tenant '") + lane.tenant + "' failed: " + err.message;
+        } else {
+            jobs = json::parse(sink.data, ec);
+            if (ec || !jobs.is_array()) failed = "tenant '" + lane.tenant + "' returned jobs that are not a JSON array";
+        }
+        if (!failed.empty()) {
+            log_.emit(CC_EV_JobClaimFailed, rc != CC_OK ? CC_LEVEL_WARNING : CC_LEVEL_ERROR, failed, {},
+                      {{"tenant", lane.tenant}});
+            for (const auto& f : features)
+                report(f, CC_JOBS_DOWNLOAD_FAILED, lane.tenant, {}, {}, failed);
+            // A failing tenant is asked again after a growing pause (1 s doubling to 60 s).
+            const sdk::Backoff pause{milliseconds(std::max(1000, settings_.poll_interval_ms)), seconds(60), 0.2};
+            sleep_unless_stopping(&lane, pause.delay(++failures));
             continue;
         }
+        failures = 0;
         if (jobs.as_array().empty()) {
-            sleep_unless_stopping(milliseconds(settings_.poll_interval_ms));
+            sleep_unless_stopping(&lane, milliseconds(settings_.poll_interval_ms));
             continue;
         }
+        std::map<std::string, std::pair<std::vector<std::string>, std::vector<std::string>>> downloaded;  // feature -> ids, docs
         {
             std::lock_guard lock(mutex_);
-            for (auto& job : jobs.as_array())
-                if (job.is_object())
-                    queue_.push_back(std::make_shared<Claim>(Claim{std::move(job.as_object()), lease_until, {}, false}));
+            for (auto& job : jobs.as_array()) {
+                if (!job.is_object()) continue;
+                json::object& o = job.as_object();
+                o["tenant"] = lane.tenant;  // results and renewals go back to where the job came from
+                auto& batch = downloaded[text(o, "feature")];
+                batch.first.push_back(text(o, "id"));
+                batch.second.push_back(json::serialize(o));
+                queue_.push_back(std::make_shared<Claim>(Claim{lane.tenant, std::move(o), lease_until, {}, false}));
+            }
         }
         wake_.notify_all();
+        for (const auto& [feature, batch] : downloaded)
+            report(feature, CC_JOBS_DOWNLOADED, lane.tenant, batch.first, batch.second, "");
     }
 }
 
@@ -179,10 +282,9 @@ void JobScheduler::worker_loop() {
 }
 
 JobScheduler::Renewal JobScheduler::renew(Claim& claim, seconds lease, std::string& why) {
-    const auto cfg = runtime_.config();
-    auto tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
+    auto tenant = tenant_plugin(claim.tenant);
     if (!tenant) {
-        why = "no tenant plugin is loaded";
+        why = "the plugin of tenant '" + claim.tenant + "' is not loaded";
         return Renewal::unsupported;
     }
     json::object request{{"id", text(claim.job, "id")}, {"lease_seconds", lease.count()}};
@@ -213,14 +315,14 @@ bool JobScheduler::lost(const Claim& claim) {
     return claim.lost;
 }
 
-void JobScheduler::renew_running() {
+void JobScheduler::renew_running(const std::string& tenant) {
     const auto lease = seconds(settings_.lease_seconds);
     std::vector<std::shared_ptr<Claim>> due;
     {
         std::lock_guard lock(mutex_);
         const auto now = steady_clock::now();
         for (const auto& claim : running_)
-            if (!claim->lost && now >= claim->renew_not_before && claim->lease_until - now < lease / 2) due.push_back(claim);
+            if (claim->tenant == tenant && !claim->lost && now >= claim->renew_not_before && claim->lease_until - now < lease / 2) due.push_back(claim);
     }
     for (const auto& claim : due) {
         std::string why;
@@ -237,8 +339,8 @@ void JobScheduler::run(Claim& claim) {
     const json::object& job = claim.job;
     const std::string id = text(job, "id");
     const std::string feature = text(job, "feature");
-    if (outbox_.find(id)) {  // finished before a crash, or by an earlier claim: report, don't redo
-        wake_delivery();
+    if (outbox_.find(claim.tenant, id)) {  // finished before a crash, or by an earlier claim: report, don't redo
+        wake_delivery(claim.tenant);
         return;
     }
     std::string result;
@@ -324,7 +426,7 @@ void JobScheduler::run(Claim& claim) {
                       "job " + id + " attempt " + std::to_string(attempt) + " failed (" + err.message + "); retrying in " +
                           std::to_string(wait.count()) + " ms",
                       id, {{"attempt", attempt}, {"code", sdk::status_name(static_cast<cc_status>(rc))}});
-            if (!sleep_unless_stopping(wait)) {
+            if (!sleep_unless_stopping(nullptr, wait)) {
                 log_.emit(CC_EV_JobAbandoned, CC_LEVEL_INFO,
                           "job " + id + " abandoned at stop while waiting to retry; its lease returns it", id);
                 return;
@@ -343,84 +445,184 @@ void JobScheduler::run(Claim& claim) {
                   "job " + id + ": finished after its lease was lost; the result is dropped", id);
         return;
     }
-    outbox_.put(id, feature, result);  // durable before the tenant hears of it
+    outbox_.put(claim.tenant, id, feature, result);  // durable before the tenant hears of it
     log_.emit(CC_EV_JobResultStored, CC_LEVEL_DEBUG, "job " + id + " result stored", id);
-    wake_delivery();
+    wake_delivery(claim.tenant);
 }
 
-void JobScheduler::wake_delivery() {
+void JobScheduler::wake_delivery(const std::string& tenant) {
+    std::lock_guard lanes(lanes_mutex_);
+    const auto cfg = runtime_.config();
+    const std::string name = tenant.empty() ? cfg->default_tenant() : tenant;
+    auto it = lanes_.find(name);
+    if (it == lanes_.end()) return;  // stored; delivered once the tenant has threads again
     {
-        std::lock_guard lock(delivery_mutex_);
-        delivery_pending_ = true;
+        std::lock_guard lock(it->second->mutex);
+        it->second->pending = true;
     }
-    delivery_wake_.notify_one();
+    it->second->wake.notify_one();
 }
 
-void JobScheduler::delivery_loop() {
+json::object JobScheduler::outbox_state(const std::string& tenant) {
+    const auto cfg = runtime_.config();
+    const OutboxState s = outbox_.state(tenant, cfg->default_tenant() == tenant, now_ms());
+    json::object o{{"pending", s.pending}, {"refused", s.refused}, {"oldest_age_seconds", s.oldest_age_seconds}};
+    if (!s.last_error.empty()) o["last_error"] = s.last_error;
+    return o;
+}
+
+void JobScheduler::delivery_loop(Lane& lane) {
     for (;;) {
         {
-            std::unique_lock lock(delivery_mutex_);
-            // Woken by a stored result; otherwise rescans for deferred entries now and then.
-            delivery_wake_.wait_for(lock, milliseconds(std::max(settings_.poll_interval_ms, 50)),
-                                    [this] { return delivery_pending_ || delivery_stop_; });
-            delivery_pending_ = false;
-            if (delivery_stop_) break;
+            std::unique_lock lock(lane.mutex);
+            // Woken by a stored entry; otherwise rescans for deferred entries now and then.
+            lane.wake.wait_for(lock, milliseconds(std::max(settings_.poll_interval_ms, 50)),
+                               [&] { return lane.pending || lane.delivery_stop; });
+            lane.pending = false;
+            if (lane.delivery_stop) break;
         }
-        deliver_due();
+        deliver_due(lane);
     }
-    deliver_due();  // the last pass at stop, bounded by the drain deadline
+    deliver_due(lane);  // the last pass at stop, bounded by the drain deadline
 }
 
-// Runs only on the delivery thread.
-void JobScheduler::deliver(const OutboxEntry& entry) {
-    const auto cfg = runtime_.config();
-    auto tenant = cfg->tenant ? runtime_.find(CC_KIND_TENANT, cfg->tenant->plugin) : nullptr;
+namespace {
+
+// The tenant's Retry-After as the plugin put it in its message ("... (retry after N s)"): the
+// last occurrence wins.
+std::optional<milliseconds> retry_after(std::string_view message) {
+    const std::string_view marker = "retry after ";
+    const auto at = message.rfind(marker);
+    if (at == std::string_view::npos) return std::nullopt;
+    std::int64_t n = 0;
+    std::size_t i = at + marker.size();
+    const std::size_t first = i;
+    while (i < message.size() && i - first < 7 && message[i] >= '0' && message[i] <= '9')
+        n = n * 10 + (message[i++] - '0');
+    if (i == first || message.substr(i, 2) != " s") return std::nullopt;
+    return milliseconds(std::min<std::int64_t>(n, 86400) * 1000);
+}
+
+std::uint32_t event_field(const json::object& o, const char* key) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_int64() && v->as_int64() > 0 && v->as_int64() < 100000 ? static_cast<std::uint32_t>(v->as_int64()) : 0;
+}
+
+}  // namespace
+
+// Runs only on the lane's delivery thread.
+JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entry) {
+    auto tenant = tenant_plugin(lane.tenant);
     cc_error err = sdk::detail::make_error();
     int rc = CC_ERR_UNAVAILABLE;
+    const bool is_result = entry.kind == OutboxEntry::Kind::result;
     const auto started = steady_clock::now();
-    if (tenant)
-        rc = tenant->api.tenant->complete_job(tenant->api.instance, entry.job_id.c_str(), entry.result.c_str(), &err);
-    else
-        sdk::detail::set_error(&err, CC_ERR_UNAVAILABLE, "no tenant plugin is loaded");
+    if (!tenant) {
+        sdk::detail::set_error(&err, CC_ERR_UNAVAILABLE, "the plugin of tenant '" + lane.tenant + "' is not loaded");
+    } else if (is_result) {
+        rc = tenant->api.tenant->complete_job(tenant->api.instance, entry.key.c_str(), entry.body.c_str(), &err);
+    } else {
+        StringSink sink(std::size_t{64} * 1024);
+        cc_sink s = sink.sink();
+        rc = tenant->api.tenant->call(tenant->api.instance, entry.operation.c_str(), entry.body.c_str(), &s, &err);
+    }
+    if (tenant) tenant->count_call(rc);
     // A call into the plugin cannot be interrupted; a slow one is reported, and the entries
-    // after it wait their turn (claims and workers do not).
+    // after it wait their turn (claims, workers and other tenants do not).
     const auto took = duration_cast<milliseconds>(steady_clock::now() - started);
+    const std::string what = is_result ? "job " + entry.key + "'s result" : "notification " + entry.operation + " (" + entry.key + ")";
     if (took > kDeliveryDeadline)
         log_.emit(CC_EV_JobResultDeliverySlow, CC_LEVEL_WARNING,
-                  "the tenant took " + std::to_string(took.count()) + " ms to take job " + entry.job_id + "'s result (deadline " +
+                  "tenant '" + lane.tenant + "' took " + std::to_string(took.count()) + " ms to take " + what + " (deadline " +
                       std::to_string(kDeliveryDeadline.count()) + " ms)",
-                  entry.job_id, {{"ms", took.count()}});
-    auto feature = runtime_.find(CC_KIND_FEATURE, entry.feature);
-    const bool notify = feature && feature->api.feature->struct_size > offsetof(cc_feature_api, result_delivered) &&
-                        feature->api.feature->result_delivered != nullptr;
-    if (rc == CC_OK) {
-        outbox_.remove(entry.job_id);
-        log_.emit(CC_EV_JobResultDelivered, CC_LEVEL_DEBUG, "job " + entry.job_id + " result acknowledged by the tenant",
-                  entry.job_id);
-        if (notify) feature->api.feature->result_delivered(feature->api.instance, entry.job_id.c_str(), 1, "");
-        return;
+                  entry.key, {{"ms", took.count()}, {"tenant", lane.tenant}});
+
+    json::object events;
+    if (!is_result) {
+        std::error_code ec;
+        json::value parsed = json::parse(entry.events, ec);
+        if (!ec && parsed.is_object()) events = std::move(parsed.as_object());
     }
-    const auto wait = backoff(static_cast<int>(entry.attempts) + 1);
-    outbox_.defer(entry.job_id, now_ms() + wait.count(), err.message);
-    log_.emit(
-        CC_EV_JobResultDeliveryFailed, CC_LEVEL_WARNING,
-        "reporting job " + entry.job_id + " failed (" + err.message + "); retrying in " + std::to_string(wait.count()) + " ms",
-        entry.job_id);
-    if (notify) feature->api.feature->result_delivered(feature->api.instance, entry.job_id.c_str(), 0, err.message);
+    const std::string request_id = is_result ? entry.key : text(events, "request_id");
+    auto feature = is_result ? runtime_.find(CC_KIND_FEATURE, entry.feature) : nullptr;
+    const bool notify_feature = feature && feature->api.feature->struct_size > offsetof(cc_feature_api, result_delivered) &&
+                                feature->api.feature->result_delivered != nullptr;
+    const json::object fields{{"tenant", lane.tenant}, {"attempt", entry.attempts + 1}};
+
+    if (rc == CC_OK) {
+        outbox_.remove(entry.seq);
+        if (is_result) {
+            log_.emit(CC_EV_JobResultDelivered, CC_LEVEL_DEBUG, what + " acknowledged by tenant '" + lane.tenant + "'", entry.key,
+                      fields);
+            if (notify_feature) feature->api.feature->result_delivered(feature->api.instance, entry.key.c_str(), 1, "");
+        } else {
+            if (auto id = event_field(events, "delivered"))
+                log_.emit(id, CC_LEVEL_INFO, "tenant '" + lane.tenant + "' took " + what, request_id, fields);
+            if (auto id = event_field(events, "done")) log_.emit(id, CC_LEVEL_INFO, text(events, "done_message"), request_id, fields);
+        }
+        return Delivery::delivered;
+    }
+    // Refused for good: the tenant will never take it as it is. Kept (refused) for inspection.
+    const bool final = rc == CC_ERR_INVALID_ARGUMENT || rc == CC_ERR_NOT_FOUND || rc == CC_ERR_CONFLICT || rc == CC_ERR_NOT_SUPPORTED;
+    if (final) {
+        outbox_.refuse(entry.seq, err.message);
+        log_.emit(CC_EV_TenantOutboxDeadLetter, CC_LEVEL_ERROR,
+                  "tenant '" + lane.tenant + "' refused " + what + " (" + sdk::status_name(static_cast<cc_status>(rc)) + ": " +
+                      err.message + "); kept in the outbox, not retried",
+                  request_id, fields);
+        if (auto id = event_field(events, "refused"))
+            log_.emit(id, CC_LEVEL_ERROR, "tenant '" + lane.tenant + "' refused " + what + ": " + err.message, request_id, fields);
+        if (notify_feature) feature->api.feature->result_delivered(feature->api.instance, entry.key.c_str(), 0, err.message);
+        return Delivery::refused;
+    }
+    auto wait = backoff(static_cast<int>(entry.attempts) + 1);
+    if (auto asked = retry_after(err.message); asked && *asked > wait) wait = *asked;
+    outbox_.defer(entry.seq, now_ms() + wait.count(), err.message);
+    const std::string msg = "delivering " + what + " to tenant '" + lane.tenant + "' failed (" + err.message + "); retrying in " +
+                            std::to_string(wait.count()) + " ms";
+    if (is_result) {
+        log_.emit(CC_EV_JobResultDeliveryFailed, CC_LEVEL_WARNING, msg, entry.key, fields);
+        if (notify_feature) feature->api.feature->result_delivered(feature->api.instance, entry.key.c_str(), 0, err.message);
+    } else if (auto id = event_field(events, "retry")) {
+        log_.emit(id, CC_LEVEL_WARNING, msg, request_id, fields);
+    } else {
+        log_.emit(CC_EV_JobResultDeliveryFailed, CC_LEVEL_WARNING, msg, request_id, fields);
+    }
+    return Delivery::deferred;
 }
 
-void JobScheduler::deliver_due() {
+void JobScheduler::deliver_due(Lane& lane) {
+    std::map<std::string, std::vector<std::string>> uploaded;  // feature -> job ids delivered in this pass
     try {
-        for (const auto& entry : outbox_.due(now_ms(), 64)) {
+        const auto cfg = runtime_.config();
+        const bool is_default = cfg->default_tenant() == lane.tenant;
+        const auto entries = outbox_.pending(lane.tenant, is_default, 64);
+        for (const auto& entry : entries) {
             {
-                std::lock_guard lock(delivery_mutex_);
-                if (delivery_stop_ && steady_clock::now() >= delivery_deadline_) return;
+                std::lock_guard lock(lane.mutex);
+                if (lane.delivery_stop && steady_clock::now() >= lane.delivery_deadline) break;
             }
-            deliver(entry);
+            // In order: an entry waiting for its retry holds back the entries stored after it.
+            if (entry.next_attempt_ms > now_ms()) break;
+            const Delivery d = deliver(lane, entry);
+            if (d == Delivery::delivered && entry.kind == OutboxEntry::Kind::result) uploaded[entry.feature].push_back(entry.key);
+            if (d == Delivery::deferred) break;
+        }
+        if (!entries.empty()) {
+            const OutboxState s = outbox_.state(lane.tenant, is_default, now_ms());
+            if (s.pending > 0 && s.oldest_age_seconds >= 60 && steady_clock::now() - lane.backlog_reported > minutes(5)) {
+                lane.backlog_reported = steady_clock::now();
+                log_.emit(CC_EV_TenantOutboxBacklog, CC_LEVEL_WARNING,
+                          "tenant '" + lane.tenant + "': " + std::to_string(s.pending) + " entries wait in the outbox, the oldest " +
+                              std::to_string(s.oldest_age_seconds) + " s (" + s.last_error + ")",
+                          {}, {{"tenant", lane.tenant}, {"pending", s.pending}, {"oldest_age_seconds", s.oldest_age_seconds}});
+            }
         }
     } catch (const std::exception& e) {
         log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("outbox: ") + e.what());
     }
+    for (const auto& [feature, ids] : uploaded)
+        report(feature, CC_JOBS_UPLOADED, lane.tenant, ids, {}, "");
 }
 
 }  // namespace certconn::host

@@ -1,6 +1,8 @@
-// The durable outbox: a job's result is written here (SQLite, WAL) before
-// the tenant hears of it, and stays until the tenant acknowledges it. The first result stored
-// for a job is the only one: a re-run after a crash finds it and reports it again.
+// The durable tenant outbox: everything a tenant must hear — job results and the notifications
+// features hand the host (tenant_notify) — is written here (SQLite, WAL) before anything is
+// sent, and stays until the tenant takes it. Entries are delivered per tenant in the order they
+// were stored. The first result stored for a job is the only one: a re-run after a crash finds
+// it and reports it again; a notification stored twice under one key is stored once.
 #pragma once
 
 #include <certconn/sqlite.hpp>
@@ -15,24 +17,49 @@
 namespace certconn::host {
 
 struct OutboxEntry {
-    std::string job_id;
-    std::string feature;
-    std::string result;
+    enum class Kind { result, notification };
+    std::int64_t seq = 0;
+    std::string tenant;  // "" = the default tenant (results stored before several tenants existed)
+    Kind kind = Kind::result;
+    std::string key;        // result: the job id; notification: its idempotency key
+    std::string feature;    // result: the job's feature; notification: the plugin that handed it over
+    std::string operation;  // notification: the tenant call
+    std::string body;       // result JSON, or the call's request JSON
+    std::string events;     // notification: {"delivered","retry","refused","done","done_message","request_id"}
     std::int64_t attempts = 0;
+    std::int64_t next_attempt_ms = 0;
+
+    const std::string& job_id() const { return key; }
+};
+
+/// What the outbox holds for one tenant, for status.
+struct OutboxState {
+    std::int64_t pending = 0;
+    std::int64_t refused = 0;
+    std::int64_t oldest_age_seconds = 0;  // of the oldest pending entry
+    std::string last_error;
 };
 
 class OutboxStore {
 public:
     explicit OutboxStore(const std::filesystem::path& file);
 
-    /// Stores the result unless one is stored already; returns the stored one.
-    std::string put(const std::string& job_id, const std::string& feature, const std::string& result);
-    std::optional<OutboxEntry> find(const std::string& job_id);
-    /// Entries whose next delivery attempt is due.
-    std::vector<OutboxEntry> due(std::int64_t now_ms, std::size_t limit);
-    void remove(const std::string& job_id);
-    void defer(const std::string& job_id, std::int64_t next_attempt_ms, const std::string& error);
+    /// Stores a job's result unless one is stored already; returns the stored one.
+    std::string put(const std::string& tenant, const std::string& job_id, const std::string& feature, const std::string& result);
+    std::optional<OutboxEntry> find(const std::string& tenant, const std::string& job_id);
+    /// Stores a notification; a second one with the same tenant and key is ignored. Returns
+    /// false when it was already stored.
+    bool notify(const std::string& tenant, const std::string& key, const std::string& plugin, const std::string& operation,
+                const std::string& body, const std::string& events);
+    /// The pending entries of `tenant` (or of the default tenant too, when `is_default`), in
+    /// the order stored, up to `limit`. Includes entries not yet due: the caller keeps order.
+    std::vector<OutboxEntry> pending(const std::string& tenant, bool is_default, std::size_t limit);
+    void remove(std::int64_t seq);
+    void defer(std::int64_t seq, std::int64_t next_attempt_ms, const std::string& error);
+    /// The tenant refused it for good: kept for inspection, never sent again.
+    void refuse(std::int64_t seq, const std::string& error);
     std::int64_t size();
+    OutboxState state(const std::string& tenant, bool is_default, std::int64_t now_ms);
 
 private:
     std::mutex mutex_;

@@ -281,11 +281,11 @@ std::shared_ptr<const Config> probe_config(const json::object& spec, const Plugi
             cfg.features[id.name] = true;
             cfg.feature_sections[id.name] = settings;
             break;
-        case CC_KIND_TENANT: cfg.tenant = PluginSection{id.name, settings}; break;
+        case CC_KIND_TENANT: cfg.tenants["default"] = PluginSection{id.name, settings, {}}; break;
         case CC_KIND_CA:
             if (const auto* cas = spec.if_contains("cas"); cas && cas->is_object())
                 for (const auto& [name, ca] : cas->as_object())
-                    if (ca.is_object()) cfg.cas[std::string(name)] = PluginSection{id.name, ca.as_object()};
+                    if (ca.is_object()) cfg.cas[std::string(name)] = PluginSection{id.name, ca.as_object(), {}};
             break;
     }
     return std::make_shared<const Config>(std::move(cfg));

@@ -76,7 +76,14 @@ int svc_ca_query(void* host_ctx, const char* ca, const char* req, cc_sink* out, 
     return ctx_of(host_ctx).runtime->ca_call(CaOperation::query, ca, req, out, error);
 }
 int svc_tenant_call(void* host_ctx, const char* op, const char* req, cc_sink* out, cc_error* error) {
-    return ctx_of(host_ctx).runtime->tenant_call(op, req, out, error);
+    return ctx_of(host_ctx).runtime->tenant_call(nullptr, op, req, out, error);
+}
+int svc_tenant_call_to(void* host_ctx, const char* tenant, const char* op, const char* req, cc_sink* out, cc_error* error) {
+    return ctx_of(host_ctx).runtime->tenant_call(tenant, op, req, out, error);
+}
+int svc_tenant_notify(void* host_ctx, const cc_tenant_notification* notification, cc_error* error) {
+    PluginContext& ctx = ctx_of(host_ctx);
+    return ctx.runtime->tenant_notify(ctx, notification, error);
 }
 int svc_register_route(void* host_ctx, const char* method, const char* path, cc_http_handler handler, void* handler_ctx,
                        cc_error* error) {
@@ -257,8 +264,8 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
     if (id.kind == CC_KIND_FEATURE) {
         auto it = cfg->feature_sections.find(id.name);
         ctx.config_json = json::serialize(it != cfg->feature_sections.end() ? it->second : json::object{});
-    } else if (id.kind == CC_KIND_TENANT && cfg->tenant && cfg->tenant->plugin == id.name) {
-        ctx.config_json = json::serialize(cfg->tenant->settings);
+    } else if (const auto* t = id.kind == CC_KIND_TENANT ? cfg->tenant_of_plugin(id.name) : nullptr) {
+        ctx.config_json = json::serialize(t->second.settings);
     } else {
         ctx.config_json = "{}";
     }
@@ -281,7 +288,9 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
                                     &svc_key_decrypt,
                                     &svc_ca_query,
                                     &svc_http_register,
-                                    &svc_admin_register_command};
+                                    &svc_admin_register_command,
+                                    &svc_tenant_call_to,
+                                    &svc_tenant_notify};
 
     const std::string label = "plugin '" + library->file.stem().string() + "' (" + library->file.string() + "): ";
     auto fail = [&](const std::string& why) -> std::shared_ptr<const Generation> {
@@ -701,21 +710,30 @@ void PluginRuntime::set_revocation_listener(
     revocation_listener_ = std::move(listener);
 }
 
-int PluginRuntime::tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error) {
+int PluginRuntime::tenant_call(const char* tenant, const char* operation, const char* request, cc_sink* out, cc_error* error) {
     std::shared_ptr<const Config> cfg;
     std::shared_ptr<const Generation> gen;
+    std::string name = tenant != nullptr ? tenant : "";
     {
         std::lock_guard lock(mutex_);  // the tenant of the published configuration (see ca_call)
         cfg = config_;
-        if (cfg->tenant)
-            if (auto it = published_.find({CC_KIND_TENANT, cfg->tenant->plugin}); it != published_.end()) gen = it->second;
+        if (name.empty()) name = cfg->default_tenant();
+        if (auto t = cfg->tenants.find(name); t != cfg->tenants.end())
+            if (auto it = published_.find({CC_KIND_TENANT, t->second.plugin}); it != published_.end()) gen = it->second;
     }
-    if (!cfg->tenant) {
-        sdk::detail::set_error(error, CC_ERR_NOT_FOUND, "no tenant is configured ([tenant] section)");
+    const auto section = cfg->tenants.find(name);
+    if (section == cfg->tenants.end()) {
+        const std::string why = tenant != nullptr && *tenant != '\0'
+                                    ? "no tenant '" + name + "' is configured ([tenant." + name + "])"
+                                : cfg->tenants.empty() ? std::string("no tenant is configured ([tenant.<name>] section)")
+                                                       : std::string("several tenants are configured and none is named 'default': "
+                                                                     "the caller must name one");
+        sdk::detail::set_error(error, CC_ERR_NOT_FOUND, why);
         return CC_ERR_NOT_FOUND;
     }
     if (!gen) {
-        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE, "tenant plugin '" + cfg->tenant->plugin + "' is not loaded");
+        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE,
+                               "tenant '" + name + "': its plugin '" + section->second.plugin + "' is not loaded");
         return CC_ERR_UNAVAILABLE;
     }
     if (operation == nullptr || request == nullptr) {
@@ -725,6 +743,59 @@ int PluginRuntime::tenant_call(const char* operation, const char* request, cc_si
     const int rc = gen->api.tenant->call(gen->api.instance, operation, request, out, error);
     gen->count_call(rc);
     return rc;
+}
+
+void PluginRuntime::set_notification_sink(NotificationSink sink) {
+    std::lock_guard lock(mutex_);
+    notification_sink_ = std::move(sink);
+}
+
+int PluginRuntime::tenant_notify(PluginContext& ctx, const cc_tenant_notification* n, cc_error* error) {
+    if (n == nullptr || n->struct_size < offsetof(cc_tenant_notification, done_message) + sizeof(const char*) ||
+        n->operation == nullptr || *n->operation == '\0' || n->key == nullptr || *n->key == '\0' || n->request_json == nullptr) {
+        sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT,
+                               "tenant_notify needs a cc_tenant_notification with operation, key and request_json");
+        return CC_ERR_INVALID_ARGUMENT;
+    }
+    std::error_code ec;
+    json::value body = json::parse(n->request_json, ec);
+    if (ec || !body.is_object()) {
+        sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT,
+                               std::string("tenant notification '") + n->operation + "': request_json is not a JSON object");
+        return CC_ERR_INVALID_ARGUMENT;
+    }
+    std::shared_ptr<const Config> cfg;
+    NotificationSink sink;
+    {
+        std::lock_guard lock(mutex_);
+        cfg = config_;
+        sink = notification_sink_;
+    }
+    std::string name = n->tenant != nullptr ? n->tenant : "";
+    if (name.empty()) name = cfg->default_tenant();
+    if (!cfg->tenants.count(name)) {
+        sdk::detail::set_error(error, CC_ERR_NOT_FOUND,
+                               name.empty() ? std::string("no default tenant to notify (several [tenant.<name>], none 'default')")
+                                            : "no tenant '" + name + "' is configured");
+        return CC_ERR_NOT_FOUND;
+    }
+    if (!sink) {
+        sdk::detail::set_error(error, CC_ERR_UNAVAILABLE, "the tenant outbox is not open");
+        return CC_ERR_UNAVAILABLE;
+    }
+    json::object events{{"delivered", n->event_delivered},
+                        {"retry", n->event_retry},
+                        {"refused", n->event_refused},
+                        {"done", n->event_done},
+                        {"done_message", n->done_message != nullptr ? n->done_message : ""},
+                        {"request_id", n->request_id != nullptr ? n->request_id : ""}};
+    try {
+        sink(Notification{name, n->key, ctx.identity.name, n->operation, n->request_json, json::serialize(events)});
+    } catch (const std::exception& e) {
+        sdk::detail::set_error(error, CC_ERR_INTERNAL, std::string("the tenant outbox could not store it: ") + e.what());
+        return CC_ERR_INTERNAL;
+    }
+    return CC_OK;
 }
 
 std::string PluginRuntime::health(const Generation& gen) const {

@@ -210,7 +210,16 @@ public:
                     cc_sink* out, cc_error* error);
     /// The connector keys of the current configuration.
     std::shared_ptr<KeyStore> keys();
-    int tenant_call(const char* operation, const char* request, cc_sink* out, cc_error* error);
+    /// A call to tenant `tenant` (nullptr or "": the default tenant).
+    int tenant_call(const char* tenant, const char* operation, const char* request, cc_sink* out, cc_error* error);
+    /// A notification a plugin hands over (tenant_notify), resolved to its tenant's name.
+    struct Notification {
+        std::string tenant, key, plugin, operation, body, events;
+    };
+    /// Stores a notification durably (throws when it cannot); set before plugins are instantiated.
+    using NotificationSink = std::function<void(const Notification&)>;
+    void set_notification_sink(NotificationSink sink);
+    int tenant_notify(PluginContext& ctx, const cc_tenant_notification* notification, cc_error* error);
     int register_route(PluginContext& ctx, const char* method, const char* path, const char* scope, cc_http_handler handler,
                        void* handler_ctx, cc_error* error);
     int register_command(PluginContext& ctx, const cc_admin_command* command, cc_error* error);
@@ -239,6 +248,7 @@ private:
     std::map<Key, std::shared_ptr<const Generation>> published_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
     std::function<void(const std::string&, std::chrono::system_clock::time_point)> revocation_listener_;
+    NotificationSink notification_sink_;
 };
 
 /// A cc_sink appending to a string, refusing to grow past `limit` bytes.

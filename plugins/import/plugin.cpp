@@ -161,6 +161,12 @@ public:
         return json::serialize(result);
     }
 
+    void jobs_report(const JobsReport& r) override {
+        static constexpr certconn::sdk::BatchEvents kBatch{CC_EV_PkcsImportDownloadSuccess, CC_EV_PkcsImportDownloadFailure,
+                                                           CC_EV_PkcsImportUploadSuccess, "import requests"};
+        kBatch.log(host_, r.kind, r.tenant, r.job_ids.size(), r.message);
+    }
+
     void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
         deliveries_.delivered(job_id, delivered, message);
     }

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <mutex>
 
 namespace {
@@ -77,6 +78,37 @@ public:
         return issue(id, req->as_object(), attempt, max_attempts);
     }
 
+    void jobs_report(const JobsReport& r) override {
+        static constexpr certconn::sdk::BatchEvents kIssue{CC_EV_PkcsDownloadSuccess, CC_EV_PkcsDownloadFailure,
+                                                           CC_EV_PkcsUploadSuccess, "PKCS requests"};
+        static constexpr certconn::sdk::BatchEvents kRecrypt{CC_EV_PkcsRecryptDownloadSuccess, CC_EV_PkcsRecryptDownloadFailure,
+                                                             CC_EV_PkcsRecryptUploadSuccess, "re-encrypt requests"};
+        if (r.kind == CC_JOBS_DOWNLOAD_FAILED) {  // one failed download is one for both kinds
+            kIssue.log(host_, r.kind, r.tenant, 0, r.message);
+            kRecrypt.log(host_, r.kind, r.tenant, 0, r.message);
+            return;
+        }
+        std::size_t recrypts = 0;
+        for (std::size_t i = 0; i < r.job_ids.size(); ++i) {
+            if (r.kind == CC_JOBS_DOWNLOADED) {
+                recrypts += i < r.job_documents.size() && is_recrypt(r.job_documents[i]);
+            } else {
+                std::lock_guard lock(pending_mutex_);
+                recrypts += uploaded_recrypts_.erase(r.job_ids[i]);
+            }
+        }
+        if (r.job_ids.size() > recrypts) kIssue.log(host_, r.kind, r.tenant, r.job_ids.size() - recrypts);
+        if (recrypts > 0) kRecrypt.log(host_, r.kind, r.tenant, recrypts);
+    }
+
+    static bool is_recrypt(const std::string& job_json) {
+        std::error_code ec;
+        const json::value job = json::parse(job_json, ec);
+        if (ec || !job.is_object()) return false;
+        const auto* req = job.as_object().if_contains("request");
+        return req && req->is_object() && string_field(req->as_object(), {"type"}, "issue") == "recrypt";
+    }
+
     void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
         Pending job{"issue", {}, {}};  // after a restart the outbox delivers results of jobs run before it
         {
@@ -84,6 +116,10 @@ public:
             if (auto it = pending_.find(job_id); it != pending_.end()) {
                 job = it->second;
                 if (delivered) pending_.erase(it);
+            }
+            if (delivered && job.type == "recrypt") {  // counted by the batch's "uploaded" event (jobs_report)
+                if (uploaded_recrypts_.size() > 100000) uploaded_recrypts_.clear();
+                uploaded_recrypts_.insert(job_id);
             }
         }
         const bool recrypt = job.type == "recrypt";
@@ -297,6 +333,7 @@ private:
     };
     std::mutex pending_mutex_;
     std::map<std::string, Pending> pending_;  // jobs run, result not yet delivered
+    std::set<std::string> uploaded_recrypts_;  // recrypt results delivered, until their batch is reported
 };
 
 }  // namespace

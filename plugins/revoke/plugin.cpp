@@ -257,6 +257,12 @@ public:
         return json::serialize(result);
     }
 
+    void jobs_report(const JobsReport& r) override {
+        static constexpr certconn::sdk::BatchEvents kBatch{CC_EV_RevokeDownloadSuccess, CC_EV_RevokeDownloadFailure,
+                                                           CC_EV_RevokeUploadSuccess, "revocation requests"};
+        kBatch.log(host_, r.kind, r.tenant, r.job_ids.size(), r.message);
+    }
+
     void result_delivered(const std::string& job_id, bool delivered, const std::string& message) override {
         deliveries_.delivered(job_id, delivered, message);
     }

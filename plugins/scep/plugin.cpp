@@ -1,13 +1,13 @@
 // scep: an RFC 8894 SCEP server. Each [scep.profiles.<name>] is an endpoint with its own CA,
 // certificate profile and RA certificate; the tenant validates every challenge.
 #include "IssuedCertificates.hpp"
-#include "NotificationOutbox.hpp"
 #include "PendingRequests.hpp"
 #include "ScepMessage.hpp"
 
 #include <certconn/admin.hpp>
 #include <certconn/crypto.hpp>
 #include <certconn/sdk.hpp>
+#include <certconn/sqlite.hpp>
 
 #include <boost/json.hpp>
 
@@ -35,6 +35,7 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   "profiles": {"type":"table","values":{"type":"table","keys":{
     "path": {"type":"string","required":true,"description":"endpoint path, e.g. /scep (also serves <path>/pkiclient.exe)"},
     "ca": {"type":"string","required":true,"description":"the configured CA that issues"},
+    "tenant": {"type":"string","description":"the [tenant.<name>] that validates this profile's challenges and hears of its results (default: the default tenant)"},
     "certificate_profile": {"type":"string","description":"that CA's certificate profile (default: default)"},
     "ra_subject": {"type":"string"},
     "include_root": {"type":"boolean","description":"GetCACert includes the root CA (default true)"},
@@ -89,6 +90,7 @@ std::string query_value(std::string_view query, std::string_view name) {
 
 struct Profile {
     std::string name, path, ca, certificate_profile, ra_subject;
+    std::string tenant;  // "" = the default tenant
     bool include_root = true;
     bool allow_single_des = false;
     int renewal_window_days = 0;
@@ -119,12 +121,6 @@ public:
         });
         host.route("POST", "/scep/v1/pending/decide", "scep:approve", [this](const HttpRequest& r) { return decide(r); });
         register_approval_commands(host);
-        notifications_ = std::make_unique<scep::NotificationOutbox>(
-            host.state_dir() / "notifications.db",
-            [this](const scep::NotificationOutbox::Delivery& d) { host_.tenant_call(d.operation, d.body); },
-            [this](const scep::NotificationOutbox::Delivery& d, bool delivered, const std::string& error) {
-                notified(d, delivered, error);
-            });
         if (const auto* profiles = config.if_contains("profiles")) {
             for (const auto& [name, value] : profiles->as_object()) {
                 const auto& o = value.as_object();
@@ -143,6 +139,7 @@ public:
                 if (o.contains("retry_after_seconds"))
                     p->retry_after_seconds = static_cast<int>(o.at("retry_after_seconds").as_int64());
                 if (o.contains("require_approval")) p->require_approval = o.at("require_approval").as_bool();
+                if (o.contains("tenant")) p->tenant = std::string(o.at("tenant").as_string());
                 if (o.contains("next_ca_certificate")) {
                     const std::string file(o.at("next_ca_certificate").as_string());
                     if (!std::filesystem::path(file).is_absolute())
@@ -172,6 +169,7 @@ public:
                 profiles_.push_back(std::move(p));
             }
         }
+        hand_over_old_notifications();  // after the profiles: each names its tenant
     }
 
     std::string run_job(const std::string&) override {
@@ -344,18 +342,24 @@ private:
 
         // The tenant decides whether this device may enroll.
         const std::string verdict = host_.tenant_call(
-            "scep.validate",
+            p.tenant, "scep.validate",
             json::serialize(json::object{{"profile", p.name},
                                          {"transaction_id", tx},
                                          {"csr_pem", csr_text},
                                          {"challenge", challenge ? json::value(*challenge) : json::value(nullptr)}}));
-        const auto v = json::parse(verdict).as_object();
-        const std::string code = v.contains("code") ? std::string(v.at("code").as_string()) : "";
-        if (code != "Success")
-            return fail(
-                scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
-                "the tenant refused the request: " + code +
-                    (v.contains("errorDescription") ? " (" + std::string(v.at("errorDescription").as_string()) + ")" : ""));
+        std::error_code verdict_error;
+        const json::value parsed_verdict = json::parse(verdict, verdict_error);
+        if (verdict_error || !parsed_verdict.is_object())
+            return fail(scep::FailInfo::BadRequest, CC_EV_ScepVerifyFailure,
+                        "the tenant's answer to scep.validate is not a JSON object; refused");
+        const auto& v = parsed_verdict.as_object();
+        const std::string code = v.contains("code") && v.at("code").is_string() ? std::string(v.at("code").as_string()) : "";
+        if (code != "Success") {
+            const auto* description = v.if_contains("errorDescription");
+            return fail(refusal_fail_info(code), CC_EV_ScepVerifyFailure,
+                        "the tenant refused the request: " + (code.empty() ? std::string("(no code)") : code) +
+                            (description && description->is_string() ? " (" + std::string(description->as_string()) + ")" : ""));
+        }
         host_.log(CC_EV_ScepVerifySuccess, CC_LEVEL_INFO, "challenge validated by the tenant", tx);
         if (p.require_approval) {
             const auto row = pending_.add(tx, p.name, csr_text);
@@ -528,7 +532,7 @@ private:
             }
             if (e.retryable()) throw;
             std::string why = std::string("the CA refused: ") + e.what();
-            enqueue(tx, "scep.notify_failure",
+            enqueue(p, tx, "scep.notify_failure",
                     json::object{{"transaction_id", tx},
                                  {"profile", p.name},
                                  {"certificate_request", csr_text},
@@ -737,7 +741,7 @@ private:
         std::string verdict;
         try {
             verdict = host_.tenant_call(
-                "scep.validate", json::serialize(json::object{{"renewal", true},
+                p.tenant, "scep.validate", json::serialize(json::object{{"renewal", true},
                                                               {"profile", p.name},
                                                               {"transaction_id", tx},
                                                               {"csr_pem", csr_text},
@@ -776,21 +780,38 @@ private:
         return issue(p, req, csr, csr_text, tx, kind, lineage, fail);
     }
 
-    /// Queues the tenant's notification durably; the outbox thread sends it (notified()).
-    void enqueue(const std::string& tx, const std::string& operation, const json::object& note) {
+    /// Hands the tenant's notification to the host's outbox, which stores it durably and
+    /// delivers it (events 4008 delivered, 4009 retried; 4000 once a success notification is in).
+    void enqueue(const Profile& p, const std::string& tx, const std::string& operation, const json::object& note) {
+        const bool success = operation == "scep.notify_success";
+        certconn::sdk::Host::Notification n;
+        n.tenant = p.tenant;
+        n.operation = operation;
+        n.key = tx + (success ? "/success" : "/failure");
+        n.request_json = json::serialize(note);
+        n.request_id = tx;
+        n.event_delivered = CC_EV_ScepNotifySuccess;
+        n.event_retry = CC_EV_ScepNotifyAttemptFailed;
+        n.event_refused = success ? CC_EV_ScepRequestUploadFailure : CC_EV_ScepNotifyAttemptFailed;
+        if (success) {
+            n.event_done = CC_EV_ScepRequestSuccess;
+            n.done_message = "SCEP certificate " + std::string(note.at("certificate_serial_number").as_string()) + " issued for " +
+                             std::string(note.at("certificate_subject").as_string()) + " (profile '" + p.name +
+                             "') and the tenant notified";
+        }
         try {
-            notifications_->put(tx, operation, json::serialize(note));
+            host_.notify_tenant(n);
         } catch (const std::exception& e) {
             host_.log(CC_EV_ScepNotifySaveToDiskFailed, CC_LEVEL_ERROR,
                       std::string("cannot persist the notification: ") + e.what(), tx);
-            if (operation == "scep.notify_success")
+            if (success)
                 host_.log(CC_EV_ScepRequestUploadFailure, CC_LEVEL_ERROR, "certificate issued but the tenant cannot be notified",
                           tx);
         }
     }
 
     void notify(const Profile& p, const std::string& tx, const std::string& csr, X509* cert) {
-        enqueue(tx, "scep.notify_success",
+        enqueue(p, tx, "scep.notify_success",
                 json::object{{"transaction_id", tx},
                              {"profile", p.name},
                              {"certificate_request", csr},
@@ -798,37 +819,47 @@ private:
                              {"certificate_thumbprint", crypto::fingerprint_hex(cert, EVP_sha1())},
                              {"certificate_serial_number", crypto::serial_hex(cert)},
                              {"certificate_expiration_date_utc", crypto::time_iso8601(X509_get0_notAfter(cert))},
-                             {"certificate_authority", p.ca}});
+                             {"certificate_authority", p.ca},
+                             {"certificate_issuer", crypto::name_string(X509_get_issuer_name(cert))}});
     }
 
-    void notified(const scep::NotificationOutbox::Delivery& d, bool delivered, const std::string& error) {
-        if (!delivered) {
-            host_.log(CC_EV_ScepNotifyAttemptFailed, CC_LEVEL_WARNING,
-                      "notifying the tenant failed (attempt " + std::to_string(d.attempts + 1) + ", will retry): " + error,
-                      d.transaction_id);
-            return;
+    /// The failInfo a device gets for a tenant's refusal code (Intune's codes; others: badRequest).
+    static scep::FailInfo refusal_fail_info(const std::string& code) {
+        if (code == "ChallengeExpired") return scep::FailInfo::BadTime;
+        if (code == "SignatureValidationFailed") return scep::FailInfo::BadMessageCheck;
+        return scep::FailInfo::BadRequest;
+    }
+
+    /// Versions before the host outbox kept undelivered notifications in notifications.db:
+    /// they are handed to the host, in order, then the file is removed.
+    void hand_over_old_notifications() {
+        const auto file = host_.state_dir() / "notifications.db";
+        if (!std::filesystem::exists(file)) return;
+        {
+            certconn::sqlite::Database db(file);
+            auto rows = db.prepare("SELECT transaction_id, operation, body FROM notifications ORDER BY seq");
+            while (rows.step()) {
+                const std::string tx = rows.text(0), operation = rows.text(1);
+                std::error_code ec;
+                json::value body = json::parse(rows.text(2), ec);
+                if (ec || !body.is_object()) continue;
+                Profile none;
+                if (const auto* profile = body.as_object().if_contains("profile"); profile && profile->is_string())
+                    for (const auto& candidate : profiles_)
+                        if (candidate->name == profile->as_string()) none.tenant = candidate->tenant;
+                none.name = body.as_object().contains("profile") ? json::value_to<std::string>(body.as_object().at("profile")) : "";
+                if (operation == "scep.notify_success" && !body.as_object().contains("certificate_subject"))
+                    body.as_object()["certificate_subject"] = "";
+                enqueue(none, tx, operation, body.as_object());
+            }
         }
-        host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO, "tenant notified (" + d.operation + ")", d.transaction_id);
-        if (d.operation != "scep.notify_success") return;
-        const json::value note = json::parse(d.body);
-        host_.log(CC_EV_ScepRequestSuccess, CC_LEVEL_INFO,
-                  "SCEP certificate " + std::string(note.at("certificate_serial_number").as_string()) + " issued for " +
-                      std::string(note.at("certificate_subject").as_string()) + " (profile '" +
-                      std::string(note.at("profile").as_string()) + "') and the tenant notified",
-                  d.transaction_id);
+        std::error_code ec;
+        for (const char* suffix : {"", "-wal", "-shm"})
+            std::filesystem::remove(file.string() + suffix, ec);
+        host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO, "undelivered notifications of an earlier version handed to the host outbox");
     }
 
     static HttpResponse reply(std::string der) { return {200, {{"Content-Type", "application/x-pki-message"}}, std::move(der)}; }
-
-public:
-    // Hot-swap hand-over: one notification sender per state directory at a time. Requests still
-    // answered here persist their notifications; the next generation's sender delivers them.
-    void quiesce(std::chrono::milliseconds) override {
-        if (notifications_) notifications_->pause();
-    }
-    void resume() override {
-        if (notifications_) notifications_->resume();
-    }
 
 private:
     certconn::sdk::Host& host_;
@@ -837,9 +868,8 @@ private:
     std::mutex renewal_mutex_;
     std::unique_ptr<certconn::scep::LegacyProviders> legacy_;  // only when a profile allows single DES
     std::vector<std::unique_ptr<Profile>> profiles_;
-    std::unique_ptr<certconn::scep::NotificationOutbox> notifications_;  // last: its thread stops first
 };
 
 }  // namespace
 
-CERTCONN_PLUGIN(ScepFeature, "scep", "0.1.0", "2026-11-24", "SCEP server (RFC 8894), challenges validated by the tenant", kSchema)
+CERTCONN_PLUGIN(ScepFeature, "scep", "0.2.0", "2026-11-24", "SCEP server (RFC 8894), challenges validated by the tenant", kSchema)

@@ -101,6 +101,15 @@ public:
             scep_.record(operation.substr(12), request.as_object());
             return R"({"code":"Success"})";
         }
+        if (operation == "tenant.check") {  // `certconnector tenant check`: the queue answers
+            const auto queued = queue_.count("queued");
+            return json::serialize(json::object{
+                {"ok", true},
+                {"checks", json::array{json::object{{"name", "job queue"},
+                                                    {"ok", true},
+                                                    {"detail", (host_.state_dir() / "jobs.db").string() + ", " +
+                                                                   std::to_string(queued) + " queued"}}}}});
+        }
         throw Error(CC_ERR_NOT_SUPPORTED, "tenant-local has no operation '" + operation + "'");
     }
 

@@ -77,8 +77,62 @@ workers = 4
     CHECK(c.config->cas.at("corp").plugin == "local");
     CHECK_FALSE(c.config->cas.at("corp").settings.contains("plugin"));
     CHECK(c.config->cas.at("corp").settings.at("key_pin").as_string() == "1234");  // plugins get secrets
-    CHECK(c.config->tenant->plugin == "local");
+    CHECK(c.config->tenants.at("default").plugin == "local");  // the old [tenant] section
+    CHECK(c.config->deprecations.size() == 1);
     CHECK(c.config->feature_sections.at("pkcs").at("workers").as_int64() == 4);
+}
+
+TEST_CASE("several tenants: [tenant.<name>] sections, the features each feeds, and the default") {
+    TempDir dir;
+    const std::vector<PluginIdentity> plugins = {
+        plugin(CC_KIND_FEATURE, "pkcs", nullptr), plugin(CC_KIND_FEATURE, "scep", nullptr),
+        plugin(CC_KIND_TENANT, "local", nullptr),
+        plugin(CC_KIND_TENANT, "intune", R"({"type":"table","keys":{"tenant_id":{"type":"string","required":true}}})")};
+    auto c = check(dir, R"(
+[tenant.local]
+plugin = "local"
+features = ["pkcs"]
+[tenant.intune]
+plugin = "intune"
+tenant_id = "contoso.example"
+)",
+                   plugins);
+    INFO(c.text());
+    REQUIRE(c.config);
+    REQUIRE(c.config->tenants.size() == 2);
+    CHECK(c.config->tenants.at("intune").settings.at("tenant_id").as_string() == "contoso.example");
+    CHECK_FALSE(c.config->tenants.at("local").settings.contains("features"));  // the host's key, not the plugin's
+    CHECK(c.config->tenants.at("local").feeds("pkcs"));
+    CHECK_FALSE(c.config->tenants.at("local").feeds("scep"));
+    CHECK(c.config->tenants.at("intune").feeds("scep"));  // no list: every feature
+    CHECK(c.config->default_tenant().empty());            // two, none named "default"
+    CHECK(c.config->tenant_of_plugin("intune")->first == "intune");
+    CHECK(c.config->deprecations.empty());
+
+    SECTION("the plugin's schema applies to its tenant section") {
+        auto bad = check(dir, "[tenant.intune]\nplugin = \"intune\"\ntenant_idd = \"x\"\n", plugins);
+        CHECK_FALSE(bad.config);
+        CHECK(bad.text().find("tenant.intune") != std::string::npos);
+    }
+    SECTION("a tenant plugin serves one section") {
+        auto bad = check(dir, "[tenant.a]\nplugin = \"local\"\n[tenant.b]\nplugin = \"local\"\n", plugins);
+        CHECK_FALSE(bad.config);
+        CHECK(bad.text().find("already serves [tenant.a]") != std::string::npos);
+    }
+    SECTION("an unknown feature and a bad name are named") {
+        auto bad = check(dir, "[tenant.Local]\nplugin = \"local\"\nfeatures = [\"pkcss\"]\n", plugins);
+        CHECK_FALSE(bad.config);
+        CHECK(bad.text().find("no feature plugin named 'pkcss'") != std::string::npos);
+        CHECK(bad.text().find("[a-z][a-z0-9-]{0,62}") != std::string::npos);
+    }
+    SECTION("the old [tenant] section is the tenant 'default', with a deprecation note") {
+        auto old = check(dir, "[tenant]\nplugin = \"local\"\n", plugins);
+        REQUIRE(old.config);
+        CHECK(old.config->tenants.at("default").plugin == "local");
+        CHECK(old.config->default_tenant() == "default");
+        REQUIRE(old.config->deprecations.size() == 1);
+        CHECK(old.config->deprecations[0].message.find("[tenant.default]") != std::string::npos);
+    }
 }
 
 TEST_CASE("the effective configuration redacts secrets and fills defaults") {

@@ -158,12 +158,12 @@ TEST_CASE("CA requests are routed by configured name to the plugin behind it") {
 TEST_CASE("tenant calls reach the configured tenant plugin") {
     Fixture f;
     auto [rc0, msg0] =
-        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("scep.validate", "{}", s, e); }, *f.runtime);
+        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call(nullptr, "scep.validate", "{}", s, e); }, *f.runtime);
     CHECK(rc0 == CC_ERR_UNAVAILABLE);
-    CHECK(msg0 == "tenant plugin 'fixture' is not loaded");
+    CHECK(msg0 == "tenant 'default': its plugin 'fixture' is not loaded");
     f.start(CC_KIND_TENANT, "fixture");
     auto [rc, out] =
-        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call("heartbeat", "{}", s, e); }, *f.runtime);
+        call([](PluginRuntime& rt, cc_sink* s, cc_error* e) { return rt.tenant_call(nullptr, "heartbeat", "{}", s, e); }, *f.runtime);
     CHECK(rc == CC_OK);
     CHECK(out == R"({"operation":"heartbeat"})");
 }

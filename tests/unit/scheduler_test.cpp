@@ -25,18 +25,19 @@ struct SchedulerFixture {
     std::shared_ptr<const Config> config;
     std::unique_ptr<EventLog> log;
     std::unique_ptr<PluginRuntime> runtime;
+    std::unique_ptr<OutboxStore> outbox;
     std::unique_ptr<JobScheduler> scheduler;
 
-    explicit SchedulerFixture(const std::string& tenant_settings) {
+    /// `tenants`: the whole tenant configuration when `raw`, else settings of the one [tenant].
+    explicit SchedulerFixture(const std::string& tenant_settings, bool raw = false) {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
-        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant"})
+        for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant", "fixture-tenant2"})
             install_fixture(plugins, "good", good);
         write_file(dir / "c.toml",
                    "[host]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\nlog_dir = \"log\"\n"
-                   "[ca.test]\nplugin = \"fixture\"\nlabel = \"first\"\n"
-                   "[tenant]\nplugin = \"fixture\"\n" +
-                       tenant_settings);
+                   "[ca.test]\nplugin = \"fixture\"\nlabel = \"first\"\n" +
+                       (raw ? tenant_settings : "[tenant]\nplugin = \"fixture\"\n" + tenant_settings));
         std::vector<ConfigProblem> problems;
         auto doc = parse_config_file(dir / "c.toml", problems);
         scan = scan_plugins(plugins, LoaderPolicy::for_service_account(""));
@@ -48,6 +49,11 @@ struct SchedulerFixture {
         std::filesystem::create_directories(config->host.state_dir);
         log = std::make_unique<EventLog>(EventLogOptions{dir / "log", 1 << 20, 2, true, true, false});
         runtime = std::make_unique<PluginRuntime>(*log, config);
+        outbox = std::make_unique<OutboxStore>(config->host.state_dir / "outbox.db");
+        runtime->set_notification_sink([this](const PluginRuntime::Notification& n) {
+            if (outbox->notify(n.tenant, n.key, n.plugin, n.operation, n.body, n.events) && scheduler)
+                scheduler->wake_delivery(n.tenant);
+        });
         for (const auto& lib : scan.libraries) {
             if (lib->identity.kind == CC_KIND_CA) continue;
             std::string error;
@@ -62,8 +68,27 @@ struct SchedulerFixture {
     }
 
     void start(JobSettings settings) {
-        scheduler = std::make_unique<JobScheduler>(*runtime, *log, settings, config->host.state_dir);
+        scheduler = std::make_unique<JobScheduler>(*runtime, *log, settings, *outbox);
         scheduler->start();
+    }
+
+    /// A notification handed over as a feature would (tenant_notify), to tenant `tenant`.
+    int notify(const std::string& tenant, const std::string& key, const std::string& body, uint32_t delivered = 4008,
+               uint32_t retry = 4009, uint32_t refused = 4002) {
+        const cc_tenant_notification n{sizeof(cc_tenant_notification),
+                                       tenant.c_str(),
+                                       "fixture.note",
+                                       key.c_str(),
+                                       body.c_str(),
+                                       key.c_str(),
+                                       delivered,
+                                       retry,
+                                       refused,
+                                       0,
+                                       ""};
+        PluginContext& ctx = *runtime->find(CC_KIND_FEATURE, "echo")->context;
+        cc_error err = certconn::sdk::detail::make_error();
+        return runtime->tenant_notify(ctx, &n, &err);
     }
 
     void submit(const std::string& id, const std::string& request_json) {
@@ -71,11 +96,13 @@ struct SchedulerFixture {
         cc_sink s = sink.sink();
         cc_error err = certconn::sdk::detail::make_error();
         const std::string req = R"({"id":")" + id + R"(","feature":"echo","request":)" + request_json + "}";
-        REQUIRE(runtime->tenant_call("fixture.submit", req.c_str(), &s, &err) == CC_OK);
+        REQUIRE(runtime->tenant_call(nullptr, "fixture.submit", req.c_str(), &s, &err) == CC_OK);
     }
 
     /// The fixture tenant's counters: claims / completions per job id, renewals, overlap.
-    json::object tenant() { return json::parse(runtime->health(*runtime->find(CC_KIND_TENANT, "fixture"))).as_object(); }
+    json::object tenant(const char* plugin = "fixture") {
+        return json::parse(runtime->health(*runtime->find(CC_KIND_TENANT, plugin))).as_object();
+    }
     std::int64_t count(const char* what, const std::string& id) {
         const auto t = tenant();
         const auto* v = t.at(what).as_object().if_contains(id);
@@ -95,6 +122,10 @@ struct SchedulerFixture {
     std::string operational() {
         log->flush();
         return read_file(dir / "log" / "operational.jsonl");
+    }
+    std::string admin() {
+        log->flush();
+        return read_file(dir / "log" / "admin.jsonl");
     }
 };
 
@@ -181,4 +212,73 @@ TEST_CASE("a job running longer than its lease has the lease renewed while it ru
     CHECK(f.count("claims", "long") == 1);
     CHECK(f.count("completions", "long") == 1);
     CHECK(f.tenant().at("renewals").as_int64() >= 1);
+}
+
+TEST_CASE("notifications: stored before delivery, delivered in order, Retry-After honoured, a refusal kept aside") {
+    SchedulerFixture f("note_failures = 2\n");
+    JobSettings settings;
+    settings.poll_interval_ms = 50;
+    settings.retry_initial_ms = 50;  // below the tenant's Retry-After of 1 s: the host must wait longer
+    // Stored while no delivery thread runs yet (a feature's init hands over notifications).
+    REQUIRE(f.notify("", "n1", R"({"n":"first"})") == CC_OK);
+    REQUIRE(f.notify("", "n1", R"({"n":"first-again"})") == CC_OK);  // the same key: stored once
+    REQUIRE(f.notify("", "n2", R"({"n":"second","refuse":true})") == CC_OK);
+    REQUIRE(f.notify("", "n3", R"({"n":"third"})") == CC_OK);
+    CHECK(f.notify("nosuch", "n4", R"({"n":"x"})") == CC_ERR_NOT_FOUND);  // not stored: the caller hears it
+    CHECK(f.notify("", "n5", "not json") == CC_ERR_INVALID_ARGUMENT);
+    CHECK(f.outbox->size() == 3);
+    const auto started = steady_clock::now();
+    f.start(settings);
+    REQUIRE(f.eventually(seconds(10), [&] { return f.tenant().at("notes").as_array().size() == 2; }));
+    const auto took = steady_clock::now() - started;
+    const auto notes = f.tenant().at("notes").as_array();
+    CHECK(notes[0].as_string() == "first");  // in the order stored; the refused one skipped
+    CHECK(notes[1].as_string() == "third");
+    // Two BUSY answers asked for 1 s each: the first note waited at least ~2 s (jitter aside),
+    // and "third" never overtook it.
+    CHECK(took >= milliseconds(1900));
+    CHECK(f.outbox->size() == 0);  // pending ones; the refused one is kept aside
+    const auto state = f.scheduler->outbox_state("default");
+    CHECK(state.at("refused").as_int64() == 1);
+    const std::string events = f.operational();
+    CHECK_THAT(events, Catch::Contains("\"name\":\"ScepNotifyAttemptFailed\""));  // the feature's retry event
+    CHECK_THAT(events, Catch::Contains("\"name\":\"ScepNotifySuccess\""));        // delivered
+    CHECK_THAT(f.admin(), Catch::Contains("\"name\":\"TenantOutboxDeadLetter\""));  // refused for good
+}
+
+TEST_CASE("two tenants: each job's result goes back to the tenant it came from; a slow tenant holds up only itself") {
+    SchedulerFixture f(
+        "[tenant.slow]\nplugin = \"fixture\"\ncomplete_delay_ms = 3000\n"
+        "[tenant.fast]\nplugin = \"fixture2\"\n",
+        true);
+    JobSettings settings;
+    settings.concurrency = 2;
+    settings.poll_interval_ms = 50;
+    f.start(settings);
+    auto submit_to = [&](const char* tenant, const std::string& id) {
+        StringSink sink;
+        cc_sink s = sink.sink();
+        cc_error err = certconn::sdk::detail::make_error();
+        const std::string req = R"({"id":")" + id + R"(","feature":"echo","request":{}})";
+        REQUIRE(f.runtime->tenant_call(tenant, "fixture.submit", req.c_str(), &s, &err) == CC_OK);
+    };
+    submit_to("slow", "s1");
+    submit_to("fast", "f1");
+    auto completions = [&](const char* plugin, const char* id) {
+        const auto* v = f.tenant(plugin).at("completions").as_object().if_contains(id);
+        return v ? v->as_int64() : 0;
+    };
+    // The fast tenant's result arrives while the slow tenant still sits in complete_job.
+    REQUIRE(f.eventually(seconds(2), [&] { return completions("fixture2", "f1") == 1; }));
+    CHECK(completions("fixture", "s1") == 0);
+    REQUIRE(f.eventually(seconds(10), [&] { return completions("fixture", "s1") == 1; }));
+    // Nothing crossed over: each tenant saw only its own job.
+    CHECK_FALSE(f.tenant("fixture").at("completions").as_object().contains("f1"));
+    CHECK_FALSE(f.tenant("fixture2").at("completions").as_object().contains("s1"));
+    // No default among two: an unnamed call is refused with a clear message.
+    StringSink sink;
+    cc_sink s = sink.sink();
+    cc_error err = certconn::sdk::detail::make_error();
+    CHECK(f.runtime->tenant_call(nullptr, "fixture.note", R"({"n":"x"})", &s, &err) == CC_ERR_NOT_FOUND);
+    CHECK(std::string(err.message).find("none is named 'default'") != std::string::npos);
 }

@@ -431,6 +431,34 @@ private:
     std::map<std::string, std::pair<std::string, std::string>> pending_;  // job id -> (message, fields)
 };
 
+/// The batch events of a feature (cc_feature_api.jobs_report): "downloaded", "download failed"
+/// and "uploaded" (e.g. 1002, 1003, 1100 for PKCS). `what` names the jobs: "PKCS requests".
+struct BatchEvents {
+    uint32_t downloaded, download_failed, uploaded;
+    const char* what;
+
+    /// Writes the event of a batch of `count` jobs of kind `kind` for tenant `tenant`.
+    void log(Host& host, cc_jobs_report_kind kind, const std::string& tenant, std::size_t count,
+             const std::string& message = {}) const {
+        // Tenant names are [a-z][a-z0-9-]*: nothing to escape.
+        const std::string fields = "{\"tenant\":\"" + tenant + "\",\"count\":" + std::to_string(count) + "}";
+        const std::string n = std::to_string(count);
+        switch (kind) {
+            case CC_JOBS_DOWNLOADED:
+                host.log(downloaded, CC_LEVEL_INFO, "downloaded " + n + " " + what + " from tenant '" + tenant + "'", {}, fields);
+                break;
+            case CC_JOBS_DOWNLOAD_FAILED:
+                host.log(download_failed, CC_LEVEL_WARNING,
+                         std::string("downloading ") + what + " from tenant '" + tenant + "' failed: " + message, {}, fields);
+                break;
+            case CC_JOBS_UPLOADED:
+                host.log(uploaded, CC_LEVEL_INFO, "uploaded the results of " + n + " " + what + " to tenant '" + tenant + "'", {},
+                         fields);
+                break;
+        }
+    }
+};
+
 class FeaturePlugin : public Plugin {
 public:
     /// Processes one job and returns its result JSON. Throw Error with a retryable status to
