@@ -176,13 +176,24 @@ assert a in ids, 'no %d' % a
 i=ids.index(a)
 assert any(x in bs for x in ids[i+1:]), 'nothing of %s after %d' % (bs, a)" "$@"; }
 check "events: 4009 (notification attempt failed, will retry), then 4008 (delivered)" first_then "$work/log/operational.jsonl" 4009 4008
+
+# The host delivers a tenant's results and notifications in order: while the notification at the
+# head of the lane was retried, the results behind it waited (never attempted, so no 3101). A
+# short outage of the upload alone: the result at the head fails (3101), then goes through.
+ctl POST fault -d '{"match":"/PkiConnectorFEService/CertificateAuthorityRequests/uploadRevocationResults","mode":"down"}' >/dev/null
+r_up=$(revoke_request e-out2)
+check "an upload that fails is logged 3101 (will retry)" wait_until 20 grep -q '"id":3101,' "$work/log/operational.jsonl"
+check "and Intune has no result yet" test "$(result_code "$r_up")" = none
+ctl DELETE fault >/dev/null
+check "once the upload works again the result arrives once (errorCode 0)" wait_until 30 bash -c "
+  $(declare -f ctl result_code); py='$py' work='$work' standin_url='$standin_url'; [ \"\$(result_code $r_up)\" = 0 ]"
 check "events: 3101 (upload failed), then 3102/3100 (uploaded)" first_then "$work/log/operational.jsonl" 3101 3102 3100
 
 # Every token expires mid-run: the plugin refreshes once on 401 and the calls succeed.
 mark=$(ctl GET calls | jq_py 'len(d)')
 ctl POST expire-tokens >/dev/null
 check "after every token expired an enrollment still succeeds" enroll e-expired
-r_exp=$(revoke_request e-out2)
+r_exp=$(revoke_request e-expired)
 check "and a revocation still completes" wait_until 30 bash -c "
   $(declare -f ctl result_code); py='$py' work='$work' standin_url='$standin_url'; [ \"\$(result_code $r_exp)\" = 0 ]"
 check "the stand-in refused the old token (401) and the plugin signed in again, once per resource" bash -c "
