@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the intune_*.sh integration tests (after tests/interop/lib.sh): the Intune stand-in
 # (tests/stand-ins/intune/intune.py) on a random loopback port with a TLS certificate made here,
 # the application's certificate credential (RSA) and client secret, and helpers for its control

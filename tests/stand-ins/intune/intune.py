@@ -21,6 +21,7 @@ Test-only control API (no authentication; loopback only), under /_control/:
   POST   /_control/revocations       [{"serialNumber", "issuerName", "caConfiguration"}] -> [requestContext...]
   GET    /_control/revocation-results
   GET    /_control/revocations       the queue, with hand-out state
+  GET    /_control/validations       every validateRequest answered: transactionId, code
   GET    /_control/notifications     success and failure notifications, in arrival order
   GET    /_control/calls             every API call: method, path, client-request-id, api-version,
                                      UserAgent, authorization kind, status
@@ -256,6 +257,7 @@ class State:
         self.revocations = []  # queue entries
         self.results = []  # uploaded results, in order
         self.notifications = []
+        self.validations = []  # {"transactionId", "code"} for every validateRequest answered
         self.calls = []
         self.faults = []
         self.base = None  # https://127.0.0.1:PORT
@@ -685,45 +687,58 @@ class Handler(http.server.BaseHTTPRequestHandler):
     # ---- Intune SCEP validation ----
     def scep_validate(self, path, body, auth):
         s = self.server.state
+        answer = self.validate_answer(body)
+        if answer is None:
+            return
+        with s.lock:
+            s.validations.append({"transactionId": self.validating, "code": answer["code"], "time": time.time()})
+        self.send(200, answer)
+
+    def validate_answer(self, body):
+        """validateRequest's answer for `body`, or None after answering 400."""
+        s = self.server.state
+        self.validating = None
         req = self.json_body(body)
         if req is None:
-            return
+            return None
         r = req.get("request")
         if not isinstance(r, dict) or not isinstance(r.get("transactionId"), str) or not r.get("transactionId") \
                 or not isinstance(r.get("certificateRequest"), str):
-            return self.send(400, {"code": "BadRequest", "errorDescription": "request.transactionId and "
-                                   "request.certificateRequest are required"})
+            self.send(400, {"code": "BadRequest", "errorDescription": "request.transactionId and "
+                            "request.certificateRequest are required"})
+            return None
+        self.validating = r["transactionId"]
         try:
             csr = x509.load_der_x509_csr(base64.b64decode(r["certificateRequest"], validate=True))
             if not csr.is_signature_valid:
                 raise ValueError("signature")
         except (ValueError, binascii.Error):
-            return self.send(200, {"code": "CertificateRequestDecodingFailed",
-                                   "errorDescription": "the certificate request is not a base64 DER PKCS#10 request"})
+            return {"code": "CertificateRequestDecodingFailed",
+                    "errorDescription": "the certificate request is not a base64 DER PKCS#10 request"}
         try:
             challenge = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
             challenge = challenge.decode("utf-8", "replace") if isinstance(challenge, bytes) else str(challenge)
         except x509.AttributeNotFound:
             challenge = None
         if not challenge:
-            return self.send(200, {"code": "ChallengePasswordMissing",
-                                   "errorDescription": "the request carries no challengePassword attribute"})
+            return {"code": "ChallengePasswordMissing",
+                    "errorDescription": "the request carries no challengePassword attribute"}
         with s.lock:
             reg = s.challenges.get(challenge)
         if reg is None:
-            return self.send(200, {"code": "ChallengeDecryptionError",
-                                   "errorDescription": "the challenge could not be decrypted"})
+            return {"code": "ChallengeDecryptionError",
+                    "errorDescription": "the challenge could not be decrypted"}
         if reg.get("code") and reg["code"] != "Success":
-            return self.send(200, {"code": reg["code"], "errorDescription": "refused by the test: %s" % reg["code"]})
+            return {"code": reg["code"], "errorDescription": "refused by the test: %s" % reg["code"]}
         if reg.get("subject") is not None and normalise_name(reg["subject"]) != csr_name(csr.subject):
-            return self.send(200, {"code": "SubjectNameMismatch", "errorDescription": "the subject of the request "
-                                   "does not match the one the profile expects"})
+            return {"code": "SubjectNameMismatch", "errorDescription": "the subject of the request "
+                    "does not match the one the profile expects"}
         if reg.get("sans") is not None:
             want = {v.split(":", 1)[1] if re.match(r"^(DNS|email|URI|IP|UPN):", v) else v for v in reg["sans"]}
             if want != csr_sans(csr):
-                return self.send(200, {"code": "SubjectAltNameMismatch", "errorDescription": "the subject "
-                                       "alternative names of the request do not match the profile's"})
-        self.send(200, {"code": "Success", "errorDescription": None})
+                return {"code": "SubjectAltNameMismatch", "errorDescription": "the subject "
+                    "alternative names of the request do not match the profile's"}
+        return {"code": "Success", "errorDescription": None}
 
     def notification(self, kind, body, required):
         s = self.server.state
@@ -863,6 +878,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if method == "GET" and path == "/_control/revocation-results":
             with s.lock:
                 return self.send(200, list(s.results))
+        if method == "GET" and path == "/_control/validations":
+            with s.lock:
+                return self.send(200, list(s.validations))
         if method == "GET" and path == "/_control/notifications":
             with s.lock:
                 return self.send(200, list(s.notifications))

@@ -143,6 +143,7 @@ expect "validateRequest without api-version is 400" '^400$' c -o /dev/null -w '%
   -H "client-request-id: x" "$V/validateRequest" -d "$(vreq t1 "$(csr_cp dev-1 good-one)")"
 expect "validateRequest with a Graph token is 401" '^401$' c -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $G" \
   -H 'api-version: 2018-02-20' -H "client-request-id: x" "$V/validateRequest" -d "$(vreq t1 "$(csr_cp dev-1 good-one)")"
+expect "the control API lists each validation with its answer" '"transactionId": "t4", "code": "SubjectNameMismatch"' ctl GET validations
 expect "successNotification is recorded: Success" '"code": "Success"' scep successNotification \
   '{"notification":{"transactionId":"t1","certificateRequest":"x","certificateThumbprint":"AB","certificateSerialNumber":"01","certificateExpirationDateUtc":"2030-01-01T00:00:00Z","issuingCertificateAuthority":"CN=CA","caConfiguration":"cc","certificateAuthority":"local","callerInfo":"selftest"}}'
 expect "failureNotification with hResult is recorded" '"code": "Success"' scep failureNotification \
