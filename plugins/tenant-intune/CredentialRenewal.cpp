@@ -59,7 +59,7 @@ std::string iso8601(Clock::time_point t) {
     std::tm tm{};
     gmtime_r(&tt, &tm);
     char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) buf[0] = '\0';
     return buf;
 }
 
@@ -362,7 +362,7 @@ struct CredentialRenewer::Impl {
             std::tm tm{};
             gmtime_r(&now, &tm);
             char date[16];
-            std::strftime(date, sizeof date, "%Y%m%d", &tm);
+            if (std::strftime(date, sizeof date, "%Y%m%d", &tm) == 0) date[0] = '\0';
             const std::string label = std::string("certconnector-") + date + "-" + crypto::hex_encode(crypto::random_bytes(4));
             const std::string uri = generate_token_key(current.key_reference, label);
             crypto::PKey key;
@@ -476,7 +476,7 @@ struct CredentialRenewer::Impl {
             std::tm tm{};
             gmtime_r(&now, &tm);
             char date[16];
-            std::strftime(date, sizeof date, "%Y-%m-%d", &tm);
+            if (std::strftime(date, sizeof date, "%Y-%m-%d", &tm) == 0) date[0] = '\0';
             json::object key_credential{{"type", "AsymmetricX509Cert"},
                                         {"usage", "Verify"},
                                         {"key", crypto::base64_encode(crypto::certificate_der(next->certificate.get()))},

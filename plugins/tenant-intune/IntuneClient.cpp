@@ -120,7 +120,7 @@ IntuneClient::Token IntuneClient::fetch_token(const std::string& scope, const Cr
     const json::value v = parse_answer(response, what);
     const json::object* o = v.if_object();
     const json::value* access = o ? o->if_contains("access_token") : nullptr;
-    if (!access || !access->is_string() || access->get_string().empty() || access->get_string().size() > 64 * 1024) {
+    if (!access || !access->is_string() || access->get_string().empty() || access->get_string().size() > std::size_t{64} * 1024) {
         const std::string message = what + ": the answer has no string field 'access_token'";
         note_error(message);
         host_.log(CC_EV_TenantSignInFailed, CC_LEVEL_ERROR, message);
@@ -204,7 +204,7 @@ json::value IntuneClient::graph(const std::string& method, const std::string& pa
         if (response.status < 200 || response.status > 299) {
             sdk::Error e = http_error(what, response.status, response.body, response.retry_after());
             note_error(e.what());
-            throw e;
+            throw sdk::Error(e);
         }
         if (response.body.empty()) return nullptr;
         return parse_answer(response, what);
@@ -357,7 +357,7 @@ json::value IntuneClient::call(const std::string& service, const std::string& ap
         sdk::Error e = http_error(what, response.status, response.body, response.retry_after());
         note_error(e.what());
         event(response.status, e.what());
-        throw e;
+        throw sdk::Error(e);
     }
 }
 

@@ -64,7 +64,7 @@ std::string printable(std::string_view text, std::size_t max) {
 }
 
 std::string odata_error(std::string_view body) {
-    if (body.empty() || body.size() > 256 * 1024) return {};
+    if (body.empty() || body.size() > std::size_t{256} * 1024) return {};
     std::error_code ec;
     const json::value v = json::parse(body, ec);
     if (ec || !v.is_object()) return {};

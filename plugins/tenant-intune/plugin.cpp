@@ -11,6 +11,7 @@
 #include "RevocationStore.hpp"
 
 #include <certconn/crypto.hpp>
+#include <certconn/admin.hpp>
 #include <certconn/sdk.hpp>
 #include <certconn/time.hpp>
 
@@ -113,6 +114,28 @@ public:
         client_ = std::make_unique<intune::IntuneClient>(host, config_, credentials_.get());
         (void)store();  // a state directory we cannot use fails init, not the first claim
         start_renewer();
+        // Renewal on demand (the renewer otherwise runs renew_before_days ahead of expiry):
+        // before a planned change of the credential, or to prove the path works.
+        host.admin_command(
+            "intune renew-credential",
+            "renew the Entra ID certificate credential now: new key, addKey, sign-in test, switch, removeKey",
+            "tenant:credential", "", [this](std::string_view) {
+                std::unique_lock lock(renewer_mutex_);
+                if (!renewer_)
+                    return certconn::sdk::AdminReply::failed(
+                               "the intune tenant signs in with a secret, or credential_renewal = false: "
+                               "nothing to renew\n")
+                        .json();
+                try {
+                    renewer_->renew_now();  // under the lock: quiesce waits for it
+                } catch (const std::exception& e) {
+                    return certconn::sdk::AdminReply::failed(std::string("renewal failed: ") + e.what() + "\n").json();
+                }
+                const auto current = credentials_->current();
+                return certconn::sdk::AdminReply::ok("renewed: the connector signs in with certificate " + current->thumbprint +
+                                                     " (valid until " + certconn::sdk::utc_iso8601(current->not_after) + ")\n")
+                    .json();
+            });
     }
 
     ~IntuneTenant() override { stop_renewer(); }
@@ -143,7 +166,7 @@ public:
             }
         }
         const auto jobs = db->claim(max_jobs, lease_seconds);
-        if (jobs.empty() && download_error) throw *download_error;  // the host writes 3003 through the revoke feature
+        if (jobs.empty() && download_error) throw Error(*download_error);  // the host writes 3003 through the revoke feature
         json::array out;
         for (const auto& j : jobs) {
             json::object request{
@@ -392,7 +415,7 @@ private:
                      "renewals are not allowed: Intune cannot validate them (allow_renewal = false for this tenant)"}});
             return json::serialize(json::object{{"code", "Success"}});
         }
-        const std::string csr = csr_base64(required(o, "csr_pem", op, 64 * 1024), op + ": field 'csr_pem'");
+        const std::string csr = csr_base64(required(o, "csr_pem", op, std::size_t{64} * 1024), op + ": field 'csr_pem'");
         json::object body{
             {"request", json::object{{"transactionId", tx}, {"certificateRequest", csr}, {"callerInfo", intune::kCallerInfo}}}};
         const json::value answer =
@@ -421,8 +444,8 @@ private:
         std::string issuer = optional_string(o, "certificate_issuer");
         if (issuer.empty()) issuer = ca;  // a host older than certificate_issuer: our CA's name is the best we know
         json::object n{{"transactionId", tx},
-                       {"certificateRequest",
-                        csr_base64(required(o, "certificate_request", op, 64 * 1024), op + ": field 'certificate_request'")},
+                       {"certificateRequest", csr_base64(required(o, "certificate_request", op, std::size_t{64} * 1024),
+                                                         op + ": field 'certificate_request'")},
                        {"certificateThumbprint",
                         upper_hex(required(o, "certificate_thumbprint", op, 128), op + ": field 'certificate_thumbprint'")},
                        {"certificateSerialNumber", required(o, "certificate_serial_number", op, 128)},
@@ -447,8 +470,8 @@ private:
         std::string description = optional_string(o, "errorDescription");
         if (description.empty()) description = "issuance failed";
         json::object n{{"transactionId", tx},
-                       {"certificateRequest",
-                        csr_base64(required(o, "certificate_request", op, 64 * 1024), op + ": field 'certificate_request'")},
+                       {"certificateRequest", csr_base64(required(o, "certificate_request", op, std::size_t{64} * 1024),
+                                                         op + ": field 'certificate_request'")},
                        {"hResult", hresult},
                        {"errorDescription", intune::truncate_utf8(description, intune::kMaxErrorMessage)},
                        {"callerInfo", intune::kCallerInfo}};
