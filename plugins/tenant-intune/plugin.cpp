@@ -119,7 +119,7 @@ public:
         host.admin_command(
             "intune renew-credential",
             "renew the Entra ID certificate credential now: new key, addKey, sign-in test, switch, removeKey",
-            "tenant:credential", "", [this](std::string_view) {
+            "tenant:credential", "[]", [this](std::string_view) {
                 std::unique_lock lock(renewer_mutex_);
                 if (!renewer_)
                     return certconn::sdk::AdminReply::failed(

@@ -238,6 +238,16 @@ check "its sign-in used the new certificate" bash -c "
 import json,sys
 c=[x for x in json.load(sys.stdin)[$mark:] if x[\"kind\"]==\"token\" and x[\"status\"]==200]
 assert c and all(x[\"authorization\"]==\"certificate:\"+sys.argv[1] for x in c), c' $(jq_py 'd[0]' <<<"$keys")"
+# On demand: the same steps through the admin command, whatever the expiry.
+second_thumb=$(jq_py 'd[0]' <<<"$keys")
+expect "certconnector intune renew-credential renews now and names the new certificate" "renewed: the connector signs in with certificate" \
+  "$bin" intune renew-credential --config "$work/c.toml"
+third_key() { ctl GET app | "$py" -c "
+import json,sys
+k=[x['thumbprint'] for x in json.load(sys.stdin)['keyCredentials']]
+assert len(k)==1 and k[0] not in sys.argv[1:], k" "$old_thumb" "$second_thumb"; }
+check "after renew-credential the application has one key, neither of the two before" third_key
+check "and the plugin still enrolls devices with it" enroll e-third
 
 stop_connector
 check "the proxy password, the credential key and the challenges never reach the logs" bash -c "
