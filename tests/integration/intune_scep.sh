@@ -86,6 +86,17 @@ check "config check accepts two tenants (local and intune) and SCEP profiles nam
 start_connector "$work/c.toml" || exit 1
 trap cleanup EXIT
 "$bin" ca export --config "$work/c.toml" --name corp >"$work/corp-chain.pem"
+# The sign-in step of the product's configuration wizard: each tenant says what works.
+expect "tenant check: tenant-intune signs in, discovers both Intune services" "ok    .*ScepRequestValidationFEService" \
+  "$bin" tenant check --config "$work/c.toml" --name intune
+expect "tenant check covers every tenant without --name" "tenant 'local' \[local\]" "$bin" tenant check --config "$work/c.toml"
+check "tenant check of an unknown tenant fails naming it" bash -c "
+  ! out=\$('$bin' tenant check --config '$work/c.toml' --name nosuch 2>&1) && grep -q \"no tenant 'nosuch'\" <<<\"\$out\""
+ctl POST fault -d '{"match":"/'"$T"'/oauth2","mode":"status","status":503,"count":null}' >/dev/null
+ctl POST expire-tokens >/dev/null
+check "tenant check fails (exit 1) while Entra ID answers 503, and says so" bash -c "
+  ! out=\$('$bin' tenant check --config '$work/c.toml' --name intune 2>&1) && grep -q FAIL <<<\"\$out\""
+ctl DELETE fault >/dev/null
 thumb() { openssl x509 -in "$1" -noout -fingerprint -sha1 | cut -d= -f2 | tr -d :; }
 serial() { openssl x509 -in "$1" -noout -serial | cut -d= -f2; }
 success_count() { ctl GET notifications | jq_py 'len([n for n in d if n["kind"]=="success"])'; }
