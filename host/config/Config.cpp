@@ -628,7 +628,8 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
             const auto at = t->source().begin;
             c.deprecations.push_back({c.file.string(), static_cast<int>(at.line), static_cast<int>(at.column), "tenant",
                                       "the single [tenant] section is deprecated: it is read as [tenant.default]; rename it "
-                                      "to [tenant.default] (or another name), which also lets more tenants be configured"});
+                                      "to [tenant.default], which also lets more tenants be configured (another name "
+                                      "leaves undelivered outbox entries under 'default': docs/operator-guide.md, Tenants)"});
         } else {
             for (const auto& [name, node] : *t)
                 c.tenants.emplace(std::string(name.str()), tenant_section(node, schema.keys.at("tenant").child(name.str())));

@@ -145,10 +145,12 @@ std::shared_ptr<const AccessPolicy> Connector::access_policy() const {
 }
 
 Connector::~Connector() {
+    std::unique_ptr<JobScheduler> jobs;
     {
-        std::lock_guard lock(jobs_mutex_);
-        jobs_.reset();
+        std::lock_guard lock(jobs_mutex_);  // out under the lock, stopped outside it: a plugin's
+        jobs = std::move(jobs_);            // notification during the stop takes the lock too
     }
+    jobs.reset();
     http_.reset();
     ca_health_.reset();
     runtime_.reset();
@@ -494,6 +496,19 @@ int Connector::run() {
         log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
         return 1;
     }
+    try {
+        // Results stored before several tenants existed belong to the default tenant (the old [tenant]).
+        if (const std::string d = cfg.default_tenant(); !d.empty()) outbox_->adopt_legacy(d);
+        for (const auto& [tenant, count] : outbox_->tenants_with_entries())
+            if (!cfg.tenants.count(tenant))
+                log_->emit(CC_EV_TenantOutboxBacklog, CC_LEVEL_WARNING,
+                           std::to_string(count) + " outbox entries belong to tenant '" +
+                               (tenant.empty() ? std::string("(the old single tenant)") : tenant) +
+                               "', which is not configured: they wait until it is (a renamed tenant keeps its old name here)",
+                           {}, {{"tenant", tenant}, {"pending", count}});
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("outbox: ") + e.what());
+    }
     runtime_->set_notification_sink([this](const PluginRuntime::Notification& n) {
         if (outbox_->notify(n.tenant, n.key, n.plugin, n.operation, n.body, n.events)) {
             std::lock_guard lock(jobs_mutex_);
@@ -569,8 +584,11 @@ int Connector::run() {
     std::lock_guard reloading(reload_mutex_);  // no reload from another thread from here on
     jobs_->stop(cfg.host.drain_timeout);
     {
-        std::lock_guard lock(jobs_mutex_);
-        jobs_.reset();
+        std::unique_ptr<JobScheduler> stopped;
+        {
+            std::lock_guard lock(jobs_mutex_);
+            stopped = std::move(jobs_);
+        }
     }
     http_->stop();
     http_.reset();
@@ -792,6 +810,7 @@ json::object Connector::status() const {
         cas.push_back(std::move(o));
     }
     s["cas"] = std::move(cas);
+    std::unique_lock jobs_lock(jobs_mutex_);  // jobs_ is reset at stop while status may still be asked
     if (jobs_) s["jobs"] = json::object{{"in_flight", jobs_->in_flight()}, {"outbox", jobs_->outbox_size()}};
 
     json::array tenants;
@@ -931,6 +950,8 @@ const HostCommand kHostCommands[] = {
      R"j([{"name":"name","kind":"string","required":true,"help":"the CA's name ([ca.<name>])"}])j", "ca:read"},
     {"tenant check", "sign in to each configured tenant (or --name N), discover its services and say what works",
      R"j([{"name":"name","kind":"string","required":false,"help":"only the tenant [tenant.<name>]"}])j", "status"},
+    {"outbox retry", "deliver again what tenants refused (kept aside, event 620), e.g. after fixing the tenant",
+     R"j([{"name":"tenant","kind":"string","required":false,"help":"only this tenant's entries"}])j", "outbox:write"},
 };
 
 }  // namespace
@@ -977,7 +998,9 @@ HttpResponseMessage Connector::run_command(const HttpRequestMessage& request, co
     for (const auto& c : kHostCommands) {
         if (name != c.name) continue;
         if (!principal.holds(c.scope)) return deny(principal, origin, "command '" + name + "'", c.scope);
-        json::object reply = name == "tenant check" ? check_tenants(arguments) : export_ca(arguments);
+        json::object reply = name == "tenant check"   ? check_tenants(arguments)
+                             : name == "outbox retry" ? retry_outbox(arguments)
+                                                      : export_ca(arguments);
         audit(static_cast<int>(reply.at("exit_code").as_int64()));
         return make_response(200, "application/json", json::serialize(reply));
     }
@@ -1057,6 +1080,20 @@ json::object Connector::check_tenants(const json::object& arguments) {
         all_ok = all_ok && ok && ok->is_bool() && ok->as_bool();
     }
     return json::object{{"exit_code", all_ok ? 0 : 1}, {"stdout", out}};
+}
+
+json::object Connector::retry_outbox(const json::object& arguments) {
+    std::string tenant;
+    if (const auto* t = arguments.if_contains("tenant"); t && t->is_string()) tenant = t->as_string();
+    const std::int64_t n = outbox_->retry_refused(tenant);
+    {
+        std::lock_guard lock(jobs_mutex_);
+        if (jobs_)
+            for (const auto& [name, section] : runtime_->config()->tenants)
+                if (tenant.empty() || name == tenant) jobs_->wake_delivery(name);
+    }
+    return json::object{{"exit_code", 0},
+                        {"stdout", std::to_string(n) + " refused entr" + (n == 1 ? "y" : "ies") + " queued again\n"}};
 }
 
 json::object Connector::export_ca(const json::object& arguments) {

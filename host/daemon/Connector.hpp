@@ -84,6 +84,7 @@ private:
     HttpResponseMessage run_command(const HttpRequestMessage& request, const Principal& principal, const RequestOrigin& origin);
     /// The host's own admin command `ca export`.
     boost::json::object check_tenants(const boost::json::object& arguments);
+    boost::json::object retry_outbox(const boost::json::object& arguments);
     boost::json::object export_ca(const boost::json::object& arguments);
     HttpResponseMessage call_plugin_route(const PluginRuntime::RouteMatch& match, const HttpRequestMessage& request,
                                           const RequestOrigin& origin, const Principal& principal);
@@ -120,7 +121,7 @@ private:
     std::unique_ptr<PluginRuntime> runtime_;
     std::unique_ptr<HttpServer> http_;
     std::unique_ptr<OutboxStore> outbox_;  // outlives runtime_: plugins hand it notifications
-    std::mutex jobs_mutex_;                // jobs_ is set and reset under it (the notification sink reads it)
+    mutable std::mutex jobs_mutex_;        // jobs_ is set and reset under it (the notification sink reads it)
     std::unique_ptr<JobScheduler> jobs_;
     std::unique_ptr<update::UpdateManager> update_;
     std::unique_ptr<Publication> publication_;    // /crl/, /ca/, /ocsp/ for every CA

@@ -227,27 +227,40 @@ void JobScheduler::claim_loop(Lane& lane) {
         renew_running(lane.tenant);
         heartbeat(lane);
         std::shared_ptr<const Generation> tenant = tenant_plugin(lane.tenant);
-        std::size_t queued;
-        {
-            std::lock_guard lock(mutex_);
-            queued = queue_.size();
-        }
-        // Up to `concurrency` jobs are claimed ahead, so a worker that finishes never waits for
-        // a claim round trip; their leases cover the wait.
-        const std::size_t capacity = 2 * static_cast<std::size_t>(settings_.concurrency);
-        const std::size_t busy = in_flight_ + queued;
         const auto features = features_for(lane.tenant);
-        if (busy >= capacity) {
-            // Wake as soon as a worker frees a slot.
-            std::unique_lock lock(mutex_);
-            wake_.wait_for(lock, milliseconds(settings_.poll_interval_ms),
-                           [&] { return stopping_ || lane.stop || in_flight_ + queue_.size() < capacity; });
-            continue;
-        }
         if (!tenant || features.empty()) {
             sleep_unless_stopping(&lane, milliseconds(settings_.poll_interval_ms));
             continue;
         }
+        // Up to `concurrency` jobs are claimed ahead, so a worker that finishes never waits for
+        // a claim round trip; their leases cover the wait. The slots a claim may fill are
+        // reserved first, so the claim threads of several tenants never claim more together.
+        const std::size_t capacity = 2 * static_cast<std::size_t>(settings_.concurrency);
+        std::size_t want = 0;
+        {
+            std::unique_lock lock(mutex_);
+            const std::size_t busy = in_flight_ + queue_.size() + reserved_;
+            if (busy >= capacity) {
+                // Wake as soon as a worker frees a slot.
+                wake_.wait_for(lock, milliseconds(settings_.poll_interval_ms),
+                               [&] { return stopping_ || lane.stop || in_flight_ + queue_.size() + reserved_ < capacity; });
+                continue;
+            }
+            want = capacity - busy;
+            reserved_ += want;
+        }
+        // Given back with the claimed jobs queued (under the same lock), or before any wait.
+        auto release = [&](bool locked) {
+            if (want == 0) return;
+            if (locked) {
+                reserved_ -= want;
+            } else {
+                std::lock_guard lock(mutex_);
+                reserved_ -= want;
+            }
+            want = 0;
+            wake_.notify_all();
+        };
         json::array names;
         for (const auto& f : features)
             names.push_back(json::string(f));
@@ -257,9 +270,9 @@ void JobScheduler::claim_loop(Lane& lane) {
         cc_error err = sdk::detail::make_error();
         // The lease is counted from before the call: the host never believes it longer than the tenant.
         const auto lease_until = steady_clock::now() + seconds(settings_.lease_seconds);
-        const int rc =
-            tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(), static_cast<uint32_t>(capacity - busy),
-                                           static_cast<uint32_t>(settings_.lease_seconds), &s, &err);
+        const int rc = tenant->api.tenant->claim_jobs(tenant->api.instance, names_json.c_str(), static_cast<uint32_t>(want),
+                                                      static_cast<uint32_t>(settings_.lease_seconds), &s, &err);
+        if (rc != CC_OK) release(false);
         std::error_code ec;
         json::value jobs;
         std::string failed;
@@ -270,6 +283,7 @@ void JobScheduler::claim_loop(Lane& lane) {
             if (ec || !jobs.is_array()) failed = "tenant '" + lane.tenant + "' returned jobs that are not a JSON array";
         }
         if (!failed.empty()) {
+            release(false);
             log_.emit(CC_EV_JobClaimFailed, rc != CC_OK ? CC_LEVEL_WARNING : CC_LEVEL_ERROR, failed, {},
                       {{"tenant", lane.tenant}});
             for (const auto& f : features)
@@ -281,6 +295,7 @@ void JobScheduler::claim_loop(Lane& lane) {
         }
         failures = 0;
         if (jobs.as_array().empty()) {
+            release(false);
             sleep_unless_stopping(&lane, milliseconds(settings_.poll_interval_ms));
             continue;
         }
@@ -296,6 +311,7 @@ void JobScheduler::claim_loop(Lane& lane) {
                 batch.second.push_back(json::serialize(o));
                 queue_.push_back(std::make_shared<Claim>(Claim{lane.tenant, std::move(o), lease_until, {}, false}));
             }
+            release(true);
         }
         wake_.notify_all();
         for (const auto& [feature, batch] : downloaded)
@@ -389,7 +405,8 @@ void JobScheduler::run(Claim& claim) {
     const json::object& job = claim.job;
     const std::string id = text(job, "id");
     const std::string feature = text(job, "feature");
-    if (outbox_.find(claim.tenant, id)) {  // finished before a crash, or by an earlier claim: report, don't redo
+    if (outbox_.find(claim.tenant, runtime_.config()->default_tenant() == claim.tenant,
+                     id)) {  // finished before a crash, or by an earlier claim: report, don't redo
         wake_delivery(claim.tenant);
         return;
     }

@@ -111,6 +111,7 @@ private:
     std::condition_variable wake_;
     std::vector<std::shared_ptr<Claim>> queue_;    // claimed, waiting for a worker
     std::vector<std::shared_ptr<Claim>> running_;  // being run by a worker
+    std::size_t reserved_ = 0;                     // slots claim threads are filling right now
     std::vector<std::thread> workers_;
     std::mutex lanes_mutex_;
     std::map<std::string, std::unique_ptr<Lane>> lanes_;

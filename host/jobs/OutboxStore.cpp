@@ -62,20 +62,25 @@ std::string OutboxStore::put(const std::string& tenant, const std::string& job_i
     std::lock_guard lock(mutex_);
     db_.prepare(
            "INSERT INTO deliveries (tenant, kind, key, feature, body) VALUES (?, 'result', ?, ?, ?) "
-           "ON CONFLICT(tenant, kind, key) DO NOTHING")
-        .bind_all(tenant, job_id, feature, result)
-        .run();
+           "ON CONFLICT(tenant, kind, key) DO UPDATE SET body = excluded.body, feature = excluded.feature, refused = 0, "
+           "attempts = 0, next_attempt_ms = 0, last_error = NULL WHERE refused = 1")  // a refused result is replaced by a new
+                                                                                      // run's
+                                                                                          .bind_all(tenant, job_id, feature,
+                                                                                                    result)
+                                                                                          .run();
     auto s = db_.prepare("SELECT body FROM deliveries WHERE tenant = ? AND kind = 'result' AND key = ?");
     s.bind_all(tenant, job_id);
     s.step();
     return s.text(0);
 }
 
-std::optional<OutboxEntry> OutboxStore::find(const std::string& tenant, const std::string& job_id) {
+std::optional<OutboxEntry> OutboxStore::find(const std::string& tenant, bool is_default, const std::string& job_id) {
     std::lock_guard lock(mutex_);
+    // A refused result does not count: a new claim of the job runs it again and stores anew (put).
     auto s = db_.prepare(std::string("SELECT ") + kColumns +
-                         " FROM deliveries WHERE tenant IN (?, '') AND kind = 'result' AND key = ? ORDER BY seq LIMIT 1");
-    s.bind_all(tenant, job_id);
+                         " FROM deliveries WHERE (tenant = ? OR (? AND tenant = '')) AND kind = 'result' AND key = ? "
+                         "AND refused = 0 ORDER BY seq LIMIT 1");
+    s.bind(1, tenant).bind(2, is_default ? 1 : 0).bind(3, job_id);
     if (!s.step()) return std::nullopt;
     return read_entry(s);
 }
@@ -101,6 +106,34 @@ std::vector<OutboxEntry> OutboxStore::pending(const std::string& tenant, bool is
     std::vector<OutboxEntry> out;
     while (s.step())
         out.push_back(read_entry(s));
+    return out;
+}
+
+std::int64_t OutboxStore::adopt_legacy(const std::string& tenant) {
+    std::lock_guard lock(mutex_);
+    db_.prepare("UPDATE OR IGNORE deliveries SET tenant = ? WHERE tenant = ''").bind(1, tenant).run();
+    auto s = db_.prepare("SELECT COUNT(*) FROM deliveries WHERE tenant = ''");
+    s.step();
+    return s.integer(0);
+}
+
+std::int64_t OutboxStore::retry_refused(const std::string& tenant) {
+    std::lock_guard lock(mutex_);
+    auto s = db_.prepare(
+        "UPDATE deliveries SET refused = 0, next_attempt_ms = 0 WHERE refused = 1 AND (? = '' OR tenant = ?) RETURNING seq");
+    s.bind(1, tenant).bind(2, tenant);
+    std::int64_t n = 0;
+    while (s.step())
+        ++n;
+    return n;
+}
+
+std::map<std::string, std::int64_t> OutboxStore::tenants_with_entries() {
+    std::lock_guard lock(mutex_);
+    auto s = db_.prepare("SELECT tenant, COUNT(*) FROM deliveries GROUP BY tenant");
+    std::map<std::string, std::int64_t> out;
+    while (s.step())
+        out[s.text(0)] = s.integer(1);
     return out;
 }
 

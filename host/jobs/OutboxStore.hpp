@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -46,7 +47,8 @@ public:
 
     /// Stores a job's result unless one is stored already; returns the stored one.
     std::string put(const std::string& tenant, const std::string& job_id, const std::string& feature, const std::string& result);
-    std::optional<OutboxEntry> find(const std::string& tenant, const std::string& job_id);
+    /// The pending (not refused) result of `job_id` for `tenant` (legacy rows too when `is_default`).
+    std::optional<OutboxEntry> find(const std::string& tenant, bool is_default, const std::string& job_id);
     /// Stores a notification; a second one with the same tenant and key is ignored. Returns
     /// false when it was already stored.
     bool notify(const std::string& tenant, const std::string& key, const std::string& plugin, const std::string& operation,
@@ -54,6 +56,13 @@ public:
     /// The pending entries of `tenant` (or of the default tenant too, when `is_default`), in
     /// the order stored, up to `limit`. Includes entries not yet due: the caller keeps order.
     std::vector<OutboxEntry> pending(const std::string& tenant, bool is_default, std::size_t limit);
+    /// Gives the rows stored before several tenants existed (tenant "") to `tenant`, once;
+    /// returns how many remain unassigned (a row whose key `tenant` already has).
+    std::int64_t adopt_legacy(const std::string& tenant);
+    /// Makes refused entries pending again (all tenants when `tenant` is ""); returns how many.
+    std::int64_t retry_refused(const std::string& tenant);
+    /// Every tenant name the outbox holds entries for, with their count (configured or not).
+    std::map<std::string, std::int64_t> tenants_with_entries();
     void remove(std::int64_t seq);
     void defer(std::int64_t seq, std::int64_t next_attempt_ms, const std::string& error);
     /// The tenant refused it for good: kept for inspection, never sent again.

@@ -20,6 +20,7 @@
 #include <iterator>
 #include <atomic>
 #include <map>
+#include <tuple>
 #include <mutex>
 
 namespace {
@@ -832,34 +833,48 @@ private:
     }
 
     /// Versions before the host outbox kept undelivered notifications in notifications.db:
-    /// they are handed to the host, in order, then the file is removed.
+    /// each is handed to the host, in order, and its row deleted once the host has it. The
+    /// first one the host cannot take stops the hand-over; the rest wait for the next start.
     void hand_over_old_notifications() {
         const auto file = host_.state_dir() / "notifications.db";
         if (!std::filesystem::exists(file)) return;
-        {
+        int moved = 0;
+        try {
             certconn::sqlite::Database db(file);
-            auto rows = db.prepare("SELECT transaction_id, operation, body FROM notifications ORDER BY seq");
-            while (rows.step()) {
-                const std::string tx = rows.text(0), operation = rows.text(1);
+            auto rows = db.prepare("SELECT seq, transaction_id, operation, body FROM notifications ORDER BY seq");
+            std::vector<std::tuple<std::int64_t, std::string, std::string, std::string>> all;
+            while (rows.step())
+                all.emplace_back(rows.integer(0), rows.text(1), rows.text(2), rows.text(3));
+            for (const auto& [seq, tx, operation, body] : all) {
                 std::error_code ec;
-                json::value body = json::parse(rows.text(2), ec);
-                if (ec || !body.is_object()) continue;
-                Profile none;
-                if (const auto* profile = body.as_object().if_contains("profile"); profile && profile->is_string())
+                json::value parsed = json::parse(body, ec);
+                if (!ec && parsed.is_object()) {
+                    const auto* profile = parsed.as_object().if_contains("profile");
+                    certconn::sdk::Host::Notification n;
                     for (const auto& candidate : profiles_)
-                        if (candidate->name == profile->as_string()) none.tenant = candidate->tenant;
-                none.name =
-                    body.as_object().contains("profile") ? json::value_to<std::string>(body.as_object().at("profile")) : "";
-                if (operation == "scep.notify_success" && !body.as_object().contains("certificate_subject"))
-                    body.as_object()["certificate_subject"] = "";
-                enqueue(none, tx, operation, body.as_object());
+                        if (profile && profile->is_string() && candidate->name == profile->as_string())
+                            n.tenant = candidate->tenant;
+                    const bool success = operation == "scep.notify_success";
+                    n.operation = operation;
+                    n.key = tx + (success ? "/success" : "/failure");
+                    n.request_json = body;
+                    n.request_id = tx;
+                    n.event_delivered = CC_EV_ScepNotifySuccess;
+                    n.event_retry = CC_EV_ScepNotifyAttemptFailed;
+                    n.event_refused = success ? CC_EV_ScepRequestUploadFailure : CC_EV_ScepNotifyAttemptFailed;
+                    host_.notify_tenant(n);  // throws: the row stays for the next start
+                }
+                db.prepare("DELETE FROM notifications WHERE seq = ?").bind(1, seq).run();
+                ++moved;
             }
+        } catch (const std::exception& e) {
+            host_.log(CC_EV_ScepNotifySaveToDiskFailed, CC_LEVEL_ERROR,
+                      std::string("handing the earlier version's undelivered notifications to the host stopped (") + e.what() +
+                          "); the rest stay in " + file.string() + " for the next start");
         }
-        std::error_code ec;
-        for (const char* suffix : {"", "-wal", "-shm"})
-            std::filesystem::remove(file.string() + suffix, ec);
-        host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO,
-                  "undelivered notifications of an earlier version handed to the host outbox");
+        if (moved > 0)
+            host_.log(CC_EV_ScepNotifySuccess, CC_LEVEL_INFO,
+                      std::to_string(moved) + " undelivered notification(s) of an earlier version handed to the host outbox");
     }
 
     static HttpResponse reply(std::string der) { return {200, {{"Content-Type", "application/x-pki-message"}}, std::move(der)}; }

@@ -244,6 +244,12 @@ TEST_CASE("notifications: stored before delivery, delivered in order, Retry-Afte
     CHECK_THAT(events, Catch::Contains("\"name\":\"ScepNotifyAttemptFailed\""));    // the feature's retry event
     CHECK_THAT(events, Catch::Contains("\"name\":\"ScepNotifySuccess\""));          // delivered
     CHECK_THAT(f.admin(), Catch::Contains("\"name\":\"TenantOutboxDeadLetter\""));  // refused for good
+    // `certconnector outbox retry`: what was refused is tried again (and this tenant refuses it again).
+    const auto calls = f.tenant().at("note_calls").as_int64();
+    CHECK(f.outbox->retry_refused("") == 1);
+    f.scheduler->wake_delivery("default");
+    CHECK(f.eventually(seconds(5), [&] { return f.tenant().at("note_calls").as_int64() == calls + 1; }));
+    CHECK(f.eventually(seconds(5), [&] { return f.scheduler->outbox_state("default").at("refused").as_int64() == 1; }));
 }
 
 TEST_CASE("two tenants: each job's result goes back to the tenant it came from; a slow tenant holds up only itself") {
