@@ -629,6 +629,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return None, str(e)
         return key, None
 
+    def refuse_proof(self, problem):
+        """addKey/removeKey with a proof Graph does not accept: 401 for a bad signature or an
+        unregistered key, else 400."""
+        return self.send(401 if "signature" in problem or "not registered" in problem else 400, self.graph_error(
+            "Authentication_Unauthorized" if "signature" in problem else "Request_BadRequest",
+            "Proof of possession validation failed: " + problem))
+
     def graph_add_key(self, path, body, auth):
         s = self.server.state
         if not self.application_or_404(path):
@@ -641,9 +648,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send(400, self.graph_error("Request_BadRequest", "keyCredential and proof are required."))
         signer, problem = self.verify_proof(proof)
         if signer is None:
-            return self.send(401 if "signature" in problem or "not registered" in problem else 400, self.graph_error(
-                "Authentication_Unauthorized" if "signature" in problem else "Request_BadRequest",
-                "Proof of possession validation failed: " + problem))
+            return self.refuse_proof(problem)
         if kc.get("type") != "AsymmetricX509Cert" or kc.get("usage") != "Verify":
             return self.send(400, self.graph_error("Request_BadRequest", "keyCredential type must be "
                                                    "AsymmetricX509Cert and usage Verify."))
@@ -673,9 +678,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send(400, self.graph_error("Request_BadRequest", "keyId and proof are required."))
         signer, problem = self.verify_proof(proof)
         if signer is None:
-            return self.send(401 if "signature" in problem or "not registered" in problem else 400, self.graph_error(
-                "Authentication_Unauthorized" if "signature" in problem else "Request_BadRequest",
-                "Proof of possession validation failed: " + problem))
+            return self.refuse_proof(problem)
         with s.lock:
             found = [k for k in s.keys if k.key_id == key_id]
             if not found:
