@@ -64,6 +64,12 @@ constexpr std::string_view kHostSchema = R"json({
         "scopes": {"type": "array", "required": true, "items": {"type": "string"}}
       }}}
     }},
+    "store": {"type": "table", "keys": {
+      "url": {"type": "string", "description": "PostgreSQL shared by a fleet of instances: \"postgresql://user@host1,host2/db?target_session_attrs=read-write&sslmode=verify-full\" (no password in it); absent: SQLite files in state_dir"},
+      "password_file": {"type": "string", "description": "file holding the database password (mode 0600 or 0640); else libpq's PGPASSWORD or ~/.pgpass"},
+      "heartbeat_seconds": {"type": "integer", "min": 1, "max": 300, "description": "how often this instance renews its entry in the fleet's registry (default 5)"},
+      "lost_after_seconds": {"type": "integer", "min": 3, "max": 3600, "description": "an instance silent this long is reported lost (default 30)"}
+    }},
     "update": {"type": "table", "keys": {
       "mode": {"type": "string", "enum": ["off", "notify", "auto"], "description": "auto: install updates (in the maintenance window); notify: report them; off: only when asked (default)"},
       "check_interval": {"type": "string", "description": "time between checks: a number and s, m, h or d, e.g. \"6h\" (default 6h)"},
@@ -275,6 +281,49 @@ void check_tenant_sections(const toml::table& root, const std::vector<PluginIden
     }
 }
 
+// What the schema cannot say about [store]: a PostgreSQL URL without a password in it, a
+// readable password file, heartbeat shorter than the loss threshold.
+void check_store_section(const toml::table& root, const fs::path& base, const std::string& file,
+                         std::vector<ConfigProblem>& problems) {
+    const toml::table* store = root["store"].as_table();
+    if (store == nullptr) return;
+    auto at = [&](const toml::node& n, const std::string& key, std::string msg) {
+        problems.push_back(
+            {file, static_cast<int>(n.source().begin.line), static_cast<int>(n.source().begin.column), key, std::move(msg)});
+    };
+    if (const toml::node* n = store->get("url"); n && n->is_string()) {
+        const std::string url = *n->value<std::string>();
+        const auto scheme_end = url.find("://");
+        const std::string scheme = scheme_end == std::string::npos ? std::string() : url.substr(0, scheme_end);
+        if (scheme != "postgresql" && scheme != "postgres") {
+            at(*n, "store.url", "expected a PostgreSQL URL starting with postgresql:// (found '" + scheme + "://...')");
+        } else {
+            // user:password@ in the authority, or password= in the query: refused, it would be logged.
+            const auto authority_end = url.find_first_of("/?", scheme_end + 3);
+            const std::string authority = url.substr(
+                scheme_end + 3, authority_end == std::string::npos ? std::string::npos : authority_end - scheme_end - 3);
+            const auto at_sign = authority.rfind('@');
+            if ((at_sign != std::string::npos && authority.substr(0, at_sign).find(':') != std::string::npos) ||
+                url.find("password=") != std::string::npos)
+                at(*n, "store.url",
+                   "holds a password; put it in store.password_file (or PGPASSWORD) instead, so it is never logged");
+        }
+    }
+    if (const toml::node* n = store->get("password_file"); n && n->is_string()) {
+        const fs::path f = resolve(base, *n->value<std::string_view>());
+        std::error_code ec;
+        if (!fs::is_regular_file(f, ec))
+            at(*n, "store.password_file", "no such file: " + f.string());
+        else if ((fs::status(f, ec).permissions() & (fs::perms::others_read | fs::perms::others_write)) != fs::perms::none)
+            at(*n, "store.password_file", f.string() + " is readable by others; expected mode 0600 or 0640");
+    }
+    const auto heartbeat = store->get("heartbeat_seconds") ? store->get("heartbeat_seconds")->value<int64_t>() : std::nullopt;
+    const auto lost = store->get("lost_after_seconds") ? store->get("lost_after_seconds")->value<int64_t>() : std::nullopt;
+    if (heartbeat && lost && *lost < 2 * *heartbeat)
+        at(*store->get("lost_after_seconds"), "store.lost_after_seconds",
+           "expected at least twice heartbeat_seconds (" + std::to_string(*heartbeat) + "), or every pause looks like a loss");
+}
+
 // What the schema cannot say about [update]: durations, the window, URLs, files, names.
 void check_update_section(const toml::table& root, const fs::path& base, const std::string& file,
                           std::vector<ConfigProblem>& problems) {
@@ -481,6 +530,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
         }
     }
     check_update_section(doc.root, base, file, problems);
+    check_store_section(doc.root, base, file, problems);
     if (problems.size() != before) return std::nullopt;
 
     Config c;
@@ -544,6 +594,11 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
         }
         effective_auth[kind] = std::move(shown);
     }
+
+    if (auto v = root["store"]["url"].value<std::string>()) c.store.url = *v;
+    if (auto v = root["store"]["password_file"].value<std::string_view>()) c.store.password_file = resolve(base, *v);
+    integer(root["store"]["heartbeat_seconds"], c.store.heartbeat_seconds);
+    integer(root["store"]["lost_after_seconds"], c.store.lost_after_seconds);
 
     integer(root["jobs"]["concurrency"], c.jobs.concurrency);
     integer(root["jobs"]["lease_seconds"], c.jobs.lease_seconds);
@@ -677,6 +732,11 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                                          {"retry_initial_ms", c.jobs.retry_initial_ms},
                                          {"retry_max_ms", c.jobs.retry_max_ms}}},
                    {"auth", effective_auth},
+                   {"store", json::object{{"backend", c.store.shared() ? "postgresql" : "sqlite"},
+                                          {"url", c.store.url},
+                                          {"password_file", c.store.password_file.string()},
+                                          {"heartbeat_seconds", c.store.heartbeat_seconds},
+                                          {"lost_after_seconds", c.store.lost_after_seconds}}},
                    {"update", json::object{{"mode", update_mode_name(u.mode)},
                                            {"check_interval_seconds", u.check_interval.count()},
                                            {"maintenance_window", root["update"]["maintenance_window"].value_or(std::string())},
@@ -691,7 +751,7 @@ std::optional<Config> validate_config(const ConfigDocument& doc, const std::vect
                    {"features", features}};
     for (const auto& [key, node] : root) {
         const std::string k(key.str());
-        if (k == "host" || k == "log" || k == "jobs" || k == "auth" || k == "features" || k == "update") continue;
+        if (k == "host" || k == "log" || k == "jobs" || k == "auth" || k == "features" || k == "update" || k == "store") continue;
         c.effective[k] = to_json(node, schema.child(k), true);
     }
     return c;

@@ -80,6 +80,17 @@ struct AuthSettings {
     std::vector<Credential> certificates;
 };
 
+/// Where the host and plugins keep shared state ([store]; docs/fleet.md). No url: SQLite files
+/// in state_dir (one machine). A url: one PostgreSQL database shared by every instance.
+struct StoreSettings {
+    std::string url;
+    std::filesystem::path password_file;
+    int heartbeat_seconds = 5;
+    int lost_after_seconds = 30;
+
+    bool shared() const { return !url.empty(); }
+};
+
 /// A signed plugin repository the update manager may use ([update.repositories.<name>]).
 struct UpdateRepository {
     std::string name;
@@ -140,6 +151,7 @@ struct Config {
     JobSettings jobs;
     AuthSettings auth;
     UpdateSettings update;
+    StoreSettings store;
     std::map<std::string, bool> features;  // as written in [features]
     std::map<std::string, PluginSection> cas;
     /// [tenant.<name>] sections; the old single [tenant] section is read as "default".

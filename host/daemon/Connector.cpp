@@ -5,6 +5,7 @@
 #include "plugins/PluginProbe.hpp"
 #include "status/SupportPolicy.hpp"
 
+#include <certconn/crypto.hpp>
 #include <certconn/errno_message.hpp>
 #include <certconn/time.hpp>
 #include <certconn/sdk.hpp>
@@ -205,6 +206,41 @@ std::string init_spec(const Config& c, const PluginIdentity& id) {
         spec["cas"] = std::move(cas);
     }
     return json::serialize(spec);
+}
+
+// This instance's id in the fleet (and to update repositories): configured, else a random one
+// kept in <state_dir>/instance-id across restarts.
+std::string resolve_instance_id(const std::string& configured, const fs::path& state_dir) {
+    if (!configured.empty()) return configured;
+    const fs::path file = state_dir / "instance-id";
+    std::string id;
+    std::error_code ec;
+    if (fs::exists(file, ec)) {
+        id = crypto::read_file(file, "instance id");
+        while (!id.empty() && (id.back() == '\n' || id.back() == '\r'))
+            id.pop_back();
+    }
+    if (id.empty()) {
+        id = crypto::uuid4();
+        crypto::write_file_atomic(file, id + "\n");
+    }
+    return id;
+}
+
+// What store_config answers plugins (abi.h): the password, read once from its file, stays in
+// memory only and never appears in an event.
+std::string store_config_json(const Config& c, const std::string& instance_id) {
+    json::object o{{"backend", c.store.shared() ? "postgresql" : "sqlite"}, {"instance_id", instance_id}};
+    if (c.store.shared()) {
+        o["url"] = c.store.url;
+        if (!c.store.password_file.empty()) {
+            std::string password = crypto::read_file(c.store.password_file, "store password file");
+            while (!password.empty() && (password.back() == '\n' || password.back() == '\r'))
+                password.pop_back();
+            o["password"] = password;
+        }
+    }
+    return json::serialize(o);
 }
 
 std::string describe_version(const PluginIdentity& id) {
@@ -483,6 +519,13 @@ int Connector::run() {
                {{"configuration", cfg.effective}});
     started_at_ = std::chrono::system_clock::now();
     runtime_ = std::make_unique<PluginRuntime>(*log_, config_);
+    try {
+        instance_id_ = resolve_instance_id(cfg.update.instance_id, cfg.host.state_dir);
+        runtime_->set_store_config(store_config_json(cfg, instance_id_));
+    } catch (const std::exception& e) {
+        log_->emit(CC_EV_StoreUnavailable, CC_LEVEL_ERROR, std::string("[store]: ") + e.what());
+        return 1;
+    }
     publication_ = std::make_unique<Publication>(*runtime_, *log_, cfg.host.publication_cache);
     runtime_->set_revocation_listener(
         [publication = publication_.get()](const std::string& ca, std::chrono::system_clock::time_point started) {
@@ -544,8 +587,10 @@ int Connector::run() {
     // Before the admin socket serves: its `update` commands reach update_. Its start finishes
     // (or rolls back) an update a stop or crash interrupted.
     try {
+        UpdateSettings update_settings = cfg.update;
+        update_settings.instance_id = instance_id_;
         update_ = std::make_unique<update::UpdateManager>(
-            cfg.update, cfg.host.state_dir, *log_,
+            update_settings, cfg.host.state_dir, *log_,
             update::UpdateHost{[this](bool with_health) { return serving_plugins(with_health); },
                                [this] { return reload_for_update(); }});
         update::UpdateManager* manager = update_.get();

@@ -76,6 +76,7 @@ public:
     boost::json::object status() const;
 
 private:
+    std::string instance_id_;  // this instance in the fleet ([update] instance_id or <state_dir>/instance-id)
     HttpResponseMessage dispatch(const HttpRequestMessage& request, const RequestOrigin& origin);
     /// 401 (anonymous or refused credentials) or 403 (authenticated, wrong scope), with event 700.
     HttpResponseMessage deny(const Principal& principal, const RequestOrigin& origin, const std::string& what,

@@ -85,6 +85,9 @@ int svc_tenant_notify(void* host_ctx, const cc_tenant_notification* notification
     PluginContext& ctx = ctx_of(host_ctx);
     return ctx.runtime->tenant_notify(ctx, notification, error);
 }
+int svc_store_config(void* host_ctx, cc_sink* out, cc_error* error) {
+    return ctx_of(host_ctx).runtime->store_config(out, error);
+}
 int svc_register_route(void* host_ctx, const char* method, const char* path, cc_http_handler handler, void* handler_ctx,
                        cc_error* error) {
     PluginContext& ctx = ctx_of(host_ctx);
@@ -290,7 +293,8 @@ std::shared_ptr<const Generation> PluginRuntime::instantiate(const std::shared_p
                                     &svc_http_register,
                                     &svc_admin_register_command,
                                     &svc_tenant_call_to,
-                                    &svc_tenant_notify};
+                                    &svc_tenant_notify,
+                                    &svc_store_config};
 
     const std::string label = "plugin '" + library->file.stem().string() + "' (" + library->file.string() + "): ";
     auto fail = [&](const std::string& why) -> std::shared_ptr<const Generation> {
@@ -749,6 +753,25 @@ int PluginRuntime::tenant_call(const char* tenant, const char* operation, const 
 void PluginRuntime::set_notification_sink(NotificationSink sink) {
     std::lock_guard lock(mutex_);
     notification_sink_ = std::move(sink);
+}
+
+void PluginRuntime::set_store_config(std::string json) {
+    const std::lock_guard lock(mutex_);
+    store_config_ = std::move(json);
+}
+
+int PluginRuntime::store_config(cc_sink* out, cc_error* error) {
+    std::string json;
+    {
+        const std::lock_guard lock(mutex_);
+        json = store_config_;
+    }
+    if (out == nullptr || out->write == nullptr) {
+        sdk::detail::set_error(error, CC_ERR_INVALID_ARGUMENT, "store_config needs a sink");
+        return CC_ERR_INVALID_ARGUMENT;
+    }
+    out->write(out->ctx, json.data(), json.size());
+    return CC_OK;
 }
 
 int PluginRuntime::tenant_notify(PluginContext& ctx, const cc_tenant_notification* n, cc_error* error) {

@@ -219,6 +219,9 @@ public:
     /// Stores a notification durably (throws when it cannot); set before plugins are instantiated.
     using NotificationSink = std::function<void(const Notification&)>;
     void set_notification_sink(NotificationSink sink);
+    /// What store_config answers (abi.h): set before plugins are instantiated.
+    void set_store_config(std::string json);
+    int store_config(cc_sink* out, cc_error* error);
     int tenant_notify(PluginContext& ctx, const cc_tenant_notification* notification, cc_error* error);
     int register_route(PluginContext& ctx, const char* method, const char* path, const char* scope, cc_http_handler handler,
                        void* handler_ctx, cc_error* error);
@@ -248,6 +251,7 @@ private:
     std::map<Key, std::shared_ptr<const Generation>> published_;
     std::shared_ptr<const Snapshot> snapshot_ = std::make_shared<Snapshot>();
     std::function<void(const std::string&, std::chrono::system_clock::time_point)> revocation_listener_;
+    std::string store_config_ = R"({"backend":"sqlite"})";
     NotificationSink notification_sink_;
 };
 

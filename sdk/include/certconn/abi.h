@@ -55,6 +55,9 @@
  *       tenant_notify (a must-deliver call handed to the host's durable outbox);
  *       cc_feature_api.jobs_report (batches downloaded from / results uploaded to a tenant);
  *       job documents carry "tenant". tenant_call now means "the default tenant".
+ *  1.5  a fleet on one shared store: cc_host_services.store_config (the [store] the host was
+ *       configured with, and this instance's id), so a plugin keeps its state where the host
+ *       keeps its own (SQLite files in state_dir, or one PostgreSQL database for the fleet).
  */
 #ifndef CERTCONN_ABI_H
 #define CERTCONN_ABI_H
@@ -67,7 +70,7 @@ extern "C" {
 #endif
 
 #define CERTCONN_ABI_MAJOR 1
-#define CERTCONN_ABI_MINOR 4
+#define CERTCONN_ABI_MINOR 5
 
 /* Names of the two exports every plugin provides (as Boost.DLL aliases: exported data
  * pointers to the functions; see CERTCONN_C_EXPORT_PLUGIN below). */
@@ -346,6 +349,19 @@ typedef struct cc_host_services {
      * succeeds. CC_OK means stored; an error means it was not stored (the feature logs it).
      * Storing the same `key` twice stores it once. */
     int (*tenant_notify)(void* host_ctx, const cc_tenant_notification* notification, cc_error* error);
+
+    /* since 1.5 (check struct_size) ------------------------------------------------------ */
+
+    /* Writes where shared state lives, as a JSON object:
+     *   {"backend": "sqlite" | "postgresql",
+     *    "url": "postgresql://..." (postgresql only; never holds a password),
+     *    "password": "..." (postgresql only, when [store] password_file is set; else absent and
+     *                 libpq's own PGPASSWORD / ~/.pgpass apply),
+     *    "instance_id": "..." (this instance, unique in the fleet)}
+     * With "sqlite" a plugin keeps its files in state_dir as before. With "postgresql" every
+     * instance of the fleet shares the database: a plugin keeps its tables in a schema of its
+     * own and must make every change safe against other instances doing the same at once. */
+    int (*store_config)(void* host_ctx, cc_sink* out, cc_error* error);
 } cc_host_services;
 
 /* ---------------------------------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /*
  * Every event id the connector and its plugins write, in one place.
- * Ranges: 0001-0999 general (host), 1000 PKCS, 2000 PKCS import, 3000 revoke, 4000 SCEP,
+ * Ranges: 0001-0999 general (host; 800-899 fleet), 1000 PKCS, 2000 PKCS import, 3000 revoke, 4000 SCEP,
  * 5000 health. Ids are stable: never renumber, only add. docs/event-ids.md is generated
  * from this list (`certconnector events --markdown`).
  *
@@ -151,6 +151,21 @@ typedef enum cc_channel { CC_CHANNEL_ADMIN = 0, CC_CHANNEL_OPERATIONAL = 1 } cc_
     X(702, CredentialRefused, OPERATIONAL, "Access",                                                                             \
       "a TCP caller presented a bearer token that matches no [auth.tokens] entry")                                               \
     X(703, AdminCommandRun, ADMIN, "Access", "an administrative command ran: who, which command, exit code")                     \
+    /* general: a fleet of instances on a shared store (PostgreSQL) */                                                           \
+    X(800, StoreConnected, OPERATIONAL, "Fleet", "the shared store answers: backend, database, schema versions")                 \
+    X(801, StoreUnavailable, OPERATIONAL, "Fleet", "the shared store cannot be reached; work that needs it waits and retries")   \
+    X(802, StoreRecovered, OPERATIONAL, "Fleet", "the shared store answers again after an outage")                               \
+    X(803, StoreSchemaTooNew, OPERATIONAL, "Fleet",                                                                              \
+      "the shared store has a schema newer than this build; upgrade this instance")                                              \
+    X(810, FleetInstanceJoined, OPERATIONAL, "Fleet", "an instance registered in the fleet")                                     \
+    X(811, FleetInstanceLeft, OPERATIONAL, "Fleet", "an instance stopped and left the fleet")                                    \
+    X(812, FleetInstanceLost, OPERATIONAL, "Fleet", "an instance stopped heartbeating without leaving; its leases are reaped")   \
+    X(813, FleetVersionSkew, OPERATIONAL, "Fleet", "instances of the fleet run different versions")                              \
+    X(814, FleetFeatureUnserved, OPERATIONAL, "Fleet", "no live instance serves a feature that has queued jobs")                 \
+    X(820, LeadershipAcquired, OPERATIONAL, "Fleet",                                                                             \
+      "this instance took a singleton duty (e.g. the CRL of a CA) with a new epoch")                                             \
+    X(821, LeadershipLost, OPERATIONAL, "Fleet", "this instance lost or gave up a singleton duty")                               \
+    X(822, ResultFenced, OPERATIONAL, "Fleet", "a late result was refused: the job's lease had passed to another instance")      \
     /* PKCS */                                                                                                                   \
     X(1000, PkcsRequestSuccess, ADMIN, "PKCS", "PKCS request fulfilled and sent to the tenant")                                  \
     X(1001, PkcsRequestFailure, ADMIN, "PKCS", "PKCS request could not be fulfilled or sent")                                    \

@@ -206,6 +206,19 @@ public:
 
     std::filesystem::path state_dir() const { return s_->state_dir(s_->host_ctx); }
 
+    /// Where shared state lives (abi.h, store_config): a JSON object with "backend" ("sqlite" or
+    /// "postgresql"), "url", "password" and "instance_id". A host older than 1.5 keeps
+    /// everything in SQLite: {"backend": "sqlite"}. certconn/sql.hpp opens a store from it.
+    std::string store_config_json() const {
+        if (s_->struct_size <= offsetof(cc_host_services, store_config) || s_->store_config == nullptr)
+            return R"({"backend":"sqlite"})";
+        std::string out;
+        cc_sink sink = detail::sink_for(out);
+        cc_error error = detail::make_error();
+        detail::throw_if_failed(s_->store_config(s_->host_ctx, &sink, &error), error, "store configuration");
+        return out;
+    }
+
     /// Issues through the configured CA `ca_name`; returns the CA's JSON answer.
     std::string ca_issue(const std::string& ca_name, const std::string& request_json) const {
         return call_out(s_->ca_issue, ca_name, request_json, "CA '" + ca_name + "' issue");
