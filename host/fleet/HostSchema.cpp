@@ -71,9 +71,13 @@ sql::Database open_host_store(const sql::Options& options) {
     db.migrate(kMigrations);
     if (!db.shared()) {
         // The outbox of versions with one tenant held job results only: they go to the default tenant.
-        auto old = db.prepare("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'outbox'");
-        old.step();
-        if (old.integer(0) > 0) {
+        bool has_old = false;
+        {
+            // Finished before the DROP below: an unfinished SELECT keeps the table locked.
+            auto old = db.prepare("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'outbox'");
+            has_old = old.step() && old.integer(0) > 0;
+        }
+        if (has_old) {
             sql::Transaction tx(db);
             db.exec(
                 R"(INSERT OR IGNORE INTO deliveries (tenant, kind, key, feature, body, attempts, next_attempt_ms, last_error, stored_at)
