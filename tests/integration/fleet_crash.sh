@@ -153,7 +153,7 @@ ev.sort()
 i801=[i for i,(t,x) in enumerate(ev) if x==801]
 assert i801 and any(x==802 for t,x in ev[i801[0]:]), ev" "$work/$n"
 done
-for n in "${names[@]}"; do check "instance $n stops cleanly (exit 0)" fleet_stop "$n"; done
+for n in "${names[@]}"; do stop_checked "$n"; done
 echo "# run time $((SECONDS - started)) s"
 echo
 echo "$passed passed, $failed failed"

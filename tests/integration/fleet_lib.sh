@@ -94,7 +94,7 @@ $flags
 plugin = "local"
 [ca.corp]
 plugin = "local"
-algorithm = "p256"
+algorithm = "${fleet_ca_algorithm:-p256}"
 shared_key_file = "$work/shared.key"
 public_base_url = "${fleet_public_base:-http://127.0.0.1:$port}"
 [ca.corp.profiles.default]
@@ -306,4 +306,11 @@ print(dict(collections.Counter(json.loads(l)['status'] for l in open(sys.argv[1]
     fi
     sleep 1
   done
+}
+
+# stop_checked NAME: fleet_stop in this shell (not in check's subshell: `wait` needs the parent),
+# reported as a check; a sanitizer report or a crash at exit makes it fail.
+stop_checked() {
+  if fleet_stop "$1"; then ok "instance $1 stops cleanly (exit 0)"
+  else fail "instance $1 stops cleanly (exit 0)" "$(tail -n 20 "$work/$1/daemon.out")"; fi
 }

@@ -86,7 +86,7 @@ check "the import job was run by c, the only instance with import" bash -c "
 check "e (scep only) ran no job at all" bash -c "! grep -q ' e\$' '$work/ran.pkcs' '$work/ran.revoke' '$work/ran.import'"
 
 # c leaves: no live instance serves import. A new import job waits, status says so, event 814.
-check "c stops cleanly (exit 0)" fleet_stop c
+stop_checked c
 printf '%s\n' "$(sed 's/route-imp-1/route-imp-2/' "$work/imp.jobs")" | fleet_submit a >/dev/null
 expect_within 20 "status --fleet says no live instance serves import" "no live instance serves.*import" \
   "$bin" status --fleet --config "$work/a/c.toml"
@@ -101,7 +101,7 @@ check "with c back, the waiting import job gets its result, from c" bash -c "$(d
   fleet_wait_final a 60 '$work/imp2.ids' &&
   cat '$work'/c/log/*.jsonl | grep -q '\"request_id\":\"route-imp-2\"'"
 
-for n in a b c d e; do check "instance $n stops cleanly (exit 0)" fleet_stop "$n"; done
+for n in a b c d e; do stop_checked "$n"; done
 echo
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
