@@ -314,3 +314,9 @@ stop_checked() {
   if fleet_stop "$1"; then ok "instance $1 stops cleanly (exit 0)"
   else fail "instance $1 stops cleanly (exit 0)" "$(tail -n 20 "$work/$1/daemon.out")"; fi
 }
+
+# all_succeeded NAME SECONDS FILE: fleet_wait_final, then every one of them succeeded (the others listed).
+all_succeeded() {
+  fleet_wait_final "$@" || return 1
+  ! grep -v '"status": "succeeded"' "$3.states" | head -n 20 | grep .
+}

@@ -46,8 +46,7 @@ fleet_submit e <"$work/pkcs.jobs" >"$work/pkcs.answers"
 check "40 PKCS jobs accepted through instance e's intake (201)" \
   test "$(grep -c '"http": 201' "$work/pkcs.answers")" = 40
 sed 's/.*"id": "\([^"]*\)".*/\1/' "$work/pkcs.jobs" >"$work/pkcs.ids"
-check "every PKCS job succeeded" fleet_wait_final e 120 "$work/pkcs.ids"
-check "every PKCS job succeeded (no failure)" bash -c "! grep -v '\"status\": \"succeeded\"' '$work/pkcs.ids.states'"
+check "every PKCS job succeeded" all_succeeded e 120 "$work/pkcs.ids"
 
 # Revoke jobs for ten of those certificates, submitted through a (which has no revoke).
 head -n 10 "$work/pkcs.ids.states" | "$py" -c "
@@ -58,8 +57,7 @@ while read -r id serial; do revoke_job "$id" "$serial"; done <"$work/rev.pairs" 
 fleet_submit a <"$work/rev.jobs" >"$work/rev.answers"
 check "10 revoke jobs accepted through instance a" test "$(grep -c '"http": 201' "$work/rev.answers")" = 10
 cut -d' ' -f1 "$work/rev.pairs" >"$work/rev.ids"
-check "every revoke job succeeded" bash -c "$(declare -f fleet_wait_final fleet_job_states fleet_sock); py='$py' work='$work'
-  fleet_wait_final a 60 '$work/rev.ids' && ! grep -v '\"status\": \"succeeded\"' '$work/rev.ids.states'"
+check "every revoke job succeeded" all_succeeded a 60 "$work/rev.ids"
 
 # An import job naming a connector key nobody holds: it fails, but only c may run (and fail) it.
 printf '{"id":"route-imp-1","feature":"import","request":{"pfx":"%s","encrypted_password":"%s","key_name":"nobody-holds-this","purpose":"unassigned","upn":"bob@example.com","device_key_pem":%s}}\n' \
@@ -67,8 +65,8 @@ printf '{"id":"route-imp-1","feature":"import","request":{"pfx":"%s","encrypted_
   "$("$py" -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$work/device.pub")" >"$work/imp.jobs"
 fleet_submit d <"$work/imp.jobs" >"$work/imp.answers"
 echo route-imp-1 >"$work/imp.ids"
-check "the import job has a result (failed: the key is not held)" bash -c "$(declare -f fleet_wait_final fleet_job_states fleet_sock); py='$py' work='$work'
-  fleet_wait_final d 60 '$work/imp.ids' && grep -q '\"status\": \"failed\"' '$work/imp.ids.states'"
+import_failed() { fleet_wait_final d 60 "$work/imp.ids" && grep -q '"status": "failed"' "$work/imp.ids.states"; }
+check "the import job has a result (failed: the key is not held)" import_failed
 
 fleet_who_ran 1050 | sort -u >"$work/ran.pkcs"      # PkcsIssuedSuccess
 fleet_who_ran 3050 | sort -u >"$work/ran.revoke"    # RevokeSuccess
@@ -97,9 +95,8 @@ check "the import job waits (queued) while no instance serves import" grep -q '"
 check "an instance logged 814 FleetFeatureUnserved naming import" bash -c "
   for n in a b d e; do cat '$work'/\$n/log/*.jsonl 2>/dev/null; done | grep '\"id\":814' | grep -q import"
 fleet_start c || fail "c restarted"
-check "with c back, the waiting import job gets its result, from c" bash -c "$(declare -f fleet_wait_final fleet_job_states fleet_sock); py='$py' work='$work'
-  fleet_wait_final a 60 '$work/imp2.ids' &&
-  cat '$work'/c/log/*.jsonl | grep -q '\"request_id\":\"route-imp-2\"'"
+import2_by_c() { fleet_wait_final a 60 "$work/imp2.ids" && cat "$work"/c/log/*.jsonl | grep -q '"request_id":"route-imp-2"'; }
+check "with c back, the waiting import job gets its result, from c" import2_by_c
 
 for n in a b c d e; do stop_checked "$n"; done
 echo

@@ -180,7 +180,7 @@ for i in 1 2 3; do rev_serials+=("$(serial_of "$work/k$i/cert.pem")"); done
 check "a revocation made through s1" revoke_through s1 lb-rev-1 "${rev_serials[0]}"
 check "s1 ran it (3050 in s1's log)" bash -c "grep -q '\"request_id\":\"lb-rev-1\"' '$work'/s1/log/*.jsonl && grep '\"request_id\":\"lb-rev-1\"' '$work'/s1/log/*.jsonl | grep -q '\"id\":3050'"
 expect_within 30 "the CRL through nginx lists it" "$(sed 's/^0*//' <<<"${rev_serials[0]}")" \
-  bash -c "curl -sf '$lb/crl/corp.crl' | openssl crl -inform DER -noout -text | tr -d ' ' | sed 's/^0*//'"
+  bash -c "curl -sf '$lb/crl/corp.crl' | openssl crl -inform DER -noout -text | tr -d ' \t' | sed 's/^0*//'"
 fetch_crl "$lb/crl/corp.crl" "$work/crl1.der"
 n1=$(crl_number "$work/crl1.der")
 check "the CRL verifies against the CA" openssl crl -inform DER -in "$work/crl1.der" -CAfile "$work/chain.pem" -noout
@@ -199,7 +199,7 @@ check "a revocation made through ${survivors[1]}" revoke_through "${survivors[1]
 want=$(for s in "${rev_serials[@]}"; do sed 's/^0*//' <<<"$s"; done)
 crl_has_all() {
   fetch_crl "$lb/crl/corp.crl" "$work/crl2.der" || return 1
-  local text; text=$(openssl crl -inform DER -in "$work/crl2.der" -noout -text | tr -d ' ' | sed 's/^0*//')
+  local text; text=$(openssl crl -inform DER -in "$work/crl2.der" -noout -text | tr -d ' \t' | sed 's/^0*//')
   local s; for s in $want; do grep -qi "^SerialNumber:0*$s\$" <<<"$text" || return 1; done
 }
 limit=$(( ${left:-30} + 20 ))
@@ -224,7 +224,7 @@ for l in open(sys.argv[1]):
     assert seen.setdefault(n,h)==h, ('two CRLs share number', n)
 " "$numbers"
 check "openssl crl -text lists the revocations made through all three instances" bash -c "
-  text=\$(openssl crl -inform DER -in '$work/crl2.der' -noout -text | tr -d ' ')
+  text=\$(openssl crl -inform DER -in '$work/crl2.der' -noout -text | tr -d ' \t')
   for s in $want; do grep -qi \"SerialNumber:0*\$s\$\" <<<\"\$text\" || { echo \"missing \$s\"; exit 1; }; done"
 check "the three revocations were run by three different instances (3050 in each one's log)" bash -c "
   grep -l '\"request_id\":\"lb-rev-1\"' '$work'/s1/log/*.jsonl >/dev/null &&
