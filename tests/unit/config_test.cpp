@@ -388,3 +388,49 @@ TEST_CASE("durations and time windows parse strictly") {
     CHECK_FALSE(parse_time_window("25:00-04:00"));
     CHECK_FALSE(parse_time_window("2:00-4:00"));
 }
+
+TEST_CASE("[store]: absent means SQLite; a PostgreSQL URL, password file and heartbeat are typed and checked") {
+    TempDir dir;
+    auto defaults = check(dir, "");
+    REQUIRE(defaults.config);
+    CHECK_FALSE(defaults.config->store.shared());
+    CHECK(defaults.config->effective.at("store").at("backend").as_string() == "sqlite");
+
+    write_file(dir / "pg-password", "s3cret\n");
+    std::filesystem::permissions(dir / "pg-password", std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    auto ok = check(dir, R"(
+[store]
+url = "postgresql://certconn@db1,db2/certconn?target_session_attrs=read-write"
+password_file = "pg-password"
+heartbeat_seconds = 2
+lost_after_seconds = 10
+)");
+    INFO(ok.text());
+    REQUIRE(ok.config);
+    CHECK(ok.config->store.shared());
+    CHECK(ok.config->store.password_file == dir / "pg-password");
+    CHECK(ok.config->store.heartbeat_seconds == 2);
+    CHECK(ok.config->effective.at("store").at("backend").as_string() == "postgresql");
+    CHECK_THAT(boost::json::serialize(ok.config->effective), !Catch::Contains("s3cret"));
+
+    std::filesystem::permissions(dir / "pg-password", std::filesystem::perms::others_read, std::filesystem::perm_options::add);
+    auto bad = check(dir, R"(
+[store]
+url = "postgresql://certconn:hunter2@db1/certconn"
+password_file = "pg-password"
+heartbeat_seconds = 10
+lost_after_seconds = 15
+)");
+    const std::string text = bad.text();
+    INFO(text);
+    CHECK_FALSE(bad.config);
+    CHECK_THAT(text, Catch::Contains("store.url: holds a password; put it in store.password_file"));
+    CHECK_THAT(text, !Catch::Contains("hunter2"));
+    CHECK_THAT(text, Catch::Contains("store.password_file: ") && Catch::Contains("is readable by others"));
+    CHECK_THAT(text, Catch::Contains("store.lost_after_seconds: expected at least twice heartbeat_seconds (10)"));
+
+    auto wrong = check(dir, "[store]\nurl = \"mysql://db/x\"\n");
+    CHECK_THAT(wrong.text(), Catch::Contains("store.url: expected a PostgreSQL URL starting with postgresql://"));
+    auto query_password = check(dir, "[store]\nurl = \"postgresql://db/x?password=abc\"\n");
+    CHECK_THAT(query_password.text(), Catch::Contains("store.url: holds a password"));
+}

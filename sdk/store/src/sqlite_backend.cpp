@@ -79,6 +79,7 @@ public:
         exec("PRAGMA journal_mode=WAL");
         exec(options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
         exec("PRAGMA foreign_keys=ON");
+        if (options.secure_delete) exec("PRAGMA secure_delete=ON");
     }
     ~SqliteDatabase() override { sqlite3_close_v2(db_); }
     SqliteDatabase(const SqliteDatabase&) = delete;

@@ -72,6 +72,9 @@ struct Options {
     std::string application_name = "certconnector";  ///< pg_stat_activity shows it
     std::filesystem::path sqlite_file;
     bool synchronous_full = true;  ///< SQLite: every commit durable against power loss
+    /// SQLite: PRAGMA secure_delete=ON, for tables holding secrets (see sqlite.hpp). PostgreSQL
+    /// leaves dead tuples until VACUUM: protect the database itself (docs/fleet.md).
+    bool secure_delete = false;
     std::chrono::seconds connect_timeout{10};
     /// PostgreSQL: a statement running longer than this is cancelled by the server (0 = none).
     std::chrono::milliseconds statement_timeout{30000};
