@@ -150,7 +150,7 @@ fleet_sock() { echo "$work/$1/state/admin.sock"; }
 # fleet_submit NAME: job documents on stdin, one JSON object a line; answers on stdout, one a line
 # ({"http": status, ...body}). Over the admin socket, which holds every scope.
 fleet_submit() {
-  "$py" - "$(fleet_sock "$1")" <<'PY'
+  "$py" -c "$(cat <<'PY'
 import http.client, json, socket, sys
 class Unix(http.client.HTTPConnection):
     def __init__(self, path): super().__init__("localhost", timeout=30); self.path_ = path
@@ -174,6 +174,7 @@ for line in sys.stdin.read().splitlines():
     d["http"] = r.status
     print(json.dumps(d), flush=True)
 PY
+)" "$(fleet_sock "$1")"
 }
 
 # fleet_get NAME PATH: GET over NAME's admin socket (body on stdout).
@@ -218,7 +219,7 @@ fleet_device_key() {
 # pkcs_jobs PREFIX FROM TO: job documents pkcs PREFIX-FROM .. PREFIX-TO (ids = request ids).
 pkcs_jobs() {
   fleet_device_key
-  "$py" - "$1" "$2" "$3" "$work/device.pub" <<'PY'
+  "$py" -c "$(cat <<'PY'
 import json, sys
 pem = open(sys.argv[4]).read()
 for i in range(int(sys.argv[2]), int(sys.argv[3]) + 1):
@@ -226,6 +227,7 @@ for i in range(int(sys.argv[2]), int(sys.argv[3]) + 1):
     print(json.dumps({"id": jid, "feature": "pkcs",
                       "request": {"type": "issue", "subject": "CN=%s,O=Fleet" % jid, "device_key_pem": pem}}))
 PY
+)" "$1" "$2" "$3" "$work/device.pub"
 }
 
 # revoke_job ID SERIAL: one revoke job document.
@@ -261,7 +263,7 @@ fleet_status_fleet() { "$bin" status --fleet --config "$work/$1/c.toml" 2>&1; }
 # fleet_job_states NAME: job ids on stdin (one a line); prints one JSON line per job
 # {"id","status","attempts","serial","error"} as NAME's job API (GET /tenant/v1/jobs/ID) answers.
 fleet_job_states() {
-  "$py" - "$(fleet_sock "$1")" <<'PY'
+  "$py" -c "$(cat <<'PY'
 import http.client, json, socket, sys
 class Unix(http.client.HTTPConnection):
     def __init__(self, path): super().__init__("localhost", timeout=30); self.path_ = path
@@ -285,6 +287,7 @@ for jid in sys.stdin.read().split():
             conn.close(); conn = Unix(sys.argv[1])
     print(json.dumps(d), flush=True)
 PY
+)" "$(fleet_sock "$1")"
 }
 
 # fleet_wait_final NAME SECONDS FILE: waits until every job id listed in FILE is succeeded or
@@ -293,9 +296,12 @@ fleet_wait_final() {
   local name=$1 limit=$2 file=$3 deadline=$((SECONDS + $2)) pending
   while :; do
     fleet_job_states "$name" <"$file" >"$file.states"
+    # A job the API did not answer for counts as pending (so does a missing line).
     pending=$("$py" -c "
 import json,sys
-print(sum(1 for l in open(sys.argv[1]) if json.loads(l)['status'] not in ('succeeded','failed')))" "$file.states")
+ids=open(sys.argv[2]).read().split()
+st={json.loads(l)['id']:json.loads(l)['status'] for l in open(sys.argv[1]) if l.strip()}
+print(sum(1 for i in ids if st.get(i) not in ('succeeded','failed')))" "$file.states" "$file")
     [ "$pending" = 0 ] && return 0
     if [ "$SECONDS" -ge "$deadline" ]; then
       echo "$pending of $(wc -l <"$file") jobs not final after ${limit}s:"
