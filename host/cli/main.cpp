@@ -8,6 +8,7 @@
 #include "daemon/Privileges.hpp"
 #include "http/AdminClient.hpp"
 #include "plugins/PluginProbe.hpp"
+#include "status/FleetText.hpp"
 #include "status/SupportPolicy.hpp"
 #include "update/UpdateState.hpp"
 
@@ -197,6 +198,20 @@ int cmd_status(const ParsedOptions& o) {
         std::cerr << "certconnector status: the connector answered HTTP " << reply.status << "\n";
         return kExitFailure;
     }
+    if (o.has("fleet")) {
+        const json::value doc = json::parse(reply.body);
+        const auto* fleet = doc.is_object() ? doc.as_object().if_contains("fleet") : nullptr;
+        if (!fleet || !fleet->is_object()) {
+            std::cerr << "certconnector status --fleet: the connector's status has no fleet section (an older version?)\n";
+            return kExitFailure;
+        }
+        if (o.has("json")) {
+            std::cout << json::serialize(*fleet) << "\n";
+            return kExitOk;
+        }
+        print_fleet(std::cout, fleet->as_object());
+        return fleet->as_object().contains("error") ? kExitFailure : kExitOk;
+    }
     if (o.has("json")) {
         std::cout << reply.body << "\n";
         return kExitOk;
@@ -349,8 +364,12 @@ const std::vector<Command>& commands() {
          {kConfigOption, {"dir", true, "scan this directory instead of the configured one"}, kJsonOption},
          cmd_plugins},
         {"status",
-         "ask the running instance: version, uptime, features, CAs, tenant, plugins' support state",
-         {kConfigOption, {"socket", true, "admin socket path (default: <state_dir>/admin.sock)"}, kJsonOption},
+         "ask the running instance: version, uptime, features, CAs, tenant, plugins' support state; with --fleet every "
+         "instance of the fleet, leaders, queues and what is wrong",
+         {kConfigOption,
+          {"socket", true, "admin socket path (default: <state_dir>/admin.sock)"},
+          {"fleet", false, "the fleet as the shared store sees it (instances, leaders, queues, problems)"},
+          kJsonOption},
          cmd_status},
         {"config check",
          "validate the configuration and the plugins it names without starting anything; exit 2 on problems",

@@ -152,6 +152,7 @@ Connector::~Connector() {
         jobs = std::move(jobs_);            // notification during the stop takes the lock too
     }
     jobs.reset();
+    registry_.reset();
     http_.reset();
     ca_health_.reset();
     runtime_.reset();
@@ -519,9 +520,13 @@ int Connector::run() {
                {{"configuration", cfg.effective}});
     started_at_ = std::chrono::system_clock::now();
     runtime_ = std::make_unique<PluginRuntime>(*log_, config_);
+    sql::Options host_store;
     try {
         instance_id_ = resolve_instance_id(cfg.update.instance_id, cfg.host.state_dir);
-        runtime_->set_store_config(store_config_json(cfg, instance_id_));
+        const std::string store_config = store_config_json(cfg, instance_id_);
+        runtime_->set_store_config(store_config);
+        // The host's own store: schema "host" of a shared [store], else <state_dir>/outbox.db.
+        host_store = sql::Options::from_store_config(store_config, cfg.host.state_dir, "host", "outbox.db");
     } catch (const std::exception& e) {
         log_->emit(CC_EV_StoreUnavailable, CC_LEVEL_ERROR, std::string("[store]: ") + e.what());
         return 1;
@@ -534,7 +539,16 @@ int Connector::run() {
     ca_health_ = std::make_unique<CaHealthMonitor>(*runtime_, *log_, cfg.host.ca_health_interval);
     // Before plugins start: a feature may hand over notifications from its init.
     try {
-        outbox_ = std::make_unique<OutboxStore>(cfg.host.state_dir / "outbox.db");
+        outbox_ = std::make_unique<OutboxStore>(host_store, instance_id_);
+    } catch (const sql::Error& e) {
+        if (e.kind() == sql::Error::Kind::schema)
+            log_->emit(CC_EV_StoreSchemaTooNew, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
+        else if (e.kind() == sql::Error::Kind::connection || e.kind() == sql::Error::Kind::outcome_unknown)
+            log_->emit(CC_EV_StoreUnavailable, CC_LEVEL_ERROR,
+                       std::string("cannot open the outbox: ") + e.what() + " (the connector starts once the store answers)");
+        else
+            log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
+        return 1;
     } catch (const std::exception& e) {
         log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
         return 1;
@@ -601,9 +615,31 @@ int Connector::run() {
         set_selection_provider(nullptr);
         update_.reset();
     }
+    // This instance in the fleet's registry: created before the admin socket serves (status reads it), started below (events 800-814).
+    registry_ = std::make_unique<InstanceRegistry>(
+        host_store, instance_id_, *log_, FleetSettings{cfg.store.heartbeat_seconds, cfg.store.lost_after_seconds},
+        [this] {
+            std::shared_ptr<const Config> c;
+            {
+                std::lock_guard lock(state_mutex_);
+                c = config_;
+            }
+            SelfDescription d = describe_self(*runtime_, *c, key_fingerprints_);
+            if (stopping_) d.health = "stopping";
+            return d;
+        },
+        [this] {
+            std::shared_ptr<const Config> c;
+            {
+                std::lock_guard lock(state_mutex_);
+                c = config_;
+            }
+            return collect_queue_stats(*runtime_, *c);
+        });
     http_->start();
     jobs_->start();
     ca_health_->start();  // its first round probes every CA now
+    registry_->start();
 
     const SupportStatus support = support_status(CERTCONN_RELEASE_DATE);
     log_->emit(CC_EV_ServiceStarted, support.state == SupportState::Supported ? CC_LEVEL_INFO : CC_LEVEL_WARNING,
@@ -628,6 +664,7 @@ int Connector::run() {
     if (update_) update_->stop();              // no update starts while draining (it may be reloading: before the lock)
     std::lock_guard reloading(reload_mutex_);  // no reload from another thread from here on
     jobs_->stop(cfg.host.drain_timeout);
+    registry_->stop();  // left the fleet (811): the others do not report it lost
     {
         std::unique_ptr<JobScheduler> stopped;
         {
@@ -880,6 +917,14 @@ json::object Connector::status() const {
         tenants.push_back(std::move(t));
     }
     s["tenants"] = std::move(tenants);
+    jobs_lock.unlock();
+    if (registry_ && outbox_) {
+        try {
+            s["fleet"] = registry_->status(collect_queue_stats(*runtime_, *cfg), outbox_->backlog());
+        } catch (const std::exception& e) {
+            s["fleet"] = json::object{{"error", e.what()}};
+        }
+    }
     return s;
 }
 

@@ -5,6 +5,8 @@
 #include "auth/AccessPolicy.hpp"
 #include "config/Config.hpp"
 #include "eventlog/EventLog.hpp"
+#include "fleet/FleetProbe.hpp"
+#include "fleet/InstanceRegistry.hpp"
 #include "http/HttpServer.hpp"
 #include "jobs/JobScheduler.hpp"
 #include "plugins/PluginLoader.hpp"
@@ -124,6 +126,8 @@ private:
     std::unique_ptr<OutboxStore> outbox_;  // outlives runtime_: plugins hand it notifications
     mutable std::mutex jobs_mutex_;        // jobs_ is set and reset under it (the notification sink reads it)
     std::unique_ptr<JobScheduler> jobs_;
+    std::unique_ptr<InstanceRegistry> registry_;  // this instance in the fleet's registry (heartbeats)
+    KeyFingerprints key_fingerprints_;
     std::unique_ptr<update::UpdateManager> update_;
     std::unique_ptr<Publication> publication_;    // /crl/, /ca/, /ocsp/ for every CA
     std::unique_ptr<CaHealthMonitor> ca_health_;  // background health probes of the CAs

@@ -14,10 +14,6 @@ using namespace std::chrono;
 
 namespace {
 
-std::int64_t now_ms() {
-    return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 // A tenant acknowledging a result slower than this is reported (JobResultDeliverySlow).
 constexpr milliseconds kDeliveryDeadline{10000};
 
@@ -63,6 +59,16 @@ void JobScheduler::stop_lane(Lane& lane, steady_clock::time_point deadline) {
     }
     lane.wake.notify_all();
     if (lane.deliverer.joinable()) lane.deliverer.join();
+    if (lane.delivery_epoch) {
+        // Another instance takes this tenant's deliveries at once instead of after the lease.
+        try {
+            outbox_.resign(lane.tenant);
+        } catch (const std::exception& e) {
+            log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_WARNING,
+                      "outbox: giving up the delivery lease of tenant '" + lane.tenant + "' failed: " + e.what());
+        }
+        lane.delivery_epoch.reset();
+    }
 }
 
 void JobScheduler::sync_tenants() {
@@ -405,8 +411,21 @@ void JobScheduler::run(Claim& claim) {
     const json::object& job = claim.job;
     const std::string id = text(job, "id");
     const std::string feature = text(job, "feature");
-    if (outbox_.find(claim.tenant, runtime_.config()->default_tenant() == claim.tenant,
-                     id)) {  // finished before a crash, or by an earlier claim: report, don't redo
+    const json::value* claim_token = job.if_contains("claim");  // the fencing token (tenant-local's claim number)
+    if (auto stored = outbox_.find(claim.tenant, runtime_.config()->default_tenant() == claim.tenant, id)) {
+        // Finished before a crash, or by an earlier claim: report, don't redo. The result goes
+        // back under this claim, the one the tenant now accepts.
+        if (claim_token) {
+            std::error_code ec;
+            json::value body = json::parse(stored->body, ec);
+            if (!ec && body.is_object()) {
+                const auto* had = body.as_object().if_contains("claim");
+                if (!had || *had != *claim_token) {
+                    body.as_object()["claim"] = *claim_token;
+                    outbox_.restamp(stored->seq, json::serialize(body));
+                }
+            }
+        }
         wake_delivery(claim.tenant);
         return;
     }
@@ -512,6 +531,14 @@ void JobScheduler::run(Claim& claim) {
                   "job " + id + ": finished after its lease was lost; the result is dropped", id);
         return;
     }
+    if (claim_token) {  // the tenant completes the job only while this claim still holds it
+        std::error_code ec;
+        json::value body = json::parse(result, ec);
+        if (!ec && body.is_object()) {
+            body.as_object()["claim"] = *claim_token;
+            result = json::serialize(body);
+        }
+    }
     outbox_.put(claim.tenant, id, feature, result);  // durable before the tenant hears of it
     log_.emit(CC_EV_JobResultStored, CC_LEVEL_DEBUG, "job " + id + " result stored", id);
     wake_delivery(claim.tenant);
@@ -532,7 +559,7 @@ void JobScheduler::wake_delivery(const std::string& tenant) {
 
 json::object JobScheduler::outbox_state(const std::string& tenant) {
     const auto cfg = runtime_.config();
-    const OutboxState s = outbox_.state(tenant, cfg->default_tenant() == tenant, now_ms());
+    const OutboxState s = outbox_.state(tenant, cfg->default_tenant() == tenant);
     json::object o{{"pending", s.pending}, {"refused", s.refused}, {"oldest_age_seconds", s.oldest_age_seconds}};
     if (!s.last_error.empty()) o["last_error"] = s.last_error;
     return o;
@@ -634,6 +661,17 @@ JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entr
     // Refused for good: the tenant will never take it as it is. Kept (refused) for inspection.
     const bool final =
         rc == CC_ERR_INVALID_ARGUMENT || rc == CC_ERR_NOT_FOUND || rc == CC_ERR_CONFLICT || rc == CC_ERR_NOT_SUPPORTED;
+    if (final && is_result && rc == CC_ERR_CONFLICT) {
+        // Another claim owns the job now (this instance was paused or cut off past its lease):
+        // the result of this run is fenced off for good; the other claim's run reports instead.
+        outbox_.refuse(entry.seq, err.message);
+        log_.emit(CC_EV_ResultFenced, CC_LEVEL_WARNING,
+                  "job " + entry.key + ": result fenced off: " + err.message + " (tenant '" + lane.tenant +
+                      "'; kept in the outbox as refused, not retried)",
+                  request_id, fields);
+        if (notify_feature) feature->api.feature->result_delivered(feature->api.instance, entry.key.c_str(), 0, err.message);
+        return Delivery::refused;
+    }
     if (final) {
         outbox_.refuse(entry.seq, err.message);
         log_.emit(CC_EV_TenantOutboxDeadLetter, CC_LEVEL_ERROR,
@@ -648,7 +686,7 @@ JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entr
     }
     auto wait = backoff(static_cast<int>(entry.attempts) + 1);
     if (auto asked = retry_after(err.message); asked && *asked > wait) wait = *asked;
-    outbox_.defer(entry.seq, now_ms() + wait.count(), err.message);
+    outbox_.defer(entry.seq, wait.count(), err.message);
     const std::string msg = "delivering " + what + " to tenant '" + lane.tenant + "' failed (" + err.message + "); retrying in " +
                             std::to_string(wait.count()) + " ms";
     if (is_result) {
@@ -662,25 +700,59 @@ JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entr
     return Delivery::deferred;
 }
 
+// Delivery thread: on a shared store, only the holder of "outbox:<tenant>" delivers that
+// tenant's entries (whoever stored them). Renewed on every pass; ttl about three passes.
+bool JobScheduler::lead(Lane& lane) {
+    const auto pass = milliseconds(std::max(settings_.poll_interval_ms, 50));
+    const auto ttl = std::max<seconds>(seconds(3), duration_cast<seconds>(pass * 3) + seconds(1));
+    std::optional<std::int64_t> epoch;
+    try {
+        epoch = outbox_.lead(lane.tenant, ttl);
+    } catch (const std::exception& e) {
+        epoch.reset();
+        log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_WARNING,
+                  "outbox: cannot take the delivery lease of tenant '" + lane.tenant + "': " + e.what(), {},
+                  {{"tenant", lane.tenant}});
+    }
+    const json::object fields{{"tenant", lane.tenant}, {"lease", "outbox:" + lane.tenant}};
+    if (epoch && *epoch != 0 && epoch != lane.delivery_epoch)
+        log_.emit(CC_EV_LeadershipAcquired, CC_LEVEL_INFO,
+                  "this instance delivers tenant '" + lane.tenant + "''s outbox now (lease outbox:" + lane.tenant + ", epoch " +
+                      std::to_string(*epoch) + ")",
+                  {}, fields);
+    else if (!epoch && lane.delivery_epoch && *lane.delivery_epoch != 0)
+        log_.emit(CC_EV_LeadershipLost, CC_LEVEL_WARNING,
+                  "this instance no longer delivers tenant '" + lane.tenant + "''s outbox (lease outbox:" + lane.tenant +
+                      " taken by another instance or not renewed)",
+                  {}, fields);
+    lane.delivery_epoch = epoch;
+    return epoch.has_value();
+}
+
 void JobScheduler::deliver_due(Lane& lane) {
     std::map<std::string, std::vector<std::string>> uploaded;  // feature -> job ids delivered in this pass
     try {
         const auto cfg = runtime_.config();
         const bool is_default = cfg->default_tenant() == lane.tenant;
+        if (!lead(lane)) return;
         const auto entries = outbox_.pending(lane.tenant, is_default, 64);
+        bool first = true;
         for (const auto& entry : entries) {
             {
                 std::lock_guard lock(lane.mutex);
                 if (lane.delivery_stop && steady_clock::now() >= lane.delivery_deadline) break;
             }
             // In order: an entry waiting for its retry holds back the entries stored after it.
-            if (entry.next_attempt_ms > now_ms()) break;
+            if (!entry.due) break;
+            // A slow tenant may have outlasted the lease: renewed before each further entry.
+            if (!first && !lead(lane)) break;
+            first = false;
             const Delivery d = deliver(lane, entry);
             if (d == Delivery::delivered && entry.kind == OutboxEntry::Kind::result) uploaded[entry.feature].push_back(entry.key);
             if (d == Delivery::deferred) break;
         }
         if (!entries.empty()) {
-            const OutboxState s = outbox_.state(lane.tenant, is_default, now_ms());
+            const OutboxState s = outbox_.state(lane.tenant, is_default);
             if (s.pending > 0 && s.oldest_age_seconds >= 60 && steady_clock::now() - lane.backlog_reported > minutes(5)) {
                 lane.backlog_reported = steady_clock::now();
                 log_.emit(CC_EV_TenantOutboxBacklog, CC_LEVEL_WARNING,

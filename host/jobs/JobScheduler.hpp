@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -77,6 +78,8 @@ private:
         std::chrono::steady_clock::time_point next_heartbeat;
         int heartbeat_failures = 0;
         bool heartbeat_unsupported = false;
+        // Delivery thread only: the epoch of the lease "outbox:<tenant>" it holds (0: one machine).
+        std::optional<std::int64_t> delivery_epoch;
     };
 
     void start_lane(const std::string& tenant);
@@ -94,6 +97,8 @@ private:
     Renewal renew(Claim& claim, std::chrono::seconds seconds, std::string& why);
     Delivery deliver(Lane& lane, const OutboxEntry& entry);
     void deliver_due(Lane& lane);
+    /// Takes or renews this instance's right to deliver the lane's tenant (events 820/821).
+    bool lead(Lane& lane);
     void report(const std::string& feature, cc_jobs_report_kind kind, const std::string& tenant,
                 const std::vector<std::string>& ids, const std::vector<std::string>& documents, const std::string& message);
     std::shared_ptr<const Generation> tenant_plugin(const std::string& tenant) const;

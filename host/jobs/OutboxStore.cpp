@@ -1,12 +1,17 @@
 #include "jobs/OutboxStore.hpp"
 
+#include "fleet/HostSchema.hpp"
+
 namespace certconn::host {
 
 namespace {
 
-constexpr const char* kColumns = "seq, tenant, kind, key, feature, operation, body, events, attempts, next_attempt_ms";
+std::string columns(const sql::Database& db) {
+    return "seq, tenant, kind, key, feature, operation, body, events, attempts, next_attempt_ms, CASE WHEN next_attempt_ms <= " +
+           db.now_ms_sql() + " THEN 1 ELSE 0 END";
+}
 
-OutboxEntry read_entry(const sqlite::Statement& s) {
+OutboxEntry read_entry(const sql::Statement& s) {
     OutboxEntry e;
     e.seq = s.integer(0);
     e.tenant = s.text(1);
@@ -18,57 +23,74 @@ OutboxEntry read_entry(const sqlite::Statement& s) {
     e.events = s.text(7);
     e.attempts = s.integer(8);
     e.next_attempt_ms = s.integer(9);
+    e.due = s.integer(10) != 0;
     return e;
+}
+
+sql::Options sqlite_file(const std::filesystem::path& file) {
+    sql::Options o;
+    o.sqlite_file = file;
+    o.synchronous_full = false;
+    return o;
+}
+
+std::string lease_name(const std::string& tenant) {
+    return "outbox:" + tenant;
 }
 
 }  // namespace
 
-// WAL + synchronous=NORMAL: a commit survives the process being killed at any instruction;
-// after a power loss the last commits may be gone, and those jobs simply run again (their
-// re-run is idempotent: the pkcs key journal and the CA record are synchronous=FULL).
-OutboxStore::OutboxStore(const std::filesystem::path& file) : db_(file, false) {
-    db_.exec(R"(CREATE TABLE IF NOT EXISTS deliveries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        tenant TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('result', 'notification')),
-        key TEXT NOT NULL,
-        feature TEXT NOT NULL,
-        operation TEXT NOT NULL DEFAULT '',
-        body TEXT NOT NULL,
-        events TEXT NOT NULL DEFAULT '{}',
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        refused INTEGER NOT NULL DEFAULT 0,
-        stored_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
-        stored_ms INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)),
-        UNIQUE (tenant, kind, key)))");
-    // The outbox of versions with one tenant held job results only: they go to the default tenant.
-    auto old = db_.prepare("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'outbox'");
-    old.step();
-    if (old.integer(0) > 0) {
-        sqlite::Transaction tx(db_);
-        db_.exec(
-            R"(INSERT OR IGNORE INTO deliveries (tenant, kind, key, feature, body, attempts, next_attempt_ms, last_error, stored_at)
-                    SELECT '', 'result', job_id, feature, result, attempts, next_attempt_ms, last_error, stored_at
-                    FROM outbox ORDER BY stored_at)");
-        db_.exec("DROP TABLE outbox");
-        tx.commit();
-    }
+// SQLite: WAL + synchronous=NORMAL: a commit survives the process being killed at any
+// instruction; after a power loss the last commits may be gone, and those jobs simply run again
+// (their re-run is idempotent: the pkcs key journal and the CA record are synchronous=FULL).
+OutboxStore::OutboxStore(const sql::Options& options, std::string instance_id)
+    : db_([&] {
+          sql::Options o = options;
+          if (o.url.empty()) o.synchronous_full = false;
+          return open_host_store(o);
+      }()),
+      instance_id_(std::move(instance_id)) {}
+
+OutboxStore::OutboxStore(const std::filesystem::path& file) : OutboxStore(sqlite_file(file), "local") {}
+
+bool OutboxStore::shared() {
+    std::lock_guard lock(mutex_);
+    return db_.shared();
+}
+
+std::string OutboxStore::describe() {
+    std::lock_guard lock(mutex_);
+    return db_.describe();
+}
+
+std::optional<std::int64_t> OutboxStore::lead(const std::string& tenant, std::chrono::seconds ttl) {
+    std::lock_guard lock(mutex_);
+    if (!db_.shared()) return 0;
+    return sql::LeaderLease(db_, lease_name(tenant), instance_id_).acquire(ttl);
+}
+
+void OutboxStore::resign(const std::string& tenant) {
+    std::lock_guard lock(mutex_);
+    if (db_.shared()) sql::LeaderLease(db_, lease_name(tenant), instance_id_).release();
+}
+
+std::optional<sql::LeaderLease::Holder> OutboxStore::leader(const std::string& tenant) {
+    std::lock_guard lock(mutex_);
+    if (!db_.shared()) return std::nullopt;
+    return sql::LeaderLease(db_, lease_name(tenant), instance_id_).current();
 }
 
 std::string OutboxStore::put(const std::string& tenant, const std::string& job_id, const std::string& feature,
                              const std::string& result) {
     std::lock_guard lock(mutex_);
-    db_.prepare(
-           "INSERT INTO deliveries (tenant, kind, key, feature, body) VALUES (?, 'result', ?, ?, ?) "
-           "ON CONFLICT(tenant, kind, key) DO UPDATE SET body = excluded.body, feature = excluded.feature, refused = 0, "
-           "attempts = 0, next_attempt_ms = 0, last_error = NULL WHERE refused = 1")  // a refused result is replaced by a new
-                                                                                      // run's
-                                                                                          .bind_all(tenant, job_id, feature,
-                                                                                                    result)
-                                                                                          .run();
-    auto s = db_.prepare("SELECT body FROM deliveries WHERE tenant = ? AND kind = 'result' AND key = ?");
+    // A refused result is replaced by a new run's.
+    db_.prepare("INSERT INTO deliveries (tenant, kind, key, feature, body, stored_ms) VALUES ($1, 'result', $2, $3, $4, " +
+                db_.now_ms_sql() +
+                ") ON CONFLICT (tenant, kind, key) DO UPDATE SET body = excluded.body, feature = excluded.feature, refused = 0, "
+                "attempts = 0, next_attempt_ms = 0, last_error = NULL WHERE deliveries.refused = 1")
+        .bind_all(tenant, job_id, feature, result)
+        .run();
+    auto s = db_.prepare("SELECT body FROM deliveries WHERE tenant = $1 AND kind = 'result' AND key = $2");
     s.bind_all(tenant, job_id);
     s.step();
     return s.text(0);
@@ -77,8 +99,8 @@ std::string OutboxStore::put(const std::string& tenant, const std::string& job_i
 std::optional<OutboxEntry> OutboxStore::find(const std::string& tenant, bool is_default, const std::string& job_id) {
     std::lock_guard lock(mutex_);
     // A refused result does not count: a new claim of the job runs it again and stores anew (put).
-    auto s = db_.prepare(std::string("SELECT ") + kColumns +
-                         " FROM deliveries WHERE (tenant = ? OR (? AND tenant = '')) AND kind = 'result' AND key = ? "
+    auto s = db_.prepare("SELECT " + columns(db_) +
+                         " FROM deliveries WHERE (tenant = $1 OR ($2 = 1 AND tenant = '')) AND kind = 'result' AND key = $3 "
                          "AND refused = 0 ORDER BY seq LIMIT 1");
     s.bind(1, tenant).bind(2, is_default ? 1 : 0).bind(3, job_id);
     if (!s.step()) return std::nullopt;
@@ -89,8 +111,9 @@ bool OutboxStore::notify(const std::string& tenant, const std::string& key, cons
                          const std::string& operation, const std::string& body, const std::string& events) {
     std::lock_guard lock(mutex_);
     auto s = db_.prepare(
-        "INSERT INTO deliveries (tenant, kind, key, feature, operation, body, events) "
-        "VALUES (?, 'notification', ?, ?, ?, ?, ?) ON CONFLICT(tenant, kind, key) DO NOTHING RETURNING seq");
+        "INSERT INTO deliveries (tenant, kind, key, feature, operation, body, events, stored_ms) "
+        "VALUES ($1, 'notification', $2, $3, $4, $5, $6, " +
+        db_.now_ms_sql() + ") ON CONFLICT (tenant, kind, key) DO NOTHING RETURNING seq");
     s.bind_all(tenant, key, plugin, operation, body, events);
     const bool stored = s.step();
     while (s.step()) {
@@ -100,8 +123,8 @@ bool OutboxStore::notify(const std::string& tenant, const std::string& key, cons
 
 std::vector<OutboxEntry> OutboxStore::pending(const std::string& tenant, bool is_default, std::size_t limit) {
     std::lock_guard lock(mutex_);
-    auto s = db_.prepare(std::string("SELECT ") + kColumns +
-                         " FROM deliveries WHERE refused = 0 AND (tenant = ? OR (? AND tenant = '')) ORDER BY seq LIMIT ?");
+    auto s = db_.prepare("SELECT " + columns(db_) +
+                         " FROM deliveries WHERE refused = 0 AND (tenant = $1 OR ($2 = 1 AND tenant = '')) ORDER BY seq LIMIT $3");
     s.bind(1, tenant).bind(2, is_default ? 1 : 0).bind(3, static_cast<std::int64_t>(limit));
     std::vector<OutboxEntry> out;
     while (s.step())
@@ -111,7 +134,12 @@ std::vector<OutboxEntry> OutboxStore::pending(const std::string& tenant, bool is
 
 std::int64_t OutboxStore::adopt_legacy(const std::string& tenant) {
     std::lock_guard lock(mutex_);
-    db_.prepare("UPDATE OR IGNORE deliveries SET tenant = ? WHERE tenant = ''").bind(1, tenant).run();
+    // A legacy row whose key the tenant already has stays behind (counted below).
+    db_.prepare(
+           "UPDATE deliveries SET tenant = $1 WHERE tenant = '' AND NOT EXISTS (SELECT 1 FROM deliveries d "
+           "WHERE d.tenant = $1 AND d.kind = deliveries.kind AND d.key = deliveries.key)")
+        .bind(1, tenant)
+        .run();
     auto s = db_.prepare("SELECT COUNT(*) FROM deliveries WHERE tenant = ''");
     s.step();
     return s.integer(0);
@@ -120,8 +148,8 @@ std::int64_t OutboxStore::adopt_legacy(const std::string& tenant) {
 std::int64_t OutboxStore::retry_refused(const std::string& tenant) {
     std::lock_guard lock(mutex_);
     auto s = db_.prepare(
-        "UPDATE deliveries SET refused = 0, next_attempt_ms = 0 WHERE refused = 1 AND (? = '' OR tenant = ?) RETURNING seq");
-    s.bind(1, tenant).bind(2, tenant);
+        "UPDATE deliveries SET refused = 0, next_attempt_ms = 0 WHERE refused = 1 AND ($1 = '' OR tenant = $1) RETURNING seq");
+    s.bind(1, tenant);
     std::int64_t n = 0;
     while (s.step())
         ++n;
@@ -139,19 +167,25 @@ std::map<std::string, std::int64_t> OutboxStore::tenants_with_entries() {
 
 void OutboxStore::remove(std::int64_t seq) {
     std::lock_guard lock(mutex_);
-    db_.prepare("DELETE FROM deliveries WHERE seq = ?").bind(1, seq).run();
+    db_.prepare("DELETE FROM deliveries WHERE seq = $1").bind(1, seq).run();
 }
 
-void OutboxStore::defer(std::int64_t seq, std::int64_t next_attempt_ms, const std::string& error) {
+void OutboxStore::restamp(std::int64_t seq, const std::string& body) {
     std::lock_guard lock(mutex_);
-    db_.prepare("UPDATE deliveries SET attempts = attempts + 1, next_attempt_ms = ?, last_error = ? WHERE seq = ?")
-        .bind_all(next_attempt_ms, error, seq)
+    db_.prepare("UPDATE deliveries SET body = $1 WHERE seq = $2 AND refused = 0").bind_all(body, seq).run();
+}
+
+void OutboxStore::defer(std::int64_t seq, std::int64_t wait_ms, const std::string& error) {
+    std::lock_guard lock(mutex_);
+    db_.prepare("UPDATE deliveries SET attempts = attempts + 1, next_attempt_ms = " + db_.now_ms_sql() +
+                " + $1, last_error = $2 WHERE seq = $3")
+        .bind_all(wait_ms, error, seq)
         .run();
 }
 
 void OutboxStore::refuse(std::int64_t seq, const std::string& error) {
     std::lock_guard lock(mutex_);
-    db_.prepare("UPDATE deliveries SET attempts = attempts + 1, refused = 1, last_error = ? WHERE seq = ?")
+    db_.prepare("UPDATE deliveries SET attempts = attempts + 1, refused = 1, last_error = $1 WHERE seq = $2")
         .bind_all(error, seq)
         .run();
 }
@@ -163,24 +197,36 @@ std::int64_t OutboxStore::size() {
     return s.integer(0);
 }
 
-OutboxState OutboxStore::state(const std::string& tenant, bool is_default, std::int64_t now_ms) {
+OutboxState OutboxStore::state(const std::string& tenant, bool is_default) {
     std::lock_guard lock(mutex_);
     OutboxState out;
     auto s = db_.prepare(
-        "SELECT COALESCE(SUM(refused = 0), 0), COALESCE(SUM(refused), 0), MIN(CASE WHEN refused = 0 THEN stored_ms END) "
-        "FROM deliveries WHERE tenant = ? OR (? AND tenant = '')");
+        "SELECT COALESCE(SUM(CASE WHEN refused = 0 THEN 1 ELSE 0 END), 0), COALESCE(SUM(refused), 0), " + db_.now_ms_sql() +
+        " - MIN(CASE WHEN refused = 0 THEN stored_ms END) FROM deliveries WHERE tenant = $1 OR ($2 = 1 AND tenant = '')");
     s.bind(1, tenant).bind(2, is_default ? 1 : 0);
     s.step();
     out.pending = s.integer(0);
     out.refused = s.integer(1);
-    if (auto oldest = s.optional_text(2))
-        out.oldest_age_seconds = std::max<std::int64_t>(0, (now_ms - std::stoll(*oldest)) / 1000);
+    if (!s.is_null(2)) out.oldest_age_seconds = std::max<std::int64_t>(0, s.integer(2) / 1000);
     auto e = db_.prepare(
-        "SELECT last_error FROM deliveries WHERE (tenant = ? OR (? AND tenant = '')) AND last_error IS NOT NULL ORDER BY seq "
-        "DESC "
-        "LIMIT 1");
+        "SELECT last_error FROM deliveries WHERE (tenant = $1 OR ($2 = 1 AND tenant = '')) AND last_error IS NOT NULL "
+        "ORDER BY seq DESC LIMIT 1");
     e.bind(1, tenant).bind(2, is_default ? 1 : 0);
     if (e.step()) out.last_error = e.text(0);
+    return out;
+}
+
+std::map<std::string, OutboxState> OutboxStore::backlog() {
+    std::lock_guard lock(mutex_);
+    std::map<std::string, OutboxState> out;
+    auto s = db_.prepare("SELECT tenant, COALESCE(SUM(CASE WHEN refused = 0 THEN 1 ELSE 0 END), 0), COALESCE(SUM(refused), 0), " +
+                         db_.now_ms_sql() + " - MIN(CASE WHEN refused = 0 THEN stored_ms END) FROM deliveries GROUP BY tenant");
+    while (s.step()) {
+        OutboxState& o = out[s.text(0)];
+        o.pending = s.integer(1);
+        o.refused = s.integer(2);
+        if (!s.is_null(3)) o.oldest_age_seconds = std::max<std::int64_t>(0, s.integer(3) / 1000);
+    }
     return out;
 }
 

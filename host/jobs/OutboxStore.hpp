@@ -1,11 +1,18 @@
 // The durable tenant outbox: everything a tenant must hear — job results and the notifications
-// features hand the host (tenant_notify) — is written here (SQLite, WAL) before anything is
-// sent, and stays until the tenant takes it. Entries are delivered per tenant in the order they
-// were stored. The first result stored for a job is the only one: a re-run after a crash finds
-// it and reports it again; a notification stored twice under one key is stored once.
+// features hand the host (tenant_notify) — is written here before anything is sent, and stays
+// until the tenant takes it. Entries are delivered per tenant in the order they were stored. The
+// first result stored for a job is the only one: a re-run after a crash finds it and reports it
+// again; a notification stored twice under one key is stored once.
+//
+// One machine: <state_dir>/outbox.db (SQLite, WAL). A fleet: table host.deliveries on the shared
+// PostgreSQL store. Every instance stores; only the holder of the leader lease "outbox:<tenant>"
+// delivers that tenant's entries (lead()), so what an instance that died had stored is delivered
+// by another, still in order.
 #pragma once
 
-#include <certconn/sqlite.hpp>
+#include <certconn/sql.hpp>
+
+#include <chrono>
 
 #include <cstdint>
 #include <filesystem>
@@ -28,7 +35,8 @@ struct OutboxEntry {
     std::string body;       // result JSON, or the call's request JSON
     std::string events;     // notification: {"delivered","retry","refused","done","done_message","request_id"}
     std::int64_t attempts = 0;
-    std::int64_t next_attempt_ms = 0;
+    std::int64_t next_attempt_ms = 0;  // database time
+    bool due = true;                   // next_attempt_ms has passed (by the database's clock)
 
     const std::string& job_id() const { return key; }
 };
@@ -43,7 +51,23 @@ struct OutboxState {
 
 class OutboxStore {
 public:
+    /// `options`: sql::Options::from_store_config(<store_config>, state_dir, "host", "outbox.db").
+    /// `instance_id` names this instance as a lease holder. Throws sql::Error (kind schema when the
+    /// store is newer than this build).
+    OutboxStore(const sql::Options& options, std::string instance_id);
+    /// SQLite file `file` (one machine).
     explicit OutboxStore(const std::filesystem::path& file);
+
+    bool shared();
+    std::string describe();
+    /// Whether this instance may deliver `tenant`'s entries now: always on one machine; on a
+    /// shared store when it holds (takes or renews) the lease "outbox:<tenant>" for `ttl`.
+    /// Returns the lease epoch (0 on one machine), or nullopt when another instance holds it.
+    std::optional<std::int64_t> lead(const std::string& tenant, std::chrono::seconds ttl);
+    /// Gives the delivery lease of `tenant` up (at stop), so another instance takes it at once.
+    void resign(const std::string& tenant);
+    /// The current holder of "outbox:<tenant>" (shared stores only).
+    std::optional<sql::LeaderLease::Holder> leader(const std::string& tenant);
 
     /// Stores a job's result unless one is stored already; returns the stored one.
     std::string put(const std::string& tenant, const std::string& job_id, const std::string& feature, const std::string& result);
@@ -64,15 +88,21 @@ public:
     /// Every tenant name the outbox holds entries for, with their count (configured or not).
     std::map<std::string, std::int64_t> tenants_with_entries();
     void remove(std::int64_t seq);
-    void defer(std::int64_t seq, std::int64_t next_attempt_ms, const std::string& error);
+    /// Replaces the body of a pending result (a new claim of the job delivers it under its claim).
+    void restamp(std::int64_t seq, const std::string& body);
+    /// Not before `wait_ms` from the database's now.
+    void defer(std::int64_t seq, std::int64_t wait_ms, const std::string& error);
     /// The tenant refused it for good: kept for inspection, never sent again.
     void refuse(std::int64_t seq, const std::string& error);
     std::int64_t size();
-    OutboxState state(const std::string& tenant, bool is_default, std::int64_t now_ms);
+    OutboxState state(const std::string& tenant, bool is_default);
+    /// Every tenant's pending / refused count and oldest pending age (fleet status).
+    std::map<std::string, OutboxState> backlog();
 
 private:
     std::mutex mutex_;
-    sqlite::Database db_;
+    sql::Database db_;
+    std::string instance_id_;
 };
 
 }  // namespace certconn::host

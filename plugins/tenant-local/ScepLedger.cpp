@@ -1,9 +1,11 @@
 #include "ScepLedger.hpp"
+#include "JobQueue.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <certconn/crypto.hpp>
+#include <certconn/sdk.hpp>
 #include <certconn/time.hpp>
 
 #include <openssl/crypto.h>
@@ -15,27 +17,13 @@ namespace certconn::tenant_local {
 
 namespace json = boost::json;
 
-ScepLedger::ScepLedger(const std::filesystem::path& file, std::map<std::string, std::string> static_challenges)
-    : challenges_(std::move(static_challenges)), db_(file, false) {
-    db_.exec(R"(CREATE TABLE IF NOT EXISTS scep_notifications (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        kind TEXT NOT NULL,
-        transaction_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))))");
-    db_.exec(R"(CREATE TABLE IF NOT EXISTS scep_challenges (
-        hash TEXT PRIMARY KEY,
-        profile TEXT NOT NULL,
-        subject TEXT,
-        sans TEXT,
-        expires_at_ms INTEGER NOT NULL,
-        used_by_transaction TEXT))");
-}
-
 namespace {
 
-std::int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+sql::Options sqlite_options(const std::filesystem::path& file) {
+    sql::Options o;
+    o.sqlite_file = file;
+    o.synchronous_full = false;
+    return o;
 }
 
 std::string challenge_hash(const std::string& challenge) {
@@ -57,6 +45,39 @@ std::vector<std::string> normalised(std::vector<std::string> sans) {
 
 }  // namespace
 
+ScepLedger::ScepLedger(const sql::Options& options, std::map<std::string, std::string> static_challenges)
+    : challenges_(std::move(static_challenges)), db_(sql::Database::open(options)) {
+    std::lock_guard lock(mutex_);
+    try {
+        db_.migrate(migrations(db_.backend(), false));
+        migrated_ = true;
+    } catch (const sql::Error& e) {
+        // A newer schema is final; an unreachable server is not: the first call tries again.
+        if (!e.transient()) throw sdk::Error(CC_ERR_INTERNAL, "SCEP ledger (" + db_.describe() + "): " + e.what());
+    }
+}
+
+ScepLedger::ScepLedger(const std::filesystem::path& file, std::map<std::string, std::string> static_challenges)
+    : ScepLedger(sqlite_options(file), std::move(static_challenges)) {}
+
+// The store's errors become the plugin's: transient ones UNAVAILABLE (the caller retries).
+template <class Fn>
+auto ScepLedger::guarded(const char* what, Fn&& fn) {
+    std::lock_guard lock(mutex_);
+    try {
+        if (!migrated_) {
+            db_.migrate(migrations(db_.backend(), false));
+            migrated_ = true;
+        }
+        return fn();
+    } catch (const sql::Error& e) {
+        const std::string message = std::string("SCEP ledger ") + what + " (" + db_.describe() + "): " + e.what();
+        if (e.transient()) throw sdk::Error(CC_ERR_UNAVAILABLE, message + "; try again later");
+        if (e.constraint()) throw sdk::Error(CC_ERR_CONFLICT, message);
+        throw sdk::Error(CC_ERR_INTERNAL, message);
+    }
+}
+
 json::object ScepLedger::create_challenge(const std::string& profile, const std::string& subject,
                                           const std::vector<std::string>& sans, std::int64_t ttl_seconds) {
     const std::string challenge = crypto::base64_encode(crypto::random_bytes(18));  // 144 bits, 24 characters
@@ -64,19 +85,26 @@ json::object ScepLedger::create_challenge(const std::string& profile, const std:
     for (const auto& s : normalised(sans))
         san_list.push_back(json::string(s));
     const std::string canonical_subject = subject.empty() ? "" : crypto::name_string(crypto::parse_name(subject).get());
-    const std::int64_t expires = now_ms() + ttl_seconds * 1000;
-    std::lock_guard lock(mutex_);
-    auto s = db_.prepare("INSERT INTO scep_challenges (hash, profile, subject, sans, expires_at_ms) VALUES (?, ?, ?, ?, ?)");
-    s.bind(1, challenge_hash(challenge)).bind(2, profile);
-    if (canonical_subject.empty())
-        s.bind_null(3);
-    else
-        s.bind(3, canonical_subject);
-    if (sans.empty())
-        s.bind_null(4);
-    else
-        s.bind(4, json::serialize(san_list));
-    s.bind(5, expires).run();
+    const std::string hash = challenge_hash(challenge);
+    const std::int64_t expires = guarded("challenge creation", [&] {
+        auto s =
+            db_.prepare("INSERT INTO scep_challenges (hash, profile, subject, sans, expires_at_ms) VALUES ($1, $2, $3, $4, " +
+                        db_.now_ms_sql() + " + $5) RETURNING expires_at_ms");
+        s.bind(1, hash).bind(2, profile);
+        if (canonical_subject.empty())
+            s.bind_null(3);
+        else
+            s.bind(3, canonical_subject);
+        if (sans.empty())
+            s.bind_null(4);
+        else
+            s.bind(4, json::serialize(san_list));
+        s.bind(5, ttl_seconds * 1000);
+        if (!s.step()) throw sdk::Error(CC_ERR_INTERNAL, "the new challenge was not stored");
+        const std::int64_t at = s.integer(0);
+        s.reset();
+        return at;
+    });
     const std::string when =
         certconn::sdk::utc_iso8601(std::chrono::system_clock::time_point(std::chrono::milliseconds(expires)));
     return {{"challenge", challenge}, {"profile", profile}, {"expires_at", when}};
@@ -95,48 +123,61 @@ json::object ScepLedger::validate(const json::object& request) {
                                                 CRYPTO_memcmp(given.data(), expected->second.data(), given.size()) == 0)
         return {{"code", "Success"}};
 
-    std::lock_guard lock(mutex_);
-    auto s = db_.prepare("SELECT profile, subject, sans, expires_at_ms, used_by_transaction FROM scep_challenges WHERE hash = ?");
     const std::string hash = challenge_hash(given);
-    s.bind(1, hash);
-    if (!s.step()) return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge does not match"}};
-    if (s.text(0) != name)
-        return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge belongs to another SCEP profile"}};
-    if (s.integer(3) < now_ms()) return {{"code", "ChallengeExpired"}, {"errorDescription", "the challenge has expired"}};
-    if (auto used = s.optional_text(4); used && *used != tx)
-        return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge was already used by another request"}};
-    const auto bound_subject = s.optional_text(1);
-    const auto bound_sans = s.optional_text(2);
-    if (bound_subject || bound_sans) {
-        crypto::Request csr;
-        try {
-            csr = crypto::load_csr(text("csr_pem"));
-        } catch (const std::exception&) {
-            return {{"code", "SignatureValidationFailed"}, {"errorDescription", "the certificate request cannot be read"}};
+    return guarded("challenge check", [&]() -> json::object {
+        const json::object used_by_another{{"code", "ChallengeInvalid"},
+                                           {"errorDescription", "the challenge was already used by another request"}};
+        auto s = db_.prepare("SELECT c.profile, c.subject, c.sans, CASE WHEN c.expires_at_ms < " + db_.now_ms_sql() +
+                             " THEN 1 ELSE 0 END, u.transaction_id FROM scep_challenges c LEFT JOIN scep_challenge_uses u ON "
+                             "u.hash = c.hash WHERE c.hash = $1");
+        s.bind(1, hash);
+        if (!s.step()) return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge does not match"}};
+        if (s.text(0) != name)
+            return {{"code", "ChallengeInvalid"}, {"errorDescription", "the challenge belongs to another SCEP profile"}};
+        if (s.integer(3) != 0) return {{"code", "ChallengeExpired"}, {"errorDescription", "the challenge has expired"}};
+        if (auto used = s.optional_text(4); used && *used != tx) return used_by_another;
+        const auto bound_subject = s.optional_text(1);
+        const auto bound_sans = s.optional_text(2);
+        s.reset();
+        if (bound_subject || bound_sans) {
+            crypto::Request csr;
+            try {
+                csr = crypto::load_csr(text("csr_pem"));
+            } catch (const std::exception&) {
+                return {{"code", "SignatureValidationFailed"}, {"errorDescription", "the certificate request cannot be read"}};
+            }
+            if (bound_subject && crypto::name_string(X509_REQ_get_subject_name(csr.get())) != *bound_subject)
+                return {{"code", "SubjectNameMismatch"},
+                        {"errorDescription", "the subject is not the one this challenge was issued for"}};
+            if (bound_sans) {
+                STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr.get());
+                std::vector<std::string> requested;
+                for (const auto& san : crypto::read_sans(exts))
+                    requested.push_back(san.type + ":" + san.value);
+                sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+                std::sort(requested.begin(), requested.end());
+                std::vector<std::string> expected;
+                const json::value bound = json::parse(*bound_sans);
+                for (const auto& v : bound.as_array())
+                    expected.emplace_back(v.as_string());
+                if (requested != expected)
+                    return {{"code", "SubjectAltNameMismatch"},
+                            {"errorDescription", "the SANs are not the ones this challenge was issued for"}};
+            }
         }
-        if (bound_subject && crypto::name_string(X509_REQ_get_subject_name(csr.get())) != *bound_subject)
-            return {{"code", "SubjectNameMismatch"},
-                    {"errorDescription", "the subject is not the one this challenge was issued for"}};
-        if (bound_sans) {
-            STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(csr.get());
-            std::vector<std::string> requested;
-            for (const auto& san : crypto::read_sans(exts))
-                requested.push_back(san.type + ":" + san.value);
-            sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
-            std::sort(requested.begin(), requested.end());
-            std::vector<std::string> expected;
-            const json::value bound = json::parse(*bound_sans);
-            for (const auto& v : bound.as_array())
-                expected.emplace_back(v.as_string());
-            if (requested != expected)
-                return {{"code", "SubjectAltNameMismatch"},
-                        {"errorDescription", "the SANs are not the ones this challenge was issued for"}};
-        }
-    }
-    db_.prepare("UPDATE scep_challenges SET used_by_transaction = ? WHERE hash = ? AND used_by_transaction IS NULL")
-        .bind_all(tx, hash)
-        .run();
-    return {{"code", "Success"}};
+        // Consume: exactly one transaction's INSERT creates the row, whichever instance runs it; a
+        // client resending that same transaction finds its own id there and may retry.
+        auto consume = db_.prepare(
+            "INSERT INTO scep_challenge_uses (hash, transaction_id) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING RETURNING "
+            "hash");
+        consume.bind_all(hash, tx);
+        if (consume.step()) return {{"code", "Success"}};
+        consume.reset();
+        auto winner = db_.prepare("SELECT transaction_id FROM scep_challenge_uses WHERE hash = $1");
+        winner.bind(1, hash);
+        if (winner.step() && winner.text(0) == tx) return {{"code", "Success"}};
+        return used_by_another;
+    });
 }
 
 json::object ScepLedger::validate_renewal(const json::object&, bool allowed) {
@@ -147,19 +188,21 @@ json::object ScepLedger::validate_renewal(const json::object&, bool allowed) {
 }
 
 void ScepLedger::record(const std::string& kind, const json::object& notification) {
-    std::lock_guard lock(mutex_);
     const auto* tx = notification.if_contains("transaction_id");
-    db_.prepare("INSERT INTO scep_notifications (kind, transaction_id, body) VALUES (?, ?, ?)")
-        .bind_all(kind, tx && tx->is_string() ? std::string(tx->as_string()) : std::string(), json::serialize(notification))
-        .run();
+    guarded("notification", [&] {
+        db_.prepare("INSERT INTO scep_notifications (kind, transaction_id, body) VALUES ($1, $2, $3)")
+            .bind_all(kind, tx && tx->is_string() ? std::string(tx->as_string()) : std::string(), json::serialize(notification))
+            .run();
+    });
 }
 
 std::int64_t ScepLedger::count(const std::string& kind) {
-    std::lock_guard lock(mutex_);
-    auto s = db_.prepare("SELECT COUNT(*) FROM scep_notifications WHERE kind = ?");
-    s.bind(1, kind);
-    s.step();
-    return s.integer(0);
+    return guarded("count", [&] {
+        auto s = db_.prepare("SELECT COUNT(*) FROM scep_notifications WHERE kind = $1");
+        s.bind(1, kind);
+        s.step();
+        return s.integer(0);
+    });
 }
 
 }  // namespace certconn::tenant_local

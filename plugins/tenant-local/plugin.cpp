@@ -1,4 +1,5 @@
-// tenant-local: the embedded tenant. A SQLite job queue fed over the host HTTP server
+// tenant-local: the embedded tenant. A job queue (SQLite on one machine, PostgreSQL schema
+// tenant_local for a fleet: certconn::store) fed over the host HTTP server
 // (POST /tenant/v1/jobs, GET /tenant/v1/jobs/{id}) and the CLI; the protocol is specified in
 // docs/tenant-protocol.md so another connector can speak it as a client.
 #include "JobCommands.hpp"
@@ -38,7 +39,9 @@ HttpResponse problem(int status, const std::string& message) {
 class LocalTenant final : public certconn::sdk::TenantPlugin {
 public:
     explicit LocalTenant(certconn::sdk::Host& host)
-        : host_(host), queue_(host.state_dir() / "jobs.db"), scep_(host.state_dir() / "scep.db", static_challenges(host)) {
+        : host_(host),
+          queue_(certconn::sql::Options::for_plugin(host, "tenant_local", "jobs.db"), instance_id(host)),
+          scep_(certconn::sql::Options::for_plugin(host, "tenant_local", "scep.db"), static_challenges(host)) {
         // The host admits only callers holding the scope (the admin socket, or a configured
         // token or client certificate: docs/security.md) before these handlers run.
         host.route("POST", "/tenant/v1/jobs", "jobs:submit",
@@ -71,7 +74,16 @@ public:
         const std::string s = status && status->is_string() ? std::string(status->as_string()) : "";
         if (s != "succeeded" && s != "failed")
             throw Error(CC_ERR_INVALID_ARGUMENT, "result of job '" + job_id + "' has no status 'succeeded' or 'failed'");
-        queue_.complete(job_id, s, result_json);  // a repeated report is a no-op: the first result stands
+        // The host copies the job's "claim" (the fencing token) into its result: only that claim
+        // may complete the job. Without one, the first result stands.
+        std::optional<std::int64_t> claim;
+        if (const auto* c = result.as_object().if_contains("claim")) {
+            if (!c->is_int64() || c->as_int64() < 1)
+                throw Error(CC_ERR_INVALID_ARGUMENT,
+                            "result of job '" + job_id + "': \"claim\" must be the claim number (1 or more)");
+            claim = c->as_int64();
+        }
+        queue_.complete(job_id, s, result_json, claim);  // a repeated report is a no-op
     }
 
     std::string call(const std::string& operation, const std::string& request_json) override {
@@ -100,6 +112,10 @@ public:
             queue_.renew(std::string(id->as_string()), claim->as_int64(), static_cast<uint32_t>(lease->as_int64()));
             return json::serialize(json::object{{"id", id->as_string()}, {"lease_seconds", lease->as_int64()}});
         }
+        if (operation == "jobs.stats") {  // `status --fleet`: docs/tenant-protocol.md
+            if (!request.as_object().empty()) throw Error(CC_ERR_INVALID_ARGUMENT, "jobs.stats takes an empty request {}");
+            return json::serialize(queue_.stats().to_json());
+        }
         if (operation == "scep.notify_success" || operation == "scep.notify_failure") {
             scep_.record(operation.substr(12), request.as_object());
             return R"({"code":"Success"})";
@@ -111,12 +127,12 @@ public:
         }
         if (operation == "tenant.check") {  // `certconnector tenant check`: the queue answers
             const auto queued = queue_.count("queued");
-            return json::serialize(
-                json::object{{"ok", true},
-                             {"checks", json::array{json::object{{"name", "job queue"},
-                                                                 {"ok", true},
-                                                                 {"detail", (host_.state_dir() / "jobs.db").string() + ", " +
-                                                                                std::to_string(queued) + " queued"}}}}});
+            return json::serialize(json::object{
+                {"ok", true},
+                {"checks",
+                 json::array{json::object{{"name", "job queue"},
+                                          {"ok", true},
+                                          {"detail", queue_.describe() + ", " + std::to_string(queued) + " queued"}}}}});
         }
         throw Error(CC_ERR_NOT_SUPPORTED, "tenant-local has no operation '" + operation + "'");
     }
@@ -127,14 +143,31 @@ public:
             std::lock_guard lock(heartbeat_mutex_);
             heartbeat = last_heartbeat_;
         }
+        bool healthy = true;
+        std::string detail;
+        try {
+            detail = "job queue: " + std::to_string(queue_.count("queued")) + " queued, " +
+                     std::to_string(queue_.count("running")) + " running";
+        } catch (const Error& e) {  // the store is unreachable: say so instead of failing the probe
+            healthy = false;
+            detail = e.what();
+        }
         return json::serialize(
-            json::object{{"healthy", true},
-                         {"detail", "local queue: " + std::to_string(queue_.count("queued")) + " queued, " +
-                                        std::to_string(queue_.count("running")) + " running"},
+            json::object{{"healthy", healthy},
+                         {"detail", detail},
                          {"last_heartbeat", heartbeat.empty() ? json::value(nullptr) : json::value(heartbeat)}});
     }
 
 private:
+    static std::string instance_id(certconn::sdk::Host& host) {
+        std::error_code ec;
+        const json::value config = json::parse(host.store_config_json(), ec);
+        if (!ec && config.is_object())
+            if (const auto* id = config.as_object().if_contains("instance_id"); id && id->is_string() && !id->as_string().empty())
+                return std::string(id->as_string());
+        return "local";
+    }
+
     static std::map<std::string, std::string> static_challenges(certconn::sdk::Host& host) {
         std::map<std::string, std::string> out;
         const auto config = json::parse(host.config_json()).as_object();
@@ -152,8 +185,11 @@ private:
             const int status = e.code() == CC_ERR_CONFLICT           ? 409
                                : e.code() == CC_ERR_NOT_FOUND        ? 404
                                : e.code() == CC_ERR_INVALID_ARGUMENT ? 400
+                               : CC_STATUS_IS_RETRYABLE(e.code())    ? 503
                                                                      : 500;
-            return problem(status, e.what());
+            HttpResponse response = problem(status, e.what());
+            if (status == 503) response.headers.emplace_back("Retry-After", "5");
+            return response;
         }
     }
 
@@ -177,9 +213,9 @@ private:
         for (const auto& [key, value] : o)
             if (key != "feature" && key != "request" && key != "id")
                 return problem(400, "unknown field '" + std::string(key) + "' (expected feature, request, id)");
-        const bool existed = queue_.find(id).has_value();
-        const auto job = queue_.submit(std::string(feature->as_string()), json::serialize(*request), id);
-        return json_response(existed ? 200 : 201, job.to_json(false));
+        bool created = false;
+        const auto job = queue_.submit(std::string(feature->as_string()), json::serialize(*request), id, &created);
+        return json_response(created ? 201 : 200, job.to_json(false));
     }
 
     HttpResponse challenge(const HttpRequest& r) {
@@ -235,4 +271,5 @@ private:
 
 }  // namespace
 
-CERTCONN_PLUGIN(LocalTenant, "local", "0.2.0", "2026-11-24", "Embedded tenant: SQLite job queue with REST intake", kSchema)
+CERTCONN_PLUGIN(LocalTenant, "local", "0.2.0", "2026-11-24",
+                "Embedded tenant: job queue (SQLite or a shared PostgreSQL) with REST intake", kSchema)

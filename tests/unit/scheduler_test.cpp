@@ -9,6 +9,9 @@
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
+#include <functional>
+#include <random>
 #include <thread>
 
 using namespace certconn::host;
@@ -29,7 +32,9 @@ struct SchedulerFixture {
     std::unique_ptr<JobScheduler> scheduler;
 
     /// `tenants`: the whole tenant configuration when `raw`, else settings of the one [tenant].
-    explicit SchedulerFixture(const std::string& tenant_settings, bool raw = false) {
+    /// `make_outbox`: the outbox to use (default: <state_dir>/outbox.db).
+    explicit SchedulerFixture(const std::string& tenant_settings, bool raw = false,
+                              std::function<std::unique_ptr<OutboxStore>(const Config&)> make_outbox = {}) {
         std::filesystem::create_directory(plugins);
         ::chmod(plugins.c_str(), 0755);
         for (const char* good : {"fixture-echo", "fixture-ca", "fixture-tenant", "fixture-tenant2"})
@@ -49,7 +54,7 @@ struct SchedulerFixture {
         std::filesystem::create_directories(config->host.state_dir);
         log = std::make_unique<EventLog>(EventLogOptions{dir / "log", 1 << 20, 2, true, true, false});
         runtime = std::make_unique<PluginRuntime>(*log, config);
-        outbox = std::make_unique<OutboxStore>(config->host.state_dir / "outbox.db");
+        outbox = make_outbox ? make_outbox(*config) : std::make_unique<OutboxStore>(config->host.state_dir / "outbox.db");
         runtime->set_notification_sink([this](const PluginRuntime::Notification& n) {
             if (outbox->notify(n.tenant, n.key, n.plugin, n.operation, n.body, n.events) && scheduler)
                 scheduler->wake_delivery(n.tenant);
@@ -287,4 +292,78 @@ TEST_CASE("two tenants: each job's result goes back to the tenant it came from; 
     cc_error err = certconn::sdk::detail::make_error();
     CHECK(f.runtime->tenant_call(nullptr, "fixture.note", R"({"n":"x"})", &s, &err) == CC_ERR_NOT_FOUND);
     CHECK(std::string(err.message).find("none is named 'default'") != std::string::npos);
+}
+
+TEST_CASE("a result whose claim was fenced off (the job was claimed again) is parked as refused with event 822, not retried") {
+    SchedulerFixture f("complete_delay_ms = 800\n");
+    JobSettings settings;
+    settings.concurrency = 2;
+    settings.poll_interval_ms = 50;
+    settings.retry_initial_ms = 50;
+    settings.retry_max_ms = 100;
+    f.start(settings);
+    f.submit("kept", "{}");  // not stolen: its claim still holds, so its result is taken
+    f.submit("fenced", "{}");
+    REQUIRE(f.eventually(seconds(5), [&] { return f.count("claims", "fenced") == 1; }));
+    // Another instance claims the job again while this one runs it (claim 2).
+    StringSink sink;
+    cc_sink s = sink.sink();
+    cc_error err = certconn::sdk::detail::make_error();
+    REQUIRE(f.runtime->tenant_call(nullptr, "fixture.steal", R"({"id":"fenced"})", &s, &err) == CC_OK);
+    REQUIRE(f.eventually(seconds(10), [&] { return f.count("complete_calls", "fenced") == 1; }));
+    REQUIRE(f.eventually(seconds(10), [&] { return f.count("completions", "kept") == 1; }));
+    REQUIRE(f.eventually(seconds(5), [&] { return f.scheduler->outbox_state("default").at("refused").as_int64() == 1; }));
+    // Retries would come every 50-100 ms: none does.
+    std::this_thread::sleep_for(milliseconds(1500));
+    CHECK(f.count("complete_calls", "fenced") == 1);
+    CHECK(f.count("completions", "fenced") == 0);
+    CHECK(f.count("complete_calls", "kept") == 1);
+    const auto state = f.scheduler->outbox_state("default");
+    CHECK(state.at("refused").as_int64() == 1);
+    CHECK(state.at("pending").as_int64() == 0);
+    const std::string events = f.operational() + f.admin();
+    CHECK_THAT(events, Catch::Contains("\"id\":822") && Catch::Contains("job fenced: result fenced off: job fenced: claim 1 was fenced off"));
+    CHECK_THAT(events, !Catch::Contains("\"name\":\"JobResultDeliveryFailed\""));
+}
+
+TEST_CASE("a fleet on PostgreSQL: only the outbox lease holder delivers; when it stops renewing, another instance delivers "
+          "its entries in order",
+          "[postgresql]") {
+    const char* url = std::getenv("CERTCONN_TEST_PG_URL");
+    if (!url) {
+        WARN("CERTCONN_TEST_PG_URL not set: skipped (ctest runs it under 'store: ...')");
+        return;
+    }
+    std::random_device rd;
+    certconn::sql::Options store;
+    store.url = url;
+    store.schema = "sched_" + std::to_string(rd() % 1000000000);
+    auto on = [&](const char* id) {
+        return [&, id](const Config&) { return std::make_unique<OutboxStore>(store, id); };
+    };
+    // Instance a: its notifications are stored, it holds the delivery lease, then it dies (its
+    // scheduler never runs: nothing renews the lease).
+    SchedulerFixture a("", false, on("instance-a"));
+    REQUIRE(a.outbox->lead("default", seconds(3)));
+    for (const char* n : {"n1", "n2", "n3"})
+        REQUIRE(a.notify("default", n, std::string(R"({"n":")") + n + "\"}") == CC_OK);
+    // Instance b runs: it stores too, but must not deliver while a's lease lives.
+    SchedulerFixture b("", false, on("instance-b"));
+    JobSettings settings;
+    settings.poll_interval_ms = 50;
+    settings.retry_initial_ms = 50;
+    b.start(settings);
+    REQUIRE(b.notify("default", "n4", R"({"n":"n4"})") == CC_OK);
+    std::this_thread::sleep_for(milliseconds(1500));
+    CHECK(b.tenant().at("notes").as_array().empty());
+    CHECK(a.outbox->leader("default")->holder == "instance-a");
+    // a's lease lapses (3 s): b delivers a's entries and its own, in the order stored.
+    REQUIRE(b.eventually(seconds(10), [&] { return b.tenant().at("notes").as_array().size() == 4; }));
+    CHECK(b.tenant().at("notes").as_array() == json::array{"n1", "n2", "n3", "n4"});
+    CHECK(a.outbox->leader("default")->holder == "instance-b");
+    CHECK(a.outbox->size() == 0);
+    CHECK_THAT(b.operational() + b.admin(), Catch::Contains("\"id\":820") && Catch::Contains("lease outbox:default"));
+    // A clean stop gives the lease up at once.
+    b.scheduler->stop(seconds(1));
+    CHECK(a.outbox->lead("default", seconds(3)));
 }
