@@ -46,7 +46,7 @@ fleet_submit e <"$work/pkcs.jobs" >"$work/pkcs.answers"
 check "40 PKCS jobs accepted through instance e's intake (201)" \
   test "$(grep -c '"http": 201' "$work/pkcs.answers")" = 40
 sed 's/.*"id": "\([^"]*\)".*/\1/' "$work/pkcs.jobs" >"$work/pkcs.ids"
-check "every PKCS job succeeded" all_succeeded e 120 "$work/pkcs.ids"
+check "every PKCS job succeeded" all_succeeded e 90 "$work/pkcs.ids"
 
 # Revoke jobs for ten of those certificates, submitted through a (which has no revoke).
 head -n 10 "$work/pkcs.ids.states" | "$py" -c "
