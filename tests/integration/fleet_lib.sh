@@ -324,5 +324,5 @@ stop_checked() {
 # all_succeeded NAME SECONDS FILE: fleet_wait_final, then every one of them succeeded (the others listed).
 all_succeeded() {
   fleet_wait_final "$@" || return 1
-  ! grep -v '"status": "succeeded"' "$3.states" | head -n 20 | grep .
+  ! grep -v '"status": "succeeded"' "$3.states" | head -n 5 | grep .
 }
