@@ -20,6 +20,8 @@ public:
     virtual std::string text(int col) const = 0;
     virtual std::int64_t integer(int col) const = 0;
     virtual bool is_null(int col) const = 0;
+    /// Rows the last execution inserted, updated or deleted.
+    virtual std::int64_t changes() const = 0;
 };
 
 class Database::Impl {

@@ -58,6 +58,10 @@ public:
     void bind_integer(int i, std::int64_t v) override { set(i, std::to_string(v), kInt8Oid); }
     void bind_null(int i) override { set(i, std::nullopt, 0); }
     bool step() override;
+    std::int64_t changes() const override {
+        const char* n = result_ ? PQcmdTuples(result_.get()) : nullptr;
+        return (n && *n) ? std::stoll(n) : 0;
+    }
     void reset() override {
         result_.reset();
         row_ = -1;

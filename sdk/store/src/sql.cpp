@@ -61,10 +61,9 @@ bool Statement::step() {
     return impl_->step();
 }
 std::int64_t Statement::run() {
-    std::int64_t rows = 0;
-    while (impl_->step())
-        ++rows;
-    return rows;
+    while (impl_->step()) {
+    }
+    return impl_->changes();
 }
 void Statement::reset() {
     impl_->reset();

@@ -48,6 +48,7 @@ public:
     }
     std::int64_t integer(int col) const override { return sqlite3_column_int64(stmt_, col); }
     bool is_null(int col) const override { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+    std::int64_t changes() const override { return sqlite3_changes64(db_); }
 
 private:
     // "$3" is a named parameter to SQLite; its index is where it first appears.
