@@ -1,11 +1,13 @@
 #include "LocalCa.hpp"
 
+#include <certconn/secret.hpp>
 #include <certconn/time.hpp>
 
 #include <boost/json.hpp>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
 
@@ -100,6 +102,21 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
     if (!root_key_source_.empty() && root_key_source_.rfind("pkcs11:", 0) != 0 && !fs::path(root_key_source_).is_absolute())
         throw sdk::Error(CC_ERR_INVALID_ARGUMENT,
                          "root_private_key '" + root_key_source_ + "' must be an absolute path or a pkcs11: URI");
+    shared_key_file_ = str(config, "shared_key_file", "");
+    if (!shared_key_file_.empty() && !fs::path(shared_key_file_).is_absolute())
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT,
+                         "[ca." + name_ + "] shared_key_file '" + shared_key_file_ + "' must be an absolute path");
+    // The issuance record: <directory>/issued.db as always, or the fleet's PostgreSQL schema ca_local.
+    store_guard([&] {
+        const std::string store_config = host.store_config_json();
+        std::string instance_id;
+        std::error_code jec;
+        if (const auto doc = json::parse(store_config, jec); !jec && doc.is_object())
+            if (const auto* v = doc.as_object().if_contains("instance_id"); v && v->is_string()) instance_id = v->as_string();
+        if (instance_id.empty()) instance_id = "local";
+        store_ = std::make_unique<IssuanceStore>(
+            sql::Options::from_store_config(store_config, directory, "ca_local", "issued.db"), name_, instance_id);
+    });
     try {
         if (config.contains("certificate") || config.contains("private_key")) {
             if (!config.contains("certificate") || !config.contains("private_key"))
@@ -116,6 +133,8 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
             if (const std::string chain = str(config, "chain", ""); !chain.empty())
                 for (auto& c : crypto::load_certificates(read_text(chain)))
                     chain_.push_back(std::move(c));
+        } else if (store_->shared()) {
+            load_shared_hierarchy(config);
         } else {
             if (!fs::exists(directory / "issuing.pem")) create_hierarchy(config, directory);
             issuing_cert_ = crypto::load_certificate(read_text(directory / "issuing.pem"));
@@ -150,7 +169,7 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
         }
     }
     issuing_der_ = crypto::certificate_der(issuing_cert_.get());
-    if (fs::exists(directory / "root-crl.der")) {
+    if (!shared_hierarchy_ && fs::exists(directory / "root-crl.der")) {
         try {
             root_crl_ = std::make_shared<const std::string>(crypto::read_file(directory / "root-crl.der"));
         } catch (const std::exception& e) {
@@ -163,15 +182,15 @@ LocalCa::LocalCa(std::string name, const json::object& config, const fs::path& d
     rs.crl_refresh = std::chrono::hours(num(config, "crl_refresh_hours", 24));
     rs.ocsp_validity = std::chrono::minutes(num(config, "ocsp_validity_minutes", 60));
     rs.responder_algorithm = str(config, "ocsp_responder_algorithm", "p256");
+    rs.leader_period = std::chrono::seconds(num(config, "crl_leader_seconds", 30));
     if (rs.crl_refresh >= rs.crl_validity)
         throw sdk::Error(
             CC_ERR_INVALID_ARGUMENT,
             "crl_refresh_hours must be less than crl_validity_hours, so a fresh CRL is out before the old one expires");
-    store_ = std::make_unique<IssuanceStore>(directory / "issued.db");
     revocation_ = std::make_unique<RevocationService>(rs, issuing_cert_.get(), issuing_key_.get(), *store_, directory, &host_);
 }
 
-void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) {
+LocalCa::NewHierarchy LocalCa::make_hierarchy(const json::object& config) {
     const std::string algorithm = str(config, "algorithm", "p256");
     const long day = 24L * 3600;
     crypto::PKey root_key = crypto::generate_key(algorithm);
@@ -197,6 +216,11 @@ void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) 
     }
     crypto::Cert issuing = sign_certificate(issuing_name.get(), issuing_key.get(), root.get(), root_key.get(), new_serial(),
                                             -3600, num(config, "issuing_validity_days", 3650) * day, issuing_extensions);
+    return {algorithm, std::move(root), std::move(root_key), std::move(issuing), std::move(issuing_key)};
+}
+
+void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) {
+    auto [algorithm, root, root_key, issuing, issuing_key] = make_hierarchy(config);
     {
         std::error_code ec;
         fs::remove(dir / "root-revoked.json", ec);  // a new root has revoked nothing
@@ -212,6 +236,99 @@ void LocalCa::create_hierarchy(const json::object& config, const fs::path& dir) 
               json::serialize(json::object{{"ca", name_},
                                            {"root_sha256", crypto::fingerprint_hex(root.get(), EVP_sha256())},
                                            {"issuing_sha256", crypto::fingerprint_hex(issuing.get(), EVP_sha256())}}));
+}
+
+namespace {
+
+// PKCS#8 PEM encrypted under `passphrase` (PBES2: AES-256-CBC, PBKDF2).
+std::string encrypted_key_pem(EVP_PKEY* key, const std::string& passphrase) {
+    std::unique_ptr<BIO, crypto::Deleter<BIO_free>> bio(BIO_new(BIO_s_mem()));
+    if (!bio || PEM_write_bio_PKCS8PrivateKey(bio.get(), key, EVP_aes_256_cbc(), passphrase.data(),
+                                              static_cast<int>(passphrase.size()), nullptr, nullptr) != 1)
+        crypto::throw_openssl("encrypting a CA key");
+    char* data = nullptr;
+    const long len = BIO_get_mem_data(bio.get(), &data);
+    return std::string(data, static_cast<std::size_t>(len));
+}
+
+// nullptr when the passphrase does not decrypt it.
+crypto::PKey decrypted_key(const std::string& pem, const std::string& passphrase) {
+    std::unique_ptr<BIO, crypto::Deleter<BIO_free>> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    EVP_PKEY* key = bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, const_cast<char*>(passphrase.c_str())) : nullptr;
+    ERR_clear_error();
+    return crypto::PKey(key);
+}
+
+}  // namespace
+
+std::string LocalCa::shared_passphrase() const {
+    std::string text;
+    try {
+        text = crypto::read_file(shared_key_file_, "shared_key_file");
+    } catch (const std::exception& e) {
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "[ca." + name_ + "] shared_key_file: " + e.what());
+    }
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ' || text.back() == '\t'))
+        text.pop_back();
+    if (text.size() < 16) {
+        sdk::wipe(text.data(), text.size());
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "[ca." + name_ + "] shared_key_file: " + shared_key_file_ +
+                                                      " must hold a passphrase of at least 16 characters");
+    }
+    return text;
+}
+
+void LocalCa::load_shared_hierarchy(const json::object& config) {
+    if (shared_key_file_.empty())
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT,
+                         "[ca." + name_ +
+                             "] shared_key_file: needed with a shared [store] so every instance holds the CA key (or configure "
+                             "certificate and private_key as files or pkcs11: URIs on every instance)");
+    std::string passphrase = shared_passphrase();
+    struct Wipe {
+        std::string& s;
+        ~Wipe() { sdk::wipe(s.data(), s.size()); }
+    } wipe{passphrase};
+    auto stored = store_guard([&] { return store_->load_hierarchy(); });
+    if (!stored) {
+        // The first instance creates the hierarchy; one INSERT wins, the others load the winner's.
+        auto made = make_hierarchy(config);
+        {
+            std::lock_guard lock(root_mutex_);
+            publish_root_crl(made.root.get(), made.root_key.get(), false);
+        }
+        SharedHierarchy h{crypto::certificate_pem(made.root.get()),
+                          crypto::certificate_pem(made.issuing.get()),
+                          encrypted_key_pem(made.root_key.get(), passphrase),
+                          encrypted_key_pem(made.issuing_key.get(), passphrase),
+                          root_crl_ ? *root_crl_ : std::string(),
+                          {}};
+        if (store_guard([&] { return store_->insert_hierarchy(h); }))
+            host_.log(
+                CC_EV_CaHierarchyCreated, CC_LEVEL_INFO,
+                "CA '" + name_ + "': created a " + made.algorithm + " root and issuing CA in the shared store (" +
+                    store_->where() + ") for every instance",
+                {},
+                json::serialize(json::object{{"ca", name_},
+                                             {"shared", true},
+                                             {"root_sha256", crypto::fingerprint_hex(made.root.get(), EVP_sha256())},
+                                             {"issuing_sha256", crypto::fingerprint_hex(made.issuing.get(), EVP_sha256())}}));
+        stored = store_guard([&] { return store_->load_hierarchy(); });
+        if (!stored)
+            throw sdk::Error(CC_ERR_UNAVAILABLE, "CA '" + name_ + "': the hierarchy stored in " + store_->where() + " vanished");
+    }
+    issuing_key_ = decrypted_key(stored->issuing_key_pem, passphrase);
+    if (!issuing_key_ || !decrypted_key(stored->root_key_pem, passphrase))
+        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "[ca." + name_ + "] shared_key_file: the passphrase in " + shared_key_file_ +
+                                                      " does not decrypt the CA keys in the shared store (" + store_->where() +
+                                                      "; created by instance " + stored->created_by +
+                                                      "): every instance of the fleet needs the same passphrase");
+    issuing_cert_ = crypto::load_certificate(stored->issuing_pem);
+    chain_.push_back(crypto::Cert(X509_dup(issuing_cert_.get())));
+    chain_.push_back(crypto::load_certificate(stored->root_pem));
+    std::lock_guard lock(root_mutex_);
+    root_crl_ = stored->root_crl_der.empty() ? nullptr : std::make_shared<const std::string>(stored->root_crl_der);
+    shared_hierarchy_ = true;
 }
 
 std::string LocalCa::new_serial() {
@@ -236,6 +353,10 @@ std::string LocalCa::answer(const IssuedCertificate& c, bool already_issued) con
 }
 
 std::string LocalCa::issue(const std::string& request_json) {
+    return store_guard([&] { return issue_unguarded(request_json); });
+}
+
+std::string LocalCa::issue_unguarded(const std::string& request_json) {
     std::error_code ec;
     const json::value parsed = json::parse(request_json, ec);
     if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "issue request is not a JSON object");
@@ -370,6 +491,10 @@ json::object LocalCa::revocation_answer(const IssuedCertificate& cert, bool chan
 }
 
 std::string LocalCa::revoke(const std::string& request_json) {
+    return store_guard([&] { return revoke_unguarded(request_json); });
+}
+
+std::string LocalCa::revoke_unguarded(const std::string& request_json) {
     std::error_code ec;
     const json::value parsed = json::parse(request_json, ec);
     if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "revoke request is not a JSON object");
@@ -424,6 +549,10 @@ std::string LocalCa::revoke(const std::string& request_json) {
 }
 
 std::string LocalCa::query(const std::string& request_json) {
+    return store_guard([&] { return query_unguarded(request_json); });
+}
+
+std::string LocalCa::query_unguarded(const std::string& request_json) {
     std::error_code ec;
     const json::value parsed = json::parse(request_json, ec);
     if (ec || !parsed.is_object()) throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "query is not a JSON object");
@@ -433,6 +562,12 @@ std::string LocalCa::query(const std::string& request_json) {
         const std::string level = str(req, "level", "issuing");
         if (level == "root") {
             std::shared_ptr<const std::string> root_crl;
+            if (shared_hierarchy_) {  // a ceremony on any instance is served by every one
+                const auto stored = store_->load_hierarchy();
+                std::lock_guard lock(root_mutex_);
+                if (stored && !stored->root_crl_der.empty() && (!root_crl_ || *root_crl_ != stored->root_crl_der))
+                    root_crl_ = std::make_shared<const std::string>(stored->root_crl_der);
+            }
             {
                 std::lock_guard lock(root_mutex_);
                 root_crl = root_crl_;
@@ -529,7 +664,7 @@ std::optional<long> crl_seconds_left(const std::string& der) {
 
 }  // namespace
 
-void LocalCa::publish_root_crl(X509* root, EVP_PKEY* root_key) {
+void LocalCa::publish_root_crl(X509* root, EVP_PKEY* root_key, bool persist) {
     if (X509_check_private_key(root, root_key) != 1) {
         ERR_clear_error();
         throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "the root key given does not belong to the root certificate of CA '" + name_ +
@@ -595,7 +730,10 @@ void LocalCa::publish_root_crl(X509* root, EVP_PKEY* root_key) {
     if (len <= 0) crypto::throw_openssl("encoding the root CRL");
     auto out = std::make_shared<const std::string>(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
     OPENSSL_free(der);
-    crypto::write_file_atomic(directory_ / "root-crl.der", *out, 0644);
+    if (persist && shared_hierarchy_)
+        store_guard([&] { store_->store_root_crl(*out); });  // every instance serves it
+    else if (persist)
+        crypto::write_file_atomic(directory_ / "root-crl.der", *out, 0644);
     root_crl_ = out;
     host_.log(
         CC_EV_CaCrlPublished, CC_LEVEL_INFO,
@@ -618,7 +756,16 @@ std::string LocalCa::sign_root_crl(const std::string& root_key_pem, bool revoke_
             key = crypto::load_private_key(root_key_pem);
         else if (!root_key_source_.empty())
             key = crypto::load_private_key_from(root_key_source_);
-        else if (fs::exists(directory_ / "root-key.pem"))
+        else if (shared_hierarchy_) {
+            auto stored = store_guard([&] { return store_->load_hierarchy(); });
+            std::string passphrase = shared_passphrase();
+            if (stored) key = decrypted_key(stored->root_key_pem, passphrase);
+            sdk::wipe(passphrase.data(), passphrase.size());
+            if (!key)
+                throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "[ca." + name_ + "] shared_key_file: the passphrase in " +
+                                                              shared_key_file_ +
+                                                              " does not decrypt the root key in the shared store");
+        } else if (fs::exists(directory_ / "root-key.pem"))
             key = crypto::load_private_key(read_text(directory_ / "root-key.pem"));
         else
             throw sdk::Error(CC_ERR_NOT_FOUND, "CA '" + name_ +
@@ -723,6 +870,10 @@ std::string LocalCa::health() {
 }
 
 std::string LocalCa::describe() {
+    return store_guard([&] { return describe_unguarded(); });
+}
+
+std::string LocalCa::describe_unguarded() {
     return json::serialize(json::object{{"name", name_},
                                         {"chain_pem", chain_pem_},
                                         {"subject", crypto::name_string(X509_get_subject_name(issuing_cert_.get()))},

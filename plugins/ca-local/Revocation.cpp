@@ -116,6 +116,146 @@ RevocationService::~RevocationService() {
         thread_.request_stop();
         thread_.join();
     }
+    // Leaving (not a hot-swap hand-over, where the next generation of this instance, the same
+    // holder, renews the lease): another instance may take the CRL duty at once.
+    if (store_.shared() && !paused_) {
+        try {
+            step_down();
+        } catch (const std::exception&) {
+            // The lease lapses by itself within its ttl.
+        }
+    }
+}
+
+void RevocationService::leadership(std::optional<std::int64_t> epoch) {
+    // Caller holds generate_mutex_.
+    std::optional<std::int64_t> before;
+    {
+        std::lock_guard lock(mutex_);
+        before = held_epoch_;
+        held_epoch_ = epoch;
+    }
+    const std::string duty = "crl:" + settings_.ca_name;
+    if (before && before != epoch)
+        event(CC_EV_LeadershipLost, CC_LEVEL_WARNING,
+              "lost the CRL duty (lease " + duty + ", epoch " + std::to_string(*before) + ")" +
+                  (epoch ? "; took it again at epoch " + std::to_string(*epoch) : ""),
+              json::serialize(json::object{{"duty", duty}, {"ca", settings_.ca_name}, {"epoch", *before}}));
+    if (epoch && before != epoch)
+        event(CC_EV_LeadershipAcquired, CC_LEVEL_INFO,
+              "leads the CRL duty (lease " + duty + ", epoch " + std::to_string(*epoch) + ")",
+              json::serialize(json::object{{"duty", duty}, {"ca", settings_.ca_name}, {"epoch", *epoch}}));
+}
+
+void RevocationService::step_down() {
+    std::lock_guard generating(generate_mutex_);
+    bool held;
+    {
+        std::lock_guard lock(mutex_);
+        held = held_epoch_.has_value();
+    }
+    if (!held) return;
+    store_.release_crl_lease();
+    leadership(std::nullopt);
+}
+
+std::int64_t RevocationService::crl_number() {
+    std::lock_guard lock(mutex_);
+    return current_number_;
+}
+
+bool RevocationService::lead() {
+    std::lock_guard generating(generate_mutex_);
+    lead_locked();
+    std::lock_guard lock(mutex_);
+    return held_epoch_.has_value();
+}
+
+void RevocationService::lead_locked() {
+    std::optional<std::int64_t> epoch;
+    try {
+        epoch = store_.acquire_crl_lease(3 * settings_.leader_period);
+    } catch (const std::exception&) {
+        leadership(std::nullopt);  // cannot tell: another instance may take it meanwhile
+        throw;
+    }
+    leadership(epoch);
+    adopt_latest();
+    if (!epoch) return;
+    const std::int64_t revision = store_.revision();
+    bool due;
+    {
+        std::lock_guard lock(mutex_);
+        const auto now = Clock::now();
+        due = !current_ || dirty_ || revision > current_revision_ || now >= current_this_update_ + settings_.crl_refresh ||
+              now >= current_next_update_;
+    }
+    if (due) regenerate(epoch);
+}
+
+void RevocationService::adopt_latest() {
+    std::int64_t have;
+    {
+        std::lock_guard lock(mutex_);
+        have = current_ ? current_number_ : -1;
+    }
+    const auto latest = store_.latest_crl(have);
+    if (!latest || latest->der.empty() || latest->number <= have) return;
+    auto der = std::make_shared<const std::string>(latest->der);
+    try {
+        crypto::write_file_atomic(directory_ / "crl.der", *der, 0644);
+    } catch (const std::exception&) {
+        // The CRL is served from memory; the file is a convenience copy.
+    }
+    std::lock_guard lock(mutex_);
+    current_ = std::move(der);
+    current_number_ = latest->number;
+    current_revision_ = latest->revision;
+    current_this_update_ = Clock::from_time_t(static_cast<time_t>(latest->this_update));
+    current_next_update_ = Clock::from_time_t(static_cast<time_t>(latest->next_update));
+    refresh_due_ = current_this_update_ + settings_.crl_refresh;
+}
+
+std::shared_ptr<const std::string> RevocationService::shared_crl() {
+    std::unique_lock generating(generate_mutex_);
+    try {
+        adopt_latest();
+    } catch (const std::exception& e) {
+        std::lock_guard lock(mutex_);
+        // The store is away: the CRL in hand is still good until its nextUpdate.
+        if (current_ && Clock::now() < current_next_update_) return current_;
+        throw sdk::Error(CC_ERR_UNAVAILABLE, "CA '" + settings_.ca_name + "': the shared issuance record (" + store_.where() +
+                                                 ") cannot be read and no valid CRL is in hand: " + e.what());
+    }
+    bool leading, stale, big;
+    {
+        std::lock_guard lock(mutex_);
+        const auto now = Clock::now();
+        leading = held_epoch_.has_value();
+        stale = !current_ || now >= current_next_update_;
+        big = current_ && background_.load() && last_duration_ > std::chrono::seconds(1);
+    }
+    if (leading) {
+        bool due;
+        const std::int64_t revision = store_.revision();
+        {
+            std::lock_guard lock(mutex_);
+            due = stale || dirty_ || revision > current_revision_ || Clock::now() >= refresh_due_;
+        }
+        if (due && big && !stale) {
+            wake_.notify_all();  // the refresher makes it; the previous one is still valid
+        } else if (due) {
+            lead_locked();
+        }
+    } else if (stale) {
+        // No CRL from a leader (none yet, or the leader is gone and its CRL expired): make one
+        // here. The number still comes from the store (strictly increasing), and it is stored
+        // only when no newer CRL is.
+        regenerate(std::nullopt);
+    }
+    std::lock_guard lock(mutex_);
+    if (!current_) throw sdk::Error(CC_ERR_UNAVAILABLE, "CA '" + settings_.ca_name + "' has no CRL yet");
+    return current_;
 }
 
 void RevocationService::event(uint32_t id, cc_log_level level, const std::string& message, const std::string& fields) const {
@@ -131,6 +271,7 @@ void RevocationService::changed() {
 }
 
 std::shared_ptr<const std::string> RevocationService::crl() {
+    if (store_.shared()) return shared_crl();
     {
         std::lock_guard lock(mutex_);
         const auto now = Clock::now();
@@ -151,12 +292,37 @@ std::shared_ptr<const std::string> RevocationService::crl() {
 }
 
 std::shared_ptr<const std::string> RevocationService::regenerate() {
+    if (store_.shared()) {
+        std::lock_guard generating(generate_mutex_);
+        std::optional<std::int64_t> epoch;
+        {
+            std::lock_guard lock(mutex_);
+            epoch = held_epoch_;
+        }
+        regenerate(epoch);
+        std::lock_guard lock(mutex_);
+        return current_;
+    }
+    return regenerate(std::nullopt);
+}
+
+std::shared_ptr<const std::string> RevocationService::regenerate(std::optional<std::int64_t> epoch) {
     {
         std::lock_guard lock(mutex_);
         dirty_ = false;  // before reading the store: a revocation after this point marks it again
     }
     try {
-        return publish();
+        if (auto made = publish(epoch)) return made;
+        // Refused: the lease was lost meanwhile, or a newer CRL is stored. Serve that one.
+        {
+            std::lock_guard lock(mutex_);
+            dirty_ = true;
+        }
+        if (epoch) leadership(std::nullopt);
+        adopt_latest();
+        std::lock_guard lock(mutex_);
+        if (!current_) throw std::runtime_error("the CRL made here was refused and none is stored");
+        return current_;
     } catch (const std::exception& e) {
         {
             std::lock_guard lock(mutex_);
@@ -164,13 +330,25 @@ std::shared_ptr<const std::string> RevocationService::regenerate() {
         }
         event(CC_EV_CaCrlFailed, CC_LEVEL_ERROR,
               std::string("CRL generation failed; the previous CRL is still served: ") + e.what());
-        throw sdk::Error(CC_ERR_UNAVAILABLE, std::string("CRL generation failed: ") + e.what());
+        throw sdk::Error(CC_ERR_UNAVAILABLE,
+                         "CA '" + settings_.ca_name + "': CRL generation failed (" + store_.where() + "): " + e.what());
     }
 }
 
-std::shared_ptr<const std::string> RevocationService::publish() {
+std::shared_ptr<const std::string> RevocationService::publish(std::optional<std::int64_t> epoch) {
     const auto started = std::chrono::steady_clock::now();
-    const std::int64_t number = store_.next_crl_number();
+    // Read before the entries: a revocation committed after this is in the next CRL.
+    const std::int64_t revision = store_.shared() ? store_.revision() : 0;
+    std::int64_t number = 0;
+    if (epoch) {
+        // The number is taken in the transaction that checks the lease: strictly increasing
+        // even when two instances believe they lead.
+        const auto n = store_.next_crl_number(*epoch);
+        if (!n) return nullptr;
+        number = *n;
+    } else {
+        number = store_.next_crl_number();
+    }
     const time_t now = Clock::to_time_t(Clock::now());
 
     std::unique_ptr<X509_CRL, crypto::Deleter<X509_CRL_free>> crl(X509_CRL_new());
@@ -239,6 +417,14 @@ std::shared_ptr<const std::string> RevocationService::publish() {
     if (len <= 0) crypto::throw_openssl("encoding the CRL");
     auto out = std::make_shared<const std::string>(reinterpret_cast<char*>(der), static_cast<std::size_t>(len));
     OPENSSL_free(der);
+    if (store_.shared()) {
+        const auto next = now + static_cast<time_t>(settings_.crl_validity.count());
+        // Every instance serves what is stored; refused when the lease moved on meanwhile or a
+        // newer CRL is already there (its number is higher: it wins).
+        if (!store_.store_crl(epoch,
+                              StoredCrl{number, static_cast<std::int64_t>(now), static_cast<std::int64_t>(next), revision, *out}))
+            return nullptr;
+    }
     try {
         crypto::write_file_atomic(directory_ / "crl.der", *out, 0644);
     } catch (const std::exception& e) {
@@ -247,6 +433,9 @@ std::shared_ptr<const std::string> RevocationService::publish() {
     {
         std::lock_guard lock(mutex_);
         current_ = out;
+        current_number_ = number;
+        current_revision_ = revision;
+        current_this_update_ = Clock::from_time_t(now);
         refresh_due_ = Clock::now() + settings_.crl_refresh;
         current_next_update_ = Clock::from_time_t(now) + settings_.crl_validity;
         last_duration_ = std::chrono::steady_clock::now() - started;
@@ -262,6 +451,29 @@ std::shared_ptr<const std::string> RevocationService::publish() {
 
 void RevocationService::refresher(const std::stop_token& stop) {
     Clock::time_point backoff_until{};  // after a failure: no retry before this
+    if (store_.shared()) {
+        // The fleet's CRL duty: every instance tries to lead each period; the leader renews its
+        // lease and publishes when a revocation happened through any instance or the CRL is due.
+        while (!stop.stop_requested()) {
+            bool failed = false;
+            try {
+                lead();
+            } catch (const std::exception& e) {
+                failed = true;
+                event(CC_EV_CaCrlFailed, CC_LEVEL_WARNING, std::string("the CRL duty could not run: ") + e.what());
+            }
+            std::unique_lock lock(mutex_);
+            if (failed) {  // the store is away: try again next period, not at every revocation
+                wake_.wait_for(lock, stop, settings_.leader_period, [] { return false; });
+                continue;
+            }
+            // A revocation here wakes the leader at once (after a burst settles).
+            wake_.wait_for(lock, stop, settings_.leader_period, [&] { return dirty_ && held_epoch_.has_value(); });
+            if (stop.stop_requested()) return;
+            if (dirty_ && held_epoch_) wake_.wait_for(lock, stop, std::chrono::milliseconds(200), [] { return false; });
+        }
+        return;
+    }
     while (!stop.stop_requested()) {
         {
             std::unique_lock lock(mutex_);
@@ -307,6 +519,7 @@ void RevocationService::ensure_responder() {
         crypto::PKey key = crypto::load_private_key(crypto::read_file(key_file));
         if (X509_check_issued(issuing_cert_, cert.get()) == X509_V_OK && renew_at(cert.get()) > now) {
             responder_renew_at_ = renew_at(cert.get());
+            if (store_.shared()) record_responder(cert.get());
             responder_cert_ = std::move(cert);
             responder_key_ = std::move(key);
             return;
@@ -354,8 +567,21 @@ void RevocationService::ensure_responder() {
           json::serialize(
               json::object{{"ca", settings_.ca_name}, {"not_after", crypto::time_iso8601(X509_get0_notAfter(cert.get()))}}));
     responder_renew_at_ = renew_at(cert.get());
+    if (store_.shared()) record_responder(cert.get());
     responder_cert_ = std::move(cert);
     responder_key_ = std::move(key);
+}
+
+void RevocationService::record_responder(X509* cert) {
+    // Each instance signs OCSP answers with its own delegated responder (its key never leaves
+    // the machine); the fleet's record lists them, so an operator sees every one in use.
+    try {
+        store_.record_responder(crypto::serial_hex(cert), crypto::time_iso8601(X509_get0_notAfter(cert)),
+                                crypto::certificate_pem(cert));
+    } catch (const std::exception& e) {
+        event(CC_EV_CaOcspFailed, CC_LEVEL_WARNING,
+              std::string("the OCSP responder certificate could not be recorded in the shared store: ") + e.what());
+    }
 }
 
 std::string RevocationService::ocsp(std::string_view request_der) {
@@ -391,7 +617,15 @@ std::string RevocationService::ocsp(std::string_view request_der) {
         const std::string serial_hex = hex ? hex : "";
         OPENSSL_free(hex);
         BN_free(bn);
-        const auto record = serial_hex.empty() ? std::nullopt : store_.revocation_status(serial_hex);
+        std::optional<IssuanceStore::Status> record;
+        try {
+            if (!serial_hex.empty()) record = store_.revocation_status(serial_hex);
+        } catch (const std::exception& e) {
+            // RFC 6960 §2.3: tryLater, never a guess, while the issuance record is away.
+            event(CC_EV_CaOcspFailed, CC_LEVEL_ERROR,
+                  "the issuance record (" + store_.where() + ") cannot be read: " + std::string(e.what()));
+            return ocsp_response_der(OCSP_RESPONSE_STATUS_TRYLATER, nullptr);
+        }
         if (!record) {
             OCSP_basic_add1_status(basic.get(), id, V_OCSP_CERTSTATUS_UNKNOWN, 0, nullptr, this_update.get(), next_update.get());
         } else if (record->status == "revoked") {

@@ -30,6 +30,8 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   "crl_validity_hours": {"type":"integer","min":1,"max":8760,"description":"nextUpdate of each CRL (default 48)"},
   "crl_refresh_hours": {"type":"integer","min":1,"max":8759,"description":"a CRL older than this is regenerated even without revocations (default 24)"},
   "ocsp_validity_minutes": {"type":"integer","min":1,"max":10080,"description":"nextUpdate of OCSP answers (default 60)"},
+  "shared_key_file": {"type":"string","description":"with a shared [store] (a fleet) and no certificate/private_key configured: absolute path of a file holding the passphrase (at least 16 characters, the same on every instance) that encrypts the CA keys ca-local creates once and keeps in the store"},
+  "crl_leader_seconds": {"type":"integer","min":1,"max":3600,"description":"with a shared [store]: how often the instance leading the CRL duty renews its lease (ttl 3x this) and publishes revocations made through any instance (default 30)"},
   "ocsp_responder_algorithm": {"type":"string","enum":["rsa3072","rsa4096","p256","p384"],"description":"key of the delegated OCSP responder (default p256)"},
   "profiles": {"type":"table","values":{"type":"table","keys":{
     "validity_days": {"type":"integer","min":1,"max":3650},
@@ -121,7 +123,9 @@ public:
     }
 
     // Hot-swap hand-over: the CRL refreshers stop, so the next generation's are the only ones
-    // writing crl.der. The issuance record is SQLite in WAL mode: both generations may use it.
+    // writing crl.der. The issuance record (SQLite in WAL mode, or the fleet's PostgreSQL) may
+    // be used by both generations; with a shared store both hold the CRL lease as the same
+    // instance, so the next generation simply renews it.
     void quiesce(std::chrono::milliseconds) override {
         registry_.each([](LocalCa& ca) { ca.pause_background(); });
     }
@@ -158,5 +162,5 @@ private:
 
 }  // namespace
 
-CERTCONN_PLUGIN(LocalCaPlugin, "local", "0.1.0", "2026-11-24", "Embedded OpenSSL CA (root + issuing, profiles, SQLite record)",
-                kSchema)
+CERTCONN_PLUGIN(LocalCaPlugin, "local", "0.1.0", "2026-11-24",
+                "Embedded OpenSSL CA (root + issuing, profiles, SQLite or shared PostgreSQL record)", kSchema)
