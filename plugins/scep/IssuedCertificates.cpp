@@ -15,8 +15,9 @@ IssuedCertificates::IssuedCertificates(ConnectionPtr connection) : c_(std::move(
 void IssuedCertificates::record(const IssuedCertificate& c) {
     std::lock_guard lock(c_->mutex);
     c_->ready()
-        .prepare("INSERT INTO issued (ca, serial, profile, original_serial, renewal_count, transaction_id, request_id, not_after) "
-                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (ca, serial) DO NOTHING")
+        .prepare(
+            "INSERT INTO issued (ca, serial, profile, original_serial, renewal_count, transaction_id, request_id, not_after) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (ca, serial) DO NOTHING")
         .bind_all(c.ca, c.serial, c.profile, c.original_serial, c.renewal_count, c.transaction_id, c.request_id, c.not_after)
         .run();
 }

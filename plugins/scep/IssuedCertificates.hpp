@@ -1,8 +1,7 @@
 // The certificates this SCEP server issued, per profile, kept in certconn::store (issued.db in
-// the plugin's state directory, or the fleet's shared schema `scep`). A renewal is only authorised by a certificate found here for the same profile
-// (a certificate the CA issued through another path — another SCEP profile, the pkcs feature,
-// the RA itself — renews nothing), and the ledger counts the renewals of each original
-// enrollment so `max_renewals` can be enforced.
+// the plugin's state directory, or the fleet's shared schema `scep`). A renewal is only authorised by a certificate found here
+// for the same profile (a certificate the CA issued through another path — another SCEP profile, the pkcs feature, the RA itself
+// — renews nothing), and the ledger counts the renewals of each original enrollment so `max_renewals` can be enforced.
 #pragma once
 
 #include "Store.hpp"

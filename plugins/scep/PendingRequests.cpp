@@ -38,8 +38,9 @@ std::optional<PendingRequest> PendingRequests::find(const std::string& tx) {
 void PendingRequests::hold_at_ca(const std::string& tx, const std::string& profile, const std::string& csr_pem) {
     std::lock_guard lock(c_->mutex);
     c_->ready()
-        .prepare("INSERT INTO pending (transaction_id, profile, csr_pem, status) VALUES ($1, $2, $3, 'at-ca') "
-                 "ON CONFLICT (transaction_id) DO UPDATE SET status = 'at-ca' WHERE pending.status = 'approved'")
+        .prepare(
+            "INSERT INTO pending (transaction_id, profile, csr_pem, status) VALUES ($1, $2, $3, 'at-ca') "
+            "ON CONFLICT (transaction_id) DO UPDATE SET status = 'at-ca' WHERE pending.status = 'approved'")
         .bind_all(tx, profile, csr_pem)
         .run();
 }
@@ -48,10 +49,11 @@ bool PendingRequests::decide(const std::string& tx, bool approve) {
     std::lock_guard lock(c_->mutex);
     auto& db = c_->ready();
     // One statement: of two administrators deciding at once on two instances, one wins.
-    return db.prepare("UPDATE pending SET status = $1, decided_at = " + iso_now_sql(db) +
-                      " WHERE transaction_id = $2 AND status = 'pending'")
-               .bind_all(std::string(approve ? "approved" : "denied"), tx)
-               .run() == 1;
+    // (RETURNING, not Statement::run's count, which counts rows returned, not rows changed.)
+    auto s = db.prepare("UPDATE pending SET status = $1, decided_at = " + iso_now_sql(db) +
+                        " WHERE transaction_id = $2 AND status = 'pending' RETURNING transaction_id");
+    s.bind_all(std::string(approve ? "approved" : "denied"), tx);
+    return s.step();
 }
 
 boost::json::array PendingRequests::list(const std::string& status) {

@@ -33,9 +33,10 @@ std::optional<RaRecord> SharedRa::find(const std::string& profile) {
 RaRecord SharedRa::offer(const std::string& profile, const RaRecord& candidate) {
     std::lock_guard lock(c_->mutex);
     auto& db = c_->ready();
-    db.prepare("INSERT INTO ra (profile, key_pem, csr_pem, certificate_pem, chain_pem, created_by, created_at) "
-               "VALUES ($1, $2, $3, $4, $5, $6, " +
-               db.now_sql() + ") ON CONFLICT (profile) DO NOTHING")
+    db.prepare(
+          "INSERT INTO ra (profile, key_pem, csr_pem, certificate_pem, chain_pem, created_by, created_at) "
+          "VALUES ($1, $2, $3, $4, $5, $6, " +
+          db.now_sql() + ") ON CONFLICT (profile) DO NOTHING")
         .bind(1, profile)
         .bind(2, candidate.key_pem)
         .bind(3, candidate.csr_pem)

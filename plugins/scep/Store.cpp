@@ -81,7 +81,7 @@ const sql::Migration kPostgres[] = {{1, kPostgresV1}, {2, kV2}};
 
 ConnectionPtr open_store(const sql::Options& options, StoreFile file) {
     sql::Database db = sql::Database::open(options);
-    std::span<const sql::Migration> m = db.shared() ? std::span<const sql::Migration>(kPostgres)
+    std::span<const sql::Migration> m = db.shared()                  ? std::span<const sql::Migration>(kPostgres)
                                         : file == StoreFile::pending ? std::span<const sql::Migration>(kPendingFile)
                                                                      : std::span<const sql::Migration>(kIssuedFile);
     auto c = std::make_shared<Connection>(std::move(db), m);

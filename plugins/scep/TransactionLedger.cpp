@@ -9,9 +9,10 @@ Claim TransactionLedger::claim(const std::string& profile, const std::string& tx
     std::lock_guard lock(c_->mutex);
     auto& db = c_->ready();
     for (int round = 0; round < 3; ++round) {
-        auto ins = db.prepare("INSERT INTO transactions (profile, transaction_id, request_id, status, owner, attempt, claimed_at) "
-                              "VALUES ($1, $2, $3, 'issuing', $4, 1, " +
-                              db.now_sql() + ") ON CONFLICT (profile, transaction_id) DO NOTHING RETURNING attempt");
+        auto ins = db.prepare(
+            "INSERT INTO transactions (profile, transaction_id, request_id, status, owner, attempt, claimed_at) "
+            "VALUES ($1, $2, $3, 'issuing', $4, 1, " +
+            db.now_sql() + ") ON CONFLICT (profile, transaction_id) DO NOTHING RETURNING attempt");
         ins.bind_all(profile, tx, request_id, owner);
         if (ins.step()) {
             Claim c{Claim::Outcome::claimed, {}};
@@ -57,8 +58,9 @@ void TransactionLedger::release(const std::string& profile, const std::string& t
                                 const std::string& owner) {
     std::lock_guard lock(c_->mutex);
     c_->ready()
-        .prepare("DELETE FROM transactions WHERE profile = $1 AND transaction_id = $2 AND status = 'issuing' AND attempt = $3 "
-                 "AND owner = $4")
+        .prepare(
+            "DELETE FROM transactions WHERE profile = $1 AND transaction_id = $2 AND status = 'issuing' AND attempt = $3 "
+            "AND owner = $4")
         .bind_all(profile, tx, attempt, owner)
         .run();
 }

@@ -49,8 +49,7 @@ public:
                   const std::string& certificate_pem, const std::string& serial);
     /// Gives a claim up (the CA refused, holds it for approval, or is unreachable): the next
     /// request for the transaction claims it again.
-    void release(const std::string& profile, const std::string& transaction_id, std::int64_t attempt,
-                 const std::string& owner);
+    void release(const std::string& profile, const std::string& transaction_id, std::int64_t attempt, const std::string& owner);
 
 private:
     ConnectionPtr c_;

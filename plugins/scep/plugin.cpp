@@ -19,6 +19,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -232,9 +233,9 @@ private:
         try {
             for (const auto& p : profiles_)
                 if (const auto row = shared_ra_.find(p->name))
-                    scep::decrypt_private_key(row->key_pem, ra_passphrase_,
-                                              "the shared RA key of profile '" + p->name + "' (stored by instance " +
-                                                  row->created_by + ")");
+                    scep::decrypt_private_key(
+                        row->key_pem, ra_passphrase_,
+                        "the shared RA key of profile '" + p->name + "' (stored by instance " + row->created_by + ")");
         } catch (const certconn::sql::Error& e) {
             if (!e.transient()) throw Error(CC_ERR_INTERNAL, std::string("scep state store: ") + e.what());
             host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
@@ -280,10 +281,11 @@ private:
             unsigned int md_len = 0;
             EVP_Digest(row->csr_pem.data(), row->csr_pem.size(), md, &md_len, EVP_sha256(), nullptr);
             const std::string digest = crypto::hex_encode(std::string_view(reinterpret_cast<char*>(md), 16));
-            const std::string answer = host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", "scep-ra:" + p.name + ":" + digest},
-                                                                                         {"csr_pem", row->csr_pem},
-                                                                                         {"profile", p.certificate_profile},
-                                                                                         {"requester", "scep"}}));
+            const std::string answer =
+                host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", "scep-ra:" + p.name + ":" + digest},
+                                                                  {"csr_pem", row->csr_pem},
+                                                                  {"profile", p.certificate_profile},
+                                                                  {"requester", "scep"}}));
             const auto a = json::parse(answer).as_object();
             row = shared_ra_.set_certificate(p.name, std::string(a.at("certificate_pem").as_string()),
                                              std::string(a.at("chain_pem").as_string()));
@@ -682,52 +684,54 @@ private:
         while (attempt == 0) {
             scep::Claim claim = ledger_.claim(p.name, tx, request_id, instance_id_);
             switch (claim.outcome) {
-            case scep::Claim::Outcome::claimed:
-                if (in_flight.take(key)) {
-                    attempt = claim.entry.attempt;
-                    continue;
-                }
-                // Our own claim while this instance works on it elsewhere: cannot be (claims are
-                // released before the in-flight mark); treat as in progress.
-                break;
-            case scep::Claim::Outcome::other_request:
-                return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
-                            "transaction " + tx + " was already used for another request (a different CSR); refused");
-            case scep::Claim::Outcome::issued: {
-                crypto::Cert cert = crypto::load_certificate(claim.entry.certificate_pem);
-                if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(csr)) != 1)
-                    return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
-                                "transaction " + tx + " was already used for another key");
-                host_.log(CC_EV_ScepIssuedSuccess, CC_LEVEL_INFO,
-                          "profile '" + p.name + "': transaction " + tx + " resent; answered with certificate " +
-                              crypto::serial_hex(cert.get()) + " issued " +
-                              (claim.entry.owner == instance_id_ ? "here" : "by instance " + claim.entry.owner) + " before",
-                          tx);
-                return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
-            }
-            case scep::Claim::Outcome::in_progress: {
-                // Another claim is issuing it. Taken over when its instance is gone (stale), or
-                // when it is this instance's own and nothing here works on it (a request whose
-                // store write had an unknown outcome).
-                bool orphan = claim.entry.age_seconds >= kClaimStaleSeconds;
-                if (!orphan && claim.entry.owner == instance_id_) {
-                    std::lock_guard lock(in_flight_mutex_);
-                    orphan = !in_flight_.contains(key);
-                }
-                if (orphan && in_flight.take(key)) {
-                    attempt = ledger_.take_over(p.name, tx, claim.entry.attempt, instance_id_);
-                    if (attempt != 0) {
-                        host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
-                                  "profile '" + p.name + "': took over transaction " + tx + " from " +
-                                      (claim.entry.owner == instance_id_ ? "an earlier request here" : "instance " + claim.entry.owner) +
-                                      " (claimed " + std::to_string(claim.entry.age_seconds) + " s ago without a certificate)",
-                                  tx);
+                case scep::Claim::Outcome::claimed:
+                    if (in_flight.take(key)) {
+                        attempt = claim.entry.attempt;
                         continue;
                     }
-                    in_flight.drop();
+                    // Our own claim while this instance works on it elsewhere: cannot be (claims are
+                    // released before the in-flight mark); treat as in progress.
+                    break;
+                case scep::Claim::Outcome::other_request:
+                    return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
+                                "transaction " + tx + " was already used for another request (a different CSR); refused");
+                case scep::Claim::Outcome::issued: {
+                    crypto::Cert cert = crypto::load_certificate(claim.entry.certificate_pem);
+                    if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(csr)) != 1)
+                        return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
+                                    "transaction " + tx + " was already used for another key");
+                    host_.log(CC_EV_ScepIssuedSuccess, CC_LEVEL_INFO,
+                              "profile '" + p.name + "': transaction " + tx + " resent; answered with certificate " +
+                                  crypto::serial_hex(cert.get()) + " issued " +
+                                  (claim.entry.owner == instance_id_ ? "here" : "by instance " + claim.entry.owner) + " before",
+                              tx);
+                    return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
                 }
-                break;
-            }
+                case scep::Claim::Outcome::in_progress: {
+                    // Another claim is issuing it. Taken over when its instance is gone (stale), or
+                    // when it is this instance's own and nothing here works on it (a request whose
+                    // store write had an unknown outcome).
+                    bool orphan = claim.entry.age_seconds >= kClaimStaleSeconds;
+                    if (!orphan && claim.entry.owner == instance_id_) {
+                        std::lock_guard lock(in_flight_mutex_);
+                        orphan = !in_flight_.contains(key);
+                    }
+                    if (orphan && in_flight.take(key)) {
+                        attempt = ledger_.take_over(p.name, tx, claim.entry.attempt, instance_id_);
+                        if (attempt != 0) {
+                            host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                                      "profile '" + p.name + "': took over transaction " + tx + " from " +
+                                          (claim.entry.owner == instance_id_ ? "an earlier request here"
+                                                                             : "instance " + claim.entry.owner) +
+                                          " (claimed " + std::to_string(claim.entry.age_seconds) +
+                                          " s ago without a certificate)",
+                                      tx);
+                            continue;
+                        }
+                        in_flight.drop();
+                    }
+                    break;
+                }
             }
             if (std::chrono::steady_clock::now() >= deadline) {
                 host_.log(CC_EV_ScepIssuedFailure, CC_LEVEL_WARNING,
@@ -807,8 +811,9 @@ private:
             ledger_.complete(p.name, tx, request_id, crypto::certificate_pem(cert.get()), serial);
         } catch (const certconn::sql::Error& e) {
             host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
-                      "profile '" + p.name + "': certificate " + serial + " issued, but the transaction ledger cannot record it (" +
-                          e.what() + "); a resent request gets it from the CA again",
+                      "profile '" + p.name + "': certificate " + serial +
+                          " issued, but the transaction ledger cannot record it (" + e.what() +
+                          "); a resent request gets it from the CA again",
                       tx);
         }
         return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
@@ -1137,7 +1142,7 @@ private:
 
 private:
     /// How long a request waits for another one issuing the same transaction before a 503.
-    static constexpr std::chrono::seconds kLedgerWait{20};
+    static constexpr std::chrono::seconds kLedgerWait{10};
     /// A claim this old without a certificate belongs to an instance that died: taken over.
     static constexpr std::int64_t kClaimStaleSeconds = 120;
 
