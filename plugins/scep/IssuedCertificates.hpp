@@ -1,15 +1,12 @@
-// The certificates this SCEP server issued, per profile, kept in SQLite in the plugin's state
-// directory. A renewal is only authorised by a certificate found here for the same profile
-// (a certificate the CA issued through another path — another SCEP profile, the pkcs feature,
-// the RA itself — renews nothing), and the ledger counts the renewals of each original
-// enrollment so `max_renewals` can be enforced.
+// The certificates this SCEP server issued, per profile, kept in certconn::store (issued.db in
+// the plugin's state directory, or the fleet's shared schema `scep`). A renewal is only authorised by a certificate found here
+// for the same profile (a certificate the CA issued through another path — another SCEP profile, the pkcs feature, the RA itself
+// — renews nothing), and the ledger counts the renewals of each original enrollment so `max_renewals` can be enforced.
 #pragma once
 
-#include <certconn/sqlite.hpp>
+#include "Store.hpp"
 
 #include <cstdint>
-#include <filesystem>
-#include <mutex>
 #include <optional>
 #include <string>
 
@@ -28,7 +25,7 @@ struct IssuedCertificate {
 
 class IssuedCertificates {
 public:
-    explicit IssuedCertificates(const std::filesystem::path& file);
+    explicit IssuedCertificates(ConnectionPtr connection);
     /// Records `cert`; a second record of the same (ca, serial) is a no-op (a resent request).
     void record(const IssuedCertificate& cert);
     std::optional<IssuedCertificate> find(const std::string& ca, const std::string& serial);
@@ -39,8 +36,7 @@ public:
     std::int64_t renewals_of(const std::string& ca, const std::string& original_serial);
 
 private:
-    std::mutex mutex_;
-    sqlite::Database db_;
+    ConnectionPtr c_;
 };
 
 }  // namespace certconn::scep

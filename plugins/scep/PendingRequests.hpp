@@ -1,13 +1,12 @@
-// SCEP requests waiting for an administrator's approval (profiles with require_approval):
-// kept by transaction id in SQLite so they survive restarts. One row per transaction.
+// SCEP requests waiting for an administrator's approval (profiles with require_approval): kept
+// by transaction id in certconn::store (pending.db, or the fleet's shared schema `scep`) so they
+// survive restarts and any instance can answer the device's CertPoll or take the decision.
 #pragma once
 
-#include <certconn/sqlite.hpp>
+#include "Store.hpp"
 
 #include <boost/json/array.hpp>
 
-#include <filesystem>
-#include <mutex>
 #include <optional>
 #include <string>
 
@@ -22,7 +21,7 @@ struct PendingRequest {
 
 class PendingRequests {
 public:
-    explicit PendingRequests(const std::filesystem::path& file);
+    explicit PendingRequests(ConnectionPtr connection);
     /// Records a request as pending unless the transaction is known; returns the stored row.
     PendingRequest add(const std::string& transaction_id, const std::string& profile, const std::string& csr_pem);
     std::optional<PendingRequest> find(const std::string& transaction_id);
@@ -34,8 +33,7 @@ public:
     boost::json::array list(const std::string& status);
 
 private:
-    std::mutex mutex_;
-    sqlite::Database db_;
+    ConnectionPtr c_;
 };
 
 }  // namespace certconn::scep

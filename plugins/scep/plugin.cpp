@@ -3,10 +3,14 @@
 #include "IssuedCertificates.hpp"
 #include "PendingRequests.hpp"
 #include "ScepMessage.hpp"
+#include "SharedRa.hpp"
+#include "Store.hpp"
+#include "TransactionLedger.hpp"
 
 #include <certconn/admin.hpp>
 #include <certconn/crypto.hpp>
 #include <certconn/sdk.hpp>
+#include <certconn/sql.hpp>
 #include <certconn/sqlite.hpp>
 
 #include <boost/json.hpp>
@@ -15,13 +19,17 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <fstream>
 #include <iterator>
-#include <atomic>
 #include <map>
-#include <tuple>
 #include <mutex>
+#include <set>
+#include <thread>
+#include <tuple>
 
 namespace {
 
@@ -33,6 +41,7 @@ using certconn::sdk::HttpRequest;
 using certconn::sdk::HttpResponse;
 
 constexpr const char* kSchema = R"json({"type":"table","keys":{
+  "shared_key_file": {"type":"string","description":"with a shared [store]: file holding the passphrase that encrypts the profiles' RA keys in the store (the same on every instance; required there)"},
   "profiles": {"type":"table","values":{"type":"table","keys":{
     "path": {"type":"string","required":true,"description":"endpoint path, e.g. /scep (also serves <path>/pkiclient.exe)"},
     "ca": {"type":"string","required":true,"description":"the configured CA that issues"},
@@ -113,8 +122,10 @@ struct Profile {
 
 class ScepFeature final : public certconn::sdk::FeaturePlugin {
 public:
-    explicit ScepFeature(certconn::sdk::Host& host) : host_(host), pending_(host.state_dir() / "pending.db") {
+    explicit ScepFeature(certconn::sdk::Host& host) : host_(host) {
         const auto config = json::parse(host.config_json()).as_object();
+        if (const auto* f = config.if_contains("shared_key_file"); f && f->is_string())
+            shared_key_file_ = std::string(f->as_string());
         // Approval of pending requests: callers holding scep:approve (the host checks it; the
         // CLI's `scep pending|approve|deny` come through the admin socket).
         host.route("GET", "/scep/v1/pending", "scep:approve", [this](const HttpRequest&) {
@@ -170,6 +181,7 @@ public:
                 profiles_.push_back(std::move(p));
             }
         }
+        if (stores_.pending->db.shared() && !profiles_.empty()) prepare_shared_ra();
         hand_over_old_notifications();  // after the profiles: each names its tenant
     }
 
@@ -178,10 +190,129 @@ public:
     }
 
 private:
+    /// This instance's id in the fleet (the host's instance id; host:pid before ABI 1.5).
+    static std::string instance_id_of(const certconn::sdk::Host& host) {
+        try {
+            std::error_code ec;
+            const json::value v = json::parse(host.store_config_json(), ec);
+            const auto* id = !ec && v.is_object() ? v.as_object().if_contains("instance_id") : nullptr;
+            if (id && id->is_string() && !id->as_string().empty()) return std::string(id->as_string());
+        } catch (const std::exception&) {
+        }
+        char name[256] = {};
+        ::gethostname(name, sizeof name - 1);
+        return std::string(name) + ":" + std::to_string(::getpid());
+    }
+
+    static scep::Connections open_stores(const certconn::sdk::Host& host) {
+        try {
+            return scep::open_stores(certconn::sql::Options::for_plugin(host, "scep", "pending.db"),
+                                     certconn::sql::Options::for_plugin(host, "scep", "issued.db"));
+        } catch (const certconn::sql::Error& e) {
+            throw Error(e.transient() ? CC_ERR_UNAVAILABLE : CC_ERR_INTERNAL, std::string("scep state store: ") + e.what());
+        }
+    }
+
+    /// A shared store: every instance must serve the same RA, created once and stored encrypted
+    /// under [scep] shared_key_file. Without the file, or when the stored keys do not decrypt with
+    /// it, init fails: an instance with another RA would answer devices with a certificate
+    /// whose key the other instances do not hold.
+    void prepare_shared_ra() {
+        if (shared_key_file_.empty())
+            throw Error(CC_ERR_INVALID_ARGUMENT,
+                        "[scep] shared_key_file: needed with a shared [store] so every instance serves the same RA "
+                        "certificate and key for profile '" +
+                            profiles_.front()->name + "' (a file holding a passphrase, the same on every instance)");
+        try {
+            ra_passphrase_ = scep::read_passphrase_file(shared_key_file_);
+        } catch (const std::exception& e) {
+            throw Error(CC_ERR_INVALID_ARGUMENT, std::string("[scep] shared_key_file: ") + e.what());
+        }
+        // RAs already in the store must decrypt with our passphrase. The store may be down now:
+        // then the first request checks it (and refuses with the same message).
+        try {
+            for (const auto& p : profiles_)
+                if (const auto row = shared_ra_.find(p->name))
+                    scep::decrypt_private_key(
+                        row->key_pem, ra_passphrase_,
+                        "the shared RA key of profile '" + p->name + "' (stored by instance " + row->created_by + ")");
+        } catch (const certconn::sql::Error& e) {
+            if (!e.transient()) throw Error(CC_ERR_INTERNAL, std::string("scep state store: ") + e.what());
+            host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
+                      std::string("scep: the shared store cannot be read now (") + e.what() +
+                          "); the RA keys are checked at the first request");
+        } catch (const std::runtime_error& e) {
+            throw Error(CC_ERR_INVALID_ARGUMENT, std::string("[scep] shared_key_file ") + shared_key_file_ + ": " + e.what());
+        }
+    }
+
+    /// The shared store's RA of `p`: the stored one, or ours offered first (an RA this instance
+    /// created before the fleet, from its state directory, so its devices keep their RA).
+    void load_shared_ra(Profile& p) {
+        const auto dir = host_.state_dir() / p.name;
+        auto row = shared_ra_.find(p.name);
+        if (!row) {
+            scep::RaRecord candidate;
+            crypto::PKey key;
+            if (std::filesystem::exists(dir / "ra.pem") && std::filesystem::exists(dir / "ra-key.pem")) {
+                key = crypto::load_private_key(crypto::read_file(dir / "ra-key.pem"));
+                candidate.certificate_pem = crypto::read_file(dir / "ra.pem");
+                candidate.chain_pem = crypto::read_file(dir / "chain.pem");
+            } else {
+                key = crypto::generate_key("rsa2048");  // RSA: clients encrypt to the RA
+            }
+            candidate.key_pem = scep::encrypt_private_key(key.get(), ra_passphrase_);
+            candidate.csr_pem = crypto::make_csr_pem(key.get(), p.ra_subject, {});
+            candidate.created_by = instance_id_;
+            row = shared_ra_.offer(p.name, candidate);
+            if (row->created_by == instance_id_ && row->key_pem == candidate.key_pem)
+                host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                          "profile '" + p.name + "': this instance stored the RA " +
+                              (candidate.certificate_pem.empty() ? "key it created" : "it already had") +
+                              " in the shared store; every instance serves it");
+        }
+        crypto::PKey key = scep::decrypt_private_key(
+            row->key_pem, ra_passphrase_,
+            "[scep] shared_key_file: the shared RA key of profile '" + p.name + "' (stored by instance " + row->created_by + ")");
+        if (row->certificate_pem.empty()) {
+            // The CA issues once per request id; the id names the stored CSR, so every instance
+            // asking gets the same certificate for the stored key.
+            unsigned char md[32];
+            unsigned int md_len = 0;
+            EVP_Digest(row->csr_pem.data(), row->csr_pem.size(), md, &md_len, EVP_sha256(), nullptr);
+            const std::string digest = crypto::hex_encode(std::string_view(reinterpret_cast<char*>(md), 16));
+            const std::string answer =
+                host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", "scep-ra:" + p.name + ":" + digest},
+                                                                  {"csr_pem", row->csr_pem},
+                                                                  {"profile", p.certificate_profile},
+                                                                  {"requester", "scep"}}));
+            const auto a = json::parse(answer).as_object();
+            row = shared_ra_.set_certificate(p.name, std::string(a.at("certificate_pem").as_string()),
+                                             std::string(a.at("chain_pem").as_string()));
+        }
+        crypto::Cert cert = crypto::load_certificate(row->certificate_pem);
+        if (X509_check_private_key(cert.get(), key.get()) != 1) {
+            ERR_clear_error();
+            throw Error(CC_ERR_INTERNAL, "profile '" + p.name + "': the shared RA certificate does not match the shared RA key");
+        }
+        p.ra_key = std::move(key);
+        p.chain = crypto::load_certificates(row->chain_pem);
+        p.ra_cert = std::move(cert);
+    }
+
     /// Loads the profile's RA key and certificate, or creates them: key here, certificate from the CA.
     void ensure_ra(Profile& p) {
         std::lock_guard lock(p.mutex);
         if (p.ra_cert) return;
+        if (stores_.pending->db.shared()) {
+            try {
+                load_shared_ra(p);
+            } catch (const std::runtime_error& e) {
+                if (dynamic_cast<const Error*>(&e) || dynamic_cast<const certconn::sql::Error*>(&e)) throw;
+                throw Error(CC_ERR_INTERNAL, e.what());
+            }
+            return;
+        }
         const auto dir = host_.state_dir() / p.name;
         std::filesystem::create_directories(dir);
         ::chmod(dir.c_str(), 0700);
@@ -263,6 +394,18 @@ private:
         } catch (const Error& e) {
             host_.log(CC_EV_ScepIssuedFailure, CC_LEVEL_ERROR, "profile '" + p.name + "': " + e.what());
             if (e.retryable()) return {503, {{"Content-Type", "text/plain"}, {"Retry-After", "60"}}, "temporarily unavailable\n"};
+            return {500, {{"Content-Type", "text/plain"}}, "internal error\n"};
+        } catch (const certconn::sql::Error& e) {
+            // The state store (the fleet's PostgreSQL) failed: nothing was issued that the
+            // ledger lost (a claim without a certificate is taken over at the device's resend).
+            if (e.transient()) {
+                host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
+                          "profile '" + p.name + "': the SCEP state store is unavailable (" + e.what() + "); " + operation +
+                              " answered 503, the device retries");
+                return {503, {{"Content-Type", "text/plain"}, {"Retry-After", "30"}}, "temporarily unavailable\n"};
+            }
+            host_.log(CC_EV_ScepIssuedFailure, CC_LEVEL_ERROR,
+                      "profile '" + p.name + "': the SCEP state store refused " + operation + ": " + e.what());
             return {500, {{"Content-Type", "text/plain"}}, "internal error\n"};
         }
     }
@@ -515,6 +658,106 @@ private:
     HttpResponse issue(Profile& p, const scep::PkiRequest& req, X509_REQ* csr, const std::string& csr_text, const std::string& tx,
                        const std::string& kind, const Lineage& lineage, Fail& fail) {
         const std::string request_id = ca_request_id(p, csr, kind, tx);
+        // The transaction ledger: one claim per transaction across the fleet.
+        const std::string key = p.name + "\n" + tx;
+        struct InFlight {  // this instance is working on `key` (a claim of ours not in here is orphaned)
+            ScepFeature& f;
+            std::string key;
+            bool held = false;
+            bool take(const std::string& k) {
+                std::lock_guard lock(f.in_flight_mutex_);
+                key = k;
+                held = f.in_flight_.insert(k).second;
+                return held;
+            }
+            void drop() {
+                if (!held) return;
+                std::lock_guard lock(f.in_flight_mutex_);
+                f.in_flight_.erase(key);
+                held = false;
+            }
+            ~InFlight() { drop(); }
+        } in_flight{*this, {}};
+        std::int64_t attempt = 0;
+        const auto deadline = std::chrono::steady_clock::now() + kLedgerWait;
+        bool waited = false;
+        while (attempt == 0) {
+            scep::Claim claim = ledger_.claim(p.name, tx, request_id, instance_id_);
+            switch (claim.outcome) {
+                case scep::Claim::Outcome::claimed:
+                    if (in_flight.take(key)) {
+                        attempt = claim.entry.attempt;
+                        continue;
+                    }
+                    // Our own claim while this instance works on it elsewhere: cannot be (claims are
+                    // released before the in-flight mark); treat as in progress.
+                    break;
+                case scep::Claim::Outcome::other_request:
+                    return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
+                                "transaction " + tx + " was already used for another request (a different CSR); refused");
+                case scep::Claim::Outcome::issued: {
+                    crypto::Cert cert = crypto::load_certificate(claim.entry.certificate_pem);
+                    if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(csr)) != 1)
+                        return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
+                                    "transaction " + tx + " was already used for another key");
+                    host_.log(CC_EV_ScepIssuedSuccess, CC_LEVEL_INFO,
+                              "profile '" + p.name + "': transaction " + tx + " resent; answered with certificate " +
+                                  crypto::serial_hex(cert.get()) + " issued " +
+                                  (claim.entry.owner == instance_id_ ? "here" : "by instance " + claim.entry.owner) + " before",
+                              tx);
+                    return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
+                }
+                case scep::Claim::Outcome::in_progress: {
+                    // Another claim is issuing it. Taken over when its instance is gone (stale), or
+                    // when it is this instance's own and nothing here works on it (a request whose
+                    // store write had an unknown outcome).
+                    bool orphan = claim.entry.age_seconds >= kClaimStaleSeconds;
+                    if (!orphan && claim.entry.owner == instance_id_) {
+                        std::lock_guard lock(in_flight_mutex_);
+                        orphan = !in_flight_.contains(key);
+                    }
+                    if (orphan && in_flight.take(key)) {
+                        attempt = ledger_.take_over(p.name, tx, claim.entry.attempt, instance_id_);
+                        if (attempt != 0) {
+                            host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                                      "profile '" + p.name + "': took over transaction " + tx + " from " +
+                                          (claim.entry.owner == instance_id_ ? "an earlier request here"
+                                                                             : "instance " + claim.entry.owner) +
+                                          " (claimed " + std::to_string(claim.entry.age_seconds) +
+                                          " s ago without a certificate)",
+                                      tx);
+                            continue;
+                        }
+                        in_flight.drop();
+                    }
+                    break;
+                }
+            }
+            if (std::chrono::steady_clock::now() >= deadline) {
+                host_.log(CC_EV_ScepIssuedFailure, CC_LEVEL_WARNING,
+                          "profile '" + p.name + "': transaction " + tx +
+                              " is being issued by another request; answered 503, the device resends and gets its certificate",
+                          tx);
+                return {503, {{"Content-Type", "text/plain"}, {"Retry-After", "10"}}, "transaction in progress, retry later\n"};
+            }
+            if (!waited)
+                host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
+                          "profile '" + p.name + "': transaction " + tx + " is being issued by " +
+                              (claim.entry.owner == instance_id_ ? "another request here" : "instance " + claim.entry.owner) +
+                              "; waiting for its certificate",
+                          tx);
+            waited = true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+        auto release = [&] {
+            try {
+                ledger_.release(p.name, tx, attempt, instance_id_);
+            } catch (const certconn::sql::Error& e) {
+                // The claim stays; the next request for the transaction takes it over.
+                host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
+                          "profile '" + p.name + "': cannot release the ledger claim of transaction " + tx + ": " + e.what(), tx);
+            }
+        };
         std::string issued;
         try {
             issued = host_.ca_issue(p.ca, json::serialize(json::object{{"request_id", request_id},
@@ -522,6 +765,7 @@ private:
                                                                        {"profile", p.certificate_profile},
                                                                        {"requester", "scep"}}));
         } catch (const Error& e) {
+            release();
             if (e.code() == CC_ERR_PENDING && kind == "enroll") {
                 // The CA holds it for approval (AD CS "CA certificate manager approval"): PENDING
                 // to the device, whose CertPoll asks the CA again with the same request id.
@@ -543,9 +787,11 @@ private:
         }
         const auto a = json::parse(issued).as_object();
         crypto::Cert cert = crypto::load_certificate(std::string(a.at("certificate_pem").as_string()));
-        if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(csr)) != 1)
+        if (EVP_PKEY_eq(X509_get0_pubkey(cert.get()), X509_REQ_get0_pubkey(csr)) != 1) {
+            release();
             return fail(scep::FailInfo::BadRequest, CC_EV_ScepIssuedFailure,
                         "transaction " + tx + " was already used for another key");
+        }
         const std::string serial = crypto::serial_hex(cert.get());
         host_.log(CC_EV_ScepIssuedSuccess, CC_LEVEL_INFO, "certificate " + serial + " issued by CA '" + p.ca + "'", tx);
         // The renewal ledger: what this certificate may later renew, and its place in the chain.
@@ -559,6 +805,17 @@ private:
                       tx);
         }
         notify(p, tx, csr_text, cert.get());
+        // Last: a claim left without its certificate is taken over and asks the CA again (same
+        // request id, same certificate; the outbox keeps one notification per transaction).
+        try {
+            ledger_.complete(p.name, tx, request_id, crypto::certificate_pem(cert.get()), serial);
+        } catch (const certconn::sql::Error& e) {
+            host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
+                      "profile '" + p.name + "': certificate " + serial +
+                          " issued, but the transaction ledger cannot record it (" + e.what() +
+                          "); a resent request gets it from the CA again",
+                      tx);
+        }
         return reply(scep::success_reply(req, {cert.get()}, p.ra_cert.get(), p.ra_key.get()));
     }
 
@@ -671,6 +928,10 @@ private:
         std::optional<scep::IssuedCertificate> record;
         try {
             record = issued_.find(p.ca, serial);
+        } catch (const certconn::sql::Error& e) {
+            if (e.transient()) throw;  // 503: the device renews again later
+            return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile,
+                        what + "the renewal ledger cannot be read: " + e.what());
         } catch (const std::exception& e) {
             return fail(scep::FailInfo::BadCertId, CC_EV_ScepRenewalWrongProfile,
                         what + "the renewal ledger cannot be read: " + e.what());
@@ -880,9 +1141,22 @@ private:
     static HttpResponse reply(std::string der) { return {200, {{"Content-Type", "application/x-pki-message"}}, std::move(der)}; }
 
 private:
+    /// How long a request waits for another one issuing the same transaction before a 503.
+    static constexpr std::chrono::seconds kLedgerWait{10};
+    /// A claim this old without a certificate belongs to an instance that died: taken over.
+    static constexpr std::int64_t kClaimStaleSeconds = 120;
+
     certconn::sdk::Host& host_;
-    certconn::scep::PendingRequests pending_;
-    certconn::scep::IssuedCertificates issued_{host_.state_dir() / "issued.db"};  // the renewal ledger
+    const std::string instance_id_ = instance_id_of(host_);
+    scep::Connections stores_ = open_stores(host_);
+    certconn::scep::PendingRequests pending_{stores_.pending};
+    certconn::scep::IssuedCertificates issued_{stores_.issued};  // the renewal ledger
+    certconn::scep::TransactionLedger ledger_{stores_.pending};
+    certconn::scep::SharedRa shared_ra_{stores_.pending};  // used with a shared store only
+    std::string shared_key_file_;
+    std::string ra_passphrase_;  // from shared_key_file_, with a shared store
+    std::mutex in_flight_mutex_;
+    std::set<std::string> in_flight_;  // "<profile>\n<transaction>" this instance is issuing
     std::mutex renewal_mutex_;
     std::unique_ptr<certconn::scep::LegacyProviders> legacy_;  // only when a profile allows single DES
     std::vector<std::unique_ptr<Profile>> profiles_;
