@@ -531,7 +531,11 @@ int Connector::run() {
         log_->emit(CC_EV_StoreUnavailable, CC_LEVEL_ERROR, std::string("[store]: ") + e.what());
         return 1;
     }
-    publication_ = std::make_unique<Publication>(*runtime_, *log_, cfg.host.publication_cache);
+    // In a fleet a revocation through another instance does not reach this instance's cache,
+    // and a client behind a load balancer must never see an older CRL after a newer one: no host
+    // cache; the CA plugin answers from the shared store (ca-local compares CRL numbers there).
+    const auto publication_cache = cfg.store.shared() ? std::chrono::seconds(0) : cfg.host.publication_cache;
+    publication_ = std::make_unique<Publication>(*runtime_, *log_, publication_cache);
     runtime_->set_revocation_listener(
         [publication = publication_.get()](const std::string& ca, std::chrono::system_clock::time_point started) {
             publication->revoked(ca, started);

@@ -53,6 +53,11 @@ echo "# killed: $victims"
 sleep 1
 for v in $victims; do fleet_start "$v" || fail "instance $v restarted after kill -9"; done
 
+# Wave 2 (350 more); submitted before p4 is stopped, so it holds leases then; PostgreSQL is
+# crash-restarted while they run.
+sed -n 351,700p "$work/all.jobs" | fleet_submit p2 >"$work/w2.answers"
+check "wave 2: 350 PKCS jobs accepted" test "$(grep -c '"http": 201' "$work/w2.answers")" = 350
+
 # SIGSTOP p4 while it holds leases; keep it stopped past the lease, so others claim its jobs.
 if wait_running_on p4 60; then
   pg_sql "SELECT id FROM $jobs_table WHERE status='running' AND owner='p4'" >"$work/p4.held"
@@ -70,9 +75,6 @@ else
   fail "p4 held a lease to be stopped with (none in 60 s)"
 fi
 
-# Wave 2 (350 more); PostgreSQL crash-restarted while they run.
-sed -n 351,700p "$work/all.jobs" | fleet_submit p2 >"$work/w2.answers"
-check "wave 2: 350 PKCS jobs accepted" test "$(grep -c '"http": 201' "$work/w2.answers")" = 350
 # 60 revoke jobs for certificates of wave 1 (whatever has a result by now).
 head -n 60 "$work/pkcs.ids" >"$work/first60.ids"
 fleet_wait_final p3 180 "$work/first60.ids" >/dev/null 2>&1 || true

@@ -13,7 +13,7 @@
 # usage: fleet_scep_lb.sh CERTCONNECTOR_BIN PLUGIN_DIR
 set -uo pipefail
 source "$(dirname "$0")/../interop/lib.sh" fleet-scep-lb "$@"
-fleet_ca_algorithm=rsa2048   # micromdm scepclient speaks only RSA
+fleet_ca_algorithm=rsa3072   # micromdm scepclient speaks only RSA
 fleet_poll_ms=100
 source "$(dirname "$0")/fleet_lib.sh"
 command -v nginx >/dev/null || { echo "nginx is not installed (Debian package nginx)"; exit 1; }
@@ -196,7 +196,7 @@ killed_at=$SECONDS
 survivors=(); for n in "${names[@]}"; do [ "$n" != "$leader" ] && survivors+=("$n"); done
 check "a revocation made through ${survivors[0]} after the leader died" revoke_through "${survivors[0]}" lb-rev-2 "${rev_serials[1]}"
 check "a revocation made through ${survivors[1]}" revoke_through "${survivors[1]}" lb-rev-3 "${rev_serials[2]}"
-want=$(for s in "${rev_serials[@]}"; do sed 's/^0*//' <<<"$s"; done)
+want=$(for s in "${rev_serials[@]}"; do sed 's/^0*//' <<<"$s"; done | tr '\n' ' ')
 crl_has_all() {
   fetch_crl "$lb/crl/corp.crl" "$work/crl2.der" || return 1
   local text; text=$(openssl crl -inform DER -in "$work/crl2.der" -noout -text | tr -d ' \t' | sed 's/^0*//')
