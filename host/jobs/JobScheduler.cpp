@@ -539,7 +539,20 @@ void JobScheduler::run(Claim& claim) {
             result = json::serialize(body);
         }
     }
-    outbox_.put(claim.tenant, id, feature, result);  // durable before the tenant hears of it
+    // Durable before the tenant hears of it. An unrefused result of an older claim (this run
+    // raced one that was paused past its lease) is kept by put(): restamp it with this claim,
+    // the one the tenant now accepts.
+    const std::string stored = outbox_.put(claim.tenant, id, feature, result);
+    if (claim_token && stored != result) {
+        std::error_code ec;
+        json::value body = json::parse(stored, ec);
+        if (!ec && body.is_object()) {
+            const auto* had = body.as_object().if_contains("claim");
+            if (!had || !had->is_int64() || !claim_token->is_int64() || had->as_int64() < claim_token->as_int64())
+                if (auto entry = outbox_.find(claim.tenant, runtime_.config()->default_tenant() == claim.tenant, id))
+                    outbox_.restamp(entry->seq, result);
+        }
+    }
     log_.emit(CC_EV_JobResultStored, CC_LEVEL_DEBUG, "job " + id + " result stored", id);
     wake_delivery(claim.tenant);
 }
@@ -664,7 +677,12 @@ JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entr
     if (final && is_result && rc == CC_ERR_CONFLICT) {
         // Another claim owns the job now (this instance was paused or cut off past its lease):
         // the result of this run is fenced off for good; the other claim's run reports instead.
-        outbox_.refuse(entry.seq, err.message);
+        if (!outbox_.refuse_if_unchanged(entry.seq, entry.body, err.message)) {
+            // A newer claim's run restamped the entry while this delivery was in flight: send
+            // that one instead of refusing it.
+            outbox_.defer(entry.seq, 0, err.message);
+            return Delivery::deferred;
+        }
         log_.emit(CC_EV_ResultFenced, CC_LEVEL_WARNING,
                   "job " + entry.key + ": result fenced off: " + err.message + " (tenant '" + lane.tenant +
                       "'; kept in the outbox as refused, not retried)",

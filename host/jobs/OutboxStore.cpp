@@ -190,6 +190,13 @@ void OutboxStore::refuse(std::int64_t seq, const std::string& error) {
         .run();
 }
 
+bool OutboxStore::refuse_if_unchanged(std::int64_t seq, const std::string& body, const std::string& error) {
+    std::lock_guard lock(mutex_);
+    return db_.prepare("UPDATE deliveries SET attempts = attempts + 1, refused = 1, last_error = $1 WHERE seq = $2 AND body = $3")
+               .bind_all(error, seq, body)
+               .run() == 1;
+}
+
 std::int64_t OutboxStore::size() {
     std::lock_guard lock(mutex_);
     auto s = db_.prepare("SELECT COUNT(*) FROM deliveries WHERE refused = 0");

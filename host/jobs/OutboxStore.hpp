@@ -94,6 +94,9 @@ public:
     void defer(std::int64_t seq, std::int64_t wait_ms, const std::string& error);
     /// The tenant refused it for good: kept for inspection, never sent again.
     void refuse(std::int64_t seq, const std::string& error);
+    /// refuse() only while the entry still holds `body` (the one delivered): false when a newer
+    /// claim restamped it meanwhile (it is then delivered again, not refused).
+    bool refuse_if_unchanged(std::int64_t seq, const std::string& body, const std::string& error);
     std::int64_t size();
     OutboxState state(const std::string& tenant, bool is_default);
     /// Every tenant's pending / refused count and oldest pending age (fleet status).

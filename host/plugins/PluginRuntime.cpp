@@ -3,6 +3,7 @@
 #include "plugins/ModuleStore.hpp"
 
 #include <certconn/sdk.hpp>
+#include <certconn/sql.hpp>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -815,6 +816,11 @@ int PluginRuntime::tenant_notify(PluginContext& ctx, const cc_tenant_notificatio
                         {"request_id", n->request_id != nullptr ? n->request_id : ""}};
     try {
         sink(Notification{name, n->key, ctx.identity.name, n->operation, n->request_json, json::serialize(events)});
+    } catch (const sql::Error& e) {
+        // The store is down or busy: the feature may try again (SCEP answers the device 503).
+        const int rc = e.transient() ? CC_ERR_UNAVAILABLE : CC_ERR_INTERNAL;
+        sdk::detail::set_error(error, rc, std::string("the tenant outbox could not store it: ") + e.what());
+        return rc;
     } catch (const std::exception& e) {
         sdk::detail::set_error(error, CC_ERR_INTERNAL, std::string("the tenant outbox could not store it: ") + e.what());
         return CC_ERR_INTERNAL;

@@ -80,7 +80,7 @@ print("# connections per instance: min %d, max %d, mean %.2f, total %d for %s in
       % (min(per), max(per), sum(per) / len(per), sum(per), sys.argv[2], dict(sorted(c.items()))))
 PY
 max_per=$(awk -F'|' '/^certconnector /{if ($2 > m) m = $2} END {print m + 0}' "$work/conns")
-check "each instance holds at most 5 connections (max $max_per)" test "$max_per" -le 5
+check "each instance holds at most 7 connections, its budget (max $max_per)" test "$max_per" -le 7
 check "PostgreSQL never refused a connection (no 'too many clients' in its log or any instance's)" bash -c "
   ! grep -l 'too many clients\|remaining connection slots' '$PG_DIR/server.log' '$work'/h*/daemon.out '$work'/h*/log/*.jsonl 2>/dev/null | head -n 3 | grep ."
 rss=$(for n in "${names[@]}"; do [ -n "${fleet_pid[$n]}" ] && awk '/VmRSS/{print $2}' "/proc/${fleet_pid[$n]}/status" 2>/dev/null; done | awk '{s+=$1} END {printf "%d", s/1024}')

@@ -34,7 +34,7 @@ bool starts_with_word(std::string_view sql, std::string_view word) {
 
 Error::Kind kind_of_sqlstate(std::string_view state) {
     if (state.substr(0, 2) == "23") return Error::Kind::constraint;
-    if (state == "40001" || state == "40P01" || state == "55P03") return Error::Kind::busy;
+    if (state == "40001" || state == "40P01" || state == "55P03" || state == "57014") return Error::Kind::busy;
     if (state.substr(0, 2) == "08" || state == "57P01" || state == "57P02" || state == "57P03" || state == "53300")
         return Error::Kind::connection;
     return Error::Kind::other;
@@ -165,6 +165,7 @@ public:
     }
     void rollback() noexcept override {
         in_transaction_ = false;
+        broken_in_transaction_ = false;
         if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) return;
         Result r(PQexec(conn_, "ROLLBACK"));
     }
@@ -187,10 +188,8 @@ private:
     // Connects (or reconnects after a failure, no sooner than the backoff allows).
     PGconn* connection() {
         if (conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK) return conn_;
-        if (in_transaction_) {
-            in_transaction_ = false;
+        if (in_transaction_ || broken_in_transaction_)
             throw Error(Error::Kind::connection, "lost the connection to " + describe_ + " inside a transaction");
-        }
         const auto now = Clock::now();
         if (now < next_attempt_)
             throw Error(Error::Kind::connection,
@@ -256,6 +255,8 @@ private:
         if (broken) {
             const bool was_in_transaction = in_transaction_;
             in_transaction_ = false;
+            // Until rollback(): the rest of this transaction must not run on a new connection.
+            broken_in_transaction_ = was_in_transaction && !is_commit;
             last_error_ = message;
             const bool read = starts_with_word(sql, "SELECT");
             const Error::Kind kind =
@@ -274,6 +275,7 @@ private:
     std::string describe_;
     PGconn* conn_ = nullptr;
     bool in_transaction_ = false;
+    bool broken_in_transaction_ = false;
     std::int64_t changes_ = 0;
     std::chrono::milliseconds backoff_{0};
     Clock::time_point next_attempt_{};

@@ -172,7 +172,15 @@ Transaction::~Transaction() {
 }
 void Transaction::commit() {
     done_ = true;
-    db_.impl_->commit();
+    try {
+        db_.impl_->commit();
+    } catch (...) {
+        // SQLite keeps the transaction open when COMMIT fails (busy, disk full): roll it back, or
+        // every later statement of this connection would run inside it and never be committed.
+        // PostgreSQL: nothing is open any more; rollback() is a no-op there.
+        db_.impl_->rollback();
+        throw;
+    }
 }
 
 // --- LeaderLease ------------------------------------------------------------------------------
