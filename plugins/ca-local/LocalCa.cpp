@@ -7,7 +7,6 @@
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
 
@@ -242,40 +241,26 @@ namespace {
 
 // PKCS#8 PEM encrypted under `passphrase` (PBES2: AES-256-CBC, PBKDF2).
 std::string encrypted_key_pem(EVP_PKEY* key, const std::string& passphrase) {
-    std::unique_ptr<BIO, crypto::Deleter<BIO_free>> bio(BIO_new(BIO_s_mem()));
-    if (!bio || PEM_write_bio_PKCS8PrivateKey(bio.get(), key, EVP_aes_256_cbc(), passphrase.data(),
-                                              static_cast<int>(passphrase.size()), nullptr, nullptr) != 1)
-        crypto::throw_openssl("encrypting a CA key");
-    char* data = nullptr;
-    const long len = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<std::size_t>(len));
+    return crypto::encrypt_private_key_pem(key, passphrase);
 }
 
 // nullptr when the passphrase does not decrypt it.
 crypto::PKey decrypted_key(const std::string& pem, const std::string& passphrase) {
-    std::unique_ptr<BIO, crypto::Deleter<BIO_free>> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-    EVP_PKEY* key = bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, const_cast<char*>(passphrase.c_str())) : nullptr;
-    ERR_clear_error();
-    return crypto::PKey(key);
+    try {
+        return crypto::decrypt_private_key_pem(pem, passphrase, "a CA key");
+    } catch (const crypto::CryptoError&) {
+        return nullptr;
+    }
 }
 
 }  // namespace
 
 std::string LocalCa::shared_passphrase() const {
-    std::string text;
     try {
-        text = crypto::read_file(shared_key_file_, "shared_key_file");
+        return crypto::read_passphrase_file(shared_key_file_, "the passphrase file");
     } catch (const std::exception& e) {
         throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "[ca." + name_ + "] shared_key_file: " + e.what());
     }
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ' || text.back() == '\t'))
-        text.pop_back();
-    if (text.size() < 16) {
-        sdk::wipe(text.data(), text.size());
-        throw sdk::Error(CC_ERR_INVALID_ARGUMENT, "[ca." + name_ + "] shared_key_file: " + shared_key_file_ +
-                                                      " must hold a passphrase of at least 16 characters");
-    }
-    return text;
 }
 
 void LocalCa::load_shared_hierarchy(const json::object& config) {

@@ -15,6 +15,8 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
 #include <mutex>
 
@@ -32,7 +34,8 @@ constexpr const char* kSchema = R"json({"type":"table","keys":{
   "default_ca": {"type":"string","description":"CA used when a job names none"},
   "default_profile": {"type":"string"},
   "default_key_type": {"type":"string","enum":["rsa2048","rsa3072","rsa4096","p256","p384"]},
-  "escrow_key": {"type":"string","secret":true,"description":"connector escrow key: absolute PEM path or pkcs11: URI (default: generated in the state directory)"}
+  "escrow_key": {"type":"string","secret":true,"description":"connector escrow key: absolute PEM path or pkcs11: URI (default: generated in the state directory)"},
+  "shared_key_file": {"type":"string","description":"with a shared [store] (a fleet): absolute path of a file (not accessible by others) holding a passphrase of at least 16 characters, the same on every instance; the keys of jobs in progress are kept in the store encrypted under it, so an instance re-running another's job reuses its key"}
 }})json";
 
 json::object failure(const char* code, const std::string& message) {
@@ -49,8 +52,9 @@ Secret random_password() {
 
 class PkcsFeature final : public certconn::sdk::FeaturePlugin {
 public:
-    explicit PkcsFeature(certconn::sdk::Host& host) : host_(host), journal_(host.state_dir() / "journal.db") {
+    explicit PkcsFeature(certconn::sdk::Host& host) : host_(host) {
         const auto config = json::parse(host.config_json()).as_object();
+        journal_ = open_journal(config);
         default_ca_ = string_field(config, {"default_ca"}, "local");
         default_profile_ = string_field(config, {"default_profile"}, "default");
         default_key_type_ = string_field(config, {"default_key_type"}, "rsa2048");
@@ -124,7 +128,16 @@ public:
         }
         const bool recrypt = job.type == "recrypt";
         if (delivered) {
-            journal_.remove(job_id);
+            try {
+                journal_->remove(job_id);
+            } catch (const std::exception& e) {  // the entry is purged by age; the result is delivered
+                host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
+                          "pkcs: the key journal (" + journal_->where() +
+                              ") could not forget a delivered job now; its entry is forgotten at the next flush or "
+                              "purged after 7 days: " +
+                              e.what(),
+                          job_id);
+            }
             host_.log(recrypt ? CC_EV_PkcsRecryptUploadedRequest : CC_EV_PkcsUploadedRequest, CC_LEVEL_INFO, "result uploaded",
                       job_id);
             // Admin: one event per request, once it is fulfilled *and* the tenant has it.
@@ -140,6 +153,28 @@ public:
     std::string health() override { return R"({"healthy":true,"detail":"escrow key loaded"})"; }
 
 private:
+    /// The key journal: <state_dir>/journal.db, or with a shared [store] the store's schema
+    /// `pkcs`, the keys encrypted under the passphrase of [pkcs] shared_key_file.
+    std::unique_ptr<certconn::pkcs::KeyJournal> open_journal(const json::object& config) {
+        const auto options = certconn::pkcs::KeyJournal::options_for(host_);
+        if (options.url.empty()) return std::make_unique<certconn::pkcs::KeyJournal>(options);
+        const std::string file = string_field(config, {"shared_key_file"}, "");
+        if (file.empty())
+            throw Error(CC_ERR_INVALID_ARGUMENT,
+                        "[pkcs] shared_key_file: needed with a shared [store] so an instance re-running another's job "
+                        "reuses its key (a file holding a passphrase of at least 16 characters, the same on every "
+                        "instance)");
+        if (!std::filesystem::path(file).is_absolute())
+            throw Error(CC_ERR_INVALID_ARGUMENT, "[pkcs] shared_key_file '" + file + "' must be an absolute path");
+        Secret passphrase;
+        try {
+            passphrase = Secret(crypto::read_passphrase_file(file, "the passphrase file"));
+        } catch (const std::exception& e) {
+            throw Error(CC_ERR_INVALID_ARGUMENT, std::string("[pkcs] shared_key_file: ") + e.what());
+        }
+        return std::make_unique<certconn::pkcs::KeyJournal>(options, std::move(passphrase));
+    }
+
     crypto::PKey generated_escrow_key() {
         const auto path = host_.state_dir() / "escrow-key.pem";
         if (std::filesystem::exists(path)) return crypto::load_private_key(crypto::read_file(path, "escrow key"));
@@ -219,13 +254,43 @@ private:
 
         // Key and CSR: journaled so a re-run after a crash reuses them.
         // A fresh job keeps its new key in memory; only a re-run decodes the journaled one.
+        // With a shared store the journal is the fleet's: a job re-run by another instance (its
+        // first instance died) finds the first run's key there.
         crypto::PKey key;
-        auto entry = journal_.find(id);
-        if (!entry) {
-            key = crypto::generate_key(key_type);
-            const JournalEntry fresh{Secret(crypto::private_key_pem(key.get())), crypto::make_csr_pem(key.get(), subject, sans)};
-            entry = journal_.put(id, fresh);
-            if (!entry->key_pem.equals(fresh.key_pem)) key.reset();  // a concurrent run journaled first
+        std::optional<JournalEntry> entry;
+        try {
+            entry = journal_->find(id);
+            if (!entry) {
+                key = crypto::generate_key(key_type);
+                const JournalEntry fresh{Secret(crypto::private_key_pem(key.get())),
+                                         crypto::make_csr_pem(key.get(), subject, sans)};
+                entry = journal_->put(id, fresh);
+                if (!entry->key_pem.equals(fresh.key_pem)) key.reset();  // a concurrent run journaled first
+            }
+        } catch (const certconn::sql::Error& e) {
+            // Never issue without the journal: a re-run could not reuse the key.
+            const std::string message = "the key journal (" + journal_->where() + "): " + e.what();
+            if (e.transient() && attempt < max_attempts) {
+                host_.log(CC_EV_PkcsIssuedFailedAttempt, CC_LEVEL_WARNING,
+                          "attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) +
+                              " failed (will retry): " + message,
+                          id);
+                throw Error(CC_ERR_UNAVAILABLE, message);
+            }
+            return fail(id, e.transient() ? "unavailable" : "internal", message, true);
+        } catch (const crypto::CryptoError& e) {
+            // Another instance journaled this job's key under another passphrase: a
+            // configuration error of the fleet. Another instance (or this one, fixed) may run it.
+            const std::string message =
+                std::string("[pkcs] shared_key_file: ") + e.what() + ": every instance of the fleet needs the same passphrase";
+            if (attempt < max_attempts) {
+                host_.log(CC_EV_PkcsIssuedFailedAttempt, CC_LEVEL_ERROR,
+                          "attempt " + std::to_string(attempt) + " of " + std::to_string(max_attempts) +
+                              " failed (will retry): " + message,
+                          id);
+                throw Error(CC_ERR_UNAVAILABLE, message);
+            }
+            return fail(id, "internal", message, true);
         }
         if (!key) key = crypto::load_private_key(entry->key_pem.reveal());
 
@@ -320,7 +385,7 @@ private:
     }
 
     certconn::sdk::Host& host_;
-    certconn::pkcs::KeyJournal journal_;
+    std::unique_ptr<certconn::pkcs::KeyJournal> journal_;
     crypto::PKey escrow_key_;
     crypto::Recipient escrow_recipient_;
     std::string default_ca_, default_profile_, default_key_type_;

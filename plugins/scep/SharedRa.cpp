@@ -1,11 +1,5 @@
 #include "SharedRa.hpp"
 
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-
-#include <fstream>
-#include <iterator>
 #include <stdexcept>
 
 namespace certconn::scep {
@@ -72,39 +66,15 @@ std::vector<std::string> SharedRa::profiles() {
 }
 
 std::string encrypt_private_key(EVP_PKEY* key, const std::string& passphrase) {
-    crypto::Bio bio(BIO_new(BIO_s_mem()));
-    // PKCS#8 with PBES2: AES-256-CBC, key from PBKDF2 (OpenSSL's defaults for PKCS#8 output).
-    if (PEM_write_bio_PKCS8PrivateKey(bio.get(), key, EVP_aes_256_cbc(), nullptr, 0, nullptr,
-                                      const_cast<char*>(passphrase.c_str())) != 1) {
-        ERR_clear_error();
-        throw std::runtime_error("cannot encrypt the RA key");
-    }
-    char* data = nullptr;
-    const long n = BIO_get_mem_data(bio.get(), &data);
-    return std::string(data, static_cast<std::size_t>(n));
+    return crypto::encrypt_private_key_pem(key, passphrase);
 }
 
 crypto::PKey decrypt_private_key(const std::string& pem, const std::string& passphrase, const std::string& what) {
-    if (pem.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") == std::string::npos)
-        throw std::runtime_error(what + " is not an encrypted PKCS#8 PEM key");
-    crypto::Bio bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-    EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, const_cast<char*>(passphrase.c_str()));
-    if (!key) {
-        ERR_clear_error();
-        throw std::runtime_error(what + " does not decrypt with this passphrase (every instance needs the same one)");
-    }
-    return crypto::PKey(key);
+    return crypto::decrypt_private_key_pem(pem, passphrase, what);
 }
 
 std::string read_passphrase_file(const std::string& file) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) throw std::runtime_error("cannot read " + file);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (text.size() > 4096) throw std::runtime_error(file + " is longer than 4096 bytes; expected one passphrase");
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ' || text.back() == '\t'))
-        text.pop_back();
-    if (text.empty()) throw std::runtime_error(file + " is empty; expected a passphrase");
-    return text;
+    return crypto::read_passphrase_file(file, "the passphrase file");
 }
 
 }  // namespace certconn::scep

@@ -48,8 +48,9 @@ std::string encrypt_private_key(EVP_PKEY* key, const std::string& passphrase);
 /// passphrase is wrong or the PEM is damaged (never the passphrase itself).
 crypto::PKey decrypt_private_key(const std::string& pem, const std::string& passphrase, const std::string& what);
 
-/// The passphrase in `file`: its content without trailing whitespace. Throws std::runtime_error
-/// naming the file when it cannot be read or is empty.
+/// The passphrase in `file` (crypto::read_passphrase_file): its content without trailing
+/// whitespace. Throws (a std::runtime_error or std::invalid_argument) naming the file when it
+/// cannot be read, is accessible by others, is empty or holds fewer than 16 characters.
 std::string read_passphrase_file(const std::string& file);
 
 }  // namespace certconn::scep

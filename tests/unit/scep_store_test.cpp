@@ -265,13 +265,20 @@ TEST_CASE("scep store: two instances creating the RA at once end up with the sam
     }
 }
 
-TEST_CASE("scep store: a passphrase file is read without its newline; an empty or missing one is a clear error", "[scep]") {
+TEST_CASE("scep store: a passphrase file is read without its newline; an empty, short, open or missing one is a clear error",
+          "[scep]") {
     certconn::test::TempDir dir;
     const auto file = dir.path() / "ra.pass";
-    std::ofstream(file) << "s3cret\n";
-    CHECK(scep::read_passphrase_file(file.string()) == "s3cret");
-    std::ofstream(file, std::ios::trunc) << "\n";
+    crypto::write_file_atomic(file, "s3cret passphrase of the RA\n", 0600);
+    CHECK(scep::read_passphrase_file(file.string()) == "s3cret passphrase of the RA");
+    crypto::write_file_atomic(file, "\n", 0600);
     CHECK_THROWS_WITH(scep::read_passphrase_file(file.string()), Catch::Contains("is empty"));
+    crypto::write_file_atomic(file, "s3cret\n", 0600);
+    CHECK_THROWS_WITH(scep::read_passphrase_file(file.string()),
+                      Catch::Contains("at least 16 characters") && !Catch::Contains("s3cret"));
+    crypto::write_file_atomic(file, "s3cret passphrase of the RA\n", 0644);  // others may read it
+    CHECK_THROWS_WITH(scep::read_passphrase_file(file.string()),
+                      Catch::Contains("accessible by others") && Catch::Contains("0644"));
     CHECK_THROWS_WITH(scep::read_passphrase_file((dir.path() / "missing").string()), Catch::Contains("cannot read"));
 }
 

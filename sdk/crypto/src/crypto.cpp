@@ -20,6 +20,7 @@
 
 #include <cctype>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -152,6 +153,40 @@ std::string private_key_pem(const EVP_PKEY* key) {
     if (!PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr))
         throw_openssl("PEM_write_bio_PrivateKey");
     return bio_string(bio.get());
+}
+
+std::string encrypt_private_key_pem(EVP_PKEY* key, std::string_view passphrase) {
+    if (passphrase.empty()) throw std::invalid_argument("encrypting a private key needs a passphrase (got an empty one)");
+    if (passphrase.size() > static_cast<std::size_t>(INT_MAX)) throw std::invalid_argument("passphrase too long");
+    auto bio = new_mem_bio();
+    // PKCS#8 with a cipher: PBES2, AES-256-CBC, key from PBKDF2 (HMAC-SHA256, random salt).
+    if (PEM_write_bio_PKCS8PrivateKey(bio.get(), key, EVP_aes_256_cbc(), passphrase.data(), static_cast<int>(passphrase.size()),
+                                      nullptr, nullptr) != 1)
+        throw_openssl("encrypting a private key (PKCS#8, AES-256-CBC)");
+    return bio_string(bio.get());
+}
+
+namespace {
+// Hands OpenSSL the passphrase (not NUL-terminated, any length up to its buffer); never prompts.
+int passphrase_callback(char* buf, int size, int /*rwflag*/, void* u) {
+    const auto* pass = static_cast<const std::string_view*>(u);
+    if (size < 0 || pass->size() > static_cast<std::size_t>(size)) return -1;
+    std::memcpy(buf, pass->data(), pass->size());
+    return static_cast<int>(pass->size());
+}
+}  // namespace
+
+PKey decrypt_private_key_pem(std::string_view pem, std::string_view passphrase, std::string_view what) {
+    if (pem.find("-----BEGIN ENCRYPTED PRIVATE KEY-----") == std::string_view::npos)
+        throw CryptoError(std::string(what) + " is not an encrypted PKCS#8 PEM key");
+    auto bio = mem_bio(pem);
+    EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, passphrase_callback, &passphrase);
+    if (!key) {
+        ERR_clear_error();  // OpenSSL's queue says only "bad decrypt": nothing worth more
+        throw CryptoError(std::string(what) +
+                          " does not decrypt with this passphrase (not the one it was encrypted with, or a damaged PEM)");
+    }
+    return PKey(key);
 }
 
 std::string public_key_pem(const EVP_PKEY* key) {
@@ -671,6 +706,52 @@ std::string read_file(const std::filesystem::path& path, std::string_view what) 
     std::ifstream in(path, std::ios::binary);
     if (!in) throw std::invalid_argument("cannot read " + std::string(what) + " " + path.string());
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string read_passphrase_file(const std::filesystem::path& path, std::string_view what) {
+    const std::string where = std::string(what) + " " + path.string();
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) throw std::invalid_argument("cannot read " + where + ": " + sdk::errno_message(errno));
+    struct Close {
+        int fd;
+        ~Close() { ::close(fd); }
+    } close_fd{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw std::invalid_argument("cannot read " + where + ": " + sdk::errno_message(errno));
+    if (!S_ISREG(st.st_mode)) throw std::invalid_argument(where + ": not a regular file; expected a file holding a passphrase");
+    if ((st.st_mode & S_IRWXO) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        throw std::invalid_argument(where + " is accessible by others (mode " + mode +
+                                    "): a passphrase file must not be (chmod 600 or 640)");
+    }
+    if (st.st_size > 4096) throw std::invalid_argument(where + " is longer than 4096 bytes; expected one passphrase");
+    std::string text(4097, '\0');
+    std::size_t got = 0;
+    while (got < text.size()) {
+        const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            sdk::wipe(text.data(), got);
+            throw std::invalid_argument("cannot read " + where + ": " + sdk::errno_message(errno));
+        }
+        if (n == 0) break;
+        got += static_cast<std::size_t>(n);
+    }
+    if (got > 4096) {
+        sdk::wipe(text.data(), got);
+        throw std::invalid_argument(where + " is longer than 4096 bytes; expected one passphrase");
+    }
+    while (got > 0 && (text[got - 1] == '\n' || text[got - 1] == '\r' || text[got - 1] == ' ' || text[got - 1] == '\t'))
+        --got;
+    sdk::wipe(text.data() + got, text.size() - got);
+    text.resize(got);
+    if (text.empty()) throw std::invalid_argument(where + " is empty; expected a passphrase");
+    if (text.size() < 16) {
+        sdk::wipe(text.data(), text.size());
+        throw std::invalid_argument(where + " must hold a passphrase of at least 16 characters");
+    }
+    return text;
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, mode_t mode) {

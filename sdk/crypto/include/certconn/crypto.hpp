@@ -58,6 +58,14 @@ PKey load_private_key(std::string_view pem);
 PKey load_public_key(std::string_view pem);
 std::string private_key_pem(const EVP_PKEY* key);
 std::string public_key_pem(const EVP_PKEY* key);
+/// `key` as encrypted PKCS#8 PEM ("ENCRYPTED PRIVATE KEY"): PBES2 with AES-256-CBC and a key
+/// derived from `passphrase` with PBKDF2 — for key material kept where others may read it (a
+/// shared store). Throws std::invalid_argument for an empty passphrase.
+std::string encrypt_private_key_pem(EVP_PKEY* key, std::string_view passphrase);
+/// The key of an encrypted PKCS#8 PEM. Throws CryptoError naming `what` ("<what> is not an
+/// encrypted PKCS#8 PEM key", "<what> does not decrypt with this passphrase ...") — never the
+/// passphrase, and never prompts on a terminal.
+PKey decrypt_private_key_pem(std::string_view pem, std::string_view passphrase, std::string_view what = "the private key");
 /// Loads a private key from a `pkcs11:` URI through OpenSSL's pkcs11 engine, else from a PEM file.
 /// Error messages show the URI redacted (redact_pkcs11_uri) and never the PIN.
 PKey load_private_key_from(const std::string& path_or_uri);
@@ -159,6 +167,11 @@ std::string cms_decrypt(std::string_view der, EVP_PKEY* key);
 // ---- files holding key material ---------------------------------------------------------
 /// The whole file; throws std::invalid_argument("cannot read <what> <path>").
 std::string read_file(const std::filesystem::path& path, std::string_view what = "file");
+/// The passphrase held in `path` (a `shared_key_file`): the file's text without trailing
+/// whitespace (newline, CR, blanks). Throws std::invalid_argument("<what> <path>: ...") when the
+/// file cannot be read, is readable or writable by others (mode & 007), is longer than 4096
+/// bytes, is empty, or holds fewer than 16 characters. The message never holds the passphrase.
+std::string read_passphrase_file(const std::filesystem::path& path, std::string_view what = "the passphrase file");
 /// Writes atomically and durably (temporary file + fsync + rename + fsync of the directory)
 /// with `mode` set before any byte is written, so a key is never readable by others, not even
 /// for a moment.
