@@ -106,6 +106,7 @@ san_types = ["email", "dns", "upn"]
 default_ca = "corp"
 default_profile = "default"
 default_key_type = "p256"
+shared_key_file = "$work/shared.key"
 $extra
 TOML
 }
