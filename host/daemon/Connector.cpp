@@ -619,7 +619,8 @@ int Connector::run() {
         set_selection_provider(nullptr);
         update_.reset();
     }
-    // This instance in the fleet's registry: created before the admin socket serves (status reads it), started below (events 800-814).
+    // This instance in the fleet's registry: created before the admin socket serves (status reads it), started below (events
+    // 800-814).
     registry_ = std::make_unique<InstanceRegistry>(
         host_store, instance_id_, *log_, FleetSettings{cfg.store.heartbeat_seconds, cfg.store.lost_after_seconds},
         [this] {

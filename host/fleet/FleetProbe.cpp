@@ -33,7 +33,8 @@ json::object collect_queue_stats(const PluginRuntime& runtime, const Config& con
         std::error_code ec;
         json::value v = json::parse(sink.data, ec);
         if (ec || !v.is_object())
-            out[name] = json::object{{"error", "INTERNAL: tenant '" + name + "' answered jobs.stats with something not a JSON object"}};
+            out[name] =
+                json::object{{"error", "INTERNAL: tenant '" + name + "' answered jobs.stats with something not a JSON object"}};
         else
             out[name] = std::move(v);
     }

@@ -119,12 +119,9 @@ std::string majority_version(const std::vector<FleetInstance>& all) {
 
 const char* fleet_state_name(FleetInstance::State s) {
     switch (s) {
-    case FleetInstance::State::live:
-        return "live";
-    case FleetInstance::State::lost:
-        return "lost";
-    case FleetInstance::State::left:
-        return "left";
+        case FleetInstance::State::live: return "live";
+        case FleetInstance::State::lost: return "lost";
+        case FleetInstance::State::left: return "left";
     }
     return "?";
 }
@@ -208,14 +205,15 @@ bool InstanceRegistry::beat() {
             ensure_schema();
             const std::string now = db_.now_sql();
             // The first heartbeat of this process sets started_at; later ones keep it.
-            db_.prepare("INSERT INTO instances (instance_id, host, pid, version, features, tenants, cas, key_fingerprints, "
-                        "started_at, heartbeat_at, left_at, health, lost_reported) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, " +
-                        now + ", " + now +
-                        ", NULL, $9, 0) ON CONFLICT (instance_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
-                        "version = excluded.version, features = excluded.features, tenants = excluded.tenants, cas = "
-                        "excluded.cas, key_fingerprints = excluded.key_fingerprints, heartbeat_at = excluded.heartbeat_at, "
-                        "left_at = NULL, health = excluded.health, lost_reported = 0" +
-                        (registered_ ? std::string() : std::string(", started_at = excluded.started_at")))
+            db_.prepare(
+                   "INSERT INTO instances (instance_id, host, pid, version, features, tenants, cas, key_fingerprints, "
+                   "started_at, heartbeat_at, left_at, health, lost_reported) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, " +
+                   now + ", " + now +
+                   ", NULL, $9, 0) ON CONFLICT (instance_id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+                   "version = excluded.version, features = excluded.features, tenants = excluded.tenants, cas = "
+                   "excluded.cas, key_fingerprints = excluded.key_fingerprints, heartbeat_at = excluded.heartbeat_at, "
+                   "left_at = NULL, health = excluded.health, lost_reported = 0" +
+                   (registered_ ? std::string() : std::string(", started_at = excluded.started_at")))
                 .bind_all(instance_id_, self.host, self.pid, self.version, to_json(self.features), to_json(self.tenants),
                           to_json(self.cas), to_json(self.key_fingerprints), self.health)
                 .run();
@@ -263,7 +261,8 @@ void InstanceRegistry::watch(const std::vector<FleetInstance>& all) {
         log_.emit(CC_EV_FleetInstanceJoined, CC_LEVEL_INFO,
                   "instance " + i.instance_id + " (" + i.host + ", pid " + std::to_string(i.pid) + ", version " + i.version +
                       ") joined the fleet" + (i.instance_id == instance_id_ ? " (this instance)" : ""),
-                  {}, {{"instance_id", i.instance_id}, {"host", i.host}, {"version", i.version}, {"features", array_of(i.features)}});
+                  {},
+                  {{"instance_id", i.instance_id}, {"host", i.host}, {"version", i.version}, {"features", array_of(i.features)}});
     }
     // Version skew: every live instance should run the same version.
     std::map<std::string, json::array> versions;
@@ -298,9 +297,10 @@ void InstanceRegistry::watch(const std::vector<FleetInstance>& all) {
         if (epoch) {
             sql::Transaction tx(db_);
             if (lease.still_held(*epoch)) {
-                auto s = db_.prepare("UPDATE instances SET lost_reported = 1 WHERE left_at IS NULL AND lost_reported = 0 AND "
-                                     "heartbeat_at < " +
-                                     db_.now_sql() + " - $1 RETURNING instance_id, host, " + db_.now_sql() + " - heartbeat_at");
+                auto s = db_.prepare(
+                    "UPDATE instances SET lost_reported = 1 WHERE left_at IS NULL AND lost_reported = 0 AND "
+                    "heartbeat_at < " +
+                    db_.now_sql() + " - $1 RETURNING instance_id, host, " + db_.now_sql() + " - heartbeat_at");
                 s.bind(1, static_cast<std::int64_t>(settings_.lost_after_seconds));
                 while (s.step())
                     lost.push_back({s.text(0), s.text(1), s.integer(2)});
@@ -350,9 +350,8 @@ void InstanceRegistry::watch(const std::vector<FleetInstance>& all) {
 std::vector<FleetInstance> InstanceRegistry::instances() {
     std::lock_guard lock(db_mutex_);
     ensure_schema();
-    auto s = db_.prepare(
-        "SELECT instance_id, host, pid, version, features, tenants, cas, key_fingerprints, started_at, " + db_.now_sql() +
-        " - heartbeat_at, left_at, health FROM instances ORDER BY instance_id");
+    auto s = db_.prepare("SELECT instance_id, host, pid, version, features, tenants, cas, key_fingerprints, started_at, " +
+                         db_.now_sql() + " - heartbeat_at, left_at, health FROM instances ORDER BY instance_id");
     std::vector<FleetInstance> out;
     while (s.step()) {
         FleetInstance i;
@@ -368,9 +367,9 @@ std::vector<FleetInstance> InstanceRegistry::instances() {
         i.heartbeat_age_seconds = std::max<std::int64_t>(0, s.integer(9));
         if (!s.is_null(10)) i.left_at = s.integer(10);
         i.health = s.text(11);
-        i.state = i.left_at                                               ? FleetInstance::State::left
+        i.state = i.left_at                                                ? FleetInstance::State::left
                   : i.heartbeat_age_seconds > settings_.lost_after_seconds ? FleetInstance::State::lost
-                                                                            : FleetInstance::State::live;
+                                                                           : FleetInstance::State::live;
         out.push_back(std::move(i));
     }
     return out;
@@ -396,10 +395,12 @@ json::object InstanceRegistry::status(const json::object& queue_stats, const std
             for (const char* schema : kPluginLeaseSchemas) {
                 auto exists = db_.prepare("SELECT CASE WHEN to_regclass($1) IS NULL THEN 0 ELSE 1 END");
                 exists.bind(1, std::string(schema) + ".certconn_leases");
-                if (exists.step() && exists.integer(0) == 1) tables.emplace_back(schema, std::string(schema) + ".certconn_leases");
+                if (exists.step() && exists.integer(0) == 1)
+                    tables.emplace_back(schema, std::string(schema) + ".certconn_leases");
             }
         for (const auto& [schema, table] : tables) {
-            auto s = db_.prepare("SELECT name, holder, epoch, expires_at - " + db_.now_sql() + " FROM " + table + " ORDER BY name");
+            auto s =
+                db_.prepare("SELECT name, holder, epoch, expires_at - " + db_.now_sql() + " FROM " + table + " ORDER BY name");
             while (s.step())
                 leaders.push_back(json::object{{"schema", schema},
                                                {"name", s.text(0)},
@@ -457,7 +458,7 @@ json::object InstanceRegistry::status(const json::object& queue_stats, const std
     out["leaders"] = std::move(leaders);
     out["leaders_note"] =
         shared ? "leases of the host schema and of the plugin schemas ca_local, scep and tenant_local found in the store"
-                     : "on one machine only the host's leases are listed; plugin leases live in each plugin's own SQLite file";
+               : "on one machine only the host's leases are listed; plugin leases live in each plugin's own SQLite file";
 
     // Queues per feature, from the tenants' jobs.stats.
     json::object queues;
@@ -519,8 +520,8 @@ json::object InstanceRegistry::status(const json::object& queue_stats, const std
             }
             for (const auto& [other, fp] : holders)
                 if (fp != mine->second && other < i->instance_id) {
-                    key_gaps.push_back(json::object{
-                        {"instance_id", i->instance_id}, {"key", name}, {"problem", "different key than " + other}});
+                    key_gaps.push_back(
+                        json::object{{"instance_id", i->instance_id}, {"key", name}, {"problem", "different key than " + other}});
                     problems.push_back(json::string("import instance " + i->instance_id + " holds a different connector key '" +
                                                     name + "' than " + other));
                     break;

@@ -108,11 +108,11 @@ private:
 
     // Heartbeat state (beat() runs on one thread at a time: the loop, or a test).
     std::mutex beat_mutex_;
-    bool registered_ = false;       // started_at written
-    bool ever_connected_ = false;   // 800 emitted
-    bool unavailable_ = false;      // 801 emitted, 802 not yet
+    bool registered_ = false;      // started_at written
+    bool ever_connected_ = false;  // 800 emitted
+    bool unavailable_ = false;     // 801 emitted, 802 not yet
     std::string last_error_;
-    std::set<std::string> seen_;    // instances this observer reported joined
+    std::set<std::string> seen_;  // instances this observer reported joined
     std::chrono::steady_clock::time_point skew_reported_{};
     bool skew_reported_once_ = false;
     std::map<std::string, std::chrono::steady_clock::time_point> unserved_reported_;

@@ -123,8 +123,9 @@ bool OutboxStore::notify(const std::string& tenant, const std::string& key, cons
 
 std::vector<OutboxEntry> OutboxStore::pending(const std::string& tenant, bool is_default, std::size_t limit) {
     std::lock_guard lock(mutex_);
-    auto s = db_.prepare("SELECT " + columns(db_) +
-                         " FROM deliveries WHERE refused = 0 AND (tenant = $1 OR ($2 = 1 AND tenant = '')) ORDER BY seq LIMIT $3");
+    auto s =
+        db_.prepare("SELECT " + columns(db_) +
+                    " FROM deliveries WHERE refused = 0 AND (tenant = $1 OR ($2 = 1 AND tenant = '')) ORDER BY seq LIMIT $3");
     s.bind(1, tenant).bind(2, is_default ? 1 : 0).bind(3, static_cast<std::int64_t>(limit));
     std::vector<OutboxEntry> out;
     while (s.step())

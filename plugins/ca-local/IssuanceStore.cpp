@@ -105,7 +105,7 @@ IssuanceStore::IssuanceStore(const std::filesystem::path& file)
           }(),
           "", "local") {}
 
-IssuanceStore::IssuanceStore(const sql::Options& options, std::string ca_name, std::string instance_id)
+IssuanceStore::IssuanceStore(const sql::Options& options, const std::string& ca_name, std::string instance_id)
     : instance_id_(std::move(instance_id)), db_(sql::Database::open(options)) {
     shared_ = db_.shared();
     where_ = db_.describe();

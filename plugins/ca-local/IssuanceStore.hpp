@@ -55,7 +55,7 @@ struct SharedHierarchy {
 class IssuanceStore {
 public:
     /// `ca_name` keys the rows in a shared store; `instance_id` holds leases ("crl:<ca>").
-    IssuanceStore(const sql::Options& options, std::string ca_name, std::string instance_id);
+    IssuanceStore(const sql::Options& options, const std::string& ca_name, std::string instance_id);
     /// A SQLite file (tests, benchmarks).
     explicit IssuanceStore(const std::filesystem::path& file);
 

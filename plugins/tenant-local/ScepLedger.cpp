@@ -125,7 +125,7 @@ json::object ScepLedger::validate(const json::object& request) {
 
     const std::string hash = challenge_hash(given);
     return guarded("challenge check", [&]() -> json::object {
-        const json::object used_by_another{{"code", "ChallengeInvalid"},
+        json::object used_by_another{{"code", "ChallengeInvalid"},
                                            {"errorDescription", "the challenge was already used by another request"}};
         auto s = db_.prepare("SELECT c.profile, c.subject, c.sans, CASE WHEN c.expires_at_ms < " + db_.now_ms_sql() +
                              " THEN 1 ELSE 0 END, u.transaction_id FROM scep_challenges c LEFT JOIN scep_challenge_uses u ON "

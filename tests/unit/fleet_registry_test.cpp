@@ -33,7 +33,8 @@ struct Member {
            InstanceRegistry::QueueStats stats = {})
         : log_dir(dir / ("log-" + id)),
           log(EventLogOptions{log_dir, 1 << 20, 2, true, true, false}),
-          registry(store, id, log, FleetSettings{1, 2}, [self] { return self; }, std::move(stats)) {}
+          registry(
+              store, id, log, FleetSettings{1, 2}, [self] { return self; }, std::move(stats)) {}
     std::filesystem::path log_dir;
     EventLog log;
     InstanceRegistry registry;
@@ -60,7 +61,8 @@ struct Member {
     }
 };
 
-SelfDescription self(const std::string& version, std::vector<std::string> features, std::map<std::string, std::string> keys = {}) {
+SelfDescription self(const std::string& version, std::vector<std::string> features,
+                     std::map<std::string, std::string> keys = {}) {
     SelfDescription d;
     d.host = "host-test";
     d.pid = 4242;
@@ -80,9 +82,11 @@ const json::object* instance(const json::object& fleet, const std::string& id) {
 
 void fleet_scenario(const std::filesystem::path& dir, const sql::Options& store) {
     const json::object stats{
-        {"default", json::object{{"features", json::object{{"pkcs", json::object{{"queued", 3}, {"running", 1}, {"oldest_queued_age_seconds", 40}}},
-                                                          {"import", json::object{{"queued", 0}, {"running", 0}}}}},
-                                 {"leases_by_owner", json::object{{"b", 2}, {"c", 1}}}}},
+        {"default",
+         json::object{
+             {"features", json::object{{"pkcs", json::object{{"queued", 3}, {"running", 1}, {"oldest_queued_age_seconds", 40}}},
+                                       {"import", json::object{{"queued", 0}, {"running", 0}}}}},
+             {"leases_by_owner", json::object{{"b", 2}, {"c", 1}}}}},
         {"intune", json::object{{"error", "NOT_SUPPORTED: no jobs.stats"}}}};
     Member a(dir, store, "a", self("1.0.0", {"echo"}), [&] { return stats; });
     Member b(dir, store, "b", self("1.0.0", {"pkcs", "import"}, {{"k1", "fp-one"}}), [&] { return stats; });
@@ -109,7 +113,7 @@ void fleet_scenario(const std::filesystem::path& dir, const sql::Options& store)
     // b's heartbeat stops (killed): reported lost once, by the watch holder only.
     b.registry.halt();
     const auto until = steady_clock::now() + milliseconds(3600);  // lost_after 2 s, in whole database seconds
-    while (steady_clock::now() < until) {  // the others keep heartbeating
+    while (steady_clock::now() < until) {                         // the others keep heartbeating
         for (Member* m : {&a, &c, &d})
             REQUIRE(m->registry.beat());
         std::this_thread::sleep_for(milliseconds(300));

@@ -80,15 +80,19 @@ void exercise(OutboxStore& box) {
 
 }  // namespace
 
-TEST_CASE("outbox: SQLite: an outbox.db of earlier versions opens unchanged, the single-tenant table moves to the default tenant") {
+TEST_CASE(
+    "outbox: SQLite: an outbox.db of earlier versions opens unchanged, the single-tenant table moves to the default tenant") {
     test::TempDir dir;
     const auto file = dir.path() / "outbox.db";
     {
         sqlite::Database old(file, false);  // as single-tenant versions left it
         old.exec(
-            "CREATE TABLE outbox (job_id TEXT PRIMARY KEY, feature TEXT NOT NULL, result TEXT NOT NULL, attempts INTEGER NOT NULL "
+            "CREATE TABLE outbox (job_id TEXT PRIMARY KEY, feature TEXT NOT NULL, result TEXT NOT NULL, attempts INTEGER NOT "
+            "NULL "
             "DEFAULT 0, next_attempt_ms INTEGER NOT NULL DEFAULT 0, last_error TEXT, stored_at TEXT NOT NULL)");
-        old.exec("INSERT INTO outbox (job_id, feature, result, stored_at) VALUES ('old1', 'pkcs', '{\"a\":1}', '2026-01-01T00:00:00Z')");
+        old.exec(
+            "INSERT INTO outbox (job_id, feature, result, stored_at) VALUES ('old1', 'pkcs', '{\"a\":1}', "
+            "'2026-01-01T00:00:00Z')");
     }
     {
         OutboxStore box(file);
@@ -112,9 +116,10 @@ TEST_CASE("outbox: SQLite: order, dedup, deferral in database time, refusal, fen
     exercise(box);
 }
 
-TEST_CASE("outbox: PostgreSQL: the same calls; only the lease holder delivers, and after it stops renewing another delivers "
-          "its entries in order",
-          "[postgresql]") {
+TEST_CASE(
+    "outbox: PostgreSQL: the same calls; only the lease holder delivers, and after it stops renewing another delivers "
+    "its entries in order",
+    "[postgresql]") {
     if (pg_url().empty()) {
         WARN("CERTCONN_TEST_PG_URL not set: skipped (ctest runs it under 'store: ...')");
         return;

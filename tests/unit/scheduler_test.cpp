@@ -322,13 +322,15 @@ TEST_CASE("a result whose claim was fenced off (the job was claimed again) is pa
     CHECK(state.at("refused").as_int64() == 1);
     CHECK(state.at("pending").as_int64() == 0);
     const std::string events = f.operational() + f.admin();
-    CHECK_THAT(events, Catch::Contains("\"id\":822") && Catch::Contains("job fenced: result fenced off: job fenced: claim 1 was fenced off"));
+    CHECK_THAT(events, Catch::Contains("\"id\":822") &&
+                           Catch::Contains("job fenced: result fenced off: job fenced: claim 1 was fenced off"));
     CHECK_THAT(events, !Catch::Contains("\"name\":\"JobResultDeliveryFailed\""));
 }
 
-TEST_CASE("a fleet on PostgreSQL: only the outbox lease holder delivers; when it stops renewing, another instance delivers "
-          "its entries in order",
-          "[postgresql]") {
+TEST_CASE(
+    "a fleet on PostgreSQL: only the outbox lease holder delivers; when it stops renewing, another instance delivers "
+    "its entries in order",
+    "[postgresql]") {
     const char* url = std::getenv("CERTCONN_TEST_PG_URL");
     if (!url) {
         WARN("CERTCONN_TEST_PG_URL not set: skipped (ctest runs it under 'store: ...')");
@@ -338,9 +340,7 @@ TEST_CASE("a fleet on PostgreSQL: only the outbox lease holder delivers; when it
     certconn::sql::Options store;
     store.url = url;
     store.schema = "sched_" + std::to_string(rd() % 1000000000);
-    auto on = [&](const char* id) {
-        return [&, id](const Config&) { return std::make_unique<OutboxStore>(store, id); };
-    };
+    auto on = [&](const char* id) { return [&, id](const Config&) { return std::make_unique<OutboxStore>(store, id); }; };
     // Instance a: its notifications are stored, it holds the delivery lease, then it dies (its
     // scheduler never runs: nothing renews the lease).
     SchedulerFixture a("", false, on("instance-a"));

@@ -721,7 +721,7 @@ std::string read_passphrase_file(const std::filesystem::path& path, std::string_
     if (!S_ISREG(st.st_mode)) throw std::invalid_argument(where + ": not a regular file; expected a file holding a passphrase");
     if ((st.st_mode & S_IRWXO) != 0) {
         char mode[8];
-        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        (void)std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
         throw std::invalid_argument(where + " is accessible by others (mode " + mode +
                                     "): a passphrase file must not be (chmod 600 or 640)");
     }
