@@ -1143,8 +1143,10 @@ private:
 private:
     /// How long a request waits for another one issuing the same transaction before a 503.
     static constexpr std::chrono::seconds kLedgerWait{10};
-    /// A claim this old without a certificate belongs to an instance that died: taken over.
-    static constexpr std::int64_t kClaimStaleSeconds = 120;
+    /// A claim this old without a certificate belongs to an instance that died: taken over (a
+    /// resend through the balancer waits kLedgerWait per instance, so it crosses this age and
+    /// issues). A slow CA taken over early is asked again with the same request id: one certificate.
+    static constexpr std::int64_t kClaimStaleSeconds = 15;
 
     certconn::sdk::Host& host_;
     const std::string instance_id_ = instance_id_of(host_);

@@ -78,7 +78,7 @@ TEST_CASE("the daemon serves /healthz, /status and plugin routes, and stops clea
         find_by(status.at("plugins").as_array(), "file", (inst.plugins / "broken-abi-major.so").string());
     REQUIRE(broken);
     CHECK(broken->at("status").as_string() == "refused");
-    CHECK_THAT(std::string(broken->at("reason").as_string()), Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.4"));
+    CHECK_THAT(std::string(broken->at("reason").as_string()), Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.5"));
     const json::object* ca_plugin = find_by(status.at("plugins").as_array(), "file", (inst.plugins / "fixture-ca.so").string());
     REQUIRE(ca_plugin);
     CHECK(ca_plugin->at("status").as_string() == "loaded");
@@ -129,8 +129,8 @@ TEST_CASE("plugins and config check name a broken plugin with its reason while t
     auto plugins = run_cli({"plugins", "--config", inst.config.string()});
     CHECK(plugins.exit_code == 0);
     CHECK_THAT(plugins.output, Catch::Contains("broken-abi-major.so: REFUSED   plugin 'broken-abi-major'") &&
-                                   Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.4"));
-    CHECK_THAT(plugins.output, Catch::Contains("fixture-ca.so: loadable  ca 'fixture' 0.3.0  SDK 1.4  released 2026-11-01"));
+                                   Catch::Contains("built for SDK 2.1, this host speaks 1.0-1.5"));
+    CHECK_THAT(plugins.output, Catch::Contains("fixture-ca.so: loadable  ca 'fixture' 0.3.0  SDK 1.5  released 2026-11-01"));
 
     auto as_json = run_cli({"plugins", "--dir", inst.plugins.string(), "--json"});
     REQUIRE(as_json.exit_code == 0);
