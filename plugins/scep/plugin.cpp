@@ -658,6 +658,9 @@ private:
     HttpResponse issue(Profile& p, const scep::PkiRequest& req, X509_REQ* csr, const std::string& csr_text, const std::string& tx,
                        const std::string& kind, const Lineage& lineage, Fail& fail) {
         const std::string request_id = ca_request_id(p, csr, kind, tx);
+        // A renewal may reuse its enrollment's transactionID (scepclient derives it from the key): the
+        // ledger keys transactions by message kind too.
+        const std::string ledger_tx = kind + ":" + tx;
         // The transaction ledger: one claim per transaction across the fleet.
         const std::string key = p.name + "\n" + tx;
         struct InFlight {  // this instance is working on `key` (a claim of ours not in here is orphaned)
@@ -682,7 +685,7 @@ private:
         const auto deadline = std::chrono::steady_clock::now() + kLedgerWait;
         bool waited = false;
         while (attempt == 0) {
-            scep::Claim claim = ledger_.claim(p.name, tx, request_id, instance_id_);
+            scep::Claim claim = ledger_.claim(p.name, ledger_tx, request_id, instance_id_);
             switch (claim.outcome) {
                 case scep::Claim::Outcome::claimed:
                     if (in_flight.take(key)) {
@@ -717,7 +720,7 @@ private:
                         orphan = !in_flight_.contains(key);
                     }
                     if (orphan && in_flight.take(key)) {
-                        attempt = ledger_.take_over(p.name, tx, claim.entry.attempt, instance_id_);
+                        attempt = ledger_.take_over(p.name, ledger_tx, claim.entry.attempt, instance_id_);
                         if (attempt != 0) {
                             host_.log(CC_EV_ScepRequestReceived, CC_LEVEL_INFO,
                                       "profile '" + p.name + "': took over transaction " + tx + " from " +
@@ -751,7 +754,7 @@ private:
         }
         auto release = [&] {
             try {
-                ledger_.release(p.name, tx, attempt, instance_id_);
+                ledger_.release(p.name, ledger_tx, attempt, instance_id_);
             } catch (const certconn::sql::Error& e) {
                 // The claim stays; the next request for the transaction takes it over.
                 host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
@@ -808,7 +811,7 @@ private:
         // Last: a claim left without its certificate is taken over and asks the CA again (same
         // request id, same certificate; the outbox keeps one notification per transaction).
         try {
-            ledger_.complete(p.name, tx, request_id, crypto::certificate_pem(cert.get()), serial);
+            ledger_.complete(p.name, ledger_tx, request_id, crypto::certificate_pem(cert.get()), serial);
         } catch (const certconn::sql::Error& e) {
             host_.log(CC_EV_StoreUnavailable, CC_LEVEL_WARNING,
                       "profile '" + p.name + "': certificate " + serial +
