@@ -5,6 +5,7 @@
 #include "IssuanceStore.hpp"
 #include "LocalCa.hpp"
 #include "Revocation.hpp"
+#include "support/Postgres.hpp"
 #include "support/TestCa.hpp"
 #include "support/TestFiles.hpp"
 
@@ -37,10 +38,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string pg_url() {
-    const char* u = std::getenv("CERTCONN_TEST_PG_URL");
-    return u ? u : "";
-}
+using certconn::test::pg_url;
 
 std::string unique(const std::string& base) {
     std::random_device rd;

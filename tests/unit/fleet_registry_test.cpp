@@ -5,6 +5,7 @@
 // registries) always; PostgreSQL under [postgresql].
 #include "fleet/InstanceRegistry.hpp"
 #include "status/FleetText.hpp"
+#include "support/Postgres.hpp"
 #include "support/TestFiles.hpp"
 
 #include <boost/json.hpp>
@@ -23,10 +24,7 @@ namespace json = boost::json;
 
 namespace {
 
-std::string pg_url() {
-    const char* u = std::getenv("CERTCONN_TEST_PG_URL");
-    return u ? u : "";
-}
+using certconn::test::pg_url;
 
 struct Member {
     Member(const std::filesystem::path& dir, const sql::Options& store, const std::string& id, SelfDescription self,

@@ -3,6 +3,7 @@
 // With a shared store (PostgreSQL) the journal is the fleet's: an instance re-running a job that
 // another (dead) instance started reuses its key, stored encrypted under [pkcs] shared_key_file.
 #include "KeyJournal.hpp"
+#include "support/Postgres.hpp"
 #include "support/TestFiles.hpp"
 
 #include <certconn/crypto.hpp>
@@ -29,10 +30,7 @@ std::string body_line(const std::string& pem) {
     return pem.substr(second, pem.find('\n', second) - second);
 }
 
-std::string pg_url() {
-    const char* u = std::getenv("CERTCONN_TEST_PG_URL");
-    return u ? u : "";
-}
+using certconn::test::pg_url;
 
 bool file_contains(const std::filesystem::path& file, const std::string& needle) {
     return test::read_file(file).find(needle) != std::string::npos;

@@ -3,6 +3,7 @@
 // "outbox:<tenant>" delivers; when it stops renewing, another instance delivers its entries, in
 // order. (The scheduler-level fleet cases are in scheduler_test.cpp.)
 #include "jobs/OutboxStore.hpp"
+#include "support/Postgres.hpp"
 #include "support/TestFiles.hpp"
 
 #include <certconn/sql.hpp>
@@ -20,10 +21,7 @@ using namespace std::chrono;
 
 namespace {
 
-std::string pg_url() {
-    const char* u = std::getenv("CERTCONN_TEST_PG_URL");
-    return u ? u : "";
-}
+using certconn::test::pg_url;
 
 sql::Options pg_host_store(const std::string& schema) {
     sql::Options o;
@@ -32,10 +30,7 @@ sql::Options pg_host_store(const std::string& schema) {
     return o;
 }
 
-std::string unique_schema(const std::string& base) {
-    std::random_device rd;
-    return base + "_" + std::to_string(rd() % 1000000000);
-}
+using certconn::test::unique_schema;
 
 std::vector<std::string> keys(const std::vector<OutboxEntry>& entries) {
     std::vector<std::string> out;

@@ -8,6 +8,7 @@
 #include "Store.hpp"
 #include "TransactionLedger.hpp"
 
+#include "support/Postgres.hpp"
 #include "support/TestFiles.hpp"
 
 #include <certconn/crypto.hpp>
@@ -29,10 +30,7 @@ using namespace certconn;
 
 namespace {
 
-std::string pg_url() {
-    const char* u = std::getenv("CERTCONN_TEST_PG_URL");
-    return u ? u : "";
-}
+using certconn::test::pg_url;
 
 /// Where two instances meet: a SQLite directory, or a fresh PostgreSQL schema.
 struct Place {

@@ -2,6 +2,7 @@
 // server (tests/support/servers/postgresql.sh; ctest's "store: ..." test starts one).
 #include <certconn/sql.hpp>
 
+#include "support/Postgres.hpp"
 #include "support/TestFiles.hpp"
 
 #include <catch2/catch.hpp>
@@ -16,15 +17,9 @@ using namespace certconn;
 
 namespace {
 
-std::string pg_url() {
-    const char* u = std::getenv("CERTCONN_TEST_PG_URL");
-    return u ? u : "";
-}
+using certconn::test::pg_url;
 
-std::string unique_schema(const std::string& base) {
-    std::random_device rd;
-    return base + "_" + std::to_string(rd() % 1000000000);
-}
+using certconn::test::unique_schema;
 
 sql::Options sqlite_options(const certconn::test::TempDir& dir) {
     sql::Options o;

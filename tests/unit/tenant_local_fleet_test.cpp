@@ -3,6 +3,7 @@
 // PostgreSQL schema (CERTCONN_TEST_PG_URL; ctest's "store: ..." test starts one).
 #include "JobQueue.hpp"
 #include "ScepLedger.hpp"
+#include "support/Postgres.hpp"
 #include "support/TestFiles.hpp"
 
 #include <certconn/crypto.hpp>
@@ -30,10 +31,7 @@ using certconn::test::TempDir;
 
 namespace {
 
-std::string pg_url() {
-    const char* u = std::getenv("CERTCONN_TEST_PG_URL");
-    return u ? u : "";
-}
+using certconn::test::pg_url;
 
 sql::Options pg_options(const std::string& schema) {
     sql::Options o;
@@ -42,10 +40,7 @@ sql::Options pg_options(const std::string& schema) {
     return o;
 }
 
-std::string unique_schema(const std::string& base) {
-    std::random_device rd;
-    return base + "_" + std::to_string(rd() % 1000000000);
-}
+using certconn::test::unique_schema;
 
 sql::Options sqlite_options(const std::filesystem::path& file) {
     sql::Options o;
