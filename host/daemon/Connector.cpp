@@ -542,20 +542,36 @@ int Connector::run() {
         });
     ca_health_ = std::make_unique<CaHealthMonitor>(*runtime_, *log_, cfg.host.ca_health_interval);
     // Before plugins start: a feature may hand over notifications from its init.
-    try {
-        outbox_ = std::make_unique<OutboxStore>(host_store, instance_id_);
-    } catch (const sql::Error& e) {
-        if (e.kind() == sql::Error::Kind::schema)
-            log_->emit(CC_EV_StoreSchemaTooNew, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
-        else if (e.kind() == sql::Error::Kind::connection || e.kind() == sql::Error::Kind::outcome_unknown)
+    // A shared store may come up after the connector (a fleet booted together, a database
+    // fail-over): wait for it with backoff until it answers or a stop signal arrives.
+    for (auto wait = std::chrono::seconds(1); !outbox_;) {
+        try {
+            outbox_ = std::make_unique<OutboxStore>(host_store, instance_id_);
+            if (wait > std::chrono::seconds(1)) log_->emit(CC_EV_StoreRecovered, CC_LEVEL_INFO, "the store answers; starting");
+        } catch (const sql::Error& e) {
+            if (e.kind() == sql::Error::Kind::schema) {
+                log_->emit(CC_EV_StoreSchemaTooNew, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
+                return 1;
+            }
+            if (e.kind() != sql::Error::Kind::connection && e.kind() != sql::Error::Kind::outcome_unknown &&
+                e.kind() != sql::Error::Kind::busy) {
+                log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
+                return 1;
+            }
             log_->emit(CC_EV_StoreUnavailable, CC_LEVEL_ERROR,
-                       std::string("cannot open the outbox: ") + e.what() + " (the connector starts once the store answers)");
-        else
+                       std::string("cannot open the outbox: ") + e.what() +
+                           "; the connector starts once the store answers (next try in " + std::to_string(wait.count()) + " s)");
+            const timespec pause{static_cast<time_t>(wait.count()), 0};
+            const int sig = sigtimedwait(&signals, nullptr, &pause);
+            if (sig == SIGTERM || sig == SIGINT) {
+                log_->emit(CC_EV_ServiceStopping, CC_LEVEL_INFO, "stopped while waiting for the store");
+                return 1;
+            }
+            wait = std::min(wait * 2, std::chrono::seconds(30));
+        } catch (const std::exception& e) {
             log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
-        return 1;
-    } catch (const std::exception& e) {
-        log_->emit(CC_EV_OutboxWriteFailed, CC_LEVEL_ERROR, std::string("cannot open the outbox: ") + e.what());
-        return 1;
+            return 1;
+        }
     }
     try {
         // Results stored before several tenants existed belong to the default tenant (the old [tenant]).

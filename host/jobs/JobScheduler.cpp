@@ -22,6 +22,16 @@ std::string text(const json::object& o, const char* key) {
     return v && v->is_string() ? std::string(v->as_string()) : std::string();
 }
 
+// The fencing token a result body carries ("claim"), if any.
+std::optional<std::int64_t> claim_in(const std::string& body) {
+    std::error_code ec;
+    const json::value v = json::parse(body, ec);
+    if (ec || !v.is_object()) return std::nullopt;
+    const auto* c = v.as_object().if_contains("claim");
+    if (c == nullptr || !c->is_int64()) return std::nullopt;
+    return c->as_int64();
+}
+
 }  // namespace
 
 JobScheduler::JobScheduler(PluginRuntime& runtime, EventLog& log, JobSettings settings, OutboxStore& outbox)
@@ -386,6 +396,23 @@ bool JobScheduler::lost(const Claim& claim) {
     return claim.lost;
 }
 
+bool JobScheduler::still_fenced(Claim& claim, std::string& why) {
+    {
+        std::lock_guard lock(mutex_);
+        if (claim.lost) {
+            why = "the tenant refused this claim's lease renewal";
+            return true;
+        }
+        if (steady_clock::now() < claim.lease_until) return false;  // within the lease we were granted
+    }
+    return renew(claim, seconds(settings_.lease_seconds), why) == Renewal::lost;
+}
+
+void JobScheduler::fenced(const Claim& claim, const std::string& why) {
+    const std::string id = text(claim.job, "id");
+    log_.emit(CC_EV_ResultFenced, CC_LEVEL_WARNING, "job " + id + ": " + why + " (tenant '" + claim.tenant + "')", id);
+}
+
 void JobScheduler::renew_running(const std::string& tenant) {
     const auto lease = seconds(settings_.lease_seconds);
     std::vector<std::shared_ptr<Claim>> due;
@@ -412,21 +439,34 @@ void JobScheduler::run(Claim& claim) {
     const std::string id = text(job, "id");
     const std::string feature = text(job, "feature");
     const json::value* claim_token = job.if_contains("claim");  // the fencing token (tenant-local's claim number)
+    const std::optional<std::int64_t> token =
+        claim_token && claim_token->is_int64() ? std::optional(claim_token->as_int64()) : std::nullopt;
     if (auto stored = outbox_.find(claim.tenant, runtime_.config()->default_tenant() == claim.tenant, id)) {
-        // Finished before a crash, or by an earlier claim: report, don't redo. The result goes
-        // back under this claim, the one the tenant now accepts.
-        if (claim_token) {
+        // Finished before a crash, or by another claim: report, don't redo. An older claim's
+        // result goes back under this claim, the one the tenant now accepts; a newer claim's
+        // result means this claim is stale (this instance sat on it past its lease).
+        const auto had = claim_in(stored->body);
+        if (token && had && *had > *token) {
+            fenced(claim, "claim " + std::to_string(*token) + " is stale: claim " + std::to_string(*had) +
+                              "'s result is already stored; this run is dropped");
+            return;
+        }
+        if (token && had != token) {
             std::error_code ec;
             json::value body = json::parse(stored->body, ec);
             if (!ec && body.is_object()) {
-                const auto* had = body.as_object().if_contains("claim");
-                if (!had || *had != *claim_token) {
-                    body.as_object()["claim"] = *claim_token;
-                    outbox_.restamp(stored->seq, json::serialize(body));
-                }
+                body.as_object()["claim"] = *token;
+                outbox_.restamp(stored->seq, json::serialize(body));
             }
         }
         wake_delivery(claim.tenant);
+        return;
+    }
+    // A claim that waited here past its lease (this instance was paused, or busy) may belong to
+    // another instance by now: ask before running it.
+    std::string why_fenced;
+    if (token && still_fenced(claim, why_fenced)) {
+        fenced(claim, "claim " + std::to_string(*token) + " waited past its lease (" + why_fenced + "); not run");
         return;
     }
     std::string result;
@@ -526,6 +566,11 @@ void JobScheduler::run(Claim& claim) {
                                               {"attempts", attempt}});
         break;
     }
+    if (token && still_fenced(claim, why_fenced)) {  // paused or slow past the lease: does the claim still hold?
+        fenced(claim,
+               "claim " + std::to_string(*token) + " finished after its lease (" + why_fenced + "); the result is dropped");
+        return;
+    }
     if (lost(claim)) {  // renewing during the run found another claim owns the job now
         log_.emit(CC_EV_JobLeaseLost, CC_LEVEL_WARNING,
                   "job " + id + ": finished after its lease was lost; the result is dropped", id);
@@ -543,15 +588,16 @@ void JobScheduler::run(Claim& claim) {
     // raced one that was paused past its lease) is kept by put(): restamp it with this claim,
     // the one the tenant now accepts.
     const std::string stored = outbox_.put(claim.tenant, id, feature, result);
-    if (claim_token && stored != result) {
-        std::error_code ec;
-        json::value body = json::parse(stored, ec);
-        if (!ec && body.is_object()) {
-            const auto* had = body.as_object().if_contains("claim");
-            if (!had || !had->is_int64() || !claim_token->is_int64() || had->as_int64() < claim_token->as_int64())
-                if (auto entry = outbox_.find(claim.tenant, runtime_.config()->default_tenant() == claim.tenant, id))
-                    outbox_.restamp(entry->seq, result);
+    if (token && stored != result) {
+        const auto had = claim_in(stored);
+        if (had && *had > *token) {
+            fenced(claim, "claim " + std::to_string(*token) + " finished late: claim " + std::to_string(*had) +
+                              "'s result is already stored; this result is dropped");
+            return;
         }
+        if (had != token)
+            if (auto entry = outbox_.find(claim.tenant, runtime_.config()->default_tenant() == claim.tenant, id))
+                outbox_.restamp(entry->seq, result);
     }
     log_.emit(CC_EV_JobResultStored, CC_LEVEL_DEBUG, "job " + id + " result stored", id);
     wake_delivery(claim.tenant);
@@ -723,14 +769,23 @@ JobScheduler::Delivery JobScheduler::deliver(Lane& lane, const OutboxEntry& entr
 bool JobScheduler::lead(Lane& lane) {
     const auto pass = milliseconds(std::max(settings_.poll_interval_ms, 50));
     const auto ttl = std::max<seconds>(seconds(3), duration_cast<seconds>(pass * 3) + seconds(1));
+    const auto now = steady_clock::now();
+    if (lane.lead_failures > 0 && now < lane.lead_retry_at) return false;  // the store was away: back off
     std::optional<std::int64_t> epoch;
     try {
         epoch = outbox_.lead(lane.tenant, ttl);
+        lane.lead_failures = 0;
     } catch (const std::exception& e) {
         epoch.reset();
-        log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_WARNING,
-                  "outbox: cannot take the delivery lease of tenant '" + lane.tenant + "': " + e.what(), {},
-                  {{"tenant", lane.tenant}});
+        const sdk::Backoff backoff{milliseconds(250), seconds(10), 0.2};
+        lane.lead_retry_at = now + backoff.delay(++lane.lead_failures);
+        if (lane.lead_failures == 1 || now - lane.lead_error_logged >= seconds(30)) {
+            lane.lead_error_logged = now;
+            log_.emit(CC_EV_OutboxWriteFailed, CC_LEVEL_WARNING,
+                      "outbox: cannot take the delivery lease of tenant '" + lane.tenant + "' (try " +
+                          std::to_string(lane.lead_failures) + "): " + e.what(),
+                      {}, {{"tenant", lane.tenant}});
+        }
     }
     const json::object fields{{"tenant", lane.tenant}, {"lease", "outbox:" + lane.tenant}};
     if (epoch && *epoch != 0 && epoch != lane.delivery_epoch)

@@ -80,6 +80,11 @@ private:
         bool heartbeat_unsupported = false;
         // Delivery thread only: the epoch of the lease "outbox:<tenant>" it holds (0: one machine).
         std::optional<std::int64_t> delivery_epoch;
+        // Delivery thread only: the store failed to answer for the lease; not asked again before
+        // `lead_retry_at` (backoff), and logged at most every half minute.
+        int lead_failures = 0;
+        std::chrono::steady_clock::time_point lead_retry_at;
+        std::chrono::steady_clock::time_point lead_error_logged;
     };
 
     void start_lane(const std::string& tenant);
@@ -93,6 +98,11 @@ private:
     /// Claim thread: renews the leases of `tenant`'s running jobs that are past half their lease.
     void renew_running(const std::string& tenant);
     bool lost(const Claim& claim);
+    /// True when the tenant says another claim owns the job: asked only once the lease this
+    /// instance was granted has run out (a paused instance wakes with its lease long gone).
+    bool still_fenced(Claim& claim, std::string& why);
+    /// A stale claim's run or result is dropped: ResultFenced (822).
+    void fenced(const Claim& claim, const std::string& why);
     /// Asks the tenant to extend the claim's lease to `seconds` from now.
     Renewal renew(Claim& claim, std::chrono::seconds seconds, std::string& why);
     Delivery deliver(Lane& lane, const OutboxEntry& entry);

@@ -4,7 +4,8 @@
 #   - `kill -9` of instances holding leases, then restarted;
 #   - one instance SIGSTOPped past its lease, then SIGCONTed: its late result is fenced off (822);
 #   - PostgreSQL crash-restarted (`pg_ctl -m immediate`) mid-batch;
-#   - PostgreSQL stopped for 60 s, then started: every instance logs 801, then 802.
+#   - PostgreSQL stopped for 60 s, then started: every instance logs 801, then 802; an instance
+#     started meanwhile waits for the store and then serves.
 # Then: every job has exactly one result and it is a success; ca-local's issuance record holds
 # exactly one certificate per request id, and it is the one in the job's result; the host's
 # shared outbox is empty; every revoked serial is revoked.
@@ -53,26 +54,43 @@ echo "# killed: $victims"
 sleep 1
 for v in $victims; do fleet_start "$v" || fail "instance $v restarted after kill -9"; done
 
-# Wave 2 (350 more); submitted before p4 is stopped, so it holds leases then; PostgreSQL is
-# crash-restarted while they run.
-sed -n 351,700p "$work/all.jobs" | fleet_submit p2 >"$work/w2.answers"
-check "wave 2: 350 PKCS jobs accepted" test "$(grep -c '"http": 201' "$work/w2.answers")" = 350
-
-# SIGSTOP p4 while it holds leases; keep it stopped past the lease, so others claim its jobs.
-if wait_running_on p4 60; then
+# SIGSTOP p4 while its workers run jobs, and keep it stopped past the lease, so others claim
+# its jobs and its late results are fenced off. To catch p4 mid-run, the other instances pause
+# (for less than a lease) while p4 alone takes the first 16 jobs of wave 2, which ask for
+# RSA-4096 keys (seconds of key generation each). A lease whose result is already in the shared
+# outbox is not late: the outbox leader delivers it and the next claim restamps it.
+in_worker_on_p4() {
+  pg_sql "SELECT count(*) FROM $jobs_table j WHERE status='running' AND owner='p4'
+          AND NOT EXISTS (SELECT 1 FROM host.deliveries d WHERE d.kind = 'result' AND d.key = j.id)" 2>/dev/null
+}
+p4_busy() { [ "$(in_worker_on_p4)" -ge 1 ] 2>/dev/null; }
+others=$(for n in p1 p2 p3; do fleet_alive "$n" && echo "$n"; done)
+for n in $others; do fleet_kill "$n" STOP; done
+sed -n 351,366p "$work/all.jobs" | sed 's/"request": {"type": "issue"/"request": {"type": "issue", "key_type": "rsa4096"/' |
+  fleet_submit p4 >"$work/w2a.answers"
+caught=""
+deadline=$((SECONDS + 30))
+until p4_busy; do [ "$SECONDS" -ge "$deadline" ] && break; sleep 0.1; done
+if p4_busy; then fleet_kill p4 STOP; p4_busy && caught=1; fi
+for n in $others; do fleet_kill "$n" CONT; done
+# Wave 2 (the other 334); PostgreSQL is crash-restarted while they run.
+sed -n 367,700p "$work/all.jobs" | fleet_submit p2 >"$work/w2b.answers"
+check "wave 2: 350 PKCS jobs accepted (16 of them RSA-4096)" \
+  test "$(cat "$work/w2a.answers" "$work/w2b.answers" | grep -c '"http": 201')" = 350
+if [ -n "$caught" ]; then
   pg_sql "SELECT id FROM $jobs_table WHERE status='running' AND owner='p4'" >"$work/p4.held"
-  fleet_kill p4 STOP
-  echo "# p4 stopped holding $(wc -l <"$work/p4.held") lease(s)"
+  echo "# p4 stopped holding $(wc -l <"$work/p4.held") lease(s), $(in_worker_on_p4) of them in its workers"
   sleep $((fleet_lease_seconds + 5))
   check "p4's jobs were claimed again (or finished) by others while it slept" bash -c "
     source '$(dirname "$0")/../support/servers/postgresql.sh'; PG_DIR='$PG_DIR' PG_PORT='$PG_PORT'
     for id in \$(cat '$work/p4.held'); do
       r=\$(pg_sql \"SELECT owner||' '||status||' '||attempts FROM $jobs_table WHERE id='\$id'\")
-      echo \"\$id \$r\"; case \"\$r\" in p4\ running*) exit 1;; esac
+      echo \"\$id \$r\"; case \"\$r\" in p4\\ running*) exit 1;; esac
     done"
   fleet_kill p4 CONT
 else
-  fail "p4 held a lease to be stopped with (none in 60 s)"
+  fleet_kill p4 CONT
+  fail "p4 stopped while its workers run jobs (p4 took none of the RSA-4096 jobs in 30 s)"
 fi
 
 # 60 revoke jobs for certificates of wave 1 (whatever has a result by now).
@@ -98,9 +116,19 @@ queued=$(pg_sql "SELECT count(*) FROM $jobs_table WHERE status IN ('queued','run
 check "jobs are still queued or running when PostgreSQL goes away ($queued)" test "${queued:-0}" -gt 0
 pg_stop
 down_at=$SECONDS
-sleep 60
+# An instance started while the store is away waits for it (801) instead of exiting.
+fleet_config p5 pkcs,revoke
+fleet_names+=(p5)
+(cd "$work/p5" && exec "$bin" run --config "$work/p5/c.toml") >>"$work/p5/daemon.out" 2>&1 &
+fleet_pid[p5]=$!
+sleep 15
+p5_waits() { fleet_alive p5 && [ "$(fleet_count_events p5 801)" -ge 1 ]; }
+check "p5, started while PostgreSQL is away, waits for it: alive, 801 StoreUnavailable" p5_waits
+sleep $((60 - (SECONDS - down_at)))
 pg_start "$work/pg" "$PG_PORT" || fail "PostgreSQL started again"
 echo "# PostgreSQL was away $((SECONDS - down_at)) s"
+check "p5 starts once PostgreSQL answers" wait_until 60 "$bin" status --config "$work/p5/c.toml"
+names+=(p5)
 
 all_ids=$(cat "$work/pkcs.ids" "$work/rev.ids")
 printf '%s\n' $all_ids >"$work/all.ids"

@@ -34,8 +34,19 @@ for ((b = 0; b < count; b += 10)); do
     (cd "$work/$n" && exec "$bin" run --config "$work/$n/c.toml") >>"$work/$n/daemon.out" 2>&1 &
     fleet_pid[$n]=$!
   done
+  # A start is slow on a loaded machine (every instance already up heartbeats and polls), so
+  # the wait is long; a process that died is reported at once.
   for n in "${batch[@]}"; do
-    wait_until 120 "$bin" status --config "$work/$n/c.toml" || { start_failed=$((start_failed + 1)); echo "# $n did not start:"; tail -n 5 "$work/$n/daemon.out"; }
+    deadline=$((SECONDS + 300))
+    until "$bin" status --config "$work/$n/c.toml" >/dev/null 2>&1; do
+      if ! fleet_alive "$n" || [ "$SECONDS" -ge "$deadline" ]; then
+        start_failed=$((start_failed + 1))
+        echo "# $n did not start ($(fleet_alive "$n" && echo "still starting after 300 s" || echo "exited")):"
+        tail -n 5 "$work/$n/daemon.out"; tail -n 3 "$work/$n/log/operational.jsonl" 2>/dev/null
+        break
+      fi
+      sleep 0.5
+    done
   done
 done
 check "$count instances started ($((SECONDS - started)) s)" test "$start_failed" = 0

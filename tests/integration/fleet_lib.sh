@@ -40,7 +40,21 @@ fleet_cleanup() {
 }
 trap fleet_cleanup EXIT
 
-free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port: a loopback port nobody listens on now, below the kernel's ephemeral range: a fleet's
+# instances start minutes after their configurations are written, and hundreds of outbound
+# connections (to PostgreSQL) would otherwise take the chosen ports first.
+free_port() {
+  "$py" -c '
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(1000):
+    port = random.randrange(10000, low)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port)); print(port); break
+    except OSError: pass
+    finally: s.close()'
+}
 
 # wait_until SECONDS COMMAND...: retries the command every half second; fails after SECONDS.
 wait_until() {
@@ -117,7 +131,7 @@ fleet_start() {
   (cd "$work/$name" && exec "$bin" run --config "$work/$name/c.toml") >>"$work/$name/daemon.out" 2>&1 &
   fleet_pid[$name]=$!
   local i
-  for i in $(seq 1 ${fleet_start_tries:-150}); do
+  for i in $(seq 1 ${fleet_start_tries:-450}); do
     "$bin" status --config "$work/$name/c.toml" >/dev/null 2>&1 && return 0
     kill -0 "${fleet_pid[$name]}" 2>/dev/null || break
     sleep 0.2

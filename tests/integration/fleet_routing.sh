@@ -95,7 +95,8 @@ check "the import job waits (queued) while no instance serves import" grep -q '"
 check "an instance logged 814 FleetFeatureUnserved naming import" bash -c "
   for n in a b d e; do cat '$work'/\$n/log/*.jsonl 2>/dev/null; done | grep '\"id\":814' | grep -q import"
 fleet_start c || fail "c restarted"
-import2_by_c() { fleet_wait_final a 60 "$work/imp2.ids" && cat "$work"/c/log/*.jsonl | grep -q '"request_id":"route-imp-2"'; }
+c_logged_imp2() { cat "$work"/c/log/*.jsonl | grep -q '"request_id":"route-imp-2"'; }
+import2_by_c() { fleet_wait_final a 120 "$work/imp2.ids" && wait_until 15 c_logged_imp2; }
 check "with c back, the waiting import job gets its result, from c" import2_by_c
 
 for n in a b c d e; do stop_checked "$n"; done
