@@ -4,6 +4,7 @@
 
 #include <certconn/errno_message.hpp>
 
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <pwd.h>
@@ -56,11 +57,23 @@ void become_service_account(const ConfigDocument& doc) {
         std::error_code ec;
         fs::create_directories(dir, ec);
         if (ec) throw std::runtime_error("cannot create " + dir.string() + ": " + ec.message());
-        ::chmod(dir.c_str(), static_cast<mode_t>(mode));
-        if (::chown(dir.c_str(), uid, gid) != 0)
-            throw std::runtime_error("cannot hand " + dir.string() + " to '" + account + "': " + sdk::errno_message(errno));
-        for (const auto& entry : fs::directory_iterator(dir, ec))
-            if (entry.path().parent_path() == log_dir.lexically_normal()) (void)::chown(entry.path().c_str(), uid, gid);
+        // Root works in directories the account owns: never follow a link the account planted
+        // (a log entry pointing at /etc/shadow would be handed to it).
+        const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) throw std::runtime_error("cannot open " + dir.string() + ": " + sdk::errno_message(errno));
+        const bool handed = ::fchmod(fd, static_cast<mode_t>(mode)) == 0 && ::fchown(fd, uid, gid) == 0;
+        const int saved = errno;
+        if (handed && dir == log_dir.lexically_normal())
+            for (const auto& entry : fs::directory_iterator(dir, ec)) {
+                const std::string name = entry.path().filename().string();
+                struct stat st {};
+                // Only the account's own log files: no link, no hard link to a file elsewhere.
+                if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
+                    (void)::fchownat(fd, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
+            }
+        ::close(fd);
+        if (!handed)
+            throw std::runtime_error("cannot hand " + dir.string() + " to '" + account + "': " + sdk::errno_message(saved));
     }
 
     std::uint16_t port = 8080;

@@ -280,6 +280,14 @@ TEST_CASE("started as root with a service account, the daemon becomes that accou
     std::string text = read_file(inst.config);
     text.insert(text.find("listen"), "service_account = \"nobody\"\n");
     write_file(inst.config, text);
+    // What the account could have planted in its log directory before a root start: a link and a
+    // hard link to files root owns. Root must hand over only the account's own log files.
+    std::filesystem::create_directories(inst.dir / "log");
+    write_file(inst.dir / "root-owned", "secret");
+    write_file(inst.dir / "root-owned-2", "secret");
+    write_file(inst.dir / "log" / "old.jsonl", "{}\n");
+    std::filesystem::create_symlink(inst.dir / "root-owned", inst.dir / "log" / "planted.jsonl");
+    std::filesystem::create_hard_link(inst.dir / "root-owned-2", inst.dir / "log" / "linked.jsonl");
     Daemon daemon(inst.config, inst.dir / "daemon.out");
     const auto port = static_cast<std::uint16_t>(inst.wait_ready(daemon).at("port").as_int64());
     const std::string proc = read_file("/proc/" + std::to_string(daemon.pid()) + "/status");
@@ -292,6 +300,12 @@ TEST_CASE("started as root with a service account, the daemon becomes that accou
     REQUIRE(::stat((inst.dir / "state").c_str(), &st) == 0);
     CHECK(st.st_uid == nobody->pw_uid);
     CHECK((st.st_mode & 0777) == 0700);
+    REQUIRE(::stat((inst.dir / "log" / "old.jsonl").c_str(), &st) == 0);
+    CHECK(st.st_uid == nobody->pw_uid);
+    for (const char* target : {"root-owned", "root-owned-2"}) {
+        REQUIRE(::stat((inst.dir / target).c_str(), &st) == 0);
+        CHECK(st.st_uid == 0);  // not followed through the link, not changed through the hard link
+    }
     CHECK(http_request(port, "POST", "/fixture/issue", R"({"csr":"x"})").status == 200);  // plugins work as nobody
     // Plugin code never ran as root: not its init, and not its query export at the scan either.
     const std::string who = "query " + std::to_string(nobody->pw_uid) + " init " + std::to_string(nobody->pw_uid);
